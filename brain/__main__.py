@@ -1,0 +1,51 @@
+"""`python -m brain`: a short text conversation through the configured brain (offline by default).
+
+Shows streaming deltas, a plain tool call, and a tool that waits for human approval (answered
+here by a console policy that approves after printing the request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from . import ApprovalDecision, ApprovalRequest, BrainConfig, InProcessApprovalGate, Turn, create_voice_brain
+from .events import ApprovalRequested, ApprovalResolved, ToolFinished, ToolStarted
+
+SCRIPT = [
+    "Hello there!",
+    "What's the weather in Paris?",
+    "Please book a table for four.",
+]
+
+
+def _approve(request: ApprovalRequest) -> ApprovalDecision:
+    print(f"\n  [approval] {request.prompt}  -> approved (demo policy)")
+    return ApprovalDecision.approve(by="demo-user")
+
+
+def _show(event: object) -> None:
+    if isinstance(event, ToolStarted):
+        print(f"\n  [tool] {event.name}({event.arguments}) started")
+    elif isinstance(event, ApprovalRequested):
+        print(f"\n  [hitl] approval requested for {event.name} (id {event.request_id})")
+    elif isinstance(event, ApprovalResolved):
+        print(f"  [hitl] {event.outcome} by {event.decided_by}")
+    elif isinstance(event, ToolFinished):
+        print(f"  [tool] {event.name} -> {event.status}: {event.result or event.error}")
+
+
+async def main() -> int:
+    brain = create_voice_brain(BrainConfig(), approvals=InProcessApprovalGate(policy=_approve))
+    brain.subscribe(_show)
+    for line in SCRIPT:
+        print(f"\nuser : {line}\nagent: ", end="", flush=True)
+        async for delta in brain.stream_reply(Turn(line, conversation_id="demo", user_id="demo-user")):
+            print(delta, end="", flush=True)
+        print()
+    await brain.aclose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

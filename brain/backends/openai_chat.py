@@ -1,0 +1,153 @@
+"""OpenAI Chat Completions streaming, through the official `openai` SDK (any compatible server)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import openai
+
+from ..errors import (
+    AuthError,
+    BrainError,
+    ProtocolError,
+    ProviderTimeoutError,
+    RateLimitedError,
+    UnavailableError,
+    error_for_status,
+)
+from ..memory import Message, ToolCall
+from .base import ModelOutput, ModelRequest, TextChunk
+
+PROVIDER = "openai"
+
+
+def map_openai_error(exc: BaseException) -> BrainError:
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderTimeoutError(str(exc), provider=PROVIDER)
+    if isinstance(exc, openai.APIConnectionError):
+        return UnavailableError(str(exc), provider=PROVIDER)
+    if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+        return AuthError(exc.message, provider=PROVIDER, status=exc.status_code)
+    if isinstance(exc, openai.RateLimitError):
+        return RateLimitedError(exc.message, provider=PROVIDER, status=exc.status_code)
+    if isinstance(exc, openai.APIStatusError):
+        return error_for_status(exc.status_code, exc.message, provider=PROVIDER)
+    if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError | openai.APIError):
+        return ProtocolError(str(exc), provider=PROVIDER)
+    return UnavailableError(f"{type(exc).__name__}: {exc}", provider=PROVIDER)
+
+
+def to_openai_messages(system_prompt: str, messages: list[Message]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if system_prompt:
+        out.append({"role": "system", "content": system_prompt})
+    for m in messages:
+        if m.role == "tool":
+            out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content})
+        elif m.role == "assistant" and m.tool_calls:
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": m.content or None,
+                    "tool_calls": [
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {
+                                "name": c.name,
+                                "arguments": c.raw_arguments or json.dumps(c.arguments),
+                            },
+                        }
+                        for c in m.tool_calls
+                    ],
+                }
+            )
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
+
+
+def parse_arguments(raw: str) -> dict[str, Any]:
+    """Parse tool arguments; invalid JSON yields a marker the tool loop reports back to the model."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return {"__invalid_json__": raw}
+    return value if isinstance(value, dict) else {"__invalid_json__": raw}
+
+
+class OpenAIChatBackend:
+    name = PROVIDER
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 0,
+        client: openai.AsyncOpenAI | None = None,
+    ) -> None:
+        self.client = client or openai.AsyncOpenAI(
+            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
+        )
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelOutput]:
+        kwargs: dict[str, Any] = {
+            "model": request.model,
+            "messages": to_openai_messages(request.system_prompt, request.messages),
+            "stream": True,
+        }
+        if request.tools:
+            kwargs["tools"] = [t.openai_schema() for t in request.tools]
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            kwargs["max_tokens"] = request.max_tokens
+        try:
+            stream = await self.client.chat.completions.create(**kwargs)
+        except openai.OpenAIError as exc:
+            raise map_openai_error(exc) from exc
+        calls: dict[int, dict[str, str]] = {}
+        try:
+            async with stream:
+                async for chunk in stream:
+                    if not chunk.choices:
+                        continue
+                    delta = chunk.choices[0].delta
+                    if delta is None:
+                        continue
+                    if delta.content:
+                        yield TextChunk(delta.content)
+                    for tc in delta.tool_calls or []:
+                        slot = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+                        if tc.id:
+                            slot["id"] = tc.id
+                        if tc.function is not None:
+                            if tc.function.name:
+                                slot["name"] += tc.function.name
+                            if tc.function.arguments:
+                                slot["arguments"] += tc.function.arguments
+        except openai.OpenAIError as exc:
+            raise map_openai_error(exc) from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ProtocolError(f"malformed stream chunk: {exc}", provider=PROVIDER) from exc
+        except Exception as exc:  # transport errors raised by the HTTP layer mid-stream
+            raise map_openai_error(exc) from exc
+        for index in sorted(calls):
+            slot = calls[index]
+            if not slot["name"]:
+                raise ProtocolError("tool call without a function name", provider=PROVIDER)
+            yield ToolCall(
+                id=slot["id"] or f"call_{index}",
+                name=slot["name"],
+                arguments=parse_arguments(slot["arguments"]),
+                raw_arguments=slot["arguments"],
+            )
+
+    async def aclose(self) -> None:
+        await self.client.close()

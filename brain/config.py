@@ -1,0 +1,99 @@
+"""Brain configuration, read from the environment and `.env` (pydantic-settings)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .errors import ConfigError
+
+BUILTIN_BACKENDS = ("offline", "openai", "gemini")
+DEFAULT_MODELS = {"openai": "gpt-4o-mini", "gemini": "gemini-2.5-flash", "offline": "offline"}
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful voice assistant. Your replies are spoken aloud: keep them short, "
+    "conversational and free of markdown, lists or emoji. Use tools when they help."
+)
+
+
+class BrainConfig(BaseSettings):
+    """Every field maps to an environment variable: `BRAIN_<FIELD>` unless noted."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRAIN_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    backend: str = "offline"
+    """`offline`, `openai`, `gemini`, or a user brain as `package.module:factory`."""
+    model: str | None = None
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(default=None, gt=0)
+    user_id: str | None = None
+    """Default identity approvals are addressed to when a turn names none."""
+
+    tools: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["brain.example_tools"])
+    """Import paths of tool modules (comma-separated in the env); every @tool in each is loaded."""
+    hitl_timeout: float = Field(default=30.0, gt=0)
+    tool_timeout: float = Field(default=20.0, gt=0)
+    max_tool_steps: int = Field(default=5, ge=1)
+    memory_turns: int = Field(default=20, ge=1)
+    request_timeout: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=0, ge=0)
+    """SDK-level retries; 0 keeps latency predictable (a failed turn apologises instead)."""
+    apology: str = "Sorry, something went wrong on my side. Could you say that again?"
+    """Spoken when a turn fails; empty to stay silent."""
+    offline_token_delay: float = Field(default=0.0, ge=0)
+    """Seconds between offline deltas (0: as fast as possible)."""
+
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"))
+    openai_base_url: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
+    gemini_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY")
+    )
+    gemini_base_url: str | None = Field(default=None, validation_alias=AliasChoices("GEMINI_BASE_URL"))
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _split_tools(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [p.strip() for p in v.split(",") if p.strip()]
+        return v
+
+    @field_validator("backend")
+    @classmethod
+    def _check_backend(cls, v: str) -> str:
+        v = v.strip()
+        if v not in BUILTIN_BACKENDS and ":" not in v:
+            raise ValueError(
+                f"unknown brain backend {v!r}: use one of {', '.join(BUILTIN_BACKENDS)} "
+                "or a custom brain as 'package.module:factory'"
+            )
+        return v
+
+    @property
+    def effective_model(self) -> str:
+        return self.model or DEFAULT_MODELS.get(self.backend, "custom")
+
+    def require_keys(self) -> None:
+        """Fail at start-up, naming the missing variable."""
+        if self.backend == "openai" and not _present(self.openai_api_key):
+            raise ConfigError("OPENAI_API_KEY is not set; BRAIN_BACKEND=openai needs it")
+        if self.backend == "gemini" and not _present(self.gemini_api_key):
+            raise ConfigError("GEMINI_API_KEY (or GOOGLE_API_KEY) is not set; BRAIN_BACKEND=gemini needs it")
+
+    def masked(self) -> dict[str, object]:
+        """The effective configuration with secrets masked, for `doctor` and logs."""
+        out: dict[str, object] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(getattr(self, name), SecretStr):
+                out[name] = "***" if _present(getattr(self, name)) else None
+            else:
+                out[name] = value
+        return out
+
+
+def _present(secret: SecretStr | None) -> bool:
+    return secret is not None and bool(secret.get_secret_value().strip())

@@ -1,0 +1,88 @@
+"""One error hierarchy for the brain, with stable codes clients can switch on."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+ErrorCode = Literal[
+    "auth",
+    "rate_limited",
+    "timeout",
+    "unavailable",
+    "bad_request",
+    "protocol",
+    "tool_failed",
+    "cancelled",
+    "config",
+]
+
+
+class BrainError(Exception):
+    """Base class. `code` is stable across releases; `message` is for humans."""
+
+    code: ClassVar[ErrorCode] = "unavailable"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, provider: str | None = None, status: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.provider = provider
+        self.status = status
+
+    def __str__(self) -> str:
+        where = f"[{self.provider}] " if self.provider else ""
+        return f"{where}{self.code}: {self.message}"
+
+
+class AuthError(BrainError):
+    code = "auth"
+
+
+class RateLimitedError(BrainError):
+    code = "rate_limited"
+    retryable = True
+
+
+class ProviderTimeoutError(BrainError):
+    code = "timeout"
+    retryable = True
+
+
+class UnavailableError(BrainError):
+    code = "unavailable"
+    retryable = True
+
+
+class BadRequestError(BrainError):
+    code = "bad_request"
+
+
+class ProtocolError(BrainError):
+    code = "protocol"
+
+
+class ToolFailedError(BrainError):
+    code = "tool_failed"
+
+
+class CancelledTurnError(BrainError):
+    code = "cancelled"
+
+
+class ConfigError(BrainError, ValueError):
+    """Bad or missing configuration; raised at start-up, never mid-turn."""
+
+    code = "config"
+
+
+def error_for_status(status: int, message: str, *, provider: str) -> BrainError:
+    """Map an HTTP status from any provider to the matching typed error."""
+    if status in (401, 403):
+        return AuthError(message, provider=provider, status=status)
+    if status == 429:
+        return RateLimitedError(message, provider=provider, status=status)
+    if status in (408, 504):
+        return ProviderTimeoutError(message, provider=provider, status=status)
+    if 400 <= status < 500:
+        return BadRequestError(message, provider=provider, status=status)
+    return UnavailableError(message, provider=provider, status=status)

@@ -1,0 +1,101 @@
+"""`create_voice_brain`: config in, a ready VoiceBrain out (keys checked at start-up)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .approvals import ApprovalGate
+from .backends.base import ModelBackend
+from .config import BrainConfig
+from .errors import ConfigError
+from .memory import ConversationMemory
+from .tools import Tool, ToolSet, load_tool_module
+from .voice_brain import BrainSettings, VoiceBrain
+
+
+def _secret(value: Any) -> str:
+    return value.get_secret_value() if value is not None else ""
+
+
+def load_factory(path: str) -> Callable[..., Any]:
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"custom brain must look like 'package.module:factory', got {path!r} (BRAIN_BACKEND)")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import custom brain module {module_name!r} (BRAIN_BACKEND): {exc}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(f"{module_name!r} has no callable {attr!r} (BRAIN_BACKEND)")
+    return factory
+
+
+def build_backend(config: BrainConfig) -> ModelBackend:
+    config.require_keys()
+    if config.backend == "offline":
+        from .backends.offline import OfflineBackend
+
+        return OfflineBackend(token_delay=config.offline_token_delay)
+    if config.backend == "openai":
+        from .backends.openai_chat import OpenAIChatBackend
+
+        return OpenAIChatBackend(
+            api_key=_secret(config.openai_api_key),
+            base_url=config.openai_base_url,
+            timeout=config.request_timeout,
+            max_retries=config.max_retries,
+        )
+    if config.backend == "gemini":
+        from .backends.gemini import GeminiBackend
+
+        return GeminiBackend(
+            api_key=_secret(config.gemini_api_key),
+            base_url=config.gemini_base_url,
+            timeout=config.request_timeout,
+            max_retries=config.max_retries,
+        )
+    factory = load_factory(config.backend)
+    backend = factory(config) if inspect.signature(factory).parameters else factory()
+    if not isinstance(backend, ModelBackend):
+        raise ConfigError(
+            f"{config.backend} returned {type(backend).__name__}, which is not a ModelBackend "
+            "(it needs a `name`, `stream(request)` and `aclose()`)"
+        )
+    return backend
+
+
+def create_voice_brain(
+    config: BrainConfig | None = None,
+    *,
+    tools: Iterable[Tool | Callable[..., Any]] | None = None,
+    approvals: ApprovalGate | None = None,
+    backend: ModelBackend | None = None,
+) -> VoiceBrain:
+    """Build a brain from config. Tools passed here are added to the modules named in BRAIN_TOOLS."""
+    config = config or BrainConfig()
+    toolset = ToolSet(tools or ())
+    for path in config.tools:
+        for t in load_tool_module(path):
+            if toolset.get(t.name) is None:
+                toolset.add(t)
+    return VoiceBrain(
+        backend or build_backend(config),
+        tools=toolset,
+        approvals=approvals,
+        memory=ConversationMemory(max_turns=config.memory_turns),
+        settings=BrainSettings(
+            model=config.effective_model,
+            system_prompt=config.system_prompt,
+            temperature=config.temperature,
+            max_tokens=config.max_tokens,
+            user_id=config.user_id,
+            hitl_timeout=config.hitl_timeout,
+            tool_timeout=config.tool_timeout,
+            max_tool_steps=config.max_tool_steps,
+            apology=config.apology,
+        ),
+    )

@@ -1,0 +1,119 @@
+"""Bounded per-conversation memory, aware of replies cut off by the user."""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Role = Literal["user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    raw_arguments: str = ""
+    """The model's argument text as received (kept so invalid JSON can be fed back)."""
+
+
+@dataclass
+class Message:
+    role: Role
+    content: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+@dataclass
+class TurnRecord:
+    turn_id: str
+    messages: list[Message] = field(default_factory=list)
+    spoken: str | None = None
+    """Set when the reply was cut off: the only assistant text the user actually heard."""
+
+    def add_text(self, text: str) -> None:
+        last = self.messages[-1] if self.messages else None
+        if last is not None and last.role == "assistant" and not last.tool_calls:
+            last.content += text
+        else:
+            self.messages.append(Message("assistant", text))
+
+    def render(self) -> list[Message]:
+        if self.spoken is None:
+            return list(self.messages)
+        return _apply_spoken(self.messages, self.spoken)
+
+
+def _apply_spoken(messages: list[Message], spoken: str) -> list[Message]:
+    """Replace assistant text with what was heard, keeping tool calls and results."""
+    texts = [m for m in messages if m.role == "assistant" and m.content]
+    full = "".join(m.content for m in texts)
+    out: list[Message] = []
+    remaining = spoken if full.startswith(spoken) else None
+    last_text = texts[-1] if texts else None
+    for m in messages:
+        if m.role != "assistant" or not m.content:
+            out.append(m)
+            continue
+        if remaining is not None:
+            kept, remaining = remaining[: len(m.content)], remaining[len(m.content) :]
+        else:
+            # not a clean prefix (TTS normalisation): all heard text goes on the last text message
+            kept = spoken if m is last_text else ""
+        if kept or m.tool_calls:
+            out.append(Message("assistant", kept, list(m.tool_calls)))
+    if last_text is None and spoken:
+        out.append(Message("assistant", spoken))
+    return out
+
+
+class ConversationMemory:
+    """History per conversation id, bounded to the last `max_turns` turns and `max_conversations`."""
+
+    def __init__(self, max_turns: int = 20, max_conversations: int = 1000) -> None:
+        if max_turns < 1:
+            raise ValueError("max_turns must be >= 1")
+        self.max_turns = max_turns
+        self.max_conversations = max_conversations
+        self._convs: OrderedDict[str, deque[TurnRecord]] = OrderedDict()
+
+    def _conv(self, conversation_id: str) -> deque[TurnRecord]:
+        conv = self._convs.get(conversation_id)
+        if conv is None:
+            conv = deque(maxlen=self.max_turns)
+            self._convs[conversation_id] = conv
+            while len(self._convs) > self.max_conversations:
+                self._convs.popitem(last=False)
+        else:
+            self._convs.move_to_end(conversation_id)
+        return conv
+
+    def begin_turn(self, conversation_id: str, turn_id: str, transcript: str) -> TurnRecord:
+        record = TurnRecord(turn_id, [Message("user", transcript)])
+        self._conv(conversation_id).append(record)
+        return record
+
+    def find(self, conversation_id: str, turn_id: str) -> TurnRecord | None:
+        for rec in self._convs.get(conversation_id, ()):
+            if rec.turn_id == turn_id:
+                return rec
+        return None
+
+    def set_spoken(self, conversation_id: str, turn_id: str, spoken: str) -> bool:
+        rec = self.find(conversation_id, turn_id)
+        if rec is None:
+            return False
+        rec.spoken = spoken
+        return True
+
+    def history(self, conversation_id: str) -> list[Message]:
+        out: list[Message] = []
+        for rec in self._convs.get(conversation_id, ()):
+            out.extend(rec.render())
+        return out
+
+    def clear(self, conversation_id: str) -> None:
+        self._convs.pop(conversation_id, None)

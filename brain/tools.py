@@ -1,0 +1,212 @@
+"""Tools: typed Python functions, with a JSON schema derived from the signature.
+
+    @tool(requires_approval=True, report="args")
+    async def send_email(to: str, body: str) -> str:
+        "Send an email."
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from .errors import ConfigError
+from .events import ReportLevel
+
+_TOOL_ATTR = "__voice_tool__"
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    fn: Callable[..., Any]
+    args_model: type[BaseModel]
+    requires_approval: bool = False
+    report: ReportLevel = "name"
+    timeout: float | None = None
+    """Seconds the call may run once approved (None: the brain's default)."""
+    approval_prompt: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Check and coerce model-supplied arguments; raises ValueError with a readable message."""
+        try:
+            return self.args_model.model_validate(arguments).model_dump()
+        except ValidationError as exc:
+            raise ValueError(f"invalid arguments for {self.name}: {exc.errors(include_url=False)}") from exc
+
+    async def invoke(self, arguments: dict[str, Any]) -> Any:
+        kwargs = self.validate(arguments)
+        if inspect.iscoroutinefunction(self.fn):
+            return await self.fn(**kwargs)
+        # plain functions run off the event loop so a slow tool never stalls audio
+        result = await asyncio.to_thread(self.fn, **kwargs)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+    def describe_request(self, arguments: dict[str, Any]) -> str:
+        if self.approval_prompt:
+            try:
+                return self.approval_prompt.format(**arguments)
+            except (KeyError, IndexError, ValueError):
+                return self.approval_prompt
+        return f"Allow the assistant to run '{self.name}'?"
+
+    def openai_schema(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+def _schema_for(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    schema.setdefault("properties", {})
+    schema["additionalProperties"] = False
+    return schema
+
+
+def make_tool(
+    fn: Callable[..., Any],
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    requires_approval: bool = False,
+    report: ReportLevel = "name",
+    timeout: float | None = None,
+    approval_prompt: str | None = None,
+) -> Tool:
+    if report not in ("none", "name", "args", "full"):
+        raise ConfigError(f"report must be one of none|name|args|full, not {report!r}")
+    sig = inspect.signature(fn)
+    hints = get_type_hints(fn)
+    fields: dict[str, Any] = {}
+    for pname, param in sig.parameters.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            raise ConfigError(f"tool {fn.__name__}: *args/**kwargs are not supported")
+        annotation = hints.get(pname, Any)
+        default = ... if param.default is inspect.Parameter.empty else param.default
+        fields[pname] = (annotation, default)
+    args_model = create_model(  # type: ignore[call-overload]
+        f"{fn.__name__}_args", __config__=ConfigDict(extra="forbid"), **fields
+    )
+    doc = inspect.getdoc(fn) or ""
+    return Tool(
+        name=name or fn.__name__,
+        description=description or doc.strip() or fn.__name__,
+        fn=fn,
+        args_model=args_model,
+        requires_approval=requires_approval,
+        report=report,
+        timeout=timeout,
+        approval_prompt=approval_prompt,
+        parameters=_schema_for(args_model),
+    )
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    requires_approval: bool = False,
+    report: ReportLevel = "name",
+    timeout: float | None = None,
+    approval_prompt: str | None = None,
+) -> Any:
+    """Decorator marking a function as a brain tool. The function stays callable as before."""
+
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        setattr(
+            f,
+            _TOOL_ATTR,
+            make_tool(
+                f,
+                name=name,
+                description=description,
+                requires_approval=requires_approval,
+                report=report,
+                timeout=timeout,
+                approval_prompt=approval_prompt,
+            ),
+        )
+        return f
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def as_tool(obj: Tool | Callable[..., Any]) -> Tool:
+    if isinstance(obj, Tool):
+        return obj
+    found = getattr(obj, _TOOL_ATTR, None)
+    if isinstance(found, Tool):
+        return found
+    if callable(obj):
+        return make_tool(obj)
+    raise ConfigError(f"not a tool: {obj!r}")
+
+
+def load_tool_module(path: str) -> list[Tool]:
+    """Every @tool-decorated function in `package.module`, in definition order."""
+    try:
+        module = importlib.import_module(path)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import tool module {path!r} (BRAIN_TOOLS): {exc}") from exc
+    tools = [getattr(v, _TOOL_ATTR) for v in vars(module).values() if isinstance(getattr(v, _TOOL_ATTR, None), Tool)]
+    if not tools:
+        raise ConfigError(f"tool module {path!r} defines no @tool functions")
+    return tools
+
+
+class ToolSet:
+    """The tools a brain may call, by name."""
+
+    def __init__(self, tools: Iterable[Tool | Callable[..., Any]] = ()) -> None:
+        self._tools: dict[str, Tool] = {}
+        for t in tools:
+            self.add(as_tool(t))
+
+    def add(self, t: Tool) -> None:
+        if t.name in self._tools:
+            raise ConfigError(f"duplicate tool name {t.name!r}")
+        self._tools[t.name] = t
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._tools.values())
+
+    def __len__(self) -> int:
+        return len(self._tools)
+
+    def names(self) -> list[str]:
+        return list(self._tools)
+
+
+def result_to_text(result: Any) -> str:
+    """What the model sees of a tool result."""
+    if isinstance(result, str):
+        return result
+    if isinstance(result, BaseModel):
+        return result.model_dump_json()
+    try:
+        return json.dumps(result, default=str)
+    except (TypeError, ValueError):
+        return str(result)

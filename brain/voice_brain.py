@@ -1,0 +1,333 @@
+"""The brain: one streamed reply per user turn, with memory, the tool loop and HITL approvals."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .approvals import (
+    ApprovalCancelled,
+    ApprovalDecision,
+    ApprovalGate,
+    ApprovalRequest,
+    InProcessApprovalGate,
+    Outcome,
+    new_request_id,
+)
+from .backends.base import ModelBackend, ModelRequest, TextChunk
+from .errors import BrainError, ProtocolError, UnavailableError
+from .events import (
+    ApprovalRequested,
+    ApprovalResolved,
+    ErrorEvent,
+    EventHub,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+    TurnDone,
+    TurnStarted,
+)
+from .memory import ConversationMemory, Message, ToolCall, TurnRecord
+from .tools import Tool, ToolSet, result_to_text
+from .turn import Turn
+
+log = logging.getLogger("brain")
+
+
+@dataclass(frozen=True)
+class BrainSettings:
+    """The knobs the tool loop needs (a subset of BrainConfig, so tests can build brains directly)."""
+
+    model: str = "offline"
+    system_prompt: str = ""
+    temperature: float | None = None
+    max_tokens: int | None = None
+    user_id: str | None = None
+    hitl_timeout: float = 30.0
+    tool_timeout: float = 20.0
+    max_tool_steps: int = 5
+    apology: str = ""
+
+
+class VoiceBrain:
+    """Transport-independent: runs in any asyncio program.
+
+    `stream_reply(turn)` yields non-empty text deltas as soon as the model produces them.
+    Closing the generator (or cancelling its consumer) is barge-in: the model stream is closed,
+    tools and approvals are cancelled and `turn.done` reports `interrupted`.
+    """
+
+    def __init__(
+        self,
+        backend: ModelBackend,
+        *,
+        tools: ToolSet | None = None,
+        approvals: ApprovalGate | None = None,
+        memory: ConversationMemory | None = None,
+        settings: BrainSettings | None = None,
+    ) -> None:
+        self.backend = backend
+        self.tools = tools or ToolSet()
+        self.approvals: ApprovalGate = approvals or InProcessApprovalGate()
+        self.memory = memory or ConversationMemory()
+        self.settings = settings or BrainSettings()
+        self.events = EventHub()
+        self._active: dict[str, str] = {}  # turn_id -> conversation_id, for turns in flight
+
+    # -- public API -------------------------------------------------------------------------
+
+    def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]:
+        """Receive every brain event synchronously; returns an unsubscribe function."""
+        return self.events.subscribe(callback)
+
+    def record_spoken(self, conversation_id: str, turn_id: str, spoken_text: str) -> bool:
+        """Barge-in: only `spoken_text` of that turn's reply reached the user; memory keeps just that."""
+        return self.memory.set_spoken(conversation_id, turn_id, spoken_text)
+
+    def history(self, conversation_id: str) -> list[Message]:
+        return self.memory.history(conversation_id)
+
+    async def aclose(self) -> None:
+        await self.backend.aclose()
+
+    async def stream_reply(self, turn: Turn) -> AsyncIterator[str]:
+        emit = self.events.emit
+        conv, tid = turn.conversation_id, turn.turn_id
+        record = self.memory.begin_turn(conv, tid, turn.transcript)
+        self._active[tid] = conv
+        emit(TurnStarted(conversation_id=conv, turn_id=tid, transcript=turn.transcript))
+        reason: str = "interrupted"
+        try:
+            async for delta in self._run_turn(turn, record):
+                yield delta
+            reason = "completed"
+        except BrainError as exc:
+            reason = "error"
+            self._report_error(turn, exc)
+            if self.settings.apology:
+                record.add_text(self.settings.apology)
+                emit(TextDelta(conversation_id=conv, turn_id=tid, text=self.settings.apology))
+                yield self.settings.apology
+        except (asyncio.CancelledError, GeneratorExit):
+            reason = "interrupted"
+            raise
+        finally:
+            self._active.pop(tid, None)
+            text = " ".join(m.content.strip() for m in record.render() if m.role == "assistant" and m.content)
+            emit(TurnDone(conversation_id=conv, turn_id=tid, reason=reason, text=text))  # type: ignore[arg-type]
+
+    # -- the tool loop ----------------------------------------------------------------------
+
+    async def _run_turn(self, turn: Turn, record: TurnRecord) -> AsyncIterator[str]:
+        s = self.settings
+        tools = list(self.tools)
+        for step in range(s.max_tool_steps + 1):
+            # the last step gets no tools, so the model must answer in words
+            offer = tools if step < s.max_tool_steps else []
+            request = ModelRequest(
+                messages=self.memory.history(turn.conversation_id),
+                system_prompt=s.system_prompt,
+                model=s.model,
+                tools=offer,
+                temperature=s.temperature,
+                max_tokens=s.max_tokens,
+            )
+            calls: list[ToolCall] = []
+            try:
+                async with contextlib.aclosing(self.backend.stream(request)) as stream:  # type: ignore[type-var]
+                    async for out in stream:
+                        if isinstance(out, TextChunk):
+                            if out.text:
+                                record.add_text(out.text)
+                                self.events.emit(
+                                    TextDelta(conversation_id=turn.conversation_id, turn_id=turn.turn_id, text=out.text)
+                                )
+                                yield out.text
+                        elif isinstance(out, ToolCall):
+                            calls.append(out)
+                        else:
+                            raise ProtocolError(f"backend yielded {type(out).__name__}", provider=self.backend.name)
+            except BrainError:
+                raise
+            except (asyncio.CancelledError, GeneratorExit):
+                raise
+            except Exception as exc:  # a custom backend raised something untyped
+                raise UnavailableError(f"{type(exc).__name__}: {exc}", provider=self.backend.name) from exc
+            if not calls:
+                return
+            last = record.messages[-1]
+            if last.role == "assistant" and not last.tool_calls:
+                last.tool_calls = calls  # text spoken before the calls belongs to the same message
+            else:
+                record.messages.append(Message("assistant", "", tool_calls=calls))
+            results = await self._run_calls(turn, calls)
+            for call, content in zip(calls, results, strict=True):
+                record.messages.append(Message("tool", content, tool_call_id=call.id, name=call.name))
+
+    async def _run_calls(self, turn: Turn, calls: list[ToolCall]) -> list[str]:
+        tasks = [asyncio.ensure_future(self._run_call(turn, c)) for c in calls]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for t in tasks:
+                if not t.done():
+                    t.cancel()
+            if any(not t.done() for t in tasks):
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run_call(self, turn: Turn, call: ToolCall) -> str:
+        """Run one call; returns what the model is told. Emits started/approval/finished events."""
+        emit = self.events.emit
+        conv, tid = turn.conversation_id, turn.turn_id
+        tool = self.tools.get(call.name)
+        report = tool.report if tool else "name"
+        emit(
+            ToolStarted(
+                conversation_id=conv, turn_id=tid, call_id=call.id, name=call.name, arguments=call.arguments, report=report
+            )
+        )
+
+        def finished(status: str, result: Any = None, error: str | None = None) -> None:
+            emit(
+                ToolFinished(
+                    conversation_id=conv,
+                    turn_id=tid,
+                    call_id=call.id,
+                    name=call.name,
+                    status=status,  # type: ignore[arg-type]
+                    result=result,
+                    error=error,
+                    report=report,
+                )
+            )
+
+        if tool is None:
+            msg = f"unknown tool {call.name!r}; available: {', '.join(self.tools.names()) or 'none'}"
+            finished("error", error=msg)
+            return f"ERROR: {msg}"
+        if "__invalid_json__" in call.arguments:
+            msg = "arguments were not valid JSON"
+            finished("error", error=msg)
+            return f"ERROR: {msg}: {call.arguments['__invalid_json__']}"
+        try:
+            arguments = tool.validate(call.arguments)
+        except ValueError as exc:
+            finished("error", error=str(exc))
+            return f"ERROR: {exc}"
+
+        if tool.requires_approval:
+            try:
+                decision = await self._approve(turn, call, tool, arguments)
+            except asyncio.CancelledError:
+                finished("cancelled", error="turn interrupted before approval")
+                raise
+            if decision is None:  # timed out
+                finished("cancelled", error="no decision before the deadline")
+                return f"NOT APPROVED: the user did not answer within {self.settings.hitl_timeout:g} s; the action was not taken."
+            if not decision.approved:
+                finished("cancelled", error=decision.reason or "rejected by the user")
+                why = f": {decision.reason}" if decision.reason else ""
+                return f"REJECTED by the user{why}. The action was not taken."
+            if decision.arguments is not None:
+                try:
+                    arguments = tool.validate(decision.arguments)
+                except ValueError as exc:
+                    finished("error", error=f"modified arguments invalid: {exc}")
+                    return f"ERROR: the user's modified arguments were invalid: {exc}"
+
+        # the per-tool timeout starts only now, after approval
+        timeout = tool.timeout or self.settings.tool_timeout
+        try:
+            result = await asyncio.wait_for(tool.invoke(arguments), timeout)
+        except asyncio.CancelledError:
+            finished("cancelled", error="turn interrupted")
+            raise
+        except TimeoutError:
+            finished("error", error=f"timed out after {timeout:g} s")
+            return f"ERROR: {call.name} timed out after {timeout:g} s"
+        except Exception as exc:  # noqa: BLE001 - tool errors are fed back to the model
+            finished("error", error=f"{type(exc).__name__}: {exc}")
+            return f"ERROR: {type(exc).__name__}: {exc}"
+        finished("ok", result=result)
+        return result_to_text(result)
+
+    async def _approve(
+        self, turn: Turn, call: ToolCall, tool: Tool, arguments: dict[str, Any]
+    ) -> ApprovalDecision | None:
+        """Ask for approval. None means the deadline passed."""
+        s = self.settings
+        deadline_ms = int((time.time() + s.hitl_timeout) * 1000)
+        request = ApprovalRequest(
+            request_id=new_request_id(),
+            call_id=call.id,
+            conversation_id=turn.conversation_id,
+            turn_id=turn.turn_id,
+            tool_name=tool.name,
+            arguments=arguments,
+            prompt=tool.describe_request(arguments),
+            deadline_ms=deadline_ms,
+            user_id=turn.user_id or s.user_id,
+            report=tool.report,
+        )
+        future = self.approvals.register(request)  # waiter first, then publish
+        self.events.emit(
+            ApprovalRequested(
+                conversation_id=turn.conversation_id,
+                turn_id=turn.turn_id,
+                request_id=request.request_id,
+                call_id=call.id,
+                name=tool.name,
+                prompt=request.prompt,
+                arguments=arguments,
+                report=tool.report,
+                user_id=request.user_id,
+                deadline_ms=deadline_ms,
+            )
+        )
+        outcome: Outcome = "cancelled"
+        decision: ApprovalDecision | None = None
+        decided_by: str | None = None
+        try:
+            decision = await asyncio.wait_for(asyncio.shield(future), s.hitl_timeout)
+            outcome = "approved" if decision.approved else "rejected"
+            decided_by = decision.decided_by
+            return decision
+        except TimeoutError:
+            outcome = "timeout"
+            return None
+        except ApprovalCancelled as exc:
+            outcome = "cancelled"
+            decided_by = exc.by
+            return ApprovalDecision.reject("the approval was cancelled", by=exc.by)
+        finally:
+            self.approvals.finish(request.request_id, outcome)
+            self.events.emit(
+                ApprovalResolved(
+                    conversation_id=turn.conversation_id,
+                    turn_id=turn.turn_id,
+                    request_id=request.request_id,
+                    call_id=call.id,
+                    name=tool.name,
+                    outcome=outcome,
+                    decided_by=decided_by,
+                    reason=decision.reason if decision else None,
+                    modified=bool(decision and decision.arguments is not None),
+                )
+            )
+
+    def _report_error(self, turn: Turn, exc: BrainError) -> None:
+        log.warning("turn %s failed: %s", turn.turn_id, exc)
+        self.events.emit(
+            ErrorEvent(
+                conversation_id=turn.conversation_id,
+                turn_id=turn.turn_id,
+                code=exc.code,
+                message=exc.message,
+                provider=exc.provider,
+            )
+        )
