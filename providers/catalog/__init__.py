@@ -1,0 +1,1 @@
+"""One module per provider; each exposes `SPECS` (see `providers.spec.ProviderSpec`)."""

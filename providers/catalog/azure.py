@@ -1,0 +1,72 @@
+"""`azure`: Azure AI Speech STT and TTS via livekit-plugins-azure (extra `azure`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from livekit.agents import stt, tts
+from livekit.agents.types import NOT_GIVEN
+from pydantic import AliasChoices, Field, SecretStr
+
+from ..spec import ProviderOptions, ProviderSpec, secret
+
+_MODULES = ("livekit.plugins.azure",)
+
+
+class _AzureOptions(ProviderOptions):
+    api_key: SecretStr | None = Field(None, validation_alias="AZURE_SPEECH_KEY")
+    region: str | None = Field(None, validation_alias="AZURE_SPEECH_REGION")
+    # a custom endpoint replaces the region
+    endpoint: str | None = Field(None, validation_alias="AZURE_SPEECH_ENDPOINT")
+
+    def missing(self) -> list[str]:
+        out = [] if self.api_key and self.api_key.get_secret_value() else ["AZURE_SPEECH_KEY"]
+        if not (self.region or self.endpoint):
+            out.append("AZURE_SPEECH_REGION")
+        return out
+
+
+class AzureSTTOptions(_AzureOptions):
+    language: str = Field(
+        "en-US", validation_alias=AliasChoices("AZURE_STT_LANGUAGE", "STT_LANGUAGE")
+    )
+    sample_rate: int = Field(16000, gt=0, validation_alias="AZURE_STT_SAMPLE_RATE")
+
+
+class AzureTTSOptions(_AzureOptions):
+    voice: str = Field("en-US-JennyNeural", validation_alias="AZURE_TTS_VOICE")
+    language: str | None = Field(
+        None, validation_alias=AliasChoices("AZURE_TTS_LANGUAGE", "TTS_LANGUAGE")
+    )
+    sample_rate: int = Field(24000, gt=0, validation_alias="AZURE_TTS_SAMPLE_RATE")
+
+
+def _build_stt(o: AzureSTTOptions) -> stt.STT:
+    from livekit.plugins import azure
+
+    return azure.STT(
+        speech_key=secret(o.api_key) or NOT_GIVEN,
+        speech_region=o.region or NOT_GIVEN,
+        speech_endpoint=o.endpoint or NOT_GIVEN,
+        language=o.language,
+        sample_rate=o.sample_rate,
+    )
+
+
+def _build_tts(o: AzureTTSOptions) -> tts.TTS:
+    from livekit.plugins import azure
+
+    return azure.TTS(
+        speech_key=secret(o.api_key),
+        speech_region=o.region,
+        speech_endpoint=o.endpoint,
+        voice=o.voice,
+        language=o.language,
+        sample_rate=o.sample_rate,
+    )
+
+
+SPECS: tuple[ProviderSpec[Any, Any], ...] = (
+    ProviderSpec("azure", "stt", AzureSTTOptions, _build_stt, _MODULES, "azure"),
+    ProviderSpec("azure", "tts", AzureTTSOptions, _build_tts, _MODULES, "azure"),
+)

@@ -1,0 +1,74 @@
+"""`google`: Google Cloud Speech-to-Text (service-account file) and Gemini TTS (API key),
+both from livekit-plugins-google (extra `google`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from livekit.agents import stt, tts
+from livekit.agents.types import NOT_GIVEN
+from pydantic import AliasChoices, Field, SecretStr
+
+from ..spec import ProviderOptions, ProviderSpec, secret
+
+_MODULES = ("livekit.plugins.google",)
+
+
+class GoogleSTTOptions(ProviderOptions):
+    required = ("credentials_file",)
+    credentials_file: str | None = Field(None, validation_alias="GOOGLE_APPLICATION_CREDENTIALS")
+    model: str = Field("latest_long", validation_alias="GOOGLE_STT_MODEL")
+    language: str = Field(
+        "en-US", validation_alias=AliasChoices("GOOGLE_STT_LANGUAGE", "STT_LANGUAGE")
+    )
+    sample_rate: int = Field(16000, gt=0, validation_alias="GOOGLE_STT_SAMPLE_RATE")
+    location: str = Field("global", validation_alias="GOOGLE_STT_LOCATION")
+
+    def missing(self) -> list[str]:
+        if not self.credentials_file:
+            return ["GOOGLE_APPLICATION_CREDENTIALS"]
+        if not Path(self.credentials_file).expanduser().is_file():
+            return ["GOOGLE_APPLICATION_CREDENTIALS (file not found)"]
+        return []
+
+
+class GeminiTTSOptions(ProviderOptions):
+    required = ("api_key",)
+    api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("GOOGLE_API_KEY", "GEMINI_API_KEY")
+    )
+    model: str | None = Field(None, validation_alias="GOOGLE_TTS_MODEL")  # None: plugin default
+    voice: str = Field("Kore", validation_alias="GOOGLE_TTS_VOICE")
+    instructions: str | None = Field(None, validation_alias="GOOGLE_TTS_INSTRUCTIONS")
+
+
+def _build_stt(o: GoogleSTTOptions) -> stt.STT:
+    from livekit.plugins import google
+
+    return google.STT(
+        credentials_file=str(Path(o.credentials_file or "").expanduser()),
+        model=o.model,
+        languages=o.language,
+        sample_rate=o.sample_rate,
+        location=o.location,
+    )
+
+
+def _build_tts(o: GeminiTTSOptions) -> tts.TTS:
+    from livekit.plugins.google import beta
+
+    kwargs: dict[str, Any] = {"model": o.model} if o.model else {}
+    return beta.GeminiTTS(
+        api_key=secret(o.api_key) or "",
+        vertexai=False,
+        voice_name=o.voice,
+        instructions=o.instructions or NOT_GIVEN,
+        **kwargs,
+    )
+
+
+SPECS: tuple[ProviderSpec[Any, Any], ...] = (
+    ProviderSpec("google", "stt", GoogleSTTOptions, _build_stt, _MODULES, "google"),
+    ProviderSpec("google", "tts", GeminiTTSOptions, _build_tts, _MODULES, "google", "Gemini TTS"),
+)

@@ -1,0 +1,101 @@
+"""`create_stt` / `create_tts`: build the configured provider chain at start-up."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from livekit.agents import stt, tts, vad
+from pydantic import ValidationError
+
+from .errors import ProviderConfigError
+from .registry import CHAIN_VARIABLE, AnySpec, get_spec, install_hint
+from .settings import SpeechSettings
+from .spec import Kind, ProviderOptions
+
+
+def resolve_options(spec: AnySpec, settings: SpeechSettings) -> tuple[ProviderOptions | None, str]:
+    """The provider's validated options, or None and what is wrong (no secrets in it)."""
+    try:
+        options = spec.options.model_validate(settings.lookup())
+    except ValidationError as e:
+        return None, "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
+        )
+    missing = options.missing()
+    if missing:
+        return options, "missing " + ", ".join(missing)
+    return options, ""
+
+
+def build_provider(kind: Kind, name: str, settings: SpeechSettings) -> Any:
+    """One provider instance; ProviderConfigError says exactly what to fix."""
+    spec = get_spec(kind, name)
+    for module in spec.modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ProviderConfigError(
+                f"{kind.upper()} provider {name!r} needs {module}, which does not import "
+                f"({e}); install it with: {install_hint(spec)}"
+            ) from None
+    options, problem = resolve_options(spec, settings)
+    if problem or options is None:
+        raise ProviderConfigError(f"{kind.upper()} provider {name!r}: {problem}")
+    try:
+        return spec.build(options)
+    except Exception as e:
+        raise ProviderConfigError(f"{kind.upper()} provider {name!r}: {e}") from e
+
+
+def _build_chain(kind: Kind, names: list[str], settings: SpeechSettings) -> list[Any]:
+    built, problems = [], []
+    for name in names:
+        try:
+            built.append(build_provider(kind, name, settings))
+        except ProviderConfigError as e:
+            problems.append(str(e))
+    if problems:
+        chain = ",".join(names)
+        raise ProviderConfigError(f"{CHAIN_VARIABLE[kind]}={chain}: " + " | ".join(problems))
+    return built
+
+
+def create_stt(settings: SpeechSettings | None = None, *, vad: vad.VAD | None = None) -> stt.STT:
+    """The configured STT: one provider, or a `FallbackAdapter` over the chain in order.
+
+    Non-streaming providers (local, openai, ...) in a chain are wrapped in `StreamAdapter`,
+    which needs `vad` (e.g. `silero.VAD.load()`).
+    """
+    settings = settings or SpeechSettings()
+    instances: list[stt.STT] = _build_chain("stt", settings.stt_providers, settings)
+    if len(instances) == 1:
+        return instances[0]
+    batch_only = [
+        n
+        for n, s in zip(settings.stt_providers, instances, strict=True)
+        if not s.capabilities.streaming
+    ]
+    if batch_only and vad is None:
+        raise ProviderConfigError(
+            f"STT_PROVIDERS={','.join(settings.stt_providers)}: {', '.join(batch_only)} "
+            "cannot stream, so a fallback chain with them needs a VAD: "
+            "create_stt(settings, vad=silero.VAD.load())"
+        )
+    return stt.FallbackAdapter(
+        instances,
+        vad=vad,
+        attempt_timeout=settings.fallback_attempt_timeout,
+        max_retry_per_stt=settings.fallback_max_retry,
+        retry_interval=settings.fallback_retry_interval,
+    )
+
+
+def create_tts(settings: SpeechSettings | None = None) -> tts.TTS:
+    """The configured TTS: one provider, or a `FallbackAdapter` over the chain in order
+    (output at the highest sample rate of the chain; others are resampled)."""
+    settings = settings or SpeechSettings()
+    instances: list[tts.TTS] = _build_chain("tts", settings.tts_providers, settings)
+    if len(instances) == 1:
+        return instances[0]
+    return tts.FallbackAdapter(instances, max_retry_per_tts=settings.fallback_max_retry)

@@ -1,0 +1,84 @@
+"""What a provider file declares: its options (read by variable name) and how to build it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, SecretStr, model_validator
+from pydantic.fields import FieldInfo
+
+Kind = Literal["stt", "tts"]
+
+
+def field_variables(name: str, field: FieldInfo) -> list[str]:
+    """The variable names a field is read from, preferred first (its aliases, else its name)."""
+    alias = field.validation_alias
+    if isinstance(alias, str):
+        return [alias]
+    if isinstance(alias, AliasChoices):
+        return [c for c in alias.choices if isinstance(c, str)]
+    return [name.upper()]
+
+
+class ProviderOptions(BaseModel):
+    """One provider's options. Each field's `validation_alias` is its variable name
+    (e.g. `DEEPGRAM_STT_MODEL`); `AliasChoices` lists fallbacks such as `STT_LANGUAGE`."""
+
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    required: ClassVar[tuple[str, ...]] = ()
+    """Field names that must be set (keys); reported by variable name when missing."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_means_unset(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            return {k: v for k, v in data.items() if v is not None and v != ""}
+        return data
+
+    @classmethod
+    def variables(cls) -> list[str]:
+        """Every variable name this provider reads."""
+        return [v for n, f in cls.model_fields.items() for v in field_variables(n, f)]
+
+    @classmethod
+    def variable(cls, field_name: str) -> str:
+        return field_variables(field_name, cls.model_fields[field_name])[0]
+
+    def missing(self) -> list[str]:
+        """Variable names of required settings that are not set."""
+        out = []
+        for name in self.required:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if not value:
+                out.append(" or ".join(field_variables(name, type(self).model_fields[name])))
+        return out
+
+
+OptionsT = TypeVar("OptionsT", bound=ProviderOptions)
+ProductT = TypeVar("ProductT")
+
+
+@dataclass(frozen=True)
+class ProviderSpec(Generic[OptionsT, ProductT]):
+    """A named STT or TTS provider.
+
+    `build` runs at start-up with validated options and must not touch the network.
+    `modules` are imported first; if that fails the user is told to `pip install '.[extra]'`.
+    """
+
+    name: str
+    kind: Kind
+    options: type[OptionsT]
+    build: Callable[[OptionsT], ProductT]
+    modules: tuple[str, ...] = ()
+    extra: str | None = None
+    summary: str = ""
+
+
+def secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
