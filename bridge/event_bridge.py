@@ -1,0 +1,546 @@
+"""EventBridge: brain and session events out to web clients, their decisions back in.
+
+Producers (brain subscriber, `publish_*`) only enqueue: the voice pipeline never waits. One
+sender task drains the queue in order, numbers envelopes (`seq`) and retries failed publishes
+with bounded backoff; an envelope that still fails becomes an `error` envelope and a log line.
+Client messages are parsed, authorised and answered (ack / error) to their sender only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from brain.approvals import ApprovalDecision, ResolveStatus
+from brain.events import (
+    ApprovalRequested,
+    ApprovalResolved,
+    ErrorEvent,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+    TurnDone,
+)
+
+from .inbound import Rejected, ack_json, error_json, parse_client_message
+from .outbound import OutboundQueue, Outgoing
+from .protocol import (
+    DEFAULT_CONTROL_METHOD,
+    PROTOCOL_VERSION,
+    AgentInterrupt,
+    ControlInfo,
+    ErrorData,
+    HitlRequestData,
+    HitlResolvedData,
+    HitlRespond,
+    SessionHelloData,
+    ToolFinishedData,
+    ToolStartedData,
+    TurnDoneData,
+    UserText,
+    UserTranscriptData,
+)
+from .redact import (
+    ReportPolicy,
+    scrub,
+    scrub_text,
+    short_reason,
+    shows_args,
+    shows_name,
+    shows_result,
+)
+from .transport import Inbound, Transport
+
+log = logging.getLogger("bridge")
+
+
+class BridgeControls(Protocol):
+    """Implemented by the agent layer. Return once the action is accepted (not when a reply ends)."""
+
+    async def interrupt(self, sender: str) -> None: ...
+
+    async def user_text(self, sender: str, text: str) -> None: ...
+
+
+class BrainLike(Protocol):
+    """The part of `brain.VoiceBrain` the bridge uses."""
+
+    approvals: Any
+
+    def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]: ...
+
+
+@dataclass(frozen=True)
+class BridgeOptions:
+    """Tuning knobs; the defaults suit a LiveKit room."""
+
+    control_method: str = DEFAULT_CONTROL_METHOD
+    max_message_bytes: int = 8192
+    max_queue_items: int = 4096
+    max_queue_bytes: int = 1 << 20
+    send_attempts: int = 4
+    retry_base_delay: float = 0.05
+    retry_max_delay: float = 1.0
+    send_timeout: float = 10.0
+    control_timeout: float = 5.0
+    flush_timeout: float = 2.0
+    broadcast: bool = False
+    """False: envelopes go to the served participant and allowed identities only. True: to everyone."""
+    memory: int = 1024
+    """How many finished turn ids / request ids are remembered (for exactly-once and scoping)."""
+
+
+@dataclass
+class BridgeStats:
+    sent: int = 0
+    failed: int = 0
+    retries: int = 0
+    refused: int = 0
+
+
+class _Lru:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._d: OrderedDict[str, Any] = OrderedDict()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._d
+
+    def get(self, key: str) -> Any:
+        return self._d.get(key)
+
+    def put(self, key: str, value: Any = None) -> None:
+        self._d[key] = value
+        self._d.move_to_end(key)
+        while len(self._d) > self.size:
+            self._d.popitem(last=False)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class EventBridge:
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        brain: BrainLike | None,
+        agent_name: str,
+        served_identity: str | None,
+        allowed_identities: Iterable[str] = (),
+        report_overrides: Mapping[str, str] | None = None,
+        controls: BridgeControls | None = None,
+        conversation_id: str | None = None,
+        options: BridgeOptions | None = None,
+    ) -> None:
+        self.transport = transport
+        self.brain = brain
+        self.agent_name = agent_name
+        self._served = served_identity
+        self.allowed_identities = tuple(dict.fromkeys(i for i in allowed_identities if i))
+        self.reports = ReportPolicy(report_overrides)
+        self.controls = controls
+        self.conversation_id = conversation_id
+        self.options = options or BridgeOptions()
+        self.stats = BridgeStats()
+        self._queue = OutboundQueue(self.options.max_queue_items, self.options.max_queue_bytes)
+        self._seq = 0
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._present: set[str] = set()
+        self._served_gone = False
+        self._done_turns = _Lru(self.options.memory)
+        self._requests = _Lru(self.options.memory)  # request id -> conversation id, for scoping
+        self._pending: dict[str, str] = {}  # unresolved request id -> conversation id
+        self._overflowing = False
+        self._closed = False
+        self._unsubscribe: Callable[[], None] | None = None
+        self._sender: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> EventBridge:
+        loop = asyncio.get_running_loop()
+        self._sender = loop.create_task(self._send_loop(), name="bridge-sender")
+        present = self.transport.start(
+            Inbound(on_message=self.handle_message, on_join=self._on_join, on_leave=self._on_leave,
+                    on_closed=self._on_closed)
+        )
+        if self.brain is not None:
+            self._unsubscribe = self.brain.subscribe(self.publish_event)
+        for identity in present:
+            self._present.add(identity)
+            if self._in_audience(identity):
+                self._hello(identity)
+        return self
+
+    async def aclose(self) -> None:
+        """End of session: pending approvals resolve as cancelled, queued envelopes are flushed."""
+        if self._closed:
+            return
+        self.cancel_pending("system:session_closed")
+        for _ in range(5):  # let the brain's tasks observe the cancellation and emit their events
+            await asyncio.sleep(0)
+        await self.flush(self.options.flush_timeout)
+        self._closed = True
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self.transport.stop()
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+
+    async def flush(self, within: float | None = None) -> bool:
+        """Wait until everything queued so far was handed to the transport; False after `within` s."""
+        try:
+            async with asyncio.timeout(within):
+                while not (self._drained.is_set() and len(self._queue) == 0):
+                    await self._drained.wait()
+                    await asyncio.sleep(0)
+            return True
+        except TimeoutError:
+            return False
+
+    # -- identities -----------------------------------------------------------------------------
+
+    @property
+    def served_identity(self) -> str | None:
+        return self._served
+
+    @served_identity.setter
+    def served_identity(self, identity: str | None) -> None:
+        """The agent layer may learn the served participant after attaching."""
+        self._served = identity
+        self._served_gone = False
+        if identity and identity in self._present:
+            self._hello(identity)
+
+    def audience(self) -> list[str] | None:
+        if self.options.broadcast:
+            return None
+        ids = [self._served] if self._served else []
+        ids.extend(i for i in self.allowed_identities if i != self._served)
+        return ids
+
+    def _in_audience(self, identity: str) -> bool:
+        return self.options.broadcast or identity == self._served or identity in self.allowed_identities
+
+    def may_control(self, identity: str) -> bool:
+        return identity == self._served or identity in self.allowed_identities
+
+    # -- outbound: session events ---------------------------------------------------------------
+
+    def publish_transcript(self, text: str, final: bool, turn_id: str | None = None) -> None:
+        self._put("user.transcript", turn_id, _now_ms(), UserTranscriptData(text=text, final=final))
+
+    def publish_metrics(self, turn_id: str | None, data: Mapping[str, Any]) -> None:
+        flat: dict[str, Any] = {}
+        for k, v in scrub(dict(data)).items():
+            flat[k] = v if v is None or isinstance(v, str | int | float | bool) else scrub_text(json.dumps(v))
+        self._put("metrics", turn_id, _now_ms(), flat)
+
+    def publish_error(self, code: str, message: str, fatal: bool = False, turn_id: str | None = None) -> None:
+        msg = short_reason(message, 300) or code
+        self._put("error", turn_id, _now_ms(), ErrorData(code=code, message=msg, fatal=fatal), force=True)
+
+    def publish_event(self, event: Any) -> None:
+        """Forward one brain event (the brain subscriber; the agent layer may call it too)."""
+        try:
+            self._map_event(event)
+        except Exception:  # noqa: BLE001 - the voice pipeline must never see bridge failures
+            log.exception("bridge could not map %s", type(event).__name__)
+
+    def _map_event(self, ev: Any) -> None:
+        if self._closed or (self.conversation_id is not None and getattr(ev, "conversation_id", None) != self.conversation_id):
+            return
+        if isinstance(ev, TextDelta):
+            if ev.text and ev.turn_id not in self._done_turns:
+                self._queue.put_text(ev.turn_id, ev.ts, ev.text)
+                self._signal()
+        elif isinstance(ev, ToolStarted):
+            level = self.reports.level(ev.name, ev.report)
+            if shows_name(level):
+                args = scrub(ev.arguments) if shows_args(level) else None
+                self._put("tool.started", ev.turn_id, ev.ts, ToolStartedData(call_id=ev.call_id, tool=ev.name, arguments=args))
+        elif isinstance(ev, ToolFinished):
+            level = self.reports.level(ev.name, ev.report)
+            if shows_name(level):
+                full = shows_result(level)
+                self._put("tool.finished", ev.turn_id, ev.ts, ToolFinishedData(
+                    call_id=ev.call_id, tool=ev.name, status=ev.status,
+                    result=scrub(ev.result) if full else None,
+                    error=short_reason(ev.error) if full else None,
+                ))
+        elif isinstance(ev, ApprovalRequested):
+            self._on_approval_requested(ev)
+        elif isinstance(ev, ApprovalResolved):
+            if ev.request_id not in self._requests:
+                return  # not one of ours (addressed to someone outside this session)
+            self._pending.pop(ev.request_id, None)
+            self._requests.put(ev.request_id, ev.conversation_id)
+            self._put("hitl.resolved", ev.turn_id, ev.ts, HitlResolvedData(
+                request_id=ev.request_id, call_id=ev.call_id, tool=ev.name, outcome=ev.outcome,
+                by=ev.decided_by, modified=ev.modified, reason=short_reason(ev.reason),
+            ), force=True)
+        elif isinstance(ev, TurnDone):
+            if ev.turn_id in self._done_turns:
+                return  # exactly once per turn
+            self._done_turns.put(ev.turn_id)
+            self._put("turn.done", ev.turn_id, ev.ts, TurnDoneData(reason=ev.reason, text=ev.text), force=True)
+        elif isinstance(ev, ErrorEvent):
+            msg = short_reason(ev.message, 300) or ev.code
+            self._put("error", ev.turn_id, ev.ts, ErrorData(code=ev.code, message=msg, fatal=ev.fatal), force=True)
+        # TurnStarted and unknown events: nothing to publish
+
+    def _on_approval_requested(self, ev: ApprovalRequested) -> None:
+        addressed = ev.user_id or self._served
+        if ev.user_id is not None and not self.may_control(ev.user_id):
+            log.debug("approval %s is addressed to %s, outside this session", ev.request_id, ev.user_id)
+            return
+        self._requests.put(ev.request_id, ev.conversation_id)
+        self._pending[ev.request_id] = ev.conversation_id
+        level = self.reports.level(ev.name, ev.report)
+        self._put("hitl.request", ev.turn_id, ev.ts, HitlRequestData.model_validate({
+            "request_id": ev.request_id, "call_id": ev.call_id, "tool": ev.name,
+            "prompt": scrub_text(ev.prompt, 500),
+            "arguments": scrub(ev.arguments) if shows_args(level) else None,
+            "deadline": ev.deadline_ms, "for": addressed,
+        }), force=True)
+        if self._served_gone and not any(i in self._present for i in self.allowed_identities):
+            # nobody left who could answer: do not make the brain wait out the deadline
+            asyncio.get_running_loop().call_soon(self.cancel_pending, "system:participant_left")
+
+    def _hello(self, client: str | None) -> None:
+        caps = ["hitl"] + (["interrupt", "user_text"] if self.controls is not None else [])
+        control = ControlInfo(method=self.options.control_method, max_message_bytes=self.options.max_message_bytes)
+        data = SessionHelloData(protocol=PROTOCOL_VERSION, agent=self.agent_name, capabilities=caps, control=control,
+                                client=client, session=self.conversation_id)
+        self._put("session.hello", None, _now_ms(), data, force=True)
+
+    def _put(self, etype: str, turn: str | None, ts: int, data: BaseModel | dict[str, Any], *, force: bool = False) -> None:
+        if self._closed:
+            return
+        try:
+            data_json = data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        except Exception:  # noqa: BLE001 - e.g. unencodable text; producers must never see it
+            log.exception("bridge could not serialise a %s envelope", etype)
+            return
+        if not self._queue.put(Outgoing(etype, turn, ts, data_json), force=force):
+            self.stats.refused += 1
+            if not self._overflowing:
+                self._overflowing = True
+                log.warning("bridge queue full (%d items): the transport is not keeping up", len(self._queue))
+                err = ErrorData(code="queue_overflow", message="events were dropped: the transport is not keeping up")
+                self._queue.put(Outgoing("error", None, _now_ms(), err.model_dump_json()), force=True)
+        self._signal()
+
+    def _signal(self) -> None:
+        self._drained.clear()
+        self._wake.set()
+
+    # -- the sender -----------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        while True:
+            item = self._queue.pop()
+            if item is None:
+                self._overflowing = False
+                self._drained.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await self._deliver(item)
+
+    async def _deliver(self, item: Outgoing) -> None:
+        self._seq += 1
+        seq = self._seq
+        if item.text is not None:
+            data = _dumps({"delta": item.text.decode("utf-8", "replace")})
+        else:
+            data = item.data_json
+        turn = "null" if item.turn is None else _dumps(item.turn)
+        envelope = f'{{"v":1,"seq":{seq},"ts":{item.ts},"type":"{item.type}","turn":{turn},"data":{data}}}'
+        destination = self.audience()
+        opts = self.options
+        error: BaseException | None = None
+        for attempt in range(max(1, opts.send_attempts)):
+            if attempt:
+                self.stats.retries += 1
+                await asyncio.sleep(min(opts.retry_max_delay, opts.retry_base_delay * 2 ** (attempt - 1)))
+            try:
+                async with asyncio.timeout(opts.send_timeout):
+                    await self.transport.send(envelope, destination)
+                self.stats.sent += 1
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any transport failure is retried, then reported
+                error = exc
+        self.stats.failed += 1
+        why = type(error).__name__ if error else "unknown"
+        log.warning("bridge could not publish envelope seq=%d type=%s after %d attempts: %s",
+                    seq, item.type, opts.send_attempts, why)
+        if not (item.type == "error" and item.data_json and '"publish_failed"' in item.data_json):
+            err = ErrorData(code="publish_failed", message=f"envelope seq {seq} ({item.type}) could not be delivered: {why}")
+            self._queue.put(Outgoing("error", item.turn, _now_ms(), err.model_dump_json()), force=True)
+
+    # -- inbound --------------------------------------------------------------------------------
+
+    async def handle_message(self, sender: str, raw: Any) -> str:
+        """Answer one client message; the reply goes to `sender` only. Never raises."""
+        cid: str | None = None
+        try:
+            parsed = parse_client_message(raw, self.options.max_message_bytes)
+            if isinstance(parsed, Rejected):
+                return error_json(parsed.code, parsed.message, parsed.id)
+            cid = parsed.id
+            if self._closed:
+                return error_json("unsupported", "the session has ended", cid)
+            if not self.may_control(sender):
+                return error_json("forbidden", f"{parsed.type} is only accepted from the participant this agent serves", cid)
+            if isinstance(parsed, HitlRespond):
+                return self._hitl_respond(sender, parsed)
+            if isinstance(parsed, AgentInterrupt):
+                return await self._control(parsed.type, cid, lambda c: c.interrupt(sender))
+            if isinstance(parsed, UserText):
+                text = parsed.data.text
+                return await self._control(parsed.type, cid, lambda c: c.user_text(sender, text))
+            return error_json("unknown_type", "unhandled message type", cid)
+        except Exception:  # noqa: BLE001 - every message gets an answer
+            log.exception("bridge failed handling a message from %s", sender)
+            return error_json("internal", "the agent could not handle this message", cid)
+
+    async def _control(self, mtype: str, cid: str | None, call: Callable[[BridgeControls], Any]) -> str:
+        if self.controls is None:
+            return error_json("unsupported", f"this agent does not accept {mtype}", cid)
+        try:
+            async with asyncio.timeout(self.options.control_timeout):
+                await call(self.controls)
+        except TimeoutError:
+            return error_json("internal", f"{mtype} timed out", cid)
+        except Exception:  # noqa: BLE001
+            log.exception("%s control failed", mtype)
+            return error_json("internal", f"{mtype} failed", cid)
+        return ack_json(mtype, cid)
+
+    def _hitl_respond(self, sender: str, msg: HitlRespond) -> str:
+        d, cid = msg.data, msg.id
+        rid = d.request_id
+        if rid not in self._requests or self.brain is None:
+            return error_json("unknown_request", f"no approval request {rid!r} in this session", cid)
+        gate = self.brain.approvals
+        request = gate.get(rid)
+        if request is not None and request.user_id and sender != request.user_id and sender not in self.allowed_identities:
+            return error_json("forbidden", "this approval request is addressed to someone else", cid)
+        approved = d.decision == "approve"
+        if d.arguments is not None and not approved:
+            return error_json("invalid_message", "data.arguments is only allowed with decision 'approve'", cid)
+        if d.arguments is not None and request is not None:
+            tool = getattr(getattr(self.brain, "tools", None), "get", lambda _n: None)(request.tool_name)
+            if tool is not None:
+                try:
+                    tool.validate(d.arguments)
+                except ValueError as exc:
+                    return error_json("invalid_arguments", short_reason(str(exc), 300) or "invalid arguments", cid)
+        decision = ApprovalDecision(approved=approved, arguments=d.arguments, reason=d.reason, decided_by=sender)
+        status = gate.resolve(rid, decision)
+        if status == ResolveStatus.OK:
+            return ack_json(msg.type, cid, rid)
+        if status == ResolveStatus.ALREADY_RESOLVED:
+            return error_json("already_resolved", f"approval request {rid!r} was already decided", cid)
+        if status == ResolveStatus.EXPIRED:
+            return error_json("expired", f"approval request {rid!r} has expired", cid)
+        return error_json("unknown_request", f"no approval request {rid!r} in this session", cid)
+
+    # -- presence -------------------------------------------------------------------------------
+
+    def cancel_pending(self, by: str) -> int:
+        """Resolve every pending approval of this session as cancelled (the tool call is rejected)."""
+        if self.brain is None or not self._pending:
+            return 0
+        gate = self.brain.approvals
+        convs = set(self._pending.values())
+        cancel_all = getattr(gate, "cancel_all", None)
+        n = 0
+        if callable(cancel_all):
+            for conv in convs:
+                n += int(cancel_all(conv, by=by))
+        else:  # a gate without cancel_all: reject each one we know of
+            for rid in list(self._pending):
+                if gate.resolve(rid, ApprovalDecision.reject("cancelled", by=by)) == ResolveStatus.OK:
+                    n += 1
+        return n
+
+    def _on_join(self, identity: str) -> None:
+        self._present.add(identity)
+        if identity == self._served:
+            self._served_gone = False
+        if self._in_audience(identity):
+            self._hello(identity)
+
+    def _on_leave(self, identity: str) -> None:
+        self._present.discard(identity)
+        if identity == self._served:
+            self._served_gone = True
+            self.cancel_pending("system:participant_left")
+
+    def _on_closed(self) -> None:
+        self.cancel_pending("system:session_closed")
+
+
+def attach_event_bridge(
+    room_or_transport: Any,
+    *,
+    brain: BrainLike | None,
+    agent_name: str,
+    served_identity: str | None,
+    allowed_identities: Iterable[str] = (),
+    topic: str | None = None,
+    report_overrides: Mapping[str, str] | None = None,
+    controls: BridgeControls | None = None,
+    conversation_id: str | None = None,
+    options: BridgeOptions | None = None,
+) -> EventBridge:
+    """Start a bridge on a LiveKit room (or any `Transport`). Call from a running event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError("attach_event_bridge must be called from a running asyncio event loop") from None
+    options = options or BridgeOptions()
+    if isinstance(room_or_transport, Transport):
+        own_topic = getattr(room_or_transport, "topic", topic)
+        if topic is not None and own_topic != topic:
+            raise ValueError(f"topic {topic!r} conflicts with the transport's topic {own_topic!r}")
+        transport: Transport = room_or_transport
+    else:
+        from .livekit_transport import LiveKitRoomTransport
+        from .protocol import DEFAULT_TOPIC
+
+        transport = LiveKitRoomTransport(room_or_transport, topic or DEFAULT_TOPIC, options.control_method)
+    return EventBridge(
+        transport,
+        brain=brain,
+        agent_name=agent_name,
+        served_identity=served_identity,
+        allowed_identities=allowed_identities,
+        report_overrides=report_overrides,
+        controls=controls,
+        conversation_id=conversation_id,
+        options=options,
+    ).start()

@@ -1,0 +1,107 @@
+"""What of a tool call may leave the process: report levels plus a secret scrubber.
+
+Report levels (per tool, overridable by config): `none` - no tool envelopes (a HITL request still
+names the tool), `name` - the tool name, `args` - name and arguments, `full` - also result and error.
+Whatever the level, values under secret-looking keys and token-looking strings are masked, and
+free text (errors) is cut to one short line, so tracebacks never leave.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+ReportLevel = Literal["none", "name", "args", "full"]
+REPORT_LEVELS: tuple[ReportLevel, ...] = ("none", "name", "args", "full")
+MASK = "***"
+
+_SECRET_KEY = re.compile(r"key|secret|token|passw|pwd|credential|authorization|cookie", re.I)
+_SECRET_VALUE = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{12,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{20,}|gh[pousr]_[A-Za-z0-9]{20,}"
+    r"|xox[abpr]-[A-Za-z0-9\-]{10,}|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/\-]{8,}=*)"
+)
+_MAX_DEPTH = 8
+_MAX_ITEMS = 200
+_MAX_STR = 2000
+
+
+def shows_name(level: ReportLevel) -> bool:
+    return level != "none"
+
+
+def shows_args(level: ReportLevel) -> bool:
+    return level in ("args", "full")
+
+
+def shows_result(level: ReportLevel) -> bool:
+    return level == "full"
+
+
+def scrub_text(text: str, limit: int = _MAX_STR) -> str:
+    """Mask token-looking substrings and cap the length."""
+    text = _SECRET_VALUE.sub(MASK, text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def short_reason(text: str | None, limit: int = 200) -> str | None:
+    """First line only, scrubbed and capped: enough to say why, never a traceback."""
+    if not text:
+        return None
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return scrub_text(first, limit) or None
+
+
+def scrub(value: Any, _depth: int = 0) -> Any:
+    """A JSON-safe copy of `value` with secrets masked and size capped."""
+    if _depth > _MAX_DEPTH:
+        return "…"
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for i, (k, v) in enumerate(value.items()):
+            if i >= _MAX_ITEMS:
+                out["…"] = f"{len(value) - _MAX_ITEMS} more"
+                break
+            key = str(k)
+            out[key] = MASK if _SECRET_KEY.search(key) and v not in (None, "") else scrub(v, _depth + 1)
+        return out
+    if isinstance(value, list | tuple | set | frozenset):
+        items = list(value)
+        head = [scrub(v, _depth + 1) for v in items[:_MAX_ITEMS]]
+        if len(items) > _MAX_ITEMS:
+            head.append(f"… {len(items) - _MAX_ITEMS} more")
+        return head
+    dump = getattr(value, "model_dump", None)  # pydantic models
+    if callable(dump):
+        try:
+            return scrub(dump(mode="json"), _depth + 1)
+        except Exception:  # noqa: BLE001 - fall back to the string form
+            pass
+    return scrub_text(str(value))
+
+
+class ReportPolicy:
+    """Resolves a tool's effective report level: config override first, then the tool's own."""
+
+    def __init__(self, overrides: Mapping[str, str] | None = None) -> None:
+        self._overrides: dict[str, ReportLevel] = {}
+        for name, level in (overrides or {}).items():
+            if level not in REPORT_LEVELS:
+                raise ValueError(
+                    f"report level for tool {name!r} must be one of {', '.join(REPORT_LEVELS)}, got {level!r}"
+                )
+            self._overrides[name] = level  # type: ignore[assignment]
+
+    def level(self, tool: str, declared: str) -> ReportLevel:
+        found = self._overrides.get(tool)
+        if found is not None:
+            return found
+        return declared if declared in REPORT_LEVELS else "name"  # type: ignore[return-value]

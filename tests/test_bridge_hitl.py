@@ -1,0 +1,222 @@
+"""The whole HITL loop through the bridge: real brain (offline backend), fake room, fake web client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from brain import BrainConfig, Turn, VoiceBrain, create_voice_brain
+from bridge import BridgeOptions, EventBridge, attach_event_bridge
+from tests.bridge_fakes import FakeClient, FakeRoom
+
+CONV = "room-1"
+
+
+@dataclass
+class Session:
+    room: FakeRoom
+    brain: VoiceBrain
+    bridge: EventBridge
+    alice: FakeClient
+
+    def client(self, identity: str) -> FakeClient:
+        return FakeClient(self.room, identity)
+
+    async def run_turn(self, text: str, user_id: str | None = "alice") -> asyncio.Task[list[str]]:
+        async def consume() -> list[str]:
+            return [d async for d in self.brain.stream_reply(Turn(text, CONV, user_id=user_id))]
+
+        return asyncio.create_task(consume())
+
+
+@pytest.fixture
+async def session(request: pytest.FixtureRequest) -> AsyncIterator[Session]:
+    params: dict[str, Any] = getattr(request, "param", {})
+    room = FakeRoom(["alice", "mallory"] + params.get("extra", []))
+    brain = create_voice_brain(BrainConfig(_env_file=None, hitl_timeout=params.get("hitl_timeout", 30.0)))
+    bridge = attach_event_bridge(
+        room, brain=brain, agent_name="assistant", served_identity="alice", conversation_id=CONV,
+        allowed_identities=params.get("allowed", ()), options=BridgeOptions(send_attempts=2, retry_base_delay=0.001),
+    )
+    yield Session(room, brain, bridge, FakeClient(room, "alice"))
+    await bridge.aclose()
+
+
+def types(envelopes: list[dict[str, Any]]) -> list[str]:
+    return [e["type"] for e in envelopes]
+
+
+def assert_gapless(envelopes: list[dict[str, Any]]) -> None:
+    assert [e["seq"] for e in envelopes] == list(range(1, len(envelopes) + 1))
+
+
+def index_of(envelopes: list[dict[str, Any]], etype: str) -> int:
+    return types(envelopes).index(etype)
+
+
+async def finish(s: Session, task: asyncio.Task[list[str]]) -> str:
+    reply = "".join(await asyncio.wait_for(task, 10))
+    assert await s.bridge.flush(5)
+    return reply
+
+
+async def test_approve_runs_the_tool_and_events_follow_in_order(session: Session) -> None:
+    s = session
+    task = await s.run_turn("book a table for two")
+    [req] = await s.alice.wait_for("hitl.request")
+    assert req["data"]["tool"] == "book_table"
+    assert req["data"]["for"] == "alice"
+    assert req["data"]["arguments"] == {"restaurant": "Luigi's", "party_size": 2, "time": "19:00"}
+    assert "Book a table for 2" in req["data"]["prompt"]
+    ack = await s.alice.respond(req["data"]["request_id"], "approve", msg_id="m1")
+    assert ack["type"] == "ack" and ack["id"] == "m1" and ack["data"]["request_id"] == req["data"]["request_id"]
+    reply = await finish(s, task)
+    assert "booked" in reply
+
+    env = s.alice.envelopes
+    assert_gapless(env)
+    order = [index_of(env, t) for t in ("session.hello", "tool.started", "hitl.request", "hitl.resolved", "tool.finished", "turn.done")]
+    assert order == sorted(order)
+    resolved = s.alice.of_type("hitl.resolved")[0]["data"]
+    assert resolved["outcome"] == "approved" and resolved["by"] == "alice" and resolved["modified"] is False
+    assert s.alice.of_type("tool.finished")[0]["data"]["status"] == "ok"
+    assert s.alice.of_type("turn.done")[0]["data"]["reason"] == "completed"
+    text = "".join(e["data"]["delta"] for e in s.alice.of_type("agent.text"))
+    assert text == reply
+    # the decision arrives at most once
+    again = await s.alice.respond(req["data"]["request_id"], "reject")
+    assert again["type"] == "error" and again["data"]["code"] in ("already_resolved", "expired")
+
+
+async def test_reject_cancels_the_tool(session: Session) -> None:
+    s = session
+    task = await s.run_turn("book a table for two")
+    [req] = await s.alice.wait_for("hitl.request")
+    ack = await s.alice.respond(req["data"]["request_id"], "reject", reason="changed my mind")
+    assert ack["type"] == "ack"
+    reply = await finish(s, task)
+    assert "won't" in reply
+    resolved = s.alice.of_type("hitl.resolved")[0]["data"]
+    assert resolved["outcome"] == "rejected" and resolved["by"] == "alice" and resolved["reason"] == "changed my mind"
+    env = s.alice.envelopes
+    assert index_of(env, "hitl.resolved") < index_of(env, "tool.finished") < index_of(env, "turn.done")
+    assert s.alice.of_type("tool.finished")[0]["data"]["status"] == "cancelled"
+
+
+@pytest.mark.parametrize("session", [{"hitl_timeout": 0.05}], indirect=True)
+async def test_timeout_resolves_and_late_answers_are_expired(session: Session) -> None:
+    s = session
+    task = await s.run_turn("book a table for two")
+    [req] = await s.alice.wait_for("hitl.request")
+    reply = await finish(s, task)
+    assert "won't" in reply
+    resolved = s.alice.of_type("hitl.resolved")[0]["data"]
+    assert resolved["outcome"] == "timeout" and resolved["by"] is None
+    late = await s.alice.respond(req["data"]["request_id"], "approve")
+    assert late["type"] == "error" and late["data"]["code"] == "expired"
+    assert s.alice.of_type("tool.finished")[0]["data"]["status"] == "cancelled"
+
+
+async def test_modified_arguments_are_validated_then_used(session: Session) -> None:
+    s = session
+    task = await s.run_turn("book a table for two")
+    [req] = await s.alice.wait_for("hitl.request")
+    rid = req["data"]["request_id"]
+    bad = await s.alice.respond(rid, "approve", arguments={"restaurant": "Luigi's", "party_size": "lots"})
+    assert bad["type"] == "error" and bad["data"]["code"] == "invalid_arguments"
+    assert "party_size" in bad["data"]["message"]
+    assert s.brain.approvals.get(rid) is not None  # nothing changed: still pending
+    wrong = await s.alice.respond(rid, "reject", arguments={"restaurant": "X", "party_size": 3})
+    assert wrong["data"]["code"] == "invalid_message"
+    ok = await s.alice.respond(rid, "approve", arguments={"restaurant": "Chez Anna", "party_size": 4, "time": "20:30"})
+    assert ok["type"] == "ack"
+    reply = await finish(s, task)
+    assert "table for 4 at Chez Anna" in reply and "20:30" in reply
+    assert s.alice.of_type("hitl.resolved")[0]["data"]["modified"] is True
+    assert len(s.alice.of_type("hitl.resolved")) == 1
+
+
+async def test_forged_approval_from_another_identity_is_forbidden(session: Session) -> None:
+    s = session
+    mallory = s.client("mallory")
+    task = await s.run_turn("book a table for two")
+    [req] = await s.alice.wait_for("hitl.request")
+    rid = req["data"]["request_id"]
+    forged = await mallory.respond(rid, "approve")
+    assert forged["type"] == "error" and forged["data"]["code"] == "forbidden"
+    assert s.brain.approvals.get(rid) is not None
+    assert mallory.envelopes == []  # events are addressed to the served participant only
+    await s.alice.respond(rid, "reject")
+    await finish(s, task)
+    resolved = s.alice.of_type("hitl.resolved")[0]["data"]
+    assert resolved["outcome"] == "rejected" and resolved["by"] == "alice"
+
+
+@pytest.mark.parametrize("session", [{"allowed": ["supervisor"], "extra": ["supervisor"]}], indirect=True)
+async def test_participant_leaving_cancels_pending_requests(session: Session) -> None:
+    s = session
+    sup = s.client("supervisor")  # still in the room, so it sees what happens after alice leaves
+    task = await s.run_turn("book a table for two")
+    [req] = await s.alice.wait_for("hitl.request")
+    sent_before = len(s.room.local_participant.sends)
+    s.room.disconnect_participant("alice")
+    reply = await finish(s, task)
+    assert "won't" in reply
+    after = [json.loads(x.text) for x in s.room.local_participant.sends[sent_before:]]
+    assert all(x.destination_identities == ["supervisor"] for x in s.room.local_participant.sends[sent_before:])
+    resolved = sup.of_type("hitl.resolved")
+    assert [r["data"]["outcome"] for r in resolved] == ["cancelled"]
+    assert types(after)[:2] == ["hitl.resolved", "tool.finished"] and types(after)[-1] == "turn.done"
+    assert resolved[0]["data"]["by"] == "system:participant_left"
+    late = await s.alice.respond(req["data"]["request_id"], "approve")
+    assert late["data"]["code"] == "expired"
+
+
+async def test_closing_the_bridge_cancels_pending_requests(session: Session) -> None:
+    s = session
+    task = await s.run_turn("book a table for two")
+    await s.alice.wait_for("hitl.request")
+    await s.bridge.aclose()
+    await asyncio.wait_for(task, 10)
+    resolved = s.alice.of_type("hitl.resolved")
+    assert [r["data"]["outcome"] for r in resolved] == ["cancelled"]
+    assert resolved[0]["data"]["by"] == "system:session_closed"
+    assert s.room.local_participant.rpc_handlers == {}
+    assert s.room.handler_count("participant_disconnected") == 0
+
+
+@pytest.mark.parametrize("session", [{"allowed": ["supervisor"], "extra": ["supervisor"]}], indirect=True)
+async def test_allowed_identity_may_decide(session: Session) -> None:
+    s = session
+    sup = s.client("supervisor")
+    task = await s.run_turn("book a table for two")
+    [req] = await sup.wait_for("hitl.request")
+    assert (await sup.respond(req["data"]["request_id"], "approve"))["type"] == "ack"
+    await finish(s, task)
+    assert s.alice.of_type("hitl.resolved")[0]["data"]["by"] == "supervisor"
+
+
+async def test_request_addressed_outside_the_session_is_not_published(session: Session) -> None:
+    s = session
+    task = await s.run_turn("book a table for two", user_id="bob")
+    await asyncio.sleep(0.05)
+    assert s.alice.of_type("hitl.request") == []
+    [rid] = [r.request_id for r in s.brain.approvals.pending(CONV)]
+    answer = await s.alice.respond(rid, "approve")
+    assert answer["data"]["code"] == "unknown_request"
+    s.brain.approvals.resolve(rid, __import__("brain").ApprovalDecision.reject(by="bob"))
+    await finish(s, task)
+    assert s.alice.of_type("hitl.resolved") == []
+
+
+async def test_other_conversations_are_not_forwarded(session: Session) -> None:
+    s = session
+    other = [d async for d in s.brain.stream_reply(Turn("hello there", "another-room", user_id="alice"))]
+    assert other
+    await s.bridge.flush(5)
+    assert types(s.alice.envelopes) == ["session.hello"]
