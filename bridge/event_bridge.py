@@ -373,7 +373,7 @@ class EventBridge:
         if item.text is not None:
             data = _dumps({"delta": item.text.decode("utf-8", "replace")})
         else:
-            data = item.data_json
+            data = item.data_json or "{}"
         turn = "null" if item.turn is None else _dumps(item.turn)
         envelope = f'{{"v":1,"seq":{seq},"ts":{item.ts},"type":"{item.type}","turn":{turn},"data":{data}}}'
         destination = self.audience()
