@@ -13,7 +13,7 @@ import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import espeakng_loader
 
@@ -31,7 +31,21 @@ _SynthCallback = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
 )
 
-T = TypeVar("T")
+
+class _Voice(ctypes.Structure):
+    """espeak_VOICE, used to select a voice by language code (e.g. "en-gb", "pt-br")."""
+
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("languages", ctypes.c_char_p),
+        ("identifier", ctypes.c_char_p),
+        ("gender", ctypes.c_ubyte),
+        ("age", ctypes.c_ubyte),
+        ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte),
+        ("score", ctypes.c_int),
+        ("spare", ctypes.c_void_p),
+    ]
 
 
 class EspeakError(RuntimeError):
@@ -104,6 +118,8 @@ class EspeakEngine:
         lib.espeak_SetSynthCallback.restype = None
         lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
         lib.espeak_SetVoiceByName.restype = ctypes.c_int
+        lib.espeak_SetVoiceByProperties.argtypes = [ctypes.POINTER(_Voice)]
+        lib.espeak_SetVoiceByProperties.restype = ctypes.c_int
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.espeak_SetParameter.restype = ctypes.c_int
         lib.espeak_Synth.argtypes = [
@@ -130,18 +146,24 @@ class EspeakEngine:
             self._chunks.append(ctypes.string_at(wav, num_samples * 2))
         return 0  # 0 = continue
 
+    def _select_voice(self, voice: str) -> bool:
+        """By voice name / file (e.g. "en-us", "gmw/en"), else by language code ("en-gb")."""
+        assert self._lib is not None
+        self._current = None  # the active voice may change: re-apply parameters next time
+        if self._lib.espeak_SetVoiceByName(voice.encode()) == _EE_OK:
+            return True
+        spec = _Voice(languages=voice.lower().encode())
+        return bool(self._lib.espeak_SetVoiceByProperties(ctypes.byref(spec)) == _EE_OK)
+
     def _try_voice(self, voice: str) -> bool:
         self._ensure_initialized()
-        assert self._lib is not None
-        ok = self._lib.espeak_SetVoiceByName(voice.encode()) == _EE_OK
-        self._current = None  # the active voice changed (or not): re-apply next time
-        return ok
+        return self._select_voice(voice)
 
     def _apply(self, params: VoiceParams) -> None:
         assert self._lib is not None
         if self._current == params:
             return
-        if self._lib.espeak_SetVoiceByName(params.voice.encode()) != _EE_OK:
+        if not self._select_voice(params.voice):
             raise EspeakError(f"espeak-ng voice not found: {params.voice!r}")
         self._lib.espeak_SetParameter(_PARAM_RATE, params.rate, 0)
         self._lib.espeak_SetParameter(_PARAM_PITCH, params.pitch, 0)

@@ -1,0 +1,312 @@
+"""Provider configuration: settings sources, every provider built from config (placeholder
+keys, no network), and the errors for unknown names, missing keys and missing extras."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from livekit.agents import stt, tts
+from livekit.plugins import silero
+
+from providers import (
+    LocalSTT,
+    LocalTTS,
+    ProviderConfigError,
+    ProviderOptions,
+    ProviderSpec,
+    SpeechSettings,
+    build_provider,
+    create_stt,
+    create_tts,
+    provider_report,
+    registry,
+)
+from providers.settings import CONFIG_FILE_VAR
+from providers.spec import field_variables
+
+PLACEHOLDER = "placeholder-secret-value"
+
+STT_PROVIDERS = ["openai", "deepgram", "azure", "google", "local"]
+TTS_PROVIDERS = [
+    "openai",
+    "elevenlabs",
+    "cartesia",
+    "azure",
+    "fishaudio",
+    "google",
+    "hume",
+    "resemble",
+    "local",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No provider variable from the developer's shell or .env leaks into a test."""
+    names = set(registry.all_variables()) | {CONFIG_FILE_VAR}
+    for name, f in SpeechSettings.model_fields.items():
+        names.update(field_variables(name, f))
+    for name in names:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # .env is read from the working directory
+    return tmp_path
+
+
+@pytest.fixture
+def all_keys(tmp_path: Path) -> dict[str, str]:
+    creds = tmp_path / "service-account.json"
+    creds.write_text(json.dumps({"type": "service_account", "project_id": "placeholder"}))
+    keys = [
+        "OPENAI_API_KEY",
+        "DEEPGRAM_API_KEY",
+        "AZURE_SPEECH_KEY",
+        "ELEVEN_API_KEY",
+        "CARTESIA_API_KEY",
+        "FISH_API_KEY",
+        "GOOGLE_API_KEY",
+        "HUME_API_KEY",
+        "RESEMBLE_API_KEY",
+    ]
+    return {
+        **{k: PLACEHOLDER for k in keys},
+        "AZURE_SPEECH_REGION": "westeurope",
+        "GOOGLE_APPLICATION_CREDENTIALS": str(creds),
+    }
+
+
+def test_registry_lists_every_required_provider() -> None:
+    assert sorted(registry.names("stt")) == sorted(STT_PROVIDERS)
+    assert sorted(registry.names("tts")) == sorted(TTS_PROVIDERS)
+
+
+def test_defaults_are_offline() -> None:
+    settings = SpeechSettings()
+    assert (settings.stt_providers, settings.tts_providers) == (["local"], ["local"])
+    assert isinstance(create_stt(settings), LocalSTT)
+    assert isinstance(create_tts(settings), LocalTTS)
+
+
+def test_sources_precedence_env_over_dotenv_over_toml(
+    monkeypatch: pytest.MonkeyPatch, clean_env: Path
+) -> None:
+    toml = clean_env / "voice.toml"
+    toml.write_text(
+        'STT_PROVIDERS = ["deepgram", "local"]\n'
+        'TTS_PROVIDER = "cartesia"\n'
+        "LOCAL_TTS_RATE = 150\n"
+        "[deepgram]\n"
+        'stt_model = "nova-2"\n'
+        'api_key = "from-toml"\n'
+    )
+    monkeypatch.setenv(CONFIG_FILE_VAR, str(toml))
+    settings = SpeechSettings()
+    assert settings.stt_providers == ["deepgram", "local"]
+    assert settings.tts_providers == ["cartesia"]
+    assert settings.lookup()["DEEPGRAM_STT_MODEL"] == "nova-2"
+    assert settings.deepgram_api_key is not None
+    assert settings.deepgram_api_key.get_secret_value() == "from-toml"
+
+    (clean_env / ".env").write_text("DEEPGRAM_STT_MODEL=nova-3-medical\nLOCAL_TTS_RATE=160\n")
+    monkeypatch.setenv("local_tts_rate", "170")  # names are case-insensitive
+    settings = SpeechSettings()
+    assert settings.lookup()["DEEPGRAM_STT_MODEL"] == "nova-3-medical"  # .env beats TOML
+    assert settings.lookup()["LOCAL_TTS_RATE"] == "170"  # env beats .env
+    settings = SpeechSettings(LOCAL_TTS_RATE=180, stt_providers="local")
+    assert settings.lookup()["LOCAL_TTS_RATE"] == 180  # arguments beat everything
+    assert settings.stt_providers == ["local"]
+
+
+def test_config_file_errors_are_clear(monkeypatch: pytest.MonkeyPatch, clean_env: Path) -> None:
+    monkeypatch.setenv(CONFIG_FILE_VAR, str(clean_env / "missing.toml"))
+    with pytest.raises(ProviderConfigError, match="VOICE_CONFIG_FILE=.*file not found"):
+        SpeechSettings()
+    (clean_env / "bad.toml").write_text("STT_PROVIDERS = [unterminated")
+    monkeypatch.setenv(CONFIG_FILE_VAR, str(clean_env / "bad.toml"))
+    with pytest.raises(ProviderConfigError, match="invalid TOML"):
+        SpeechSettings()
+
+
+def test_provider_lists_are_validated() -> None:
+    assert SpeechSettings(STT_PROVIDER=" OpenAI , local").stt_providers == ["openai", "local"]
+    with pytest.raises(ProviderConfigError, match="STT_PROVIDERS.*no provider named"):
+        SpeechSettings(STT_PROVIDERS=" , ")
+    with pytest.raises(ProviderConfigError, match="listed twice: local"):
+        SpeechSettings(TTS_PROVIDERS="local,local")
+
+
+def _build(kind: str, name: str, values: dict[str, Any]) -> Any:
+    settings = SpeechSettings(**{f"{kind.upper()}_PROVIDERS": name}, **values)
+    return build_provider(kind, name, settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", STT_PROVIDERS)
+async def test_every_stt_provider_builds_from_config(name: str, all_keys: dict[str, str]) -> None:
+    engine = _build("stt", name, all_keys)
+    assert isinstance(engine, stt.STT)
+    await engine.aclose()
+
+
+@pytest.mark.parametrize("name", TTS_PROVIDERS)
+async def test_every_tts_provider_builds_from_config(name: str, all_keys: dict[str, str]) -> None:
+    engine = _build("tts", name, all_keys)
+    assert isinstance(engine, tts.TTS)
+    assert engine.num_channels == 1
+    await engine.aclose()
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "values", "check"),
+    [
+        ("stt", "deepgram", {"DEEPGRAM_STT_MODEL": "nova-2"}, lambda e: e.model == "nova-2"),
+        ("stt", "openai", {"OPENAI_STT_MODEL": "whisper-1"}, lambda e: e.model == "whisper-1"),
+        ("tts", "openai", {"OPENAI_TTS_MODEL": "tts-1"}, lambda e: e.model == "tts-1"),
+        (
+            "tts",
+            "elevenlabs",
+            {"ELEVENLABS_TTS_SAMPLE_RATE": "16000"},
+            lambda e: e.sample_rate == 16000,
+        ),
+        (
+            "tts",
+            "cartesia",
+            {"CARTESIA_TTS_SAMPLE_RATE": "44100"},
+            lambda e: e.sample_rate == 44100,
+        ),
+        ("tts", "azure", {"AZURE_TTS_SAMPLE_RATE": "16000"}, lambda e: e.sample_rate == 16000),
+        (
+            "tts",
+            "resemble",
+            {"RESEMBLE_TTS_SAMPLE_RATE": "22050"},
+            lambda e: e.sample_rate == 22050,
+        ),
+        (
+            "tts",
+            "local",
+            {"LOCAL_TTS_VOICE": "en-gb", "LOCAL_TTS_RATE": "200"},
+            lambda e: (e.voice.voice, e.voice.rate) == ("en-gb", 200),
+        ),
+        ("tts", "local", {"TTS_LANGUAGE": "de"}, lambda e: e.voice.voice == "de"),
+        ("stt", "local", {"LOCAL_STT_PROFILE": "accurate"}, lambda e: e.model.endswith("accurate")),
+    ],
+)
+async def test_options_reach_the_provider(
+    kind: str, name: str, values: dict[str, str], check: Any, all_keys: dict[str, str]
+) -> None:
+    engine = _build(kind, name, {**all_keys, **values})
+    assert check(engine)
+    await engine.aclose()
+
+
+def test_openai_base_url_is_configurable(all_keys: dict[str, str]) -> None:
+    engine = _build("tts", "openai", {**all_keys, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
+    assert engine.provider == "127.0.0.1:9"
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "variables"),
+    [
+        ("stt", "openai", ["OPENAI_API_KEY"]),
+        ("stt", "deepgram", ["DEEPGRAM_API_KEY"]),
+        ("stt", "azure", ["AZURE_SPEECH_KEY", "AZURE_SPEECH_REGION"]),
+        ("stt", "google", ["GOOGLE_APPLICATION_CREDENTIALS"]),
+        ("tts", "elevenlabs", ["ELEVEN_API_KEY"]),
+        ("tts", "cartesia", ["CARTESIA_API_KEY"]),
+        ("tts", "fishaudio", ["FISH_API_KEY"]),
+        ("tts", "google", ["GOOGLE_API_KEY or GEMINI_API_KEY"]),
+        ("tts", "hume", ["HUME_API_KEY"]),
+        ("tts", "resemble", ["RESEMBLE_API_KEY"]),
+    ],
+)
+def test_missing_key_names_its_variable(kind: str, name: str, variables: list[str]) -> None:
+    settings = SpeechSettings(**{f"{kind.upper()}_PROVIDERS": name})
+    create = create_stt if kind == "stt" else create_tts
+    with pytest.raises(ProviderConfigError) as err:
+        create(settings)  # type: ignore[operator]
+    assert f"missing {', '.join(variables)}" in str(err.value)
+    assert f"{kind.upper()}_PROVIDERS={name}" in str(err.value)
+
+
+def test_google_credentials_file_must_exist() -> None:
+    settings = SpeechSettings(STT_PROVIDERS="google", GOOGLE_APPLICATION_CREDENTIALS="/nope.json")
+    with pytest.raises(
+        ProviderConfigError, match="GOOGLE_APPLICATION_CREDENTIALS \\(file not found\\)"
+    ):
+        create_stt(settings)
+
+
+def test_unknown_name_lists_the_valid_ones() -> None:
+    with pytest.raises(ProviderConfigError) as err:
+        create_tts(SpeechSettings(TTS_PROVIDERS="local,whisperspeech"))
+    message = str(err.value)
+    assert "unknown TTS provider 'whisperspeech'" in message
+    assert "valid: " + ", ".join(sorted(TTS_PROVIDERS)) in message
+
+
+def test_missing_extra_says_which_pip_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    class GhostOptions(ProviderOptions):
+        pass
+
+    ghost: ProviderSpec[Any, Any] = ProviderSpec(
+        "ghost",
+        "stt",
+        GhostOptions,
+        lambda o: None,
+        ("livekit.plugins.ghost_not_installed",),
+        "ghost",
+    )
+    monkeypatch.setitem(registry.SPECS["stt"], "ghost", ghost)
+    settings = SpeechSettings(STT_PROVIDERS="ghost")
+    with pytest.raises(ProviderConfigError, match=r"pip install '\.\[ghost\]'"):
+        create_stt(settings)
+    (row,) = [r for r in provider_report(settings) if r.name == "ghost"]
+    assert (row.installed, row.chosen, row.reason) == (False, True, "pip install '.[ghost]'")
+
+
+def test_all_problems_of_a_chain_are_reported_together() -> None:
+    with pytest.raises(ProviderConfigError) as err:
+        create_stt(SpeechSettings(STT_PROVIDERS="deepgram,openai,local"), vad=None)
+    assert "DEEPGRAM_API_KEY" in str(err.value) and "OPENAI_API_KEY" in str(err.value)
+
+
+def test_invalid_option_names_its_variable() -> None:
+    with pytest.raises(ProviderConfigError, match="LOCAL_TTS_RATE"):
+        create_tts(SpeechSettings(LOCAL_TTS_RATE="1000"))
+    with pytest.raises(ProviderConfigError, match="English model only"):
+        create_stt(SpeechSettings(STT_LANGUAGE="de"))
+    with pytest.raises(ProviderConfigError, match="voice not found"):
+        create_tts(SpeechSettings(LOCAL_TTS_VOICE="xx-nope"))
+
+
+def test_batch_stt_chain_needs_a_vad(all_keys: dict[str, str]) -> None:
+    settings = SpeechSettings(STT_PROVIDERS="openai,local", **all_keys)
+    with pytest.raises(ProviderConfigError, match="openai, local cannot stream.*VAD"):
+        create_stt(settings)
+    assert isinstance(create_stt(settings, vad=silero.VAD.load()), stt.FallbackAdapter)
+
+
+def test_secrets_never_appear_in_messages_or_repr(all_keys: dict[str, str]) -> None:
+    settings = SpeechSettings(**all_keys)
+    assert PLACEHOLDER not in repr(settings)
+    with pytest.raises(ProviderConfigError) as err:
+        SpeechSettings(OPENAI_API_KEY=PLACEHOLDER, FALLBACK_MAX_RETRY="many")
+    assert "FALLBACK_MAX_RETRY" in str(err.value) and PLACEHOLDER not in str(err.value)
+    assert all(PLACEHOLDER not in r.model_dump_json() for r in provider_report(settings))
+
+
+def test_provider_report(all_keys: dict[str, str]) -> None:
+    rows = provider_report(SpeechSettings(STT_PROVIDERS="deepgram,local", TTS_PROVIDERS="bogus"))
+    by_key = {(r.kind, r.name): r for r in rows}
+    assert len(by_key) == len(rows) == len(STT_PROVIDERS) + len(TTS_PROVIDERS) + 1
+    deepgram = by_key[("stt", "deepgram")]
+    assert (deepgram.installed, deepgram.configured, deepgram.chosen) == (True, False, True)
+    assert deepgram.reason == "missing DEEPGRAM_API_KEY"
+    local = by_key[("stt", "local")]
+    assert (local.installed, local.configured, local.chosen, local.reason) == (True, True, True, "")
+    assert by_key[("tts", "local")].chosen is False
+    assert by_key[("tts", "bogus")].reason.startswith("unknown provider; valid: azure, cartesia")
+
+    rows = provider_report(SpeechSettings(**all_keys))
+    assert all(r.configured and r.installed for r in rows)

@@ -1,0 +1,173 @@
+"""Offline providers: pocketsphinx STT on real speech, espeak-ng TTS (batch and streaming)."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from livekit import rtc
+from livekit.agents import stt, tts
+from livekit.agents.types import USERDATA_TIMED_TRANSCRIPT
+
+from providers import LocalSTT, LocalTTS
+
+AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+# words pocketsphinx (fast profile) reliably gets from the JFK sample; it misses some others
+JFK_WORDS = ("fellow", "country")
+
+
+def _wav_frames(path: Path, frame_ms: int = 100) -> list[rtc.AudioFrame]:
+    with wave.open(str(path)) as w:
+        rate, channels = w.getframerate(), w.getnchannels()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    step = rate * frame_ms // 1000 * channels
+    return [
+        rtc.AudioFrame(
+            pcm[i : i + step].tobytes(), rate, channels, len(pcm[i : i + step]) // channels
+        )
+        for i in range(0, len(pcm), step)
+    ]
+
+
+def _to_48k_stereo(frames: list[rtc.AudioFrame]) -> list[rtc.AudioFrame]:
+    resampler = rtc.AudioResampler(16000, 48000, quality=rtc.AudioResamplerQuality.HIGH)
+    up = [f for frame in frames for f in resampler.push(frame)] + resampler.flush()
+    out = []
+    for f in up:
+        mono = np.frombuffer(f.data, dtype=np.int16)
+        out.append(rtc.AudioFrame(np.repeat(mono, 2).tobytes(), 48000, 2, len(mono)))
+    return out
+
+
+def _samples(frames: list[rtc.AudioFrame]) -> np.ndarray:
+    return np.frombuffer(rtc.combine_audio_frames(frames).data, dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def local_stt() -> LocalSTT:
+    return LocalSTT()
+
+
+@pytest.fixture(scope="module")
+def jfk() -> list[rtc.AudioFrame]:
+    return _wav_frames(AUDIO / "jfk_16k_mono.wav")
+
+
+async def test_local_stt_transcribes_real_speech(
+    local_stt: LocalSTT, jfk: list[rtc.AudioFrame]
+) -> None:
+    assert local_stt.capabilities.streaming is False
+    assert local_stt.capabilities.interim_results is False
+    event = await local_stt.recognize(jfk)
+    assert event.type == stt.SpeechEventType.FINAL_TRANSCRIPT
+    data = event.alternatives[0]
+    assert data.language == "en"
+    for word in JFK_WORDS:
+        assert word in data.text.split()
+    assert data.end_time == pytest.approx(11.0, abs=0.05)
+
+
+async def test_local_stt_resamples_and_mixes_down_48k_stereo(
+    local_stt: LocalSTT, jfk: list[rtc.AudioFrame]
+) -> None:
+    stereo = _to_48k_stereo(jfk)
+    assert (stereo[0].sample_rate, stereo[0].num_channels) == (48000, 2)
+    event = await local_stt.recognize(stereo)
+    for word in JFK_WORDS:
+        assert word in event.alternatives[0].text.split()
+
+
+async def test_local_stt_empty_and_silent_audio(local_stt: LocalSTT) -> None:
+    buffers: list[list[rtc.AudioFrame] | rtc.AudioFrame] = [
+        [],
+        rtc.AudioFrame(b"\0\0" * 1600, 16000, 1, 1600),
+    ]
+    for buffer in buffers:
+        event = await local_stt.recognize(buffer)
+        assert event.type == stt.SpeechEventType.FINAL_TRANSCRIPT
+        assert event.alternatives[0].text == ""
+
+
+async def test_local_stt_serves_concurrent_requests(jfk: list[rtc.AudioFrame]) -> None:
+    short = jfk[:20]  # 2 s: enough to exercise the decoder pool, cheap to decode
+    engine = LocalSTT(max_decoders=2)
+    first, second = await asyncio.gather(engine.recognize(short), engine.recognize(short))
+    assert first.alternatives[0].text == second.alternatives[0].text  # same input, same answer
+
+
+SENTENCES = [
+    "The first sentence is spoken right away.",
+    "A second sentence follows after it.",
+    "And the third one ends the reply.",
+]
+
+
+def _assert_speech(frames: list[rtc.AudioFrame], min_seconds: float) -> None:
+    assert {(f.sample_rate, f.num_channels) for f in frames} == {(22050, 1)}
+    samples = _samples(frames)
+    seconds = len(samples) / 22050
+    assert min_seconds < seconds < 30
+    rms = float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)))
+    assert rms > 300  # speech, not silence
+
+
+def _sentences_of(frames: list[rtc.AudioFrame]) -> list[str]:
+    return [str(t) for f in frames for t in f.userdata.get(USERDATA_TIMED_TRANSCRIPT, [])]
+
+
+async def test_local_tts_synthesize() -> None:
+    engine = LocalTTS()
+    assert engine.capabilities.streaming is True
+    assert (engine.sample_rate, engine.num_channels) == (22050, 1)
+    frames = [ev.frame async for ev in engine.synthesize(" ".join(SENTENCES))]
+    _assert_speech(frames, min_seconds=4.0)
+    # audio is emitted sentence by sentence; each sentence's first frame names it
+    assert _sentences_of(frames) == SENTENCES
+
+
+async def test_local_tts_stream_emits_first_sentence_before_the_rest_is_pushed() -> None:
+    engine = LocalTTS()
+    events: list[str] = []
+    frames: list[rtc.AudioFrame] = []
+    async with engine.stream() as stream:
+        # a sentence plus the start of the next: the tokenizer can close the first one
+        stream.push_text(SENTENCES[0] + " A second")
+        events.append("pushed first")
+
+        first = await asyncio.wait_for(stream.__anext__(), timeout=60)  # deadlock guard only
+        events.append("audio")
+        frames.append(first.frame)
+
+        stream.push_text(" sentence follows after it. " + SENTENCES[2])
+        events.append("pushed last")
+        stream.end_input()
+        async for ev in stream:
+            frames.append(ev.frame)
+
+    assert events == ["pushed first", "audio", "pushed last"]
+    assert _sentences_of([first.frame]) == [SENTENCES[0]]
+    assert _sentences_of(frames) == SENTENCES
+    _assert_speech(frames, min_seconds=4.0)
+
+
+async def test_local_tts_voice_and_rate_are_configurable() -> None:
+    text = "Configuration changes how fast this is spoken."
+    slow = await LocalTTS(rate=120).synthesize(text).collect()
+    fast = await LocalTTS(rate=300).synthesize(text).collect()
+    assert slow.duration > 1.5 * fast.duration
+    german = await LocalTTS(voice="de").synthesize("Guten Tag, wie geht es Ihnen?").collect()
+    assert german.duration > 0.5
+    with pytest.raises(ValueError, match="voice not found"):
+        LocalTTS(voice="xx-nope")
+
+
+async def test_local_tts_empty_text_gives_no_audio() -> None:
+    frames = [ev.frame async for ev in LocalTTS().synthesize("   ")]
+    assert sum(f.samples_per_channel for f in frames) == 0
+
+
+def test_local_tts_is_a_livekit_tts() -> None:
+    assert isinstance(LocalTTS(), tts.TTS)
