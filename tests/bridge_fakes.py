@@ -140,6 +140,14 @@ class FakeRoom:
         return [json.loads(s.text) for s in self.local_participant.sends if s.topic == topic and s.reaches(identity)]
 
 
+async def wait_until(predicate: Callable[[], Any], within: float = 10.0) -> Any:
+    """Poll until `predicate()` is truthy (the bridge and the brain run in their own tasks)."""
+    async with asyncio.timeout(within):
+        while not (value := predicate()):  # noqa: ASYNC110 - polling state owned by other tasks
+            await asyncio.sleep(0.002)
+        return value
+
+
 class FakeClient:
     """A web client in the fake room: reads envelopes for its identity, calls the control RPC."""
 
@@ -175,9 +183,7 @@ class FakeClient:
 
     async def wait_for(self, etype: str, count: int = 1, within: float = 10.0) -> list[dict[str, Any]]:
         """Poll (the bridge publishes from its own task) until `count` envelopes of `etype` arrived."""
-        async with asyncio.timeout(within):
-            while True:
-                found = self.of_type(etype)
-                if len(found) >= count:
-                    return found
-                await asyncio.sleep(0.002)
+        found: list[dict[str, Any]] = await wait_until(
+            lambda: (lambda f: f if len(f) >= count else None)(self.of_type(etype)), within
+        )
+        return found

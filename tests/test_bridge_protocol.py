@@ -1,0 +1,202 @@
+"""Protocol v1: the committed JSON Schema matches the models, and what the bridge publishes matches both.
+
+Also: report levels and the secret scrubber decide what of a tool call leaves the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+
+from brain import (
+    ApprovalRequested,
+    ApprovalResolved,
+    BrainConfig,
+    ErrorEvent,
+    ToolFinished,
+    ToolStarted,
+    Turn,
+    TurnDone,
+    create_voice_brain,
+)
+from bridge import MemoryTransport, attach_event_bridge
+from bridge.protocol import (
+    ENVELOPE_TYPES,
+    SCHEMA_PATH,
+    envelope_adapter,
+    json_schema,
+    reply_adapter,
+    schema_text,
+)
+from tests.bridge_fakes import wait_until
+
+CONV = "c1"
+
+
+def validators() -> dict[str, jsonschema.Draft202012Validator]:
+    committed = json.loads(SCHEMA_PATH.read_text())
+    return {k: jsonschema.Draft202012Validator(committed[k]) for k in ("AgentEnvelope", "ClientMessage", "Reply")}
+
+
+def envelopes(t: MemoryTransport) -> list[dict[str, Any]]:
+    return [json.loads(s.envelope_json) for s in t.sent]
+
+
+def test_committed_schema_matches_the_models() -> None:
+    assert SCHEMA_PATH.read_text() == schema_text(), "run `python -m bridge schema` and commit the result"
+    schema = json_schema()
+    mapping = schema["AgentEnvelope"]["discriminator"]["mapping"]
+    assert sorted(mapping) == sorted(ENVELOPE_TYPES)
+    assert sorted(schema["ClientMessage"]["discriminator"]["mapping"]) == ["agent.interrupt", "hitl.respond", "user.text"]
+    jsonschema.Draft202012Validator.check_schema(schema["AgentEnvelope"])
+
+
+def test_schema_rejects_what_the_models_reject() -> None:
+    v = validators()["AgentEnvelope"]
+    good = {"v": 1, "seq": 3, "ts": 1, "type": "agent.text", "turn": "t", "data": {"delta": "hi"}}
+    assert v.is_valid(good)
+    envelope_adapter.validate_python(good)
+    for bad in (
+        {**good, "seq": 0},
+        {**good, "v": 2},
+        {**good, "type": "agent.shout"},
+        {**good, "data": {"delta": 1}},
+        {k: x for k, x in good.items() if k != "seq"},
+    ):
+        assert not v.is_valid(bad), bad
+
+
+async def test_everything_published_in_a_session_validates() -> None:
+    brain = create_voice_brain(BrainConfig(_env_file=None))
+    t = MemoryTransport(["alice"])
+    bridge = attach_event_bridge(t, brain=brain, agent_name="assistant", served_identity="alice", conversation_id=CONV)
+    bridge.publish_transcript("book a", final=False)
+    bridge.publish_transcript("book a table for two and the weather in Paris", final=True, turn_id="t1")
+
+    async def approve() -> None:
+        reqs = await wait_until(lambda: [e for e in envelopes(t) if e["type"] == "hitl.request"])
+        reply = await t.deliver("alice", json.dumps({"v": 1, "type": "hitl.respond", "data": {
+            "request_id": reqs[0]["data"]["request_id"], "decision": "approve"}}))
+        assert validators()["Reply"].is_valid(json.loads(reply))
+
+    helper = asyncio.create_task(approve())
+    turn = Turn("book a table for two and the weather in Paris", CONV, turn_id="t1", user_id="alice")
+    reply = "".join([d async for d in brain.stream_reply(turn)])
+    await helper
+    bridge.publish_metrics("t1", {"e2e_ms": 812.5, "stt_ms": 120, "model": "offline", "nested": {"a": 1}})
+    bridge.publish_error("stt_unavailable", "speech recognition is down", fatal=True)
+    await bridge.aclose()
+
+    out = envelopes(t)
+    seen = {e["type"] for e in out}
+    assert seen >= {"session.hello", "user.transcript", "agent.text", "tool.started", "tool.finished",
+                    "hitl.request", "hitl.resolved", "turn.done", "metrics", "error"}
+    v = validators()["AgentEnvelope"]
+    for e in out:
+        v.validate(e)
+        envelope_adapter.validate_python(e)
+    assert [e["seq"] for e in out] == list(range(1, len(out) + 1))
+    assert "".join(e["data"]["delta"] for e in out if e["type"] == "agent.text") == reply
+    metrics = next(e for e in out if e["type"] == "metrics")
+    assert metrics["turn"] == "t1" and metrics["data"]["e2e_ms"] == 812.5 and metrics["data"]["nested"] == '{"a":1}'
+
+
+# -- report levels and secrets ----------------------------------------------------------------
+
+
+def _bridge(overrides: dict[str, str] | None = None) -> tuple[Any, MemoryTransport]:
+    brain = create_voice_brain(BrainConfig(_env_file=None))
+    t = MemoryTransport(["alice"])
+    b = attach_event_bridge(t, brain=brain, agent_name="a", served_identity="alice", report_overrides=overrides)
+    return b, t
+
+
+def _tool_events(report: str) -> list[Any]:
+    common = {"conversation_id": CONV, "turn_id": "t", "call_id": "c1", "name": "lookup", "report": report}
+    return [
+        ToolStarted(**common, arguments={"query": "x", "api_key": "abc123", "nested": {"Password": "hunter2"}}),
+        ToolFinished(**common, status="error", result={"access_token": "zzz", "note": "Bearer abcdefghijklmnop"},
+                     error="ValueError: bad input sk-abcdefghijklmnopqrst\nTraceback (most recent call last):\n  File x"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("report", "expect"),
+    [
+        ("none", None),
+        ("name", {"args": False, "result": False}),
+        ("args", {"args": True, "result": False}),
+        ("full", {"args": True, "result": True}),
+    ],
+)
+async def test_report_levels_decide_what_a_tool_shows(report: str, expect: dict[str, bool] | None) -> None:
+    b, t = _bridge()
+    for ev in _tool_events(report):
+        b.publish_event(ev)
+    await b.aclose()
+    tools = [e for e in envelopes(t) if e["type"].startswith("tool.")]
+    if expect is None:
+        assert tools == []
+        return
+    started, finished = tools
+    assert started["data"]["tool"] == "lookup" and finished["data"]["status"] == "error"
+    if expect["args"]:
+        assert started["data"]["arguments"] == {"query": "x", "api_key": "***", "nested": {"Password": "***"}}
+    else:
+        assert started["data"]["arguments"] is None
+    if expect["result"]:
+        assert finished["data"]["result"] == {"access_token": "***", "note": "***"}
+        assert finished["data"]["error"] == "ValueError: bad input ***"
+    else:
+        assert finished["data"]["result"] is None and finished["data"]["error"] is None
+    raw = "".join(s.envelope_json for s in t.sent)
+    for secret in ("abc123", "hunter2", "zzz", "abcdefghijklmnop", "Traceback"):
+        assert secret not in raw
+
+
+async def test_overrides_win_and_none_level_approvals_still_ask_by_name() -> None:
+    b, t = _bridge({"lookup": "full", "book_table": "none"})
+    b.publish_event(_tool_events("name")[1])
+    b.publish_event(ApprovalRequested(conversation_id=CONV, turn_id="t", request_id="r1", call_id="c2",
+                                      name="book_table", prompt="Book it?", arguments={"party_size": 2},
+                                      report="args", deadline_ms=1))
+    b.publish_event(ApprovalResolved(conversation_id=CONV, turn_id="t", request_id="r1", call_id="c2",
+                                     name="book_table", outcome="timeout"))
+    b.publish_event(ToolFinished(conversation_id=CONV, turn_id="t", call_id="c2", name="book_table",
+                                 status="cancelled", report="args"))
+    await b.aclose()
+    out = envelopes(t)
+    assert [e["type"] for e in out] == ["session.hello", "tool.finished", "hitl.request", "hitl.resolved"]
+    assert out[1]["data"]["result"] == {"access_token": "***", "note": "***"}
+    assert out[2]["data"]["tool"] == "book_table" and out[2]["data"]["arguments"] is None
+    assert out[2]["data"]["prompt"] == "Book it?"
+
+
+async def test_error_events_carry_one_scrubbed_line() -> None:
+    b, t = _bridge()
+    b.publish_event(ErrorEvent(conversation_id=CONV, turn_id="t", code="auth",
+                               message="401 invalid key sk-proj-abcdefghijklmnop\n  at line 3", provider="openai"))
+    b.publish_event(TurnDone(conversation_id=CONV, turn_id="t", reason="error"))
+    await b.aclose()
+    err = [e for e in envelopes(t) if e["type"] == "error"][0]
+    assert err["data"] == {"code": "auth", "message": "401 invalid key ***", "fatal": False}
+    assert err["turn"] == "t"
+
+
+def test_unknown_report_override_is_refused() -> None:
+    from bridge.redact import ReportPolicy
+
+    with pytest.raises(ValueError, match="lookup"):
+        ReportPolicy({"lookup": "everything"})
+
+
+def test_reply_models_round_trip() -> None:
+    from bridge.inbound import ack_json, error_json
+
+    for raw in (ack_json("hitl.respond", "m1", "r1"), error_json("forbidden", "no", None)):
+        validators()["Reply"].validate(json.loads(raw))
+        reply_adapter.validate_json(raw)
