@@ -29,3 +29,16 @@ typecheck: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Browser tests of the web page (web/tests): Debian's Chromium driven by playwright-core from npm,
+# no browser download. Installs chromium with apt-get and web/node_modules with `npm ci` if missing.
+CHROMIUM ?= /usr/bin/chromium
+ROOT_OR_SUDO = $(if $(filter 0,$(shell id -u)),,sudo)
+
+.PHONY: test-web
+test-web: $(STAMP) web/node_modules/.package-lock.json
+	test -x $(CHROMIUM) || { $(ROOT_OR_SUDO) apt-get update && $(ROOT_OR_SUDO) apt-get install -y chromium; }
+	cd web && CHROMIUM_PATH=$(CHROMIUM) PYTHON=$(abspath $(PY)) node --test tests/*.test.mjs
+
+web/node_modules/.package-lock.json: web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund

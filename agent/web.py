@@ -1,0 +1,259 @@
+"""`python -m agent web`: serve the browser page, its vendored modules and the token endpoint.
+
+Routes:
+
+* ``GET /`` - ``web/public/index.html``; ``GET /assets/<file>`` - the rest of ``web/public/``.
+* ``GET /vendor/livekit-client.esm.mjs`` - the pinned ``livekit-client`` from ``web/node_modules``
+  (``npm ci`` in ``web/``); in test mode the fake room module ``web/tests/fake-livekit.mjs``.
+* ``GET /vendor/bridge/<file>`` - the bridge's JS helper (``bridge/client/``).
+* ``POST /token`` (JSON ``{room, identity, name?}``) or ``GET /token?room=&identity=`` - a join
+  token from `agent.tokens`; bad input is a 400 with ``{"error", "field"}``.
+* ``GET /healthz`` - liveness for container health checks.
+
+Test mode (``--test-mode`` / ``WEB_TEST_MODE=1``) exists for the browser tests only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from .tokens import TokenInputError, TokenSettings, describe_settings_error, issue_token
+
+logger = logging.getLogger("agent.web")
+
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+LIVEKIT_CLIENT_DIST = Path("node_modules/livekit-client/dist/livekit-client.esm.mjs")
+FAKE_LIVEKIT = Path("tests/fake-livekit.mjs")
+MAX_BODY_BYTES = 4096
+
+# The page is same-origin only: scripts, styles and the token call come from this server; media
+# and signalling go to LiveKit over ws(s) / WebRTC.
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self' blob: mediastream:; connect-src 'self' ws: wss: http: https:; "
+    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+@dataclass(frozen=True)
+class WebPaths:
+    """Where the page, livekit-client and the bridge helper live on disk."""
+
+    web_root: Path
+    bridge_client: Path
+
+    @property
+    def public(self) -> Path:
+        return self.web_root / "public"
+
+    def livekit_module(self, test_mode: bool) -> Path:
+        return self.web_root / (FAKE_LIVEKIT if test_mode else LIVEKIT_CLIENT_DIST)
+
+    @classmethod
+    def discover(cls, web_root: Path | None = None) -> WebPaths:
+        """`WEB_ROOT` or the checkout's ``web/``; the bridge helper from the installed package."""
+        if web_root is None:
+            env = os.environ.get("WEB_ROOT", "").strip()
+            web_root = Path(env) if env else Path(__file__).resolve().parents[1] / "web"
+        bridge_client = Path(str(resources.files("bridge"))) / "client"
+        return cls(web_root=web_root.resolve(), bridge_client=bridge_client.resolve())
+
+
+def _safe_file(root: Path, rel: str) -> Path | None:
+    """`root/rel` if it is an existing file inside root with a servable extension."""
+    if not rel or "\\" in rel or rel.startswith("/"):
+        return None
+    candidate = (root / rel).resolve()
+    if not candidate.is_relative_to(root) or not candidate.is_file():
+        return None
+    if candidate.suffix not in CONTENT_TYPES:
+        return None
+    return candidate
+
+
+def _file_response(path: Path, *, no_cache: bool = False) -> web.FileResponse:
+    headers = {"Content-Type": CONTENT_TYPES[path.suffix], "X-Content-Type-Options": "nosniff"}
+    if no_cache:
+        headers["Cache-Control"] = "no-cache"
+    return web.FileResponse(path, headers=headers)
+
+
+def _json_error(status: int, message: str, field: str | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": message}
+    if field:
+        body["field"] = field
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+
+
+async def _read_token_request(request: web.Request) -> dict[str, Any]:
+    if request.method == "GET":
+        return dict(request.query)
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise TokenInputError("body", f"at most {MAX_BODY_BYTES} bytes")
+    raw = await request.read()
+    if len(raw) > MAX_BODY_BYTES:
+        raise TokenInputError("body", f"at most {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise TokenInputError("body", "must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise TokenInputError("body", "must be a JSON object")
+    return body
+
+
+def create_app(
+    settings: TokenSettings, *, paths: WebPaths | None = None, test_mode: bool = False
+) -> web.Application:
+    """The aiohttp application; `settings` supplies the keys, agent name, TTL and room prefix."""
+    paths = paths or WebPaths.discover()
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+
+    async def index(_: web.Request) -> web.StreamResponse:
+        page = paths.public / "index.html"
+        if not page.is_file():
+            raise web.HTTPNotFound(text=f"page not found: {page}")
+        resp = _file_response(page, no_cache=True)
+        resp.headers["Content-Security-Policy"] = CSP
+        return resp
+
+    async def asset(request: web.Request) -> web.StreamResponse:
+        found = _safe_file(paths.public, request.match_info["path"])
+        if found is None:
+            raise web.HTTPNotFound()
+        return _file_response(found, no_cache=True)
+
+    async def livekit_client(_: web.Request) -> web.StreamResponse:
+        module = paths.livekit_module(test_mode)
+        if not module.is_file():
+            hint = "" if test_mode else " - run `npm ci --omit=dev` in web/"
+            raise web.HTTPNotFound(text=f"livekit-client module missing: {module}{hint}")
+        return _file_response(module, no_cache=test_mode)
+
+    async def bridge_client(request: web.Request) -> web.StreamResponse:
+        found = _safe_file(paths.bridge_client, request.match_info["path"])
+        if found is None:
+            raise web.HTTPNotFound()
+        return _file_response(found, no_cache=True)
+
+    async def token(request: web.Request) -> web.Response:
+        try:
+            body = await _read_token_request(request)
+            room = body.get("room", "")
+            if settings.room_prefix and isinstance(room, str) and not room.startswith(settings.room_prefix):
+                raise TokenInputError("room", f"must start with {settings.room_prefix!r}")
+            # issue_token checks types and charsets itself
+            issued = issue_token(
+                settings, room=room, identity=body.get("identity", ""), name=body.get("name")
+            )
+        except TokenInputError as e:
+            return _json_error(400, str(e), e.field)
+        except ValueError as e:  # missing keys: a server problem, not the client's
+            logger.error("token endpoint misconfigured: %s", e)
+            return _json_error(503, "token service is not configured")
+        payload = {
+            "token": issued.token,
+            "url": settings.browser_url,
+            "room": issued.room,
+            "identity": issued.identity,
+            "expires_at": issued.expires_at,
+        }
+        return web.json_response(payload, headers={"Cache-Control": "no-store"})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    app.router.add_get("/", index)
+    app.router.add_get("/assets/{path:.+}", asset)
+    app.router.add_get("/vendor/livekit-client.esm.mjs", livekit_client)
+    app.router.add_get("/vendor/bridge/{path:.+}", bridge_client)
+    app.router.add_post("/token", token)
+    app.router.add_get("/token", token)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m agent web", description="Serve the web page and the token endpoint."
+    )
+    p.add_argument("--host", default=os.environ.get("WEB_HOST") or "127.0.0.1")
+    p.add_argument("--port", type=int, default=int(os.environ.get("WEB_PORT") or 8080))
+    p.add_argument(
+        "--test-mode",
+        action="store_true",
+        default=os.environ.get("WEB_TEST_MODE", "") in ("1", "true", "yes"),
+        help="serve the fake room module instead of livekit-client (browser tests only)",
+    )
+    return p
+
+
+async def _serve(app: web.Application, host: str, port: int) -> None:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = runner.addresses[0] if runner.addresses else (host, port)
+    # One parseable line: the browser tests read the port from it when started with --port 0.
+    print(f"web: listening on http://{bound[0]}:{bound[1]}/", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # as PID 1 in a container SIGTERM is ignored unless handled
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def web_command(argv: list[str]) -> int:
+    """Run the web server until interrupted."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = TokenSettings()
+    except ValidationError as e:
+        print(f"error: bad web settings: {describe_settings_error(e)}", file=sys.stderr)
+        return 2
+    try:
+        settings.require_keys()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    paths = WebPaths.discover()
+    if not args.test_mode and not paths.livekit_module(False).is_file():
+        print(
+            f"warning: {paths.livekit_module(False)} is missing; run `npm ci --omit=dev` in web/",
+            file=sys.stderr,
+        )
+    logging.basicConfig(level=logging.INFO)
+    app = create_app(settings, paths=paths, test_mode=args.test_mode)
+    asyncio.run(_serve(app, args.host, args.port))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(web_command(sys.argv[1:]))

@@ -1,0 +1,198 @@
+"""The web server (`agent.web`): token endpoint and static routes, over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import jwt
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+
+from agent.tokens import TokenSettings
+from agent.web import WebPaths, create_app
+
+KEY = "APIwebkey"
+SECRET = "web-secret-0123456789-abcdefghijklmnopq"
+PUBLIC_URL = "ws://localhost:7880"
+
+Factory = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> WebPaths:
+    web_root = tmp_path / "web"
+    (web_root / "public").mkdir(parents=True)
+    (web_root / "public" / "index.html").write_text("<!doctype html><title>voice</title>")
+    (web_root / "public" / "app.js").write_text("export const app = 1;")
+    (web_root / "public" / "notes.txt").write_text("not servable")
+    dist = web_root / "node_modules" / "livekit-client" / "dist"
+    dist.mkdir(parents=True)
+    (dist / "livekit-client.esm.mjs").write_text("export const real = true;")
+    (web_root / "node_modules" / "livekit-client" / "package.json").write_text("{}")
+    (web_root / "tests").mkdir()
+    (web_root / "tests" / "fake-livekit.mjs").write_text("export const fake = true;")
+    bridge = tmp_path / "bridge_client"
+    bridge.mkdir()
+    (bridge / "client.js").write_text("export const bridge = 1;")
+    (tmp_path / "secret.js").write_text("nope")
+    return WebPaths(web_root=web_root, bridge_client=bridge)
+
+
+@pytest.fixture
+async def make_client(paths: WebPaths) -> AsyncIterator[Factory]:
+    clients: list[TestClient] = []
+
+    async def factory(test_mode: bool = False, **overrides: object) -> TestClient:
+        values: dict[str, object] = {
+            "api_key": KEY,
+            "api_secret": SECRET,
+            "public_url": PUBLIC_URL,
+            "url": "ws://livekit:7880",
+            "agent_name": "web-agent",
+        }
+        values.update(overrides)
+        settings = TokenSettings(_env_file=None, **values)  # type: ignore[arg-type]
+        app = create_app(settings, paths=paths, test_mode=test_mode)
+        client = TestClient(TestServer(app, host="127.0.0.1"))
+        await client.start_server()
+        clients.append(client)
+        return client
+
+    yield factory
+    for c in clients:
+        await c.close()
+
+
+async def _error(resp: ClientResponse, status: int, field: str | None) -> dict:
+    text = await resp.text()
+    assert resp.status == status, text
+    assert SECRET not in text
+    body = await resp.json()
+    assert body["error"]
+    assert body.get("field") == field
+    return body
+
+
+async def test_post_token_issues_a_client_token(make_client: Factory) -> None:
+    client = await make_client()
+    resp = await client.post("/token", json={"room": "web-1", "identity": "alice", "name": "Alice"})
+    text = await resp.text()
+    assert resp.status == 200, text
+    assert SECRET not in text
+    assert resp.headers["Cache-Control"] == "no-store"
+    body = await resp.json()
+    assert set(body) == {"token", "url", "room", "identity", "expires_at"}
+    assert body["url"] == PUBLIC_URL  # the browser-facing URL, not the compose-internal one
+    claims = jwt.decode(body["token"], SECRET, algorithms=["HS256"], issuer=KEY)
+    assert claims["sub"] == "alice" and claims["name"] == "Alice"
+    assert claims["video"]["room"] == "web-1" and claims["video"]["roomJoin"] is True
+    assert "roomAdmin" not in claims["video"] and "roomCreate" not in claims["video"]
+    assert claims["roomConfig"] == {"agents": [{"agentName": "web-agent"}]}
+    assert claims["exp"] == body["expires_at"]
+    assert claims["exp"] - claims["nbf"] == 600
+
+
+async def test_get_token_with_query(make_client: Factory) -> None:
+    client = await make_client()
+    resp = await client.get("/token", params={"room": "web-2", "identity": "bob"})
+    assert resp.status == 200
+    claims = jwt.decode((await resp.json())["token"], SECRET, algorithms=["HS256"])
+    assert (claims["sub"], claims["video"]["room"]) == ("bob", "web-2")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"identity": "alice"}, "room"),
+        ({"room": "web-1"}, "identity"),
+        ({"room": "web 1", "identity": "alice"}, "room"),
+        ({"room": "web-1", "identity": "<b>"}, "identity"),
+        ({"room": "web-1", "identity": 42}, "identity"),
+        ({"room": ["web-1"], "identity": "alice"}, "room"),
+        ({"room": "web-1", "identity": "alice", "name": "x" * 100}, "name"),
+        (["web-1", "alice"], "body"),
+    ],
+)
+async def test_bad_token_requests_are_400(make_client: Factory, body: object, field: str) -> None:
+    client = await make_client()
+    await _error(await client.post("/token", json=body), 400, field)
+
+
+async def test_non_json_and_oversized_bodies_are_400(make_client: Factory) -> None:
+    client = await make_client()
+    await _error(await client.post("/token", data=b"room=x&identity=y"), 400, "body")
+    big = b'{"room": "r", "identity": "' + b"a" * 5000 + b'"}'
+    await _error(await client.post("/token", data=big), 400, "body")
+
+
+async def test_room_prefix_is_enforced(make_client: Factory) -> None:
+    client = await make_client(room_prefix="web-")
+    await _error(await client.post("/token", json={"room": "admin", "identity": "a"}), 400, "room")
+    assert (await client.post("/token", json={"room": "web-x", "identity": "a"})).status == 200
+
+
+async def test_missing_keys_is_503_without_details(make_client: Factory) -> None:
+    client = await make_client(api_secret=None)
+    body = await _error(await client.post("/token", json={"room": "r", "identity": "a"}), 503, None)
+    assert "LIVEKIT" not in body["error"]
+
+
+async def test_page_and_assets(make_client: Factory) -> None:
+    client = await make_client()
+    index = await client.get("/")
+    assert index.status == 200
+    assert "voice" in await index.text()
+    assert "script-src 'self'" in index.headers["Content-Security-Policy"]
+    asset = await client.get("/assets/app.js")
+    assert asset.status == 200
+    assert asset.headers["Content-Type"].startswith("text/javascript")
+    assert (await client.get("/assets/notes.txt")).status == 404  # unknown type
+    assert (await client.get("/assets/missing.js")).status == 404
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_livekit_client_is_the_pinned_module_or_the_fake_in_test_mode(
+    make_client: Factory,
+) -> None:
+    real = await make_client()
+    resp = await real.get("/vendor/livekit-client.esm.mjs")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/javascript")
+    assert "real" in await resp.text()
+
+    fake = await make_client(test_mode=True)
+    assert "fake" in await (await fake.get("/vendor/livekit-client.esm.mjs")).text()
+
+
+async def test_bridge_helper_is_served(make_client: Factory) -> None:
+    client = await make_client()
+    resp = await client.get("/vendor/bridge/client.js")
+    assert resp.status == 200
+    assert "bridge" in await resp.text()
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/assets/../secret.js",
+        "/assets/%2e%2e/%2e%2e/secret.js",
+        "/assets/..%2f..%2fsecret.js",
+        "/vendor/bridge/../secret.js",
+        "/assets/../node_modules/livekit-client/package.json",
+        "/node_modules/livekit-client/package.json",
+        "/tests/fake-livekit.mjs",
+    ],
+)
+async def test_nothing_outside_the_served_dirs(make_client: Factory, path: str) -> None:
+    client = await make_client()
+    resp = await client.get(path)
+    assert resp.status == 404
+    assert "nope" not in await resp.text()
+
+
+def test_default_paths_point_at_the_checkout() -> None:
+    paths = WebPaths.discover()
+    assert (paths.public / "index.html").is_file()
+    assert paths.bridge_client.name == "client"
