@@ -251,7 +251,7 @@ class EventBridge:
 
     def publish_metrics(self, turn_id: str | None, data: Mapping[str, Any]) -> None:
         flat: dict[str, Any] = {}
-        for k, v in scrub(dict(data)).items():
+        for k, v in scrub(dict(data), mask_numbers=False).items():
             flat[k] = v if v is None or isinstance(v, str | int | float | bool) else scrub_text(_dumps(v))
         self._put("metrics", turn_id, _now_ms(), flat)
 

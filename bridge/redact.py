@@ -54,8 +54,11 @@ def short_reason(text: str | None, limit: int = 200) -> str | None:
     return scrub_text(first, limit) or None
 
 
-def scrub(value: Any, _depth: int = 0) -> Any:
-    """A JSON-safe copy of `value` with secrets masked and size capped."""
+def scrub(value: Any, _depth: int = 0, *, mask_numbers: bool = True) -> Any:
+    """A JSON-safe copy of `value` with secrets masked and size capped.
+
+    `mask_numbers=False` keeps numbers under secret-looking keys (metrics such as `llm_token_count`).
+    """
     if _depth > _MAX_DEPTH:
         return "…"
     if value is None or isinstance(value, bool | int):
@@ -71,18 +74,22 @@ def scrub(value: Any, _depth: int = 0) -> Any:
                 out["…"] = f"{len(value) - _MAX_ITEMS} more"
                 break
             key = str(k)
-            out[key] = MASK if _SECRET_KEY.search(key) and v not in (None, "") else scrub(v, _depth + 1)
+            secret = _SECRET_KEY.search(key) and not (v is None or (isinstance(v, str) and not v))
+            if secret and (mask_numbers or not isinstance(v, int | float) or isinstance(v, bool)):
+                out[key] = MASK
+            else:
+                out[key] = scrub(v, _depth + 1, mask_numbers=mask_numbers)
         return out
     if isinstance(value, list | tuple | set | frozenset):
         items = list(value)
-        head = [scrub(v, _depth + 1) for v in items[:_MAX_ITEMS]]
+        head = [scrub(v, _depth + 1, mask_numbers=mask_numbers) for v in items[:_MAX_ITEMS]]
         if len(items) > _MAX_ITEMS:
             head.append(f"… {len(items) - _MAX_ITEMS} more")
         return head
     dump = getattr(value, "model_dump", None)  # pydantic models
     if callable(dump):
         try:
-            return scrub(dump(mode="json"), _depth + 1)
+            return scrub(dump(mode="json"), _depth + 1, mask_numbers=mask_numbers)
         except Exception:  # noqa: BLE001 - fall back to the string form
             pass
     return scrub_text(str(value))

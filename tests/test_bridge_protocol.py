@@ -200,3 +200,20 @@ def test_reply_models_round_trip() -> None:
     for raw in (ack_json("hitl.respond", "m1", "r1"), error_json("forbidden", "no", None)):
         validators()["Reply"].validate(json.loads(raw))
         reply_adapter.validate_json(raw)
+
+
+FIXTURE = SCHEMA_PATH.parent / "client" / "fixtures" / "example-session.jsonl"
+
+
+async def test_recorded_example_session_is_valid_and_current() -> None:
+    """The session the JS tests replay (and docs/protocol.md shows) still matches the bridge."""
+    from bridge.__main__ import example_session
+
+    v = validators()
+    recorded = [json.loads(line) for line in FIXTURE.read_text().splitlines()]
+    schema_for = {"out": "AgentEnvelope", "in": "ClientMessage", "reply": "Reply"}
+    for line in recorded:
+        v[schema_for[line["dir"]]].validate(line["msg"])
+    fresh = await example_session()
+    shape = [(x["dir"], x["msg"]["type"]) for x in recorded]  # type: ignore[index]
+    assert [(x["dir"], x["msg"]["type"]) for x in fresh] == shape, "run: python -m bridge example > " + str(FIXTURE)  # type: ignore[index]

@@ -1,0 +1,283 @@
+// Browser helper for the voice-agent bridge, protocol v1 (see docs/protocol.md).
+// A plain ES module with no build step and no dependencies: pass it a connected
+// `livekit-client` Room.
+//
+//   import { VoiceAgentEvents } from "./voice-agent-events.js";
+//   const events = new VoiceAgentEvents(room).start();
+//   events.on("agent.text", (data, env) => append(env.turn, data.delta));
+//   events.on("hitl.request", async (data) => {
+//     const reply = await events.approve(data.request_id);   // or events.reject(id, "reason")
+//     if (reply.type === "error") console.warn(reply.data.code, reply.data.message);
+//   });
+//   events.on("gap", ({ expected, next }) => console.warn("lost envelopes", expected, "to", next - 1));
+//
+// Envelopes arrive on a text-stream topic; each stream is read concurrently, so they may
+// complete out of order. The helper reorders them by `seq`, drops duplicates, and when an
+// envelope does not arrive within `gapTimeoutMs` (or too many wait behind it) reports a gap
+// and moves on. A client that joins mid-session starts at seq 1 or its own `session.hello`
+// (or, failing both, at the lowest seq seen within `gapTimeoutMs`). Control messages go to the agent over RPC; the promise resolves with the
+// agent's reply ({type: "ack"} or {type: "error", data: {code, message}}), which only the
+// sender receives. It rejects only when the RPC itself fails (timeout, agent gone).
+
+export const PROTOCOL_VERSION = 1;
+export const DEFAULT_TOPIC = "voice-agent.events";
+export const DEFAULT_CONTROL_METHOD = "voice-agent.control";
+
+/** Envelope types (agent -> client). */
+export const EVENT_TYPES = Object.freeze([
+  "session.hello", "user.transcript", "agent.text", "tool.started", "tool.finished",
+  "hitl.request", "hitl.resolved", "turn.done", "metrics", "error",
+]);
+
+/** Non-envelope notifications the helper itself emits. */
+export const HELPER_EVENTS = Object.freeze(["envelope", "gap", "duplicate", "protocol-error", "reset"]);
+
+/**
+ * @typedef {{v: 1, seq: number, ts: number, type: string, turn: string|null, data: any}} Envelope
+ * @typedef {{v: 1, type: "ack"|"error", id: string|null, ts: number, data: any}} Reply
+ * @typedef {{topic?: string, controlMethod?: string, agentIdentity?: string,
+ *            responseTimeoutMs?: number, gapTimeoutMs?: number, maxBuffered?: number}} Options
+ */
+
+let nextMessageId = 1;
+
+export class VoiceAgentEvents {
+  /** @param {any} room a livekit-client Room  @param {Options} [options] */
+  constructor(room, options = {}) {
+    this.room = room;
+    this.topic = options.topic ?? DEFAULT_TOPIC;
+    this.controlMethod = options.controlMethod ?? DEFAULT_CONTROL_METHOD;
+    this.agentIdentity = options.agentIdentity ?? null;
+    this._fixedAgent = options.agentIdentity != null;
+    this.responseTimeoutMs = options.responseTimeoutMs ?? 10000;
+    this.gapTimeoutMs = options.gapTimeoutMs ?? 2000;
+    this.maxBuffered = options.maxBuffered ?? 256;
+    /** @type {Map<string, Set<Function>>} */
+    this._listeners = new Map();
+    /** @type {Map<number, Envelope>} */
+    this._buffer = new Map();
+    this._expected = null; // next seq to deliver; null until the first envelope
+    this._gapTimer = null;
+    this._started = false;
+    /** Pending approval requests by id (from hitl.request until hitl.resolved). */
+    this.pendingRequests = new Map();
+    this.hello = null;
+  }
+
+  /** Subscribe to the events topic. Returns `this`. */
+  start() {
+    if (this._started) return this;
+    this.room.registerTextStreamHandler(this.topic, (reader, participantInfo) => {
+      reader.readAll().then(
+        (text) => this.receive(text, participantInfo?.identity ?? null),
+        (err) => this._emit("protocol-error", { reason: "stream-failed", error: String(err) }),
+      );
+    });
+    this._started = true;
+    return this;
+  }
+
+  stop() {
+    if (!this._started) return;
+    this.room.unregisterTextStreamHandler?.(this.topic);
+    this._started = false;
+    this._clearGapTimer();
+  }
+
+  /**
+   * Listen to an envelope type (callback gets `(data, envelope)`), "*" / "envelope" for every
+   * envelope in order, or a helper event: "gap", "duplicate", "protocol-error", "reset".
+   * Returns a function that removes the listener.
+   */
+  on(type, callback) {
+    if (!this._listeners.has(type)) this._listeners.set(type, new Set());
+    this._listeners.get(type).add(callback);
+    return () => this._listeners.get(type)?.delete(callback);
+  }
+
+  // typed conveniences
+  onHello(cb) { return this.on("session.hello", cb); }
+  onTranscript(cb) { return this.on("user.transcript", cb); }
+  onAgentText(cb) { return this.on("agent.text", cb); }
+  onToolStarted(cb) { return this.on("tool.started", cb); }
+  onToolFinished(cb) { return this.on("tool.finished", cb); }
+  onHitlRequest(cb) { return this.on("hitl.request", cb); }
+  onHitlResolved(cb) { return this.on("hitl.resolved", cb); }
+  onTurnDone(cb) { return this.on("turn.done", cb); }
+  onMetrics(cb) { return this.on("metrics", cb); }
+  onError(cb) { return this.on("error", cb); }
+
+  /** Feed one raw envelope (the text-stream handler calls this; tests may too). */
+  receive(text, senderIdentity = null) {
+    let env;
+    try {
+      env = JSON.parse(text);
+    } catch {
+      this._emit("protocol-error", { reason: "invalid-json", raw: String(text).slice(0, 200) });
+      return;
+    }
+    if (env === null || typeof env !== "object" || Array.isArray(env)) {
+      this._emit("protocol-error", { reason: "not-an-object" });
+      return;
+    }
+    if (env.v !== PROTOCOL_VERSION) {
+      this._emit("protocol-error", { reason: "unsupported-version", version: env.v });
+      return;
+    }
+    if (!Number.isInteger(env.seq) || env.seq < 1 || typeof env.type !== "string") {
+      this._emit("protocol-error", { reason: "invalid-envelope" });
+      return;
+    }
+    if (senderIdentity !== null && !this._acceptSender(senderIdentity, env)) {
+      this._emit("protocol-error", { reason: "foreign-sender", identity: senderIdentity });
+      return;
+    }
+    if (env.type === "session.hello" && this._expected !== null && env.seq < this._expected) {
+      this._reset("session-restarted"); // the same agent identity started numbering again
+    }
+    if ((this._expected !== null && env.seq < this._expected) || this._buffer.has(env.seq)) {
+      this._emit("duplicate", { seq: env.seq });
+      return;
+    }
+    this._buffer.set(env.seq, env);
+    if (this._expected === null) {
+      // Where does the stream start for us? Certain at seq 1 or at our own hello; otherwise
+      // wait up to gapTimeoutMs for earlier envelopes still being read, then start at the lowest.
+      const mine = env.type === "session.hello" && env.data?.client === this.room.localParticipant?.identity;
+      if (env.seq !== 1 && !mine) {
+        this._armGapTimer();
+        return;
+      }
+      this._expected = Math.min(...this._buffer.keys());
+    }
+    this._drain();
+    if (this._buffer.size > this.maxBuffered) this._skipGap();
+    else if (this._buffer.size > 0) this._armGapTimer();
+  }
+
+  // -- control messages -----------------------------------------------------------------------
+
+  /** @returns {Promise<Reply>} */
+  respond(requestId, decision, { arguments: args, reason } = {}) {
+    if (decision !== "approve" && decision !== "reject") {
+      return Promise.reject(new TypeError('decision must be "approve" or "reject"'));
+    }
+    const data = { request_id: requestId, decision };
+    if (args !== undefined) data.arguments = args;
+    if (reason !== undefined) data.reason = reason;
+    return this.send("hitl.respond", data);
+  }
+
+  approve(requestId, modifiedArguments) {
+    return this.respond(requestId, "approve", modifiedArguments ? { arguments: modifiedArguments } : {});
+  }
+
+  reject(requestId, reason) {
+    return this.respond(requestId, "reject", reason !== undefined ? { reason } : {});
+  }
+
+  interrupt() { return this.send("agent.interrupt", {}); }
+
+  sendText(text) { return this.send("user.text", { text }); }
+
+  /** Send any client message type; resolves with the agent's reply. */
+  async send(type, data) {
+    const destination = this.agentIdentity;
+    if (!destination) {
+      throw new Error("agent identity unknown: no envelope received yet (or pass options.agentIdentity)");
+    }
+    const id = `m${nextMessageId++}`;
+    const payload = JSON.stringify({ v: PROTOCOL_VERSION, id, type, data });
+    const response = await this.room.localParticipant.performRpc({
+      destinationIdentity: destination,
+      method: this.controlMethod,
+      payload,
+      responseTimeout: this.responseTimeoutMs,
+    });
+    return JSON.parse(response);
+  }
+
+  // -- ordering -------------------------------------------------------------------------------
+
+  /** Only the agent may publish envelopes: a fixed identity if configured, else the first
+   *  (agent-kind, when the room can tell) sender; a new agent takes over with a session.hello. */
+  _acceptSender(identity, env) {
+    if (this._fixedAgent) return identity === this.agentIdentity;
+    const participant = this.room.remoteParticipants?.get?.(identity);
+    if (participant && participant.isAgent === false) return false;
+    if (this.agentIdentity === null) {
+      this.agentIdentity = identity;
+      return true;
+    }
+    if (identity === this.agentIdentity) return true;
+    if (env.type !== "session.hello") return false;
+    this._reset("agent-changed");
+    this.agentIdentity = identity;
+    return true;
+  }
+
+  _drain() {
+    while (this._buffer.has(this._expected)) {
+      const env = this._buffer.get(this._expected);
+      this._buffer.delete(this._expected);
+      this._expected += 1;
+      this._deliver(env);
+    }
+    if (this._buffer.size === 0) this._clearGapTimer();
+  }
+
+  _skipGap() {
+    if (this._buffer.size === 0) return;
+    const next = Math.min(...this._buffer.keys());
+    if (this._expected !== null) {
+      this._emit("gap", { expected: this._expected, next, missing: next - this._expected });
+    }
+    this._expected = next;
+    this._drain();
+    if (this._buffer.size > 0) this._armGapTimer(true);
+  }
+
+  _armGapTimer(restart = false) {
+    if (this._gapTimer !== null && !restart) return;
+    this._clearGapTimer();
+    this._gapTimer = setTimeout(() => {
+      this._gapTimer = null;
+      this._skipGap();
+    }, this.gapTimeoutMs);
+  }
+
+  _clearGapTimer() {
+    if (this._gapTimer !== null) clearTimeout(this._gapTimer);
+    this._gapTimer = null;
+  }
+
+  _reset(reason) {
+    this._buffer.clear();
+    this._expected = null;
+    this._clearGapTimer();
+    this.pendingRequests.clear();
+    this._emit("reset", { reason });
+  }
+
+  _deliver(env) {
+    if (env.type === "session.hello") this.hello = env.data;
+    if (env.type === "hitl.request") this.pendingRequests.set(env.data.request_id, env.data);
+    if (env.type === "hitl.resolved") this.pendingRequests.delete(env.data.request_id);
+    this._emit("envelope", env);
+    this._emit("*", env);
+    this._emit(env.type, env.data, env);
+  }
+
+  _emit(type, ...args) {
+    const set = this._listeners.get(type);
+    if (!set) return;
+    for (const cb of [...set]) {
+      try {
+        cb(...args);
+      } catch (err) {
+        // a broken listener must not stop delivery to the others
+        console.error(`voice-agent-events: a "${type}" listener failed`, err);
+      }
+    }
+  }
+}

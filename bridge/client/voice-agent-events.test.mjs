@@ -1,0 +1,236 @@
+// node --test bridge/client/   (node >= 20, built-in runner; nothing to install)
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+
+import { DEFAULT_CONTROL_METHOD, DEFAULT_TOPIC, VoiceAgentEvents } from "./voice-agent-events.js";
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The subset of a livekit-client Room the helper uses. */
+class FakeRoom {
+  constructor({ agentKinds = {} } = {}) {
+    this.handlers = new Map();
+    this.rpcCalls = [];
+    this.rpcReply = (call) => JSON.stringify({ v: 1, type: "ack", id: JSON.parse(call.payload).id, ts: 1, data: {} });
+    this.remoteParticipants = new Map(Object.entries(agentKinds).map(([id, isAgent]) => [id, { identity: id, isAgent }]));
+    this.localParticipant = {
+      identity: "user-1",
+      performRpc: async (call) => {
+        this.rpcCalls.push(call);
+        return this.rpcReply(call);
+      },
+    };
+  }
+
+  registerTextStreamHandler(topic, handler) {
+    if (this.handlers.has(topic)) throw new Error(`handler for ${topic} already set`);
+    this.handlers.set(topic, handler);
+  }
+
+  unregisterTextStreamHandler(topic) {
+    this.handlers.delete(topic);
+  }
+
+  /** Deliver one text stream; `delayMs` lets streams finish out of order like concurrent readers. */
+  stream(text, { from = "agent", topic = DEFAULT_TOPIC, delayMs = 0 } = {}) {
+    const handler = this.handlers.get(topic);
+    if (!handler) return;
+    handler({ info: { topic }, readAll: () => sleep(delayMs).then(() => text) }, { identity: from });
+  }
+}
+
+let seqCounter = 0;
+function env(seq, type = "agent.text", data = { delta: `d${seq}` }, turn = "t1") {
+  seqCounter = seq;
+  return JSON.stringify({ v: 1, seq, ts: 1000 + seq, type, turn, data });
+}
+
+function collect(events) {
+  const seen = [];
+  events.on("*", (e) => seen.push(e.seq));
+  const problems = [];
+  for (const t of ["gap", "duplicate", "protocol-error", "reset"]) events.on(t, (info) => problems.push([t, info]));
+  return { seen, problems };
+}
+
+test("delivers in order with typed callbacks and remembers hello and pending requests", () => {
+  const room = new FakeRoom();
+  const events = new VoiceAgentEvents(room).start();
+  const texts = [];
+  const requests = [];
+  events.onAgentText((data, envelope) => texts.push([envelope.turn, data.delta]));
+  events.onHitlRequest((data) => requests.push(data.request_id));
+  events.receive(env(1, "session.hello", { protocol: 1, agent: "a", capabilities: ["hitl"],
+    control: { method: "voice-agent.control", max_message_bytes: 8192 } }), "agent");
+  events.receive(env(2), "agent");
+  events.receive(env(3, "hitl.request", { request_id: "r1", tool: "book_table" }), "agent");
+  assert.deepEqual(texts, [["t1", "d2"]]);
+  assert.deepEqual(requests, ["r1"]);
+  assert.equal(events.hello.agent, "a");
+  assert.deepEqual([...events.pendingRequests.keys()], ["r1"]);
+  events.receive(env(4, "hitl.resolved", { request_id: "r1", outcome: "approved" }), "agent");
+  assert.equal(events.pendingRequests.size, 0);
+  assert.equal(events.agentIdentity, "agent");
+});
+
+test("reorders streams that complete out of order, without reporting gaps", async () => {
+  const room = new FakeRoom();
+  const events = new VoiceAgentEvents(room).start();
+  const { seen, problems } = collect(events);
+  for (let seq = 1; seq <= 30; seq++) room.stream(env(seq), { delayMs: (31 - seq) % 7 });
+  await sleep(30);
+  assert.deepEqual(seen, Array.from({ length: 30 }, (_, i) => i + 1));
+  assert.deepEqual(problems, []);
+});
+
+test("reports a gap after the timeout and drops late duplicates", async () => {
+  const room = new FakeRoom();
+  const events = new VoiceAgentEvents(room, { gapTimeoutMs: 15 }).start();
+  const { seen, problems } = collect(events);
+  for (const seq of [1, 2, 4, 5]) events.receive(env(seq), "agent");
+  assert.deepEqual(seen, [1, 2]);
+  await sleep(40);
+  assert.deepEqual(seen, [1, 2, 4, 5]);
+  assert.deepEqual(problems, [["gap", { expected: 3, next: 4, missing: 1 }]]);
+  events.receive(env(3), "agent");
+  events.receive(env(5), "agent");
+  assert.deepEqual(problems.slice(1), [["duplicate", { seq: 3 }], ["duplicate", { seq: 5 }]]);
+});
+
+test("a full reorder buffer skips the gap at once", () => {
+  const events = new VoiceAgentEvents(new FakeRoom(), { maxBuffered: 3, gapTimeoutMs: 60000 });
+  const { seen, problems } = collect(events);
+  events.receive(env(1), "agent");
+  for (const seq of [3, 4, 5, 6]) events.receive(env(seq), "agent");
+  assert.deepEqual(seen, [1, 3, 4, 5, 6]);
+  assert.equal(problems[0][0], "gap");
+  events.stop();
+});
+
+test("rejects wrong versions, bad JSON and foreign senders", () => {
+  const room = new FakeRoom({ agentKinds: { "agent": true, "mallory": false } });
+  const events = new VoiceAgentEvents(room);
+  const { seen, problems } = collect(events);
+  events.receive("{oops", "agent");
+  events.receive("[1,2]", "agent");
+  events.receive(JSON.stringify({ v: 2, seq: 1, ts: 0, type: "agent.text", turn: null, data: {} }), "agent");
+  events.receive(JSON.stringify({ v: 1, seq: "1", type: "agent.text" }), "agent");
+  events.receive(env(1, "session.hello", {}), "mallory"); // not an agent participant
+  events.receive(env(1), "agent");
+  events.receive(env(2), "someone-else"); // not the agent we follow, and no hello
+  assert.deepEqual(seen, [1]);
+  assert.deepEqual(problems.map(([, info]) => info.reason),
+    ["invalid-json", "not-an-object", "unsupported-version", "invalid-envelope", "foreign-sender", "foreign-sender"]);
+});
+
+test("a client joining mid-session starts at its own hello, or at the lowest seq after the window", async () => {
+  const room = new FakeRoom();
+  const events = new VoiceAgentEvents(room, { gapTimeoutMs: 15 });
+  const { seen, problems } = collect(events);
+  events.receive(env(42), "agent");
+  events.receive(env(41), "agent");
+  assert.deepEqual(seen, []);
+  await sleep(40);
+  assert.deepEqual(seen, [41, 42]);
+  assert.deepEqual(problems, []);
+
+  const other = new VoiceAgentEvents(room);
+  const got = collect(other);
+  other.receive(env(8), "agent");
+  other.receive(env(9, "session.hello", { client: "user-1" }), "agent");
+  assert.deepEqual(got.seen, [8, 9]);
+  other.stop();
+});
+
+test("a fixed agent identity accepts nobody else", () => {
+  const events = new VoiceAgentEvents(new FakeRoom(), { agentIdentity: "agent-7" });
+  const { seen } = collect(events);
+  events.receive(env(1, "session.hello", {}), "agent-8");
+  events.receive(env(1), "agent-7");
+  assert.deepEqual(seen, [1]);
+});
+
+test("a new session (hello numbering again, or a new agent) resets ordering", () => {
+  const events = new VoiceAgentEvents(new FakeRoom());
+  const { seen, problems } = collect(events);
+  for (const seq of [1, 2, 3]) events.receive(env(seq), "agent");
+  events.receive(env(1, "session.hello", {}), "agent");
+  events.receive(env(2), "agent");
+  events.receive(env(1, "session.hello", {}), "agent-2");
+  assert.deepEqual(seen, [1, 2, 3, 1, 2, 1]);
+  assert.deepEqual(problems.map(([t, info]) => `${t}:${info.reason}`), ["reset:session-restarted", "reset:agent-changed"]);
+  assert.equal(events.agentIdentity, "agent-2");
+});
+
+test("control messages go to the agent over RPC and resolve with its reply", async () => {
+  const room = new FakeRoom();
+  const events = new VoiceAgentEvents(room, { responseTimeoutMs: 5000 }).start();
+  await assert.rejects(events.interrupt(), /agent identity unknown/);
+  room.stream(env(1, "session.hello", {}), { from: "agent-1" });
+  await sleep(1);
+  const ack = await events.approve("r1", { party_size: 3 });
+  assert.equal(ack.type, "ack");
+  await events.reject("r2", "not now");
+  await events.interrupt();
+  await events.sendText("hello there");
+  room.rpcReply = (call) => JSON.stringify({ v: 1, type: "error", id: JSON.parse(call.payload).id, ts: 1,
+    data: { code: "forbidden", message: "no", fatal: false } });
+  const err = await events.respond("r3", "approve");
+  assert.equal(err.data.code, "forbidden");
+  await assert.rejects(events.respond("r4", "maybe"), TypeError);
+
+  assert.ok(room.rpcCalls.every((c) => c.destinationIdentity === "agent-1" && c.method === DEFAULT_CONTROL_METHOD
+    && c.responseTimeout === 5000));
+  const sent = room.rpcCalls.map((c) => JSON.parse(c.payload));
+  assert.ok(sent.every((m) => m.v === 1 && typeof m.id === "string"));
+  assert.deepEqual(sent.map((m) => [m.type, m.data]), [
+    ["hitl.respond", { request_id: "r1", decision: "approve", arguments: { party_size: 3 } }],
+    ["hitl.respond", { request_id: "r2", decision: "reject", reason: "not now" }],
+    ["agent.interrupt", {}],
+    ["user.text", { text: "hello there" }],
+    ["hitl.respond", { request_id: "r3", decision: "approve" }],
+  ]);
+  assert.equal(new Set(sent.map((m) => m.id)).size, sent.length);
+});
+
+test("start/stop register and remove the topic handler; a broken listener does not stop others", () => {
+  const room = new FakeRoom();
+  const events = new VoiceAgentEvents(room, { topic: "custom.topic" }).start();
+  assert.ok(room.handlers.has("custom.topic"));
+  const got = [];
+  const originalError = console.error;
+  console.error = () => {};
+  try {
+    events.on("agent.text", () => { throw new Error("listener bug"); });
+    events.on("agent.text", (d) => got.push(d.delta));
+    events.receive(env(1), "agent");
+  } finally {
+    console.error = originalError;
+  }
+  assert.deepEqual(got, ["d1"]);
+  events.stop();
+  assert.equal(room.handlers.size, 0);
+});
+
+test("replays a real session recorded from the Python bridge, shuffled", async () => {
+  const lines = readFileSync(new URL("./fixtures/example-session.jsonl", import.meta.url), "utf8")
+    .trim().split("\n").map((l) => JSON.parse(l));
+  const published = lines.filter((l) => l.dir === "out").map((l) => l.msg);
+  const room = new FakeRoom();
+  const events = new VoiceAgentEvents(room).start();
+  const { seen, problems } = collect(events);
+  let reply = "";
+  let done = null;
+  events.onAgentText((d) => { reply += d.delta; });
+  events.onTurnDone((d) => { done = d; });
+  published.forEach((msg, i) => room.stream(JSON.stringify(msg), { delayMs: (i * 7) % 5 }));
+  await sleep(30);
+  assert.deepEqual(problems, []);
+  assert.deepEqual(seen, published.map((m) => m.seq));
+  assert.equal(done.reason, "completed");
+  const deltas = published.filter((m) => m.type === "agent.text").map((m) => m.data.delta).join("");
+  assert.equal(reply, deltas);
+  assert.equal(reply.replace(/\s+/g, ""), done.text.replace(/\s+/g, ""));
+  assert.equal(events.pendingRequests.size, 0);
+});
