@@ -95,6 +95,15 @@ class VoiceBrain:
     async def aclose(self) -> None:
         await self.backend.aclose()
 
+    async def run_tool_call(self, turn: Turn, call: ToolCall) -> str:
+        """Run one tool call the brain's own loop did not produce (e.g. a realtime model's).
+
+        Same path as the tool loop: validation, the approval gate, the per-tool timeout and the
+        ToolStarted / Approval* / ToolFinished events (with `call.id` as call id). Returns what
+        the model should be told; cancelling the caller cancels the approval or the tool.
+        """
+        return await self._run_call(turn, call)
+
     async def stream_reply(self, turn: Turn) -> AsyncIterator[str]:
         emit = self.events.emit
         conv, tid = turn.conversation_id, turn.turn_id

@@ -1,0 +1,366 @@
+"""Realtime mode: a speech-to-speech model with the brain's tools, approvals and events.
+
+    agent = RealtimeBrainAgent(brain, conversation_id=room.name)
+    session = AgentSession(llm=create_realtime_model(RealtimeSettings()), vad=None)
+    await session.start(agent=agent, room=room)
+
+What carries over from pipeline mode:
+
+* Tools: every brain `Tool` becomes a raw function tool of the realtime session (same name,
+  description and JSON schema). Calls run through `VoiceBrain.run_tool_call`, i.e. the same
+  validation, approval gate, timeout and ToolStarted / Approval* / ToolFinished events, with the
+  realtime `call_id` as call id.
+* Turns: each agent reply (a livekit SpeechHandle, including its tool calls and the follow-up
+  reply) is one brain turn: TurnStarted when the reply is created, TextDelta for each transcript
+  chunk of the model's audio, TurnDone exactly once when the reply ends (`interrupted` if the
+  user barged in, `error` if a provider error hit it, else `completed`). They go to
+  `brain.events`, so the bridge needs no special case.
+* Errors: the session's `error` events become brain `ErrorEvent`s with stable codes (see
+  providers.provider_errors) and one log line each; a reply broken by a recoverable provider
+  failure is followed by a short spoken apology, and the session goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterable, Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from livekit.agents import Agent, AgentSession, RunContext, llm
+from livekit.agents.voice import ModelSettings
+from livekit.agents.voice.events import ErrorEvent as SessionErrorEvent
+from livekit.agents.voice.events import EventTypes, SpeechCreatedEvent, UserInputTranscribedEvent
+from livekit.agents.voice.speech_handle import SpeechHandle
+
+from brain import (
+    ErrorEvent,
+    EventHub,
+    TextDelta,
+    Tool,
+    ToolCall,
+    Turn,
+    TurnDone,
+    TurnStarted,
+    VoiceBrain,
+)
+from brain.turn import new_turn_id
+from providers.provider_errors import (
+    ProviderErrorReport,
+    describe_session_error,
+    log_provider_error,
+)
+from providers.realtime import RealtimeSettings
+
+log = logging.getLogger("agent.realtime")
+
+DEFAULT_APOLOGY = "Sorry, I lost the connection for a moment. Could you say that again?"
+
+
+def realtime_session_kwargs(settings: RealtimeSettings) -> dict[str, Any]:
+    """`AgentSession(...)` keyword arguments for realtime mode (add `llm=` the realtime model).
+
+    The model detects turns server-side, so no local VAD is loaded; barge-in comes from the
+    server's `speech_started`. There is no false-interruption resume: the server has already
+    cancelled its reply by then.
+    """
+    from livekit.agents.voice.turn import InterruptionOptions, TurnHandlingOptions
+
+    return {
+        "vad": None,
+        "turn_handling": TurnHandlingOptions(
+            turn_detection="realtime_llm",
+            interruption=InterruptionOptions(
+                enabled=settings.allow_interruptions,
+                mode="vad",
+                false_interruption_timeout=None,
+                resume_false_interruption=False,
+            ),
+        ),
+    }
+
+
+# -- turns ------------------------------------------------------------------------------------
+
+
+@dataclass
+class _RealtimeTurn:
+    turn: Turn
+    speech_id: str
+    text: list[str] = field(default_factory=list)
+    error: bool = False
+    apology: bool = False
+    done: bool = False
+
+
+class RealtimeTurnTracker:
+    """Maps a realtime AgentSession's replies (speech handles) onto brain turn events."""
+
+    def __init__(
+        self,
+        events: EventHub,
+        conversation_id: str,
+        *,
+        user_id: str | None = None,
+        apology: str | None = DEFAULT_APOLOGY,
+        report_errors: bool = True,
+    ) -> None:
+        self.events = events
+        self.conversation_id = conversation_id
+        self.user_id = user_id
+        self.apology = apology or None
+        self.report_errors = report_errors
+        self._by_speech: dict[str, _RealtimeTurn] = {}
+        self._open: list[_RealtimeTurn] = []  # oldest first
+        self._pending_transcript: list[str] = []
+        self._apology_speech_ids: set[str] = set()
+        self._session: AgentSession | None = None
+        self._handlers: list[tuple[EventTypes, Callable[..., Any]]] = []
+
+    # -- wiring --
+
+    def attach(self, session: AgentSession) -> None:
+        if self._session is session:
+            return
+        self.detach()
+        self._session = session
+        self._handlers = [
+            ("speech_created", self._on_speech_created),
+            ("user_input_transcribed", self._on_user_input_transcribed),
+            ("error", self._on_error),
+        ]
+        for name, handler in self._handlers:
+            session.on(name, handler)
+
+    def detach(self) -> None:
+        if self._session is not None:
+            for name, handler in self._handlers:
+                with contextlib.suppress(Exception):
+                    self._session.off(name, handler)
+        self._session = None
+        self._handlers = []
+
+    # -- lookups --
+
+    def current(self, speech_id: str | None = None) -> _RealtimeTurn | None:
+        """The turn of that reply, else the newest reply still open."""
+        if speech_id is not None and (t := self._by_speech.get(speech_id)) is not None:
+            return t
+        return self._open[-1] if self._open else None
+
+    def turn_for_speech(self, speech_id: str | None) -> Turn:
+        """The brain Turn a tool call of that reply belongs to."""
+        t = self.current(speech_id)
+        if t is not None:
+            return t.turn
+        # a call outside any known reply (should not happen): give it a turn of its own
+        return Turn("", self.conversation_id, new_turn_id(), user_id=self.user_id)
+
+    # -- session events --
+
+    def _on_speech_created(self, ev: SpeechCreatedEvent) -> None:
+        self.open_turn(ev.speech_handle)
+
+    def open_turn(self, handle: SpeechHandle) -> _RealtimeTurn:
+        existing = self._by_speech.get(handle.id)
+        if existing is not None:
+            return existing
+        transcript = " ".join(self._pending_transcript)
+        self._pending_transcript.clear()
+        rt = _RealtimeTurn(
+            turn=Turn(transcript, self.conversation_id, new_turn_id(), user_id=self.user_id),
+            speech_id=handle.id,
+            apology=handle.id in self._apology_speech_ids,
+        )
+        self._by_speech[handle.id] = rt
+        self._open.append(rt)
+        self.events.emit(
+            TurnStarted(conversation_id=self.conversation_id, turn_id=rt.turn.turn_id, transcript=transcript)
+        )
+        handle.add_done_callback(self._on_speech_done)
+        return rt
+
+    def _on_user_input_transcribed(self, ev: UserInputTranscribedEvent) -> None:
+        text = ev.transcript.strip()
+        if not ev.is_final or not text:
+            return
+        # OpenAI transcribes the user's audio in parallel with the reply: a transcript that
+        # arrives while the reply to it is open belongs to that reply
+        t = self.current()
+        if t is not None and not t.turn.transcript:
+            t.turn = replace(t.turn, transcript=text)
+        else:
+            self._pending_transcript.append(text)
+
+    def on_text(self, speech_id: str | None, text: str) -> None:
+        if not text:
+            return
+        t = self.current(speech_id)
+        if t is None or t.done:
+            return
+        t.text.append(text)
+        self.events.emit(TextDelta(conversation_id=self.conversation_id, turn_id=t.turn.turn_id, text=text))
+
+    def _on_speech_done(self, handle: SpeechHandle) -> None:
+        t = self._by_speech.get(handle.id)
+        if t is None or t.done:
+            return
+        t.done = True
+        with contextlib.suppress(ValueError):
+            self._open.remove(t)
+        self._by_speech.pop(handle.id, None)
+        self._apology_speech_ids.discard(handle.id)
+        if t.error:
+            reason = "error"
+        elif handle.interrupted:
+            reason = "interrupted"
+        else:
+            reason = "completed"
+        self.events.emit(
+            TurnDone(
+                conversation_id=self.conversation_id,
+                turn_id=t.turn.turn_id,
+                reason=reason,  # type: ignore[arg-type]
+                text=_spoken_text(handle) or "".join(t.text).strip(),
+            )
+        )
+
+    def _on_error(self, ev: SessionErrorEvent) -> None:
+        report = describe_session_error(ev)
+        self.handle_error(report)
+
+    def handle_error(self, report: ProviderErrorReport) -> None:
+        t = self.current()
+        if self.report_errors:
+            log_provider_error(report, log)
+            self.events.emit(
+                ErrorEvent(
+                    conversation_id=self.conversation_id,
+                    turn_id=t.turn.turn_id if t is not None else "",
+                    code=report.code,
+                    message=report.message,
+                    provider=report.provider,
+                    fatal=not report.recoverable,
+                )
+            )
+        # a dropped malformed frame does not break the reply; anything else that hits an open
+        # reply ends it as an error, and (once) the user hears a short apology
+        if report.code == "protocol" or t is None or t.done:
+            return
+        already = t.error
+        t.error = True
+        if report.recoverable and not already and not t.apology and self.apology:
+            self._apologise()
+
+    def _apologise(self) -> None:
+        session = self._session
+        if session is None or self.apology is None:
+            return
+        try:
+            handle = session.generate_reply(
+                instructions=f'Say exactly this, in the user\'s language, and nothing else: "{self.apology}"',
+                tool_choice="none",
+            )
+        except RuntimeError as e:  # the session is closing
+            log.debug("no apology: %s", e)
+            return
+        self._apology_speech_ids.add(handle.id)
+        if (t := self._by_speech.get(handle.id)) is not None:
+            t.apology = True
+
+
+def _spoken_text(handle: SpeechHandle) -> str:
+    """The assistant text livekit recorded for the reply (what was played, if interrupted)."""
+    parts: list[str] = []
+    for item in handle.chat_items:
+        if isinstance(item, llm.ChatMessage) and item.role == "assistant":
+            text = item.text_content
+            if text:
+                parts.append(text.strip())
+    return " ".join(parts)
+
+
+# -- tools ------------------------------------------------------------------------------------
+
+
+def _current_speech_id(session: AgentSession | None) -> str | None:
+    """The reply whose task we run in (livekit keeps it in a context variable)."""
+    try:
+        from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
+
+        return _SpeechHandleContextVar.get().id
+    except (ImportError, LookupError):
+        pass
+    if session is not None and session.current_speech is not None:
+        return session.current_speech.id
+    return None
+
+
+def brain_function_tools(brain: VoiceBrain, tracker: RealtimeTurnTracker) -> list[llm.Tool]:
+    """The brain's tools as realtime function tools that run through the brain's tool runner."""
+    return [_function_tool(brain, tracker, t) for t in brain.tools]
+
+
+def _function_tool(brain: VoiceBrain, tracker: RealtimeTurnTracker, t: Tool) -> llm.Tool:
+    async def run(raw_arguments: dict[str, object], context: RunContext) -> str:
+        fc = context.function_call
+        call = ToolCall(id=fc.call_id, name=t.name, arguments=dict(raw_arguments), raw_arguments=fc.arguments)
+        turn = tracker.turn_for_speech(context.speech_handle.id)
+        return await brain.run_tool_call(turn, call)
+
+    run.__name__ = f"brain_tool_{t.name}"
+    schema = {"name": t.name, "description": t.description, "parameters": t.parameters or {"type": "object", "properties": {}}}
+    return llm.function_tool(run, raw_schema=schema)
+
+
+# -- the agent --------------------------------------------------------------------------------
+
+
+class RealtimeBrainAgent(Agent):
+    """A realtime-mode Agent: the brain's instructions and tools, brain-style turn events.
+
+    `conversation_id` keys the brain's events and approvals (the room name); `user_id` is who
+    approvals are addressed to (default: the brain's `user_id` setting).
+    `apology`: spoken after a recoverable provider failure broke a reply (None: stay silent).
+    `report_errors`: turn the session's `error` events into brain ErrorEvents (+ a log line);
+    turn it off if the caller reports session errors itself.
+    """
+
+    def __init__(
+        self,
+        brain: VoiceBrain,
+        *,
+        conversation_id: str,
+        instructions: str | None = None,
+        user_id: str | None = None,
+        apology: str | None = DEFAULT_APOLOGY,
+        report_errors: bool = True,
+        extra_tools: list[llm.Tool] | None = None,
+    ) -> None:
+        self.brain = brain
+        self.tracker = RealtimeTurnTracker(
+            brain.events,
+            conversation_id,
+            user_id=user_id or brain.settings.user_id,
+            apology=apology,
+            report_errors=report_errors,
+        )
+        super().__init__(
+            instructions=instructions if instructions is not None else brain.settings.system_prompt or "You are a helpful voice assistant.",
+            tools=[*brain_function_tools(brain, self.tracker), *(extra_tools or [])],
+        )
+
+    async def on_enter(self) -> None:
+        self.tracker.attach(self.session)
+
+    async def on_exit(self) -> None:
+        self.tracker.detach()
+
+    async def transcription_node(  # type: ignore[override]
+        self, text: AsyncIterable[Any], model_settings: ModelSettings
+    ) -> AsyncGenerator[Any, None]:
+        speech_id = _current_speech_id(self.session)
+        async for chunk in text:
+            self.tracker.on_text(speech_id, str(chunk))
+            yield chunk

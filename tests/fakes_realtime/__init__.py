@@ -1,0 +1,9 @@
+"""Offline fakes for realtime mode: an OpenAI Realtime server and room-less audio I/O."""
+
+from .audio_io import ClockedAudioSink, QueueAudioInput, frames_of, read_wav
+from .openai_realtime_server import CallTool, FakeRealtimeServer, Say, tone
+
+__all__ = [
+    "CallTool", "ClockedAudioSink", "FakeRealtimeServer", "QueueAudioInput", "Say", "frames_of",
+    "read_wav", "tone",
+]

@@ -1,0 +1,206 @@
+"""Realtime mode end to end: livekit-plugins-openai's RealtimeModel against a local fake server.
+
+Real user speech goes in (faster than real time), the fake's server VAD detects the turn, and
+assistant audio + transcript come back through the real plugin and AgentSession. The brain's
+tools, approval gate and events are the ones pipeline mode uses.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from brain import ApprovalDecision, tool
+from tests.fakes_realtime import CallTool, Say
+from tests.fakes_realtime.harness import RealtimeHarness
+
+pytestmark = pytest.mark.timeout(60)
+
+SENT: list[dict[str, str]] = []
+
+
+@tool
+def get_weather(city: str) -> str:
+    """Current weather for a city."""
+    return f"Sunny and 21 degrees in {city}"
+
+
+@tool(requires_approval=True, report="args", approval_prompt="Send an email to {to}?")
+def send_email(to: str, body: str) -> str:
+    """Send an email."""
+    SENT.append({"to": to, "body": body})
+    return f"sent to {to}"
+
+
+def _appended_audio_seconds(h: RealtimeHarness) -> float:
+    n = sum(len(base64.b64decode(e["audio"])) for e in h.server.of_type("input_audio_buffer.append"))
+    return n / 2 / 24000
+
+
+async def test_turn_with_audio_in_gives_audio_and_transcript_out() -> None:
+    async with RealtimeHarness(tools=[get_weather]) as h:
+        h.server.transcripts.append("hello there")
+        h.server.script.append(Say("Hi! How can I help you today?", audio_ms=500))
+        h.user_says()
+        done = await h.turn_done()
+
+        # the brain's tool definitions are the session's function tools, with their schema
+        tools = [t for e in h.server.of_type("session.update") for t in e["session"].get("tools") or []]
+        assert [t["name"] for t in tools] == ["get_weather"]
+        assert tools[0]["parameters"]["properties"]["city"]["type"] == "string"
+        assert any(e["session"].get("instructions") == "You are a test assistant." for e in h.server.of_type("session.update"))
+
+        # user audio reached the model (resampled to 24 kHz) and the server VAD found one turn
+        assert _appended_audio_seconds(h) >= 2.0
+        assert len(h.server.of_type("response.create")) == 0  # the server answered on its own VAD
+
+        started = h.of_type("turn.started")
+        assert len(started) == 1 and started[0].turn_id == done.turn_id
+        assert started[0].transcript == "hello there"
+        finals = [e for e in h.session_events if e.type == "user_input_transcribed" and e.is_final]
+        assert [e.transcript for e in finals] == ["hello there"]
+
+        assert done.reason == "completed"
+        assert done.text == "Hi! How can I help you today?"
+        assert h.texts(done.turn_id) == "Hi! How can I help you today?"
+        played = sum(f.samples_per_channel for f in h.sink.frames) / 24000
+        assert played == pytest.approx(0.5, abs=0.01)
+        assert h.sink.segments == [(pytest.approx(0.5, abs=0.01), False)]
+        assert h.errors() == []
+
+
+async def test_tool_call_runs_through_the_brain_with_approval() -> None:
+    SENT.clear()
+    async with RealtimeHarness(tools=[send_email, get_weather]) as h:
+        call = CallTool("send_email", {"to": "ada@example.com", "body": "hi"}, call_id="call_approve_1")
+        h.server.transcripts.append("email ada")
+        h.server.script.extend([call, Say("Done, the email is sent.", audio_ms=300)])
+        h.user_says()
+
+        await h.wait_until(lambda: bool(h.of_type("approval.requested")))
+        request = h.of_type("approval.requested")[0]
+        assert request.call_id == "call_approve_1"
+        assert request.prompt == "Send an email to ada@example.com?"
+        assert SENT == []  # nothing runs before the decision
+        assert h.brain.approvals.resolve(request.request_id, ApprovalDecision.approve(by="tester")).value == "ok"
+
+        done = await h.turn_done()
+        assert done.reason == "completed"
+        assert done.text == "Done, the email is sent."
+        assert SENT == [{"to": "ada@example.com", "body": "hi"}]
+
+        kinds = [e.type for e in h.events if e.turn_id == done.turn_id and e.type != "text.delta"]
+        assert kinds == ["turn.started", "tool.started", "approval.requested", "approval.resolved", "tool.finished", "turn.done"]
+        resolved = h.of_type("approval.resolved")[0]
+        assert (resolved.outcome, resolved.decided_by, resolved.call_id) == ("approved", "tester", "call_approve_1")
+        finished = h.of_type("tool.finished")[0]
+        assert (finished.call_id, finished.status, finished.result) == ("call_approve_1", "ok", "sent to ada@example.com")
+
+        # the model got the tool's output under the same call id, then was asked to go on
+        outputs = [e["item"] for e in h.server.of_type("conversation.item.create") if e["item"]["type"] == "function_call_output"]
+        assert [(o["call_id"], o["output"]) for o in outputs] == [("call_approve_1", "sent to ada@example.com")]
+        assert len(h.server.of_type("response.create")) == 1
+
+        # a rejected call is not run; the model is told so
+        h.server.transcripts.append("email bob")
+        h.server.script.extend(
+            [CallTool("send_email", {"to": "bob@example.com", "body": "x"}, call_id="call_reject_1"), Say("OK, I won't.", audio_ms=200)]
+        )
+        h.user_says()
+        await h.wait_until(lambda: len(h.of_type("approval.requested")) == 2)
+        h.brain.approvals.resolve(h.of_type("approval.requested")[1].request_id, ApprovalDecision.reject("not now", by="tester"))
+        second = await h.turn_done(2)
+        assert second.reason == "completed"
+        assert SENT == [{"to": "ada@example.com", "body": "hi"}]
+        outputs = [e["item"] for e in h.server.of_type("conversation.item.create") if e["item"]["type"] == "function_call_output"]
+        assert outputs[-1]["call_id"] == "call_reject_1"
+        assert outputs[-1]["output"].startswith("REJECTED by the user: not now")
+        assert h.of_type("tool.finished")[-1].status == "cancelled"
+
+
+async def test_barge_in_interrupts_the_reply_exactly_once() -> None:
+    async with RealtimeHarness() as h:
+        long_reply = "Once upon a time there was a very long story that went on and on"
+        h.server.transcripts.extend(["tell me a story", "stop"])
+        h.server.script.extend([Say(long_reply, audio_ms=4000), Say("Okay.", audio_ms=300)])
+        h.user_says()
+        await h.agent_speaking()
+        h.user_says()  # the user talks over the agent
+
+        first = await h.turn_done(1)
+        second = await h.turn_done(2)
+        assert first.reason == "interrupted"
+        assert second.reason == "completed" and second.text == "Okay."
+        assert [d.turn_id for d in h.done_turns()].count(first.turn_id) == 1
+        assert len({d.turn_id for d in h.done_turns()}) == len(h.done_turns()) == 2
+
+        # playback stopped early and the server was told how much of the item was heard
+        position, interrupted = h.sink.segments[0]
+        assert interrupted and position < 4.0
+        truncates = h.server.of_type("conversation.item.truncate")
+        assert len(truncates) == 1
+        assert 0 < truncates[0]["audio_end_ms"] < 4000
+
+
+async def test_malformed_server_events_are_reported_and_the_session_goes_on() -> None:
+    async with RealtimeHarness() as h:
+        h.server.transcripts.extend(["one", "two"])
+        h.server.script.extend([Say("First.", audio_ms=200), Say("Second.", audio_ms=200)])
+        h.user_says()
+        await h.turn_done(1)
+
+        await h.server.send_raw("{not json")
+        await h.server.send_raw("[1, 2, 3]")
+        await h.server.send_raw(json.dumps({"type": "response.some_future_event", "x": 1}))  # unknown: ignored
+        await h.wait_until(lambda: len(h.errors()) >= 2)
+
+        errors = h.errors()
+        assert [(e.code, e.provider, e.fatal) for e in errors] == [("protocol", "openai-realtime", False)] * 2
+        assert "not JSON" in errors[0].message
+
+        h.user_says()
+        second = await h.turn_done(2)
+        assert (second.reason, second.text) == ("completed", "Second.")
+        assert h.server.connections == 1  # no reconnection was needed
+
+
+async def test_abrupt_close_mid_reply_reconnects_apologises_and_goes_on() -> None:
+    async with RealtimeHarness(apology="Sorry, I lost you for a moment.") as h:
+        h.server.transcripts.extend(["tell me something", "and now?"])
+        h.server.script.extend(
+            [
+                Say("Here is a long answer that will be cut", audio_ms=2000, drop_connection_after_chunks=3),
+                Say("Sorry, I lost you for a moment.", audio_ms=300),  # the apology (response.create)
+                Say("Now it works.", audio_ms=300),
+            ]
+        )
+        h.user_says()
+        broken = await h.turn_done(1)
+        assert broken.reason == "error"
+        assert h.model.last_close_code == 1006
+
+        errors = h.errors()
+        assert [(e.code, e.provider, e.fatal, e.turn_id) for e in errors] == [
+            ("unavailable", "openai-realtime", False, broken.turn_id)
+        ]
+
+        apology = await h.turn_done(2)
+        assert (apology.reason, apology.text) == ("completed", "Sorry, I lost you for a moment.")
+        create = h.server.of_type("response.create")
+        assert len(create) == 1 and "Sorry, I lost you for a moment." in create[0]["response"]["instructions"]
+        assert h.server.connections == 2
+
+        h.user_says()
+        after = await h.turn_done(3)
+        assert (after.reason, after.text) == ("completed", "Now it works.")
+
+
+async def test_rejected_api_key_is_a_fatal_auth_error() -> None:
+    async with RealtimeHarness(api_key="wrong-key", max_retry=0) as h:
+        await h.wait_until(lambda: bool(h.errors()))
+        [error] = h.errors()
+        assert (error.code, error.provider, error.fatal) == ("auth", "openai-realtime", True)
+        assert "wrong-key" not in error.message
+        assert h.server.rejected_connections == 1
