@@ -129,8 +129,11 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 class EventBridge:
@@ -171,12 +174,18 @@ class EventBridge:
         self._closed = False
         self._unsubscribe: Callable[[], None] | None = None
         self._sender: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self._send_started: float | None = None  # loop time the current send began
+        self._send_timed_out = False  # the watchdog cancelled the sender for a hung send
+        self._audience_cache: list[str] | None = None
+        self._turn_json: tuple[str | None, str] = (None, "null")
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> EventBridge:
         loop = asyncio.get_running_loop()
         self._sender = loop.create_task(self._send_loop(), name="bridge-sender")
+        self._watchdog = loop.create_task(self._watch_sends(), name="bridge-send-watchdog")
         present = self.transport.start(
             Inbound(on_message=self.handle_message, on_join=self._on_join, on_leave=self._on_leave,
                     on_closed=self._on_closed)
@@ -201,10 +210,11 @@ class EventBridge:
         if self._unsubscribe is not None:
             self._unsubscribe()
         self.transport.stop()
-        if self._sender is not None:
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
+        for task in (self._watchdog, self._sender):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def flush(self, within: float | None = None) -> bool:
         """Wait until everything queued so far was handed to the transport; False after `within` s."""
@@ -228,15 +238,19 @@ class EventBridge:
         """The agent layer may learn the served participant after attaching."""
         self._served = identity
         self._served_gone = False
+        self._audience_cache = None
         if identity and identity in self._present:
             self._hello(identity)
 
     def audience(self) -> list[str] | None:
+        """Who envelopes are addressed to: None means every participant."""
         if self.options.broadcast:
             return None
-        ids = [self._served] if self._served else []
-        ids.extend(i for i in self.allowed_identities if i != self._served)
-        return ids
+        if self._audience_cache is None:
+            ids = [self._served] if self._served else []
+            ids.extend(i for i in self.allowed_identities if i != self._served)
+            self._audience_cache = ids
+        return list(self._audience_cache)
 
     def _in_audience(self, identity: str) -> bool:
         return self.options.broadcast or identity == self._served or identity in self.allowed_identities
@@ -269,7 +283,7 @@ class EventBridge:
     def _map_event(self, ev: Any) -> None:
         if self._closed or (self.conversation_id is not None and getattr(ev, "conversation_id", None) != self.conversation_id):
             return
-        if isinstance(ev, TextDelta):
+        if type(ev) is TextDelta or isinstance(ev, TextDelta):
             if ev.text and ev.turn_id not in self._done_turns:
                 self._queue.put_text(ev.turn_id, ev.ts, ev.text)
                 self._signal()
@@ -337,7 +351,7 @@ class EventBridge:
         if self._closed:
             return
         try:
-            data_json = data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+            data_json = data.model_dump_json() if isinstance(data, BaseModel) else _dumps(data)
         except Exception:  # noqa: BLE001 - e.g. unencodable text; producers must never see it
             log.exception("bridge could not serialise a %s envelope", etype)
             return
@@ -358,40 +372,80 @@ class EventBridge:
 
     async def _send_loop(self) -> None:
         while True:
-            item = self._queue.pop()
-            if item is None:
-                self._overflowing = False
-                self._drained.set()
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            await self._deliver(item)
+            try:
+                item = self._queue.pop()
+                if item is None:
+                    self._overflowing = False
+                    self._drained.set()
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                await self._deliver(item)
+            except asyncio.CancelledError:
+                if not self._absorb_watchdog_cancel():
+                    raise
+                # the watchdog fired just as a send completed: nothing hung, carry on
+
+    def _absorb_watchdog_cancel(self) -> bool:
+        """True when a cancellation came from the send watchdog (not from aclose)."""
+        if not self._send_timed_out or self._closed:
+            return False
+        self._send_timed_out = False
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        return True
+
+    async def _watch_sends(self) -> None:
+        """One cheap watchdog instead of a timer per send: cancels a send that hangs."""
+        limit = self.options.send_timeout
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(max(0.005, min(1.0, limit / 4)))
+            started = self._send_started
+            if started is not None and not self._send_timed_out and loop.time() - started > limit:
+                self._send_timed_out = True
+                if self._sender is not None:
+                    self._sender.cancel()
+
+    def _turn_json_for(self, turn: str | None) -> str:
+        last, encoded = self._turn_json
+        if turn != last:
+            encoded = "null" if turn is None else _dumps(turn)
+            self._turn_json = (turn, encoded)
+        return encoded
 
     async def _deliver(self, item: Outgoing) -> None:
         self._seq += 1
         seq = self._seq
         if item.text is not None:
-            data = _dumps({"delta": item.text.decode("utf-8", "replace")})
+            data = '{"delta":' + _ENCODER.encode(item.text.decode("utf-8", "replace")) + "}"
         else:
             data = item.data_json or "{}"
-        turn = "null" if item.turn is None else _dumps(item.turn)
+        turn = self._turn_json_for(item.turn)
         envelope = f'{{"v":1,"seq":{seq},"ts":{item.ts},"type":"{item.type}","turn":{turn},"data":{data}}}'
         destination = self.audience()
         opts = self.options
+        loop = asyncio.get_running_loop()
         error: BaseException | None = None
         for attempt in range(max(1, opts.send_attempts)):
             if attempt:
                 self.stats.retries += 1
                 await asyncio.sleep(min(opts.retry_max_delay, opts.retry_base_delay * 2 ** (attempt - 1)))
+            self._send_started = loop.time()
             try:
-                async with asyncio.timeout(opts.send_timeout):
-                    await self.transport.send(envelope, destination)
+                await self.transport.send(envelope, destination)
+                self._send_timed_out = False
                 self.stats.sent += 1
                 return
             except asyncio.CancelledError:
-                raise
+                if not self._absorb_watchdog_cancel():
+                    raise
+                error = TimeoutError(f"send took longer than {opts.send_timeout:g} s")
             except Exception as exc:  # noqa: BLE001 - any transport failure is retried, then reported
                 error = exc
+            finally:
+                self._send_started = None
         self.stats.failed += 1
         why = type(error).__name__ if error else "unknown"
         log.warning("bridge could not publish envelope seq=%d type=%s after %d attempts: %s",

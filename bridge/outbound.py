@@ -11,7 +11,6 @@ effectively dead) is a non-text event refused; the caller reports that as an err
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ _ITEM_OVERHEAD = 160  # rough bytes per queued item (object, slots, strings' hea
 class Outgoing:
     """One future envelope without its `seq` (assigned at send time)."""
 
-    __slots__ = ("type", "turn", "ts", "data_json", "text", "enqueued")
+    __slots__ = ("type", "turn", "ts", "data_json", "text")
 
     def __init__(self, type: str, turn: str | None, ts: int, data_json: str | None = None) -> None:
         self.type = type
@@ -30,7 +29,6 @@ class Outgoing:
         self.data_json = data_json
         self.text: bytearray | None = None
         """UTF-8 reply text for merged `agent.text` items (compact, O(1) append)."""
-        self.enqueued = time.perf_counter()
 
     @property
     def size(self) -> int:

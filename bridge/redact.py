@@ -42,7 +42,8 @@ def shows_result(level: ReportLevel) -> bool:
 
 def scrub_text(text: str, limit: int = _MAX_STR) -> str:
     """Mask token-looking substrings and cap the length."""
-    text = _SECRET_VALUE.sub(MASK, text)
+    if len(text) >= 8:  # shorter strings cannot hold any of the token shapes
+        text = _SECRET_VALUE.sub(MASK, text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -61,12 +62,17 @@ def scrub(value: Any, _depth: int = 0, *, mask_numbers: bool = True) -> Any:
     """
     if _depth > _MAX_DEPTH:
         return "…"
-    if value is None or isinstance(value, bool | int):
+    kind = type(value)
+    if kind is str:
+        return scrub_text(value)
+    if value is None or kind is int or kind is bool:
+        return value
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, bool | int):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
-    if isinstance(value, str):
-        return scrub_text(value)
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for i, (k, v) in enumerate(value.items()):

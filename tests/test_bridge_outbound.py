@@ -107,6 +107,32 @@ async def test_publish_failure_is_reported_as_error_envelope_and_log(caplog: pyt
     assert b.stats.failed == 1
 
 
+class HangingTransport(MemoryTransport):
+    """The first `hangs` sends never complete (a wedged connection); later ones work."""
+
+    def __init__(self, hangs: int) -> None:
+        super().__init__(["alice"])
+        self.hangs = hangs
+
+    async def send(self, envelope_json: str, destination: list[str] | None) -> None:
+        if self.hangs > 0:
+            self.hangs -= 1
+            await asyncio.Event().wait()
+        await super().send(envelope_json, destination)
+
+
+async def test_a_hung_send_times_out_and_is_retried() -> None:
+    t = HangingTransport(hangs=1)
+    b = attach_event_bridge(t, brain=None, agent_name="a", served_identity="alice",
+                            options=BridgeOptions(send_timeout=0.05, send_attempts=2, retry_base_delay=0.001))
+    b.publish_transcript("after the hang", final=True)
+    assert await b.flush(5)
+    await b.aclose()
+    out = envelopes(t)
+    assert [e["type"] for e in out] == ["session.hello", "user.transcript"]
+    assert b.stats.retries == 1 and b.stats.failed == 0
+
+
 async def test_stalled_transport_keeps_memory_bounded_and_says_so() -> None:
     t = GatedTransport(["alice"])
     b = attach_event_bridge(t, brain=None, agent_name="a", served_identity="alice",
