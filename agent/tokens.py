@@ -236,6 +236,10 @@ _ENV_NAMES = {
     "ttl_seconds": "TOKEN_TTL",
     "agent_name": "AGENT_NAME",
     "room_prefix": "WEB_ROOM_PREFIX",
+    "host": "WEB_HOST",
+    "port": "WEB_PORT",
+    "root": "WEB_ROOT",
+    "test_mode": "WEB_TEST_MODE",
 }
 
 

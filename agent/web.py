@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -28,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .tokens import TokenInputError, TokenSettings, describe_settings_error, issue_token
 
@@ -74,12 +74,34 @@ class WebPaths:
 
     @classmethod
     def discover(cls, web_root: Path | None = None) -> WebPaths:
-        """`WEB_ROOT` or the checkout's ``web/``; the bridge helper from the installed package."""
+        """`web_root` or the checkout's ``web/``; the bridge helper from the installed package."""
         if web_root is None:
-            env = os.environ.get("WEB_ROOT", "").strip()
-            web_root = Path(env) if env else Path(__file__).resolve().parents[1] / "web"
+            web_root = Path(__file__).resolve().parents[1] / "web"
         bridge_client = Path(str(resources.files("bridge"))) / "client"
         return cls(web_root=web_root.resolve(), bridge_client=bridge_client.resolve())
+
+
+class WebSettings(BaseSettings):
+    """The web server's own settings (`WEB_*`, from the environment or `.env`)."""
+
+    model_config = SettingsConfigDict(env_prefix="WEB_", env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    root: Path | None = None
+    """Directory with public/ and node_modules/; default: web/ of this checkout."""
+    test_mode: bool = False
+    """Serve the fake room module instead of livekit-client (browser tests only)."""
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _blank_root(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("test_mode", mode="before")
+    @classmethod
+    def _blank_flag(cls, v: object) -> object:
+        return False if isinstance(v, str) and not v.strip() else v
 
 
 def _safe_file(root: Path, rel: str) -> Path | None:
@@ -198,14 +220,15 @@ def create_app(
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m agent web", description="Serve the web page and the token endpoint."
+        prog="python -m agent web",
+        description="Serve the web page and the token endpoint (defaults: WEB_HOST, WEB_PORT).",
     )
-    p.add_argument("--host", default=os.environ.get("WEB_HOST") or "127.0.0.1")
-    p.add_argument("--port", type=int, default=int(os.environ.get("WEB_PORT") or 8080))
+    p.add_argument("--host", default=None, help="interface to listen on (WEB_HOST, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port, 0 = any free one (WEB_PORT, 8080)")
     p.add_argument(
         "--test-mode",
         action="store_true",
-        default=os.environ.get("WEB_TEST_MODE", "") in ("1", "true", "yes"),
+        default=None,
         help="serve the fake room module instead of livekit-client (browser tests only)",
     )
     return p
@@ -235,23 +258,27 @@ def web_command(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = TokenSettings()
+        web_settings = WebSettings()
     except ValidationError as e:
         print(f"error: bad web settings: {describe_settings_error(e)}", file=sys.stderr)
         return 2
+    host = args.host or web_settings.host
+    port = web_settings.port if args.port is None else args.port
+    test_mode = bool(args.test_mode or web_settings.test_mode)
     try:
         settings.require_keys()
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    paths = WebPaths.discover()
-    if not args.test_mode and not paths.livekit_module(False).is_file():
+    paths = WebPaths.discover(web_settings.root)
+    if not test_mode and not paths.livekit_module(False).is_file():
         print(
             f"warning: {paths.livekit_module(False)} is missing; run `npm ci --omit=dev` in web/",
             file=sys.stderr,
         )
     logging.basicConfig(level=logging.INFO)
-    app = create_app(settings, paths=paths, test_mode=args.test_mode)
-    asyncio.run(_serve(app, args.host, args.port))
+    app = create_app(settings, paths=paths, test_mode=test_mode)
+    asyncio.run(_serve(app, host, port))
     return 0
 
 

@@ -196,3 +196,48 @@ def test_default_paths_point_at_the_checkout() -> None:
     paths = WebPaths.discover()
     assert (paths.public / "index.html").is_file()
     assert paths.bridge_client.name == "client"
+
+
+def test_page_modules_resolve_to_served_files() -> None:
+    """Every absolute import in web/public/*.js names a file the server has (checkout layout)."""
+    import re
+
+    paths = WebPaths.discover()
+    targets = {
+        "/vendor/livekit-client.esm.mjs": paths.livekit_module(test_mode=True),  # the fake; real one needs npm
+    }
+    found = 0
+    for module in paths.public.glob("*.js"):
+        for spec in re.findall(r"""from\s+['"](/[^'"]+)['"]""", module.read_text()):
+            found += 1
+            if spec in targets:
+                target = targets[spec]
+            elif spec.startswith("/vendor/bridge/"):
+                target = paths.bridge_client / spec.removeprefix("/vendor/bridge/")
+            else:
+                raise AssertionError(f"{module.name} imports {spec}, which the server does not route")
+            assert target.is_file(), f"{module.name} imports {spec}: {target} is missing"
+    assert found >= 2
+
+
+def test_web_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.web import WebSettings
+
+    monkeypatch.setenv("WEB_PORT", "9000")
+    monkeypatch.setenv("WEB_HOST", "0.0.0.0")
+    monkeypatch.setenv("WEB_ROOT", "")
+    monkeypatch.setenv("WEB_TEST_MODE", "")
+    s = WebSettings(_env_file=None)  # type: ignore[call-arg]
+    assert (s.host, s.port, s.root, s.test_mode) == ("0.0.0.0", 9000, None, False)
+
+
+def test_web_command_names_missing_keys(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.web import web_command
+
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.delenv("LIVEKIT_API_KEY", raising=False)
+    monkeypatch.delenv("LIVEKIT_API_SECRET", raising=False)
+    assert web_command(["--port", "0"]) == 2
+    assert "LIVEKIT_API_KEY and LIVEKIT_API_SECRET" in capsys.readouterr().err

@@ -1,6 +1,8 @@
 // The page: join a room with a token from /token, talk, and watch what the agent does.
 // livekit-client is served from /vendor (pinned in web/package.json); the bridge helper
 // (bridge/client/) turns the agent's `voice-agent.events` stream into callbacks.
+// `window.__voiceAgentOptions`, if a script sets it, overrides the helper's options
+// (the browser tests use it to make the reorder wait unbounded).
 
 import { Room, RoomEvent, Track, ParticipantKind } from '/vendor/livekit-client.esm.mjs';
 import { View } from './view.js';
@@ -98,7 +100,7 @@ function wireRoom(r) {
     onMetrics: (data, envelope) => view.metrics(envelope.turn, data),
     onError: (data) => view.error(data.code, data.message, data.fatal),
     onProtocolError: (message) => view.error('protocol', message),
-  });
+  }, window.__voiceAgentOptions ?? {});
 }
 
 async function connect() {

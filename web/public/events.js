@@ -1,72 +1,48 @@
-// PROVISIONAL: replaced by the bridge's JS helper (bridge/client/) once it is committed.
-// Subscribes to the agent's `voice-agent.events` envelopes and sends control messages over RPC.
+// The agent's bridge events, through the bridge's JS helper (bridge/client/, served at
+// /vendor/bridge/): envelopes in seq order as callbacks, control messages over RPC.
+// This adapter maps the helper onto the page's handlers and turns an error reply from the
+// agent into a rejected promise carrying the protocol's error code.
 
-const TOPIC = 'voice-agent.events';
-const CONTROL_METHOD = 'voice-agent.control';
+import { VoiceAgentEvents } from '/vendor/bridge/voice-agent-events.js';
 
-export function attachEvents(room, handlers) {
-  let agentIdentity = null;
-  let method = CONTROL_METHOD;
-  let lastSeq = 0;
-  const pending = new Map();
+const HANDLERS = {
+  'session.hello': 'onHello',
+  'tool.started': 'onToolStarted',
+  'tool.finished': 'onToolFinished',
+  'hitl.request': 'onHitlRequest',
+  'hitl.resolved': 'onHitlResolved',
+  'turn.done': 'onTurnDone',
+  metrics: 'onMetrics',
+  error: 'onError',
+};
 
-  const dispatch = (env) => {
-    const h = {
-      'session.hello': handlers.onHello,
-      'tool.started': handlers.onToolStarted,
-      'tool.finished': handlers.onToolFinished,
-      'hitl.request': handlers.onHitlRequest,
-      'hitl.resolved': handlers.onHitlResolved,
-      metrics: handlers.onMetrics,
-      error: handlers.onError,
-    }[env.type];
-    h?.(env.data, env);
-  };
+export class AgentReplyError extends Error {
+  constructor({ code, message, fatal }) {
+    super(message);
+    this.code = code;
+    this.fatal = Boolean(fatal);
+  }
+}
 
-  room.registerTextStreamHandler(TOPIC, async (reader, info) => {
-    let env;
-    try {
-      env = JSON.parse(await reader.readAll());
-    } catch {
-      handlers.onProtocolError?.('unreadable event');
-      return;
-    }
-    if (env?.v !== 1) return;
-    if (env.type === 'session.hello') {
-      agentIdentity = info.identity;
-      method = env.data?.control?.method ?? method;
-      lastSeq = env.seq - 1;
-    }
-    pending.set(env.seq, env);
-    while (pending.has(lastSeq + 1)) {
-      const next = pending.get(lastSeq + 1);
-      pending.delete(lastSeq + 1);
-      lastSeq += 1;
-      dispatch(next);
-    }
-  });
+async function checked(replyPromise) {
+  const reply = await replyPromise;
+  if (reply?.type === 'error') throw new AgentReplyError(reply.data ?? {});
+  return reply;
+}
 
-  const send = async (message) => {
-    if (!agentIdentity) throw new Error('the agent has not said hello yet');
-    const raw = await room.localParticipant.performRpc({
-      destinationIdentity: agentIdentity,
-      method,
-      payload: JSON.stringify({ v: 1, ...message }),
-    });
-    const reply = JSON.parse(raw);
-    if (reply.type === 'error') {
-      const err = new Error(reply.data.message);
-      err.code = reply.data.code;
-      err.fatal = reply.data.fatal;
-      throw err;
-    }
-    return reply;
-  };
-
+/** Subscribe `handlers` (onHello, onToolStarted, ...) to the room's agent events. */
+export function attachEvents(room, handlers, options = {}) {
+  const events = new VoiceAgentEvents(room, options);
+  for (const [type, name] of Object.entries(HANDLERS)) {
+    if (handlers[name]) events.on(type, handlers[name]);
+  }
+  events.on('protocol-error', (info) => handlers.onProtocolError?.(`unreadable event from the agent (${info.reason})`));
+  events.on('gap', ({ missing }) => handlers.onProtocolError?.(`${missing} event(s) from the agent were lost`));
+  events.start();
   return {
-    respond: (requestId, decision) => send({ type: 'hitl.respond', data: { request_id: requestId, decision } }),
-    interrupt: () => send({ type: 'agent.interrupt', data: {} }),
-    sendText: (text) => send({ type: 'user.text', data: { text } }),
-    close: () => room.unregisterTextStreamHandler(TOPIC),
+    respond: (requestId, decision) => checked(events.respond(requestId, decision)),
+    interrupt: () => checked(events.interrupt()),
+    sendText: (text) => checked(events.sendText(text)),
+    close: () => events.stop(),
   };
 }

@@ -45,6 +45,10 @@ before(async () => {
   page.on('pageerror', (err) => {
     throw err;
   });
+  // envelopes held back for a missing seq wait for it however slow this machine is
+  await page.addInitScript(() => {
+    window.__voiceAgentOptions = { gapTimeoutMs: 10 * 60 * 1000 };
+  });
   await page.goto(`${server.base}/?room=test-room`);
 });
 
@@ -89,6 +93,9 @@ test("shows the agent's state from lk.agent.state", async () => {
     client: null,
     session: 'test-room',
   });
+  // the hello's capabilities decide which controls are offered
+  assert.ok(await page.locator('#interrupt').isVisible());
+  assert.ok(await page.locator('#text-form').isVisible());
 });
 
 test('live transcript of both sides: interim, then final', async () => {
@@ -235,6 +242,21 @@ test('Reject, typed text and Interrupt reach the agent', async () => {
   await envelope('hitl.resolved', { request_id: 'req-2', call_id: 'call-3', tool: 'delete_files', outcome: 'rejected', by: 'system:timeout', modified: false, reason: 'not needed' });
   assert.equal(await card.getAttribute('data-state'), 'rejected');
   assert.equal(await card.locator('.outcome').innerText(), 'Rejected by system:timeout - not needed');
+});
+
+test('an error reply from the agent closes the prompt with its message', async () => {
+  await fake(() => {
+    window.__fakeLiveKit.rpcReply = (call) =>
+      JSON.stringify({ v: 1, type: 'error', id: JSON.parse(call.payload).id, ts: Date.now(), data: { code: 'expired', message: 'That request already timed out.', fatal: false } });
+  });
+  const ts = Date.now();
+  await envelope('hitl.request', { request_id: 'req-3', call_id: 'call-4', tool: 'book_table', prompt: 'Book a table for 2?', arguments: { people: 2 }, deadline: ts + 15_000, for: null }, { ts });
+  const card = page.locator('.hitl[data-request-id="req-3"]');
+  await card.locator('button.approve').click();
+  await card.locator('.outcome').waitFor();
+  assert.equal(await card.getAttribute('data-state'), 'expired');
+  assert.equal(await card.locator('.outcome').innerText(), 'That request already timed out.');
+  assert.equal(await card.locator('button').count(), 0);
 });
 
 test('screenshot of the whole session (kept outside the repository)', async () => {
