@@ -19,6 +19,7 @@ class BridgeConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BRIDGE_", env_file=".env", extra="ignore")
 
     enabled: bool = True
+    """False: the agent attaches no bridge (clients see only LiveKit's transcription and agent state)."""
     topic: str = Field(default=DEFAULT_TOPIC, min_length=1)
     """Text-stream topic the envelopes are published on."""
     control_method: str = Field(default=DEFAULT_CONTROL_METHOD, min_length=1)

@@ -184,6 +184,19 @@ async def test_livekit_transport_addresses_only_present_audience() -> None:
     assert room.local_participant.rpc_handlers == {}
 
 
+async def test_served_identity_learnt_after_attaching() -> None:
+    room = FakeRoom(["late-user", "other"])
+    b = attach_event_bridge(room, brain=None, agent_name="a", served_identity=None)
+    client = FakeClient(room, "late-user")
+    assert (await client.send({"v": 1, "type": "agent.interrupt"}))["data"]["code"] == "forbidden"
+    b.served_identity = "late-user"
+    await b.flush(5)
+    assert [e["type"] for e in client.envelopes] == ["session.hello"]
+    assert FakeClient(room, "other").envelopes == []
+    assert (await client.send({"v": 1, "type": "agent.interrupt"}))["data"]["code"] == "unsupported"
+    await b.aclose()
+
+
 async def test_broadcast_mode_and_custom_topic() -> None:
     room = FakeRoom(["alice", "bob"])
     b = attach_event_bridge(room, brain=None, agent_name="a", served_identity="alice", topic="my.topic",
