@@ -18,8 +18,11 @@ demo: $(STAMP)
 text-demo: $(STAMP)
 	$(PY) -m brain
 
+# The whole suite: Python tests, the bridge's JS client tests, and the browser tests of the page.
 test: $(STAMP)
 	$(PY) -m pytest -q
+	node --test bridge/client/
+	$(MAKE) test-web
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check agent brain bridge providers tests benchmarks
