@@ -1,0 +1,163 @@
+"""The livekit-agents `Agent` whose replies come from the brain.
+
+`BrainAgent.llm_node` turns the chat context's last user message into a brain `Turn` and yields
+the brain's text deltas. A `FlushSentinel` is yielded when the brain starts a tool, so the text
+said so far ("One moment.") is synthesised and played while the tool (or its approval) runs.
+
+Closing the node (livekit does this when the user barges in) cancels the brain turn: the model
+stream, running tools and pending approvals stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import Any
+
+from livekit.agents import Agent, FlushSentinel, llm
+from livekit.agents.types import (
+    DEFAULT_API_CONNECT_OPTIONS,
+    NOT_GIVEN,
+    APIConnectOptions,
+    NotGivenOr,
+)
+from livekit.agents.voice import ModelSettings
+
+from brain import ToolStarted, VoiceBrain
+
+from .turn_tracker import TrackedTurn, TurnTracker
+
+log = logging.getLogger("agent.brain_agent")
+
+AGENT_INSTRUCTIONS = "Replies are produced by the brain (see brain/); this text is not sent to any model."
+
+
+class BrainLLM(llm.LLM):
+    """Placeholder: `AgentSession` only runs its reply pipeline when it has an `llm.LLM`.
+
+    `BrainAgent.llm_node` produces the replies, so `chat()` is never called.
+    """
+
+    @property
+    def model(self) -> str:
+        return "brain"
+
+    @property
+    def provider(self) -> str:
+        return "brain"
+
+    def chat(
+        self,
+        *,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool] | None = None,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
+        tool_choice: NotGivenOr[llm.ToolChoice] = NOT_GIVEN,
+        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
+    ) -> llm.LLMStream:
+        raise RuntimeError("BrainLLM is a placeholder: BrainAgent.llm_node produces the replies")
+
+
+def current_speech_handle() -> Any | None:
+    """The `SpeechHandle` the running pipeline node belongs to.
+
+    livekit-agents 1.8 keeps it in a context variable of `agent_activity` (no public accessor);
+    None if that ever moves, and the turn bookkeeping then skips the speech.
+    """
+    try:
+        from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
+    except ImportError:  # pragma: no cover - depends on the livekit-agents version
+        return None
+    return _SpeechHandleContextVar.get(None)
+
+
+def last_user_text(chat_ctx: llm.ChatContext) -> str | None:
+    for item in reversed(chat_ctx.items):
+        if getattr(item, "type", None) == "message":
+            if item.role == "user":  # type: ignore[union-attr]
+                return item.text_content or ""  # type: ignore[union-attr]
+            if item.role == "assistant":  # type: ignore[union-attr]
+                return None
+    return None
+
+
+_END = object()
+FLUSH = object()
+
+
+class BrainAgent(Agent):
+    def __init__(self, brain: VoiceBrain, tracker: TurnTracker, *, instructions: str = AGENT_INSTRUCTIONS) -> None:
+        super().__init__(instructions=instructions)
+        self.brain = brain
+        self.tracker = tracker
+        self._scripted: list[str] = []
+        self.user_turn_callbacks: list[Callable[[str], None]] = []
+        self.turn_started_callbacks: list[Callable[[TrackedTurn], None]] = []
+
+    def script_next_reply(self, prompt: str) -> None:
+        """The next reply not answering a user message answers `prompt` (the generated greeting)."""
+        self._scripted.append(prompt)
+
+    async def on_user_turn_completed(self, turn_ctx: llm.ChatContext, new_message: llm.ChatMessage) -> None:
+        text = new_message.text_content or ""
+        for cb in list(self.user_turn_callbacks):
+            cb(text)
+
+    async def llm_node(  # type: ignore[override]
+        self,
+        chat_ctx: llm.ChatContext,
+        tools: list[llm.Tool],
+        model_settings: ModelSettings,
+    ) -> AsyncIterable[str | FlushSentinel]:
+        user_text = last_user_text(chat_ctx)
+        if user_text is None:
+            if not self._scripted:
+                log.warning("llm_node called without a user message and nothing scripted; no reply")
+                return
+            user_text = self._scripted.pop(0)
+        tracked = self.tracker.begin(user_text, current_speech_handle())
+        for cb in list(self.turn_started_callbacks):
+            cb(tracked)
+        async for item in self._stream(tracked):
+            yield item
+
+    async def _stream(self, tracked: TrackedTurn) -> AsyncIterator[str | FlushSentinel]:
+        turn = tracked.turn
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        def on_event(event: object) -> None:
+            if isinstance(event, ToolStarted) and event.turn_id == turn.turn_id:
+                queue.put_nowait(FLUSH)
+
+        async def pump() -> None:
+            try:
+                async with contextlib.aclosing(self.brain.stream_reply(turn)) as deltas:  # type: ignore[type-var]
+                    async for delta in deltas:
+                        queue.put_nowait(delta)
+            finally:
+                queue.put_nowait(_END)
+
+        unsubscribe = self.brain.subscribe(on_event)
+        task = asyncio.create_task(pump(), name=f"brain-turn-{turn.turn_id}")
+        last = ""
+        try:
+            while (item := await queue.get()) is not _END:
+                if item is FLUSH:
+                    if not last:
+                        continue  # nothing said yet: no segment to end
+                    if not last[-1].isspace():
+                        yield " "  # segments are joined as-is in the chat history
+                    last = ""
+                    yield FlushSentinel()
+                    continue
+                last = item
+                yield item
+            await task  # surfaces an unexpected brain failure
+        finally:
+            unsubscribe()
+            if not task.done():
+                task.cancel()  # barge-in: the brain turn stops (model stream, tools, approvals)
+            await asyncio.gather(task, return_exceptions=True)

@@ -1,0 +1,118 @@
+"""`python -m agent <command>`.
+
+    simulate [AUDIO_FILE]   the voice pipeline on a file (or a synthesised question), no room, no keys
+    doctor                  provider registry report + effective configuration (secrets masked)
+    start | dev | connect | console | download-files
+                            livekit-agents' own worker commands, running this agent
+    token | web             join tokens / the browser page (agent.tokens, agent.web)
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable
+
+from pydantic import ValidationError
+
+LIVEKIT_COMMANDS = ("start", "dev", "connect", "console", "download-files")
+CONNECTING = ("start", "dev", "connect")
+LAZY = {"token": ("agent.tokens", "token_command"), "web": ("agent.web", "web_command")}
+
+USAGE = """usage: python -m agent <command> [options]
+
+commands:
+  simulate [AUDIO_FILE]  run the voice pipeline on an audio file (or a synthesised question)
+                         without a LiveKit room; offline by default (try --help)
+  doctor                 speech provider report and the effective configuration
+  start                  run the worker in production mode (needs LIVEKIT_URL / _API_KEY / _API_SECRET)
+  dev                    run the worker in development mode
+  connect --room NAME    join one room directly
+  console                talk to the agent with this machine's microphone and speaker
+  download-files         fetch the files plugins need ahead of time
+  token                  issue a join token for a web client
+  web                    serve the browser page and its token endpoint
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ValidationError):  # never echo the input values (they may be secrets)
+        return "invalid configuration: " + "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or e.get('type', '?')}: {e['msg']}" for e in exc.errors()
+        )
+    return str(exc)
+
+
+def _run_livekit(command: str, rest: list[str]) -> int:
+    from livekit.agents import cli
+
+    from .config import AgentSettings
+    from .worker import define_voice_agent
+
+    settings = AgentSettings()
+    if command in CONNECTING and not any(a.startswith("--url") for a in rest):
+        settings.require_livekit()
+    server = define_voice_agent(settings)
+    sys.argv = ["python -m agent", command, *rest]
+    # livekit-agents 1.8 marks its in-process CLI as deprecated in favour of the external `lk`
+    # tool; it is still the only way to offer start/dev/connect/console from `python -m agent`.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"livekit\.agents")
+    try:
+        cli.run_app(server)
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0
+
+
+def _lazy(command: str) -> Callable[[list[str]], int]:
+    module_name, attr = LAZY[command]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"the '{command}' command is not available ({module_name} does not import: {exc})") from exc
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise UsageError(f"the '{command}' command is not available ({module_name}.{attr} is missing)")
+    return fn  # type: ignore[no-any-return]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in LIVEKIT_COMMANDS:
+        logging.basicConfig(
+            level=os.environ.get("AGENT_LOG_LEVEL", "WARNING").upper(),
+            format="%(levelname)s %(name)s: %(message)s",
+        )
+    try:
+        if command == "simulate":
+            from .simulate import simulate_command
+
+            return simulate_command(rest)
+        if command == "doctor":
+            from .doctor import doctor_command
+
+            return doctor_command(rest)
+        if command in LAZY:
+            return int(_lazy(command)(rest) or 0)
+        if command in LIVEKIT_COMMANDS:
+            return _run_livekit(command, rest)
+        raise UsageError(f"unknown command {command!r}\n\n{USAGE}")
+    except KeyboardInterrupt:
+        return 130
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as exc:  # ConfigError, ProviderConfigError, AudioFileError, ValidationError ...
+        print(f"error: {_describe(exc)}", file=sys.stderr)
+        return 2

@@ -1,0 +1,143 @@
+"""`AgentSettings`: the whole worker's configuration in one object, read from env and `.env`.
+
+It nests the settings each package owns (each keeps its own variable names):
+`brain` (BRAIN_*, model keys), `speech` (STT_* / TTS_* and provider keys), `turn` (TURN_*) and
+`bridge` (BRIDGE_*). The agent's own knobs use the `AGENT_` prefix; the LiveKit connection uses
+the standard LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from brain import BrainConfig, ConfigError
+from bridge import BridgeConfig
+
+from .turns import TurnSettings
+
+GreetingMode = Literal["say", "generate", "off"]
+
+DEFAULT_GREETING = "Hi! I'm your voice assistant. Ask me about the weather, or ask me to book a table."
+DEFAULT_GREETING_PROMPT = "The user just joined the call. Greet them in one short sentence."
+DEFAULT_GOODBYE = "It's been quiet for a while, so I'll hang up now. Goodbye!"
+
+_SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "CREDENTIAL")
+
+
+def _speech_settings() -> Any:
+    from providers import SpeechSettings
+
+    return SpeechSettings()
+
+
+class AgentSettings(BaseSettings):
+    """Every field maps to an environment variable: `AGENT_<FIELD>` unless noted."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AGENT_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    # --- LiveKit connection (needed only by the commands that connect: start, dev, connect) ---
+    livekit_url: str | None = Field(default=None, validation_alias=AliasChoices("LIVEKIT_URL"))
+    livekit_api_key: SecretStr | None = Field(default=None, validation_alias=AliasChoices("LIVEKIT_API_KEY"))
+    livekit_api_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("LIVEKIT_API_SECRET")
+    )
+
+    # --- the worker ---
+    name: str = "voice-agent"
+    """Agent name for explicit dispatch (AGENT_NAME): rooms get this agent only when a token or
+    the dispatch API asks for it by name. Empty: automatic dispatch to every new room."""
+    http_host: str = ""
+    """Interface of the worker's health-check HTTP server ('' = all)."""
+    http_port: int = Field(default=8081, ge=0, le=65535)
+    """Port of the health-check server: GET / answers 200 OK while the worker is healthy."""
+    idle_processes: int | None = Field(default=None, ge=0)
+    """Job processes kept warm (Silero VAD loaded); empty = livekit-agents' default."""
+    drain_timeout: int = Field(default=600, ge=0)
+    """Seconds running sessions may continue after SIGTERM."""
+
+    # --- session life ---
+    join_timeout: float = Field(default=120.0, ge=0)
+    """Seconds a dispatched agent waits for a user to join the room (0 = forever)."""
+    greeting_mode: GreetingMode = "say"
+    """`say`: speak AGENT_GREETING verbatim; `generate`: the brain answers AGENT_GREETING_PROMPT; `off`."""
+    greeting: str = DEFAULT_GREETING
+    greeting_prompt: str = DEFAULT_GREETING_PROMPT
+    inactivity_timeout: float = Field(default=60.0, ge=0)
+    """Seconds of silence from both sides before the agent says AGENT_GOODBYE and leaves (0 = never)."""
+    goodbye: str = DEFAULT_GOODBYE
+
+    # --- nested settings of the other packages ---
+    brain: BrainConfig = Field(default_factory=BrainConfig)
+    speech: Any = Field(default_factory=_speech_settings)
+    turn: TurnSettings = Field(default_factory=TurnSettings)
+    bridge: BridgeConfig = Field(default_factory=BridgeConfig)
+
+    @field_validator("name", "greeting", "greeting_prompt", "goodbye", mode="before")
+    @classmethod
+    def _strip(cls, v: object) -> object:
+        return v.strip() if isinstance(v, str) else v
+
+    def require_livekit(self) -> tuple[str, str, str]:
+        """URL, key and secret for the commands that connect; names the missing variables."""
+        missing = [
+            var
+            for var, value in (
+                ("LIVEKIT_URL", self.livekit_url),
+                ("LIVEKIT_API_KEY", _reveal(self.livekit_api_key)),
+                ("LIVEKIT_API_SECRET", _reveal(self.livekit_api_secret)),
+            )
+            if not value
+        ]
+        if missing:
+            raise ConfigError(
+                f"{', '.join(missing)} not set: connecting to LiveKit needs LIVEKIT_URL, "
+                "LIVEKIT_API_KEY and LIVEKIT_API_SECRET (in the environment or .env)"
+            )
+        return str(self.livekit_url), _reveal(self.livekit_api_key), _reveal(self.livekit_api_secret)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective configuration, grouped by package, secrets replaced by '***'."""
+        own = {
+            name: _mask_value(name, getattr(self, name))
+            for name in type(self).model_fields
+            if name not in ("brain", "speech", "turn", "bridge")
+        }
+        out: dict[str, Any] = {"agent": own, "brain": self.brain.masked()}
+        out["speech"] = _mask_model(self.speech)
+        out["turn"] = _mask_model(self.turn)
+        out["bridge"] = _mask_model(self.bridge)
+        return out
+
+
+def _reveal(secret: SecretStr | None) -> str:
+    return secret.get_secret_value().strip() if secret is not None else ""
+
+
+def _looks_secret(name: str) -> bool:
+    upper = name.upper()
+    return any(word in upper for word in _SECRET_WORDS)
+
+
+def _mask_value(name: str, value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "***" if value.get_secret_value() else None
+    if isinstance(value, dict):
+        return {k: _mask_value(str(k), v) for k, v in value.items()}
+    if value not in (None, "") and _looks_secret(name) and isinstance(value, str):
+        return "***"
+    return value
+
+
+def _mask_model(model: Any) -> Any:
+    if model is None:
+        return None
+    if hasattr(model, "masked") and callable(model.masked):
+        return model.masked()
+    if isinstance(model, BaseModel):
+        return {name: _mask_value(name, getattr(model, name)) for name in type(model).model_fields}
+    return repr(model)

@@ -1,0 +1,132 @@
+"""Per-turn latency, from the metrics livekit-agents attaches to each chat message.
+
+One row per user turn: end of user speech -> first reply audio (`e2e`), and its parts:
+
+- `end_of_turn`: end of speech -> the decision that the turn is over (VAD silence + endpointing);
+- `transcription`: end of speech -> final transcript (overlaps `end_of_turn`);
+- `first_text`: the brain's first text delta, from the start of `llm_node`;
+- `first_audio`: the TTS's first audio, from its first text.
+
+Times are in seconds. A turn whose reply was cut off before any audio has no reply columns.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+COLUMNS = ("e2e", "end_of_turn", "transcription", "first_text", "first_audio")
+
+
+@dataclass
+class TurnLatency:
+    index: int
+    user_text: str
+    reply_text: str | None = None
+    interrupted: bool = False
+    e2e: float | None = None
+    end_of_turn: float | None = None
+    transcription: float | None = None
+    first_text: float | None = None
+    first_audio: float | None = None
+    user_stopped_at: float | None = None
+    reply_started_at: float | None = None
+    turn_id: str | None = None
+    """The brain turn that produced the reply."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def metrics_ms(self) -> dict[str, Any]:
+        """The latency parts in milliseconds (None when unknown), for the bridge's `metrics`."""
+        out: dict[str, Any] = {f"{c}_ms": None if getattr(self, c) is None else round(getattr(self, c) * 1000) for c in COLUMNS}
+        out["interrupted"] = self.interrupted
+        return out
+
+
+class LatencyCollector:
+    """Listens to `conversation_item_added` and pairs each reply with the user turn before it."""
+
+    def __init__(self) -> None:
+        self.rows: list[TurnLatency] = []
+
+    def attach(self, session: Any) -> None:
+        session.on("conversation_item_added", self._on_item)
+
+    def _on_item(self, event: Any) -> None:
+        item = event.item
+        if getattr(item, "type", None) != "message":
+            return
+        m = dict(item.metrics or {})
+        if item.role == "user":
+            self.rows.append(
+                TurnLatency(
+                    index=len(self.rows) + 1,
+                    user_text=item.text_content or "",
+                    end_of_turn=m.get("end_of_turn_delay"),
+                    transcription=m.get("transcription_delay"),
+                    user_stopped_at=m.get("stopped_speaking_at"),
+                )
+            )
+        elif item.role == "assistant" and self.rows and self.rows[-1].reply_text is None:
+            row = self.rows[-1]
+            row.reply_text = item.text_content or ""
+            row.interrupted = bool(item.interrupted)
+            row.e2e = m.get("e2e_latency")
+            row.first_text = m.get("llm_node_ttft")
+            row.first_audio = m.get("tts_node_ttfb")
+            row.reply_started_at = m.get("started_speaking_at")
+
+    def claim(self, turn_id: str) -> TurnLatency | None:
+        """Tie the latest reply to a brain turn (called when that turn's speech ends)."""
+        for row in reversed(self.rows):
+            if row.reply_text is not None and row.turn_id is None:
+                row.turn_id = turn_id
+                return row
+            if row.turn_id is not None:
+                break
+        return None
+
+    def answered(self) -> list[TurnLatency]:
+        return [r for r in self.rows if r.e2e is not None]
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1000:.0f}"
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def format_table(rows: list[TurnLatency], *, text_width: int = 34) -> str:
+    """A fixed-width table in milliseconds."""
+    head = ("#", "user said", "e2e ms", "eot ms", "stt ms", "text ms", "audio ms", "reply")
+    lines = [
+        f"{head[0]:>2}  {head[1]:<{text_width}}  {head[2]:>7} {head[3]:>7} {head[4]:>7} "
+        f"{head[5]:>7} {head[6]:>8}  {head[7]}"
+    ]
+    for r in rows:
+        if r.reply_text is None:
+            reply = "(no reply audio: merged into the next turn)"
+        else:
+            reply = ("interrupted: " if r.interrupted else "") + _clip(r.reply_text, 40)
+        lines.append(
+            f"{r.index:>2}  {_clip(r.user_text, text_width):<{text_width}}  {_fmt(r.e2e):>7} "
+            f"{_fmt(r.end_of_turn):>7} {_fmt(r.transcription):>7} {_fmt(r.first_text):>7} "
+            f"{_fmt(r.first_audio):>8}  {reply}"
+        )
+    answered = [r.e2e for r in rows if r.e2e is not None]
+    if answered:
+        mean = sum(answered) / len(answered)
+        lines.append(f"    e2e over {len(answered)} answered turn(s): mean {mean * 1000:.0f} ms, "
+                     f"max {max(answered) * 1000:.0f} ms")
+    lines.append("    e2e = end of user speech -> first reply audio; eot = end-of-turn delay; "
+                 "stt = transcription delay; text = brain's first text; audio = TTS first audio")
+    return "\n".join(lines)
+
+
+def to_json(rows: list[TurnLatency]) -> str:
+    return json.dumps([r.as_dict() for r in rows])

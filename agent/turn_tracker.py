@@ -1,0 +1,146 @@
+"""Bookkeeping between livekit-agents speeches and brain turns.
+
+Each `llm_node` call starts one brain turn for one livekit `SpeechHandle`. When that speech ends
+we know how it went and tell the brain:
+
+- some reply audio played, then the user cut in: `record_spoken(...)` with the text that was
+  heard (livekit's synchronized transcript, i.e. the interrupted assistant message);
+- interrupted before any reply audio played ("no audio yet" = the agent never entered the
+  `speaking` state during this speech): the user's words are not lost, they are merged into the
+  user's next turn (`previous + " " + new`), and the empty brain turn is dropped from memory;
+- a preemptive generation livekit discarded (never scheduled): dropped, nothing merged, since the
+  final transcript of the same user turn comes in the next `llm_node` call anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from brain import Turn, VoiceBrain
+
+log = logging.getLogger("agent.turns")
+
+Outcome = Literal["pending", "completed", "interrupted", "merged", "discarded"]
+
+
+@dataclass
+class TrackedTurn:
+    turn: Turn
+    user_text: str
+    """What the user said in this turn alone (the turn's transcript may carry a merged prefix)."""
+    speech_id: str | None = None
+    audio_started: bool = False
+    outcome: Outcome = "pending"
+    spoken: str | None = None
+    """What the user heard when the reply was cut off."""
+    listeners: list[Callable[[TrackedTurn], None]] = field(default_factory=list)
+
+
+class TurnTracker:
+    def __init__(self, brain: VoiceBrain, conversation_id: str, user_id: str | None = None) -> None:
+        self.brain = brain
+        self.conversation_id = conversation_id
+        self.user_id = user_id
+        self.pending_merge: str | None = None
+        self.turns: list[TrackedTurn] = []
+        self._by_speech: dict[str, TrackedTurn] = {}
+        self._listeners: list[Callable[[TrackedTurn], None]] = []
+
+    def on_outcome(self, callback: Callable[[TrackedTurn], None]) -> None:
+        """Called once per turn when its speech ends (completed / interrupted / merged / discarded)."""
+        self._listeners.append(callback)
+
+    # -- turn start ---------------------------------------------------------------------------
+
+    def begin(self, user_text: str, speech: Any | None = None) -> TrackedTurn:
+        """A new brain turn for `user_text`, tied to livekit's `SpeechHandle` when known."""
+        user_text = user_text.strip()
+        transcript = f"{self.pending_merge} {user_text}".strip() if self.pending_merge else user_text
+        tracked = TrackedTurn(
+            turn=Turn(transcript, conversation_id=self.conversation_id, user_id=self.user_id),
+            user_text=user_text,
+        )
+        self.turns.append(tracked)
+        if speech is not None:
+            tracked.speech_id = speech.id
+            self._by_speech[speech.id] = tracked
+            speech.add_done_callback(self._speech_done)
+        return tracked
+
+    def find(self, turn_id: str) -> TrackedTurn | None:
+        for t in reversed(self.turns):
+            if t.turn.turn_id == turn_id:
+                return t
+        return None
+
+    # -- speech progress ----------------------------------------------------------------------
+
+    def audio_started(self, speech: Any | None) -> None:
+        """The agent started speaking this speech (first reply audio played)."""
+        tracked = self._by_speech.get(speech.id) if speech is not None else None
+        if tracked is not None:
+            tracked.audio_started = True
+
+    def _speech_done(self, speech: Any) -> None:
+        tracked = self._by_speech.pop(speech.id, None)
+        if tracked is None:
+            return
+        try:
+            self.finish(
+                tracked,
+                interrupted=bool(speech.interrupted),
+                scheduled=bool(speech.scheduled),
+                spoken=_assistant_text(speech),
+            )
+        except Exception:  # noqa: BLE001 - bookkeeping must never break the session
+            log.exception("turn bookkeeping failed")
+
+    def finish(self, tracked: TrackedTurn, *, interrupted: bool, scheduled: bool, spoken: str | None) -> None:
+        """Apply the outcome of a turn's speech (see the module docstring)."""
+        conv, tid = self.conversation_id, tracked.turn.turn_id
+        if tracked.audio_started:
+            if interrupted:
+                tracked.outcome = "interrupted"
+                tracked.spoken = spoken or ""
+                self.brain.record_spoken(conv, tid, tracked.spoken)
+            else:
+                tracked.outcome = "completed"
+            self.pending_merge = None
+        elif interrupted and scheduled:
+            tracked.outcome = "merged"
+            self.pending_merge = tracked.turn.transcript
+            self._forget(tid)
+        elif interrupted:
+            tracked.outcome = "discarded"
+            self._forget(tid)
+        else:
+            tracked.outcome = "completed"  # a reply with no audio (empty, or the TTS failed)
+            self.pending_merge = None
+        for cb in list(self._listeners):
+            cb(tracked)
+
+    def _forget(self, turn_id: str) -> None:
+        """Drop a turn nobody heard from the brain's memory, unless a tool ran in it.
+
+        (A tool that ran may have had effects the model must keep knowing about; then only the
+        reply text is dropped.)
+        """
+        record = self.brain.memory.find(self.conversation_id, turn_id)
+        if record is None:
+            return
+        if any(m.role == "tool" for m in record.messages):
+            self.brain.record_spoken(self.conversation_id, turn_id, "")
+        else:
+            record.messages.clear()
+
+
+def _assistant_text(speech: Any) -> str | None:
+    texts = [
+        item.text_content or ""
+        for item in getattr(speech, "chat_items", [])
+        if getattr(item, "type", None) == "message" and getattr(item, "role", None) == "assistant"
+    ]
+    return " ".join(t for t in texts if t) if texts else None

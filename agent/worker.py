@@ -1,0 +1,160 @@
+"""`define_voice_agent(settings)`: the `AgentServer` the livekit-agents CLI runs.
+
+Per worker process (`setup`): Silero VAD is loaded once, with the TURN_VAD_* parameters.
+Per job (`entrypoint`, one room): STT / TTS from `providers/` by name, a brain, the bridge on
+the room, an `AgentSession` whose replies come from the brain, and the session-life rules:
+greeting, inactivity timeout, leave when the last remote participant has gone.
+
+Job processes receive `setup` / `entrypoint` by pickling, so they are methods of `VoiceWorker`,
+a plain object holding the settings.
+
+Health check: the worker's HTTP server (`AGENT_HTTP_PORT`, default 8081) answers `GET /` with
+200 "OK" while the worker is healthy (503 when it cannot reach LiveKit) and `GET /worker` with
+a JSON description.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import AgentServer, JobContext, JobProcess
+from livekit.agents.voice.room_io import RoomOptions
+
+from brain import create_voice_brain
+
+from .config import AgentSettings
+from .turns import vad_load_kwargs
+from .voice_session import VoiceSession, build_agent_session
+
+log = logging.getLogger("agent.worker")
+
+# participants the agent talks to (livekit-agents' default: standard, SIP, connector; not other agents)
+USER_KINDS = (
+    rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
+    rtc.ParticipantKind.PARTICIPANT_KIND_SIP,
+    rtc.ParticipantKind.PARTICIPANT_KIND_CONNECTOR,
+)
+
+
+def conversation_id_for_room(room_name: str) -> str:
+    """One conversation per room: the brain's memory and events are keyed by the room name."""
+    return room_name or "room"
+
+
+def load_vad(settings: AgentSettings) -> Any:
+    from livekit.plugins import silero
+
+    return silero.VAD.load(**vad_load_kwargs(settings.turn))
+
+
+def remaining_users(room: Any) -> list[str]:
+    """Identities of remote participants the agent serves (other agents don't count)."""
+    return [
+        identity
+        for identity, p in dict(room.remote_participants).items()
+        if getattr(p, "kind", rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD) in USER_KINDS
+    ]
+
+
+class LastParticipantWatcher:
+    """Calls `on_empty` once when the last user (non-agent remote participant) has left."""
+
+    def __init__(self, room: Any, on_empty: Any) -> None:
+        self.room = room
+        self.on_empty = on_empty
+        self.fired = False
+        room.on("participant_disconnected", self._on_disconnected)
+
+    def _on_disconnected(self, participant: Any) -> None:
+        if self.fired or remaining_users(self.room):
+            return
+        self.fired = True
+        log.info("last participant (%s) left", getattr(participant, "identity", "?"))
+        self.on_empty()
+
+    def close(self) -> None:
+        self.room.off("participant_disconnected", self._on_disconnected)
+
+
+class VoiceWorker:
+    def __init__(self, settings: AgentSettings) -> None:
+        self.settings = settings
+
+    def setup(self, proc: JobProcess) -> None:
+        """Once per worker process, before any job: load Silero VAD."""
+        proc.userdata["vad"] = load_vad(self.settings)
+
+    async def entrypoint(self, ctx: JobContext) -> None:
+        s = self.settings
+        from providers import create_stt, create_tts
+
+        vad = ctx.proc.userdata.get("vad") or load_vad(s)
+        stt = create_stt(s.speech, vad=vad)
+        tts = create_tts(s.speech)
+        brain = create_voice_brain(s.brain)
+        ctx.add_shutdown_callback(brain.aclose)
+
+        await ctx.connect()
+        try:
+            participant = await asyncio.wait_for(
+                ctx.wait_for_participant(kind=list(USER_KINDS)), timeout=s.join_timeout or None
+            )
+        except TimeoutError:
+            log.info("nobody joined %s within %.0f s; leaving", ctx.room.name, s.join_timeout)
+            ctx.shutdown(reason="nobody joined")
+            return
+
+        session = build_agent_session(s, vad=vad, stt=stt, tts=tts)
+        voice = VoiceSession(
+            s,
+            brain=brain,
+            session=session,
+            conversation_id=conversation_id_for_room(ctx.room.name),
+            user_id=participant.identity,
+        )
+        voice.attach_bridge(ctx.room, served_identity=participant.identity)
+        attach_session_life(ctx, voice)
+
+        await voice.start(
+            room=ctx.room,
+            room_options=RoomOptions(participant_identity=participant.identity, close_on_disconnect=False),
+            **voice.start_options(),
+        )
+
+
+def attach_session_life(ctx: JobContext, voice: VoiceSession) -> LastParticipantWatcher:
+    """The job ends with the session; the session ends when the last user has left the room."""
+    voice.on_close(lambda reason: ctx.shutdown(reason=f"session closed: {reason}"))
+    watcher = LastParticipantWatcher(ctx.room, lambda: voice.end("last participant left"))
+
+    async def stop_watching() -> None:
+        watcher.close()
+
+    ctx.add_shutdown_callback(stop_watching)
+    return watcher
+
+
+def define_voice_agent(settings: AgentSettings | None = None) -> AgentServer:
+    """The worker: explicit dispatch by `AGENT_NAME`, health check on `AGENT_HTTP_PORT`."""
+    s = settings or AgentSettings()
+    worker = VoiceWorker(s)
+    kwargs: dict[str, Any] = {
+        "setup_fnc": worker.setup,
+        "host": s.http_host,
+        "port": s.http_port,
+        "drain_timeout": s.drain_timeout,
+    }
+    if s.livekit_url:
+        kwargs["ws_url"] = s.livekit_url
+    if s.livekit_api_key is not None:
+        kwargs["api_key"] = s.livekit_api_key.get_secret_value()
+    if s.livekit_api_secret is not None:
+        kwargs["api_secret"] = s.livekit_api_secret.get_secret_value()
+    if s.idle_processes is not None:
+        kwargs["num_idle_processes"] = s.idle_processes
+    server = AgentServer(**kwargs)
+    server.rtc_session(worker.entrypoint, agent_name=s.name)
+    return server
