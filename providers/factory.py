@@ -5,7 +5,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from livekit.agents import stt, tts, vad
+from livekit.agents import stt, tts
+from livekit.agents.vad import VAD
 from pydantic import ValidationError
 
 from .errors import ProviderConfigError
@@ -61,7 +62,7 @@ def _build_chain(kind: Kind, names: list[str], settings: SpeechSettings) -> list
     return built
 
 
-def create_stt(settings: SpeechSettings | None = None, *, vad: vad.VAD | None = None) -> stt.STT:
+def create_stt(settings: SpeechSettings | None = None, *, vad: VAD | None = None) -> stt.STT:
     """The configured STT: one provider, or a `FallbackAdapter` over the chain in order.
 
     Non-streaming providers (local, openai, ...) in a chain are wrapped in `StreamAdapter`,

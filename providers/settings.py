@@ -90,15 +90,16 @@ class _Normalised(PydanticBaseSettingsSource):
             or getattr(self._inner, "init_kwargs", None)
             or {}
         )
-        upper = {k.upper(): v for k, v in {**raw, **data}.items()}
+        own = {k.upper(): v for k, v in data.items()}
         out: dict[str, Any] = {}
         for name, field in self.settings_cls.model_fields.items():
             names = [*field_variables(name, field), name.upper()]
             for n in names:
-                if n.upper() in upper and n != "PROVIDER_ENV":
-                    out[names[0]] = upper[n.upper()]
+                if n.upper() in own and n != "PROVIDER_ENV":
+                    out[names[0]] = own[n.upper()]
                     break
-        provider_env = dict(upper.get("PROVIDER_ENV") or {})
+        provider_env = dict(own.get("PROVIDER_ENV") or {})
+        upper = {k.upper(): v for k, v in {**raw, **data}.items()}
         for n in self._collected():
             if n in upper and n not in provider_env and upper[n] not in (None, ""):
                 provider_env[n] = upper[n]
@@ -113,6 +114,7 @@ class SpeechSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env",
         env_file_encoding="utf-8",
+        env_ignore_empty=True,  # `NAME=` (as in .env.example) means "use the default"
         extra="ignore",
         populate_by_name=True,
         case_sensitive=False,

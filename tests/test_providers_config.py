@@ -310,3 +310,12 @@ def test_provider_report(all_keys: dict[str, str]) -> None:
 
     rows = provider_report(SpeechSettings(**all_keys))
     assert all(r.configured and r.installed for r in rows)
+
+
+def test_env_example_is_a_working_offline_configuration() -> None:
+    example = Path(__file__).resolve().parents[1] / ".env.example"
+    settings = SpeechSettings(_env_file=str(example))
+    assert (settings.stt_providers, settings.tts_providers) == (["local"], ["local"])
+    assert isinstance(create_tts(settings), LocalTTS)
+    documented = {line.split("=", 1)[0] for line in example.read_text().splitlines() if "=" in line}
+    assert registry.all_variables() <= documented  # every provider variable is listed

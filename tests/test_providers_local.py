@@ -94,8 +94,10 @@ async def test_local_stt_empty_and_silent_audio(local_stt: LocalSTT) -> None:
 async def test_local_stt_serves_concurrent_requests(jfk: list[rtc.AudioFrame]) -> None:
     short = jfk[:20]  # 2 s: enough to exercise the decoder pool, cheap to decode
     engine = LocalSTT(max_decoders=2)
+    engine.prewarm()  # builds the first decoder in the background
     first, second = await asyncio.gather(engine.recognize(short), engine.recognize(short))
     assert first.alternatives[0].text == second.alternatives[0].text  # same input, same answer
+    await engine.aclose()
 
 
 SENTENCES = [
