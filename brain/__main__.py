@@ -9,7 +9,14 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from . import ApprovalDecision, ApprovalRequest, BrainConfig, InProcessApprovalGate, Turn, create_voice_brain
+from . import (
+    ApprovalDecision,
+    ApprovalRequest,
+    BrainConfig,
+    InProcessApprovalGate,
+    Turn,
+    create_voice_brain,
+)
 from .events import ApprovalRequested, ApprovalResolved, ToolFinished, ToolStarted
 
 SCRIPT = [

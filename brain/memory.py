@@ -16,6 +16,8 @@ class ToolCall:
     arguments: dict[str, Any]
     raw_arguments: str = ""
     """The model's argument text as received (kept so invalid JSON can be fed back)."""
+    thought_signature: bytes | None = None
+    """Gemini's opaque signature on a function call; it must be sent back with the call in history."""
 
 
 @dataclass

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +106,7 @@ class VoiceBrain:
         """
         return await self._run_call(turn, call)
 
-    async def stream_reply(self, turn: Turn) -> AsyncIterator[str]:
+    async def stream_reply(self, turn: Turn) -> AsyncGenerator[str, None]:
         emit = self.events.emit
         conv, tid = turn.conversation_id, turn.turn_id
         record = self.memory.begin_turn(conv, tid, turn.transcript)
@@ -112,16 +114,21 @@ class VoiceBrain:
         emit(TurnStarted(conversation_id=conv, turn_id=tid, transcript=turn.transcript))
         reason: str = "interrupted"
         try:
-            async for delta in self._run_turn(turn, record):
-                yield delta
+            # aclosing: closing this generator closes the model stream *now* (barge-in), not at GC
+            async with contextlib.aclosing(self._run_turn(turn, record)) as deltas:
+                async for delta in deltas:
+                    yield delta
             reason = "completed"
         except BrainError as exc:
             reason = "error"
             self._report_error(turn, exc)
-            if self.settings.apology:
-                record.add_text(self.settings.apology)
-                emit(TextDelta(conversation_id=conv, turn_id=tid, text=self.settings.apology))
-                yield self.settings.apology
+            apology = self.settings.apology
+            if apology:
+                last = record.messages[-1]
+                sep = " " if last.role == "assistant" and last.content and not last.content[-1].isspace() else ""
+                record.add_text(sep + apology)
+                emit(TextDelta(conversation_id=conv, turn_id=tid, text=apology))
+                yield apology
         except (asyncio.CancelledError, GeneratorExit):
             reason = "interrupted"
             raise
@@ -132,19 +139,22 @@ class VoiceBrain:
 
     # -- the tool loop ----------------------------------------------------------------------
 
-    async def _run_turn(self, turn: Turn, record: TurnRecord) -> AsyncIterator[str]:
+    async def _run_turn(self, turn: Turn, record: TurnRecord) -> AsyncGenerator[str, None]:
         s = self.settings
         tools = list(self.tools)
+        seen_ids: set[str] = set()
         for step in range(s.max_tool_steps + 1):
-            # the last step gets no tools, so the model must answer in words
-            offer = tools if step < s.max_tool_steps else []
+            # the last step may not call tools (tool_choice "none"), so the model answers in words;
+            # the tools stay declared because the history already contains calls to them
+            final = step == s.max_tool_steps
             request = ModelRequest(
                 messages=self.memory.history(turn.conversation_id),
                 system_prompt=s.system_prompt,
                 model=s.model,
-                tools=offer,
+                tools=tools,
                 temperature=s.temperature,
                 max_tokens=s.max_tokens,
+                tool_choice="none" if final and tools else "auto",
             )
             calls: list[ToolCall] = []
             try:
@@ -169,19 +179,43 @@ class VoiceBrain:
                 raise UnavailableError(f"{type(exc).__name__}: {exc}", provider=self.backend.name) from exc
             if not calls:
                 return
+            if final:
+                # the step cap: a model that still asks for tools is not obeyed (nor remembered)
+                log.warning("turn %s: tool step cap (%d) reached; ignoring %d call(s)", turn.turn_id, s.max_tool_steps, len(calls))
+                return
+            calls = [self._unique_id(c, seen_ids) for c in calls]
             last = record.messages[-1]
             if last.role == "assistant" and not last.tool_calls:
                 last.tool_calls = calls  # text spoken before the calls belongs to the same message
             else:
                 record.messages.append(Message("assistant", "", tool_calls=calls))
-            results = await self._run_calls(turn, calls)
-            for call, content in zip(calls, results, strict=True):
-                record.messages.append(Message("tool", content, tool_call_id=call.id, name=call.name))
+            results: dict[str, str] = {}
+            try:
+                await self._run_calls(turn, calls, results)
+            finally:
+                # every call gets a result message, even when interrupted: providers reject a
+                # history where a tool call is not followed by its result
+                for call in calls:
+                    content = results.get(call.id, "CANCELLED: the user interrupted before this finished.")
+                    record.messages.append(Message("tool", content, tool_call_id=call.id, name=call.name))
 
-    async def _run_calls(self, turn: Turn, calls: list[ToolCall]) -> list[str]:
-        tasks = [asyncio.ensure_future(self._run_call(turn, c)) for c in calls]
+    @staticmethod
+    def _unique_id(call: ToolCall, seen: set[str]) -> ToolCall:
+        """Call ids must be unique within a turn (events and results are keyed by them)."""
+        if not call.id or call.id in seen:
+            call = dataclasses.replace(call, id="call_" + uuid.uuid4().hex[:16])
+        seen.add(call.id)
+        return call
+
+    async def _run_calls(self, turn: Turn, calls: list[ToolCall], results: dict[str, str]) -> None:
+        """Run the calls of one step concurrently; fills `results` (call id -> text) as they finish."""
+
+        async def one(call: ToolCall) -> None:
+            results[call.id] = await self._run_call(turn, call)
+
+        tasks = [asyncio.ensure_future(one(c)) for c in calls]
         try:
-            return list(await asyncio.gather(*tasks))
+            await asyncio.gather(*tasks)
         finally:
             for t in tasks:
                 if not t.done():
@@ -312,7 +346,8 @@ class VoiceBrain:
         except ApprovalCancelled as exc:
             outcome = "cancelled"
             decided_by = exc.by
-            return ApprovalDecision.reject("the approval was cancelled", by=exc.by)
+            decision = ApprovalDecision.reject("the approval was cancelled", by=exc.by)
+            return decision
         finally:
             self.approvals.finish(request.request_id, outcome)
             self.events.emit(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from ..memory import Message, ToolCall
 from ..tools import Tool
@@ -18,6 +18,8 @@ class ModelRequest:
     tools: list[Tool] = field(default_factory=list)
     temperature: float | None = None
     max_tokens: int | None = None
+    tool_choice: Literal["auto", "none"] = "auto"
+    """"none": the tools are declared (the history may call them) but the model must answer in words."""
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +22,8 @@ from ..memory import Message, ToolCall
 from .base import ModelOutput, ModelRequest, TextChunk
 
 PROVIDER = "gemini"
+API_VERSION = "v1beta"
+_END = object()
 
 
 def map_gemini_error(exc: BaseException) -> BrainError:
@@ -44,7 +47,12 @@ def to_gemini_contents(messages: list[Message]) -> list[types.Content]:
             if m.content:
                 parts.append(types.Part(text=m.content))
             for c in m.tool_calls:
-                parts.append(types.Part(function_call=types.FunctionCall(id=c.id, name=c.name, args=c.arguments)))
+                parts.append(
+                    types.Part(
+                        function_call=types.FunctionCall(id=c.id, name=c.name, args=c.arguments),
+                        thought_signature=c.thought_signature,
+                    )
+                )
             if parts:
                 contents.append(types.Content(role="model", parts=parts))
         else:
@@ -76,6 +84,8 @@ class GeminiBackend:
     ) -> None:
         http = types.HttpOptions(
             base_url=base_url,
+            # pinned: function calling with JSON-schema parameters is documented on v1beta
+            api_version=API_VERSION,
             timeout=int(timeout * 1000),
             retry_options=types.HttpRetryOptions(attempts=max_retries + 1),
         )
@@ -94,46 +104,79 @@ class GeminiBackend:
                     ]
                 )
             ]
+        tool_config = None
+        if tools and request.tool_choice == "none":
+            tool_config = types.ToolConfig(
+                function_calling_config=types.FunctionCallingConfig(mode=types.FunctionCallingConfigMode.NONE)
+            )
         return types.GenerateContentConfig(
             system_instruction=request.system_prompt or None,
             temperature=request.temperature,
             max_output_tokens=request.max_tokens,
             tools=tools,
+            tool_config=tool_config,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelOutput]:
+        # The SDK's stream is a chain of nested async generators that only releases the HTTP
+        # connection when garbage-collected; closing the outer one leaves the socket open.
+        # So a pump task reads it and closing this stream *cancels* the pump, which unwinds the
+        # chain at its network read and closes the connection right away (barge-in).
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        pump = asyncio.ensure_future(self._pump(request, queue))
+        calls: list[ToolCall] = []
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise map_gemini_error(item) from item
+                for out in self._outputs(item, calls):
+                    yield out
+        finally:
+            if not pump.done():
+                pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
+        for call in calls:
+            yield call
+
+    async def _pump(self, request: ModelRequest, queue: asyncio.Queue[Any]) -> None:
         try:
             stream = await self.client.aio.models.generate_content_stream(
                 model=request.model,
                 contents=to_gemini_contents(request.messages),  # type: ignore[arg-type]
                 config=self._config(request),
             )
-        except Exception as exc:
-            raise map_gemini_error(exc) from exc
-        calls: list[ToolCall] = []
-        try:
             async for chunk in stream:
-                for cand in chunk.candidates or []:
-                    for part in (cand.content.parts if cand.content else None) or []:
-                        if part.thought:
-                            continue
-                        if part.text:
-                            yield TextChunk(part.text)
-                        fc = part.function_call
-                        if fc is not None and fc.name:
-                            args: dict[str, Any] = dict(fc.args or {})
-                            calls.append(
-                                ToolCall(id=fc.id or "call_" + uuid.uuid4().hex[:12], name=fc.name, arguments=args)
-                            )
-        except Exception as exc:
-            raise map_gemini_error(exc) from exc
-        finally:
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        for call in calls:
-            yield call
+                queue.put_nowait(chunk)
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, mapped there
+            queue.put_nowait(exc)
+        else:
+            queue.put_nowait(_END)
+
+    @staticmethod
+    def _outputs(chunk: types.GenerateContentResponse, calls: list[ToolCall]) -> list[TextChunk]:
+        """Text of one chunk (returned) and its function calls (collected into `calls`)."""
+        texts: list[TextChunk] = []
+        for cand in chunk.candidates or []:
+            for part in (cand.content.parts if cand.content else None) or []:
+                if part.thought:
+                    continue
+                if part.text:
+                    texts.append(TextChunk(part.text))
+                fc = part.function_call
+                if fc is not None and fc.name:
+                    calls.append(
+                        ToolCall(
+                            id=fc.id or "call_" + uuid.uuid4().hex[:16],
+                            name=fc.name,
+                            arguments=dict(fc.args or {}),
+                            thought_signature=part.thought_signature,
+                        )
+                    )
+        return texts
 
     async def aclose(self) -> None:
         try:

@@ -56,7 +56,7 @@ class OfflineBackend:
         return f"call_offline_{self._calls}"
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelOutput]:
-        tool_names = {t.name for t in request.tools}
+        tool_names = {t.name for t in request.tools} if request.tool_choice == "auto" else set()
         last = request.messages[-1] if request.messages else Message("user", "")
         if last.role == "tool":
             async for out in self._words(self._summarise(request.messages)):

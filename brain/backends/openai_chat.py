@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,8 +35,13 @@ def map_openai_error(exc: BaseException) -> BrainError:
         return RateLimitedError(exc.message, provider=PROVIDER, status=exc.status_code)
     if isinstance(exc, openai.APIStatusError):
         return error_for_status(exc.status_code, exc.message, provider=PROVIDER)
-    if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError | openai.APIError):
+    if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError):
         return ProtocolError(str(exc), provider=PROVIDER)
+    if isinstance(exc, openai.APIError):
+        # an `{"error": ...}` event inside the stream: the provider failed mid-reply
+        return UnavailableError(exc.message, provider=PROVIDER)
+    if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
+        return ProviderTimeoutError(f"{type(exc).__name__}: {exc}", provider=PROVIDER)
     return UnavailableError(f"{type(exc).__name__}: {exc}", provider=PROVIDER)
 
 
@@ -104,6 +110,8 @@ class OpenAIChatBackend:
         }
         if request.tools:
             kwargs["tools"] = [t.openai_schema() for t in request.tools]
+            if request.tool_choice != "auto":
+                kwargs["tool_choice"] = request.tool_choice
         if request.temperature is not None:
             kwargs["temperature"] = request.temperature
         if request.max_tokens is not None:
@@ -124,11 +132,14 @@ class OpenAIChatBackend:
                     if delta.content:
                         yield TextChunk(delta.content)
                     for tc in delta.tool_calls or []:
-                        slot = calls.setdefault(tc.index, {"id": "", "name": "", "arguments": ""})
+                        # some compatible servers omit `index`: a new id then starts a new call
+                        index = tc.index if tc.index is not None else max(calls, default=-1) + (1 if tc.id or not calls else 0)
+                        slot = calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
                         if tc.id:
                             slot["id"] = tc.id
                         if tc.function is not None:
-                            if tc.function.name:
+                            # OpenAI sends the name once; some servers repeat it on every chunk
+                            if tc.function.name and tc.function.name != slot["name"]:
                                 slot["name"] += tc.function.name
                             if tc.function.arguments:
                                 slot["arguments"] += tc.function.arguments
@@ -143,7 +154,7 @@ class OpenAIChatBackend:
             if not slot["name"]:
                 raise ProtocolError("tool call without a function name", provider=PROVIDER)
             yield ToolCall(
-                id=slot["id"] or f"call_{index}",
+                id=slot["id"] or "call_" + uuid.uuid4().hex[:16],
                 name=slot["name"],
                 arguments=parse_arguments(slot["arguments"]),
                 raw_arguments=slot["arguments"],
