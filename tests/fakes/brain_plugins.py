@@ -1,0 +1,61 @@
+"""A tool module (for BRAIN_TOOLS) and a custom backend factory (for BRAIN_BACKEND=module:factory)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal
+
+from brain import BrainConfig, ModelOutput, ModelRequest, TextChunk, ToolCall, tool
+
+
+@tool
+def shout(text: str) -> str:
+    """Upper-case the text."""
+    return text.upper()
+
+
+@tool(report="args")
+async def convert(value: float, unit: Literal["c", "f"] = "c") -> float:
+    """Convert a temperature to the other unit."""
+    return round(value * 9 / 5 + 32, 1) if unit == "c" else round((value - 32) * 5 / 9, 1)
+
+
+def not_a_tool() -> None:
+    """Plain functions in a tool module are not tools."""
+
+
+class EchoBackend:
+    """Echoes the user; "shout <words>" calls the `shout` tool, then reads its result."""
+
+    name = "echo"
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.requests: list[ModelRequest] = []
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelOutput]:
+        self.requests.append(request)
+        last = request.messages[-1]
+        if last.role == "tool":
+            yield TextChunk(f"The tool said {last.content}.")
+            return
+        if last.content.startswith("shout ") and any(t.name == "shout" for t in request.tools):
+            yield ToolCall("call_shout_1", "shout", {"text": last.content[len("shout ") :]})
+            return
+        for word in last.content.split():
+            yield TextChunk(word + " ")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def make_backend(config: BrainConfig) -> EchoBackend:
+    return EchoBackend(config.effective_model)
+
+
+def make_backend_no_args() -> EchoBackend:
+    return EchoBackend("no-args")
+
+
+def not_a_backend() -> object:
+    return object()

@@ -1,0 +1,169 @@
+"""Brain configuration: missing keys, BRAIN_TOOLS, custom backends, and tool schemas from signatures."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import pytest
+
+from brain import ConfigError, Turn, create_voice_brain, make_tool, tool
+from brain.events import ToolFinished
+from tests.fakes.brain_kits import EventLog, clean_env, config_without_dotenv, reply
+from tests.fakes.brain_plugins import EchoBackend
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    clean_env(monkeypatch)
+
+
+@pytest.mark.parametrize(
+    ("backend", "variable"),
+    [("openai", "OPENAI_API_KEY"), ("gemini", "GEMINI_API_KEY")],
+)
+def test_missing_key_names_the_variable(monkeypatch: pytest.MonkeyPatch, backend: str, variable: str) -> None:
+    monkeypatch.setenv("BRAIN_BACKEND", backend)
+    with pytest.raises(ConfigError, match=variable) as info:
+        create_voice_brain(config_without_dotenv())
+    assert info.value.code == "config"
+    monkeypatch.setenv(variable, "   ")  # blank counts as missing
+    with pytest.raises(ConfigError, match=variable):
+        create_voice_brain(config_without_dotenv())
+
+
+def test_keys_from_the_environment_are_used_and_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRAIN_BACKEND", "openai")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-value")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    cfg = config_without_dotenv()
+    brain = create_voice_brain(cfg)
+    assert brain.backend.name == "openai"
+    masked = cfg.masked()
+    assert masked["openai_api_key"] == "***" and masked["gemini_api_key"] is None
+    assert "sk-secret-value" not in repr(masked) and "sk-secret-value" not in repr(cfg)
+    monkeypatch.setenv("GOOGLE_API_KEY", "g-key")  # accepted as the Gemini key too
+    assert config_without_dotenv(backend="gemini").gemini_api_key is not None
+
+
+def test_unknown_backend_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown brain backend 'claude'"):
+        config_without_dotenv(backend="claude")
+
+
+def test_tools_from_brain_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRAIN_TOOLS", "tests.fakes.brain_plugins, brain.example_tools")
+    cfg = config_without_dotenv()
+    assert cfg.tools == ["tests.fakes.brain_plugins", "brain.example_tools"]
+    brain = create_voice_brain(cfg)
+    assert brain.tools.names() == ["shout", "convert", "get_weather", "book_table"]
+    assert brain.tools.get("book_table").requires_approval  # type: ignore[union-attr]
+    assert not brain.tools.get("shout").requires_approval  # type: ignore[union-attr]
+
+
+def test_default_tools_are_the_examples() -> None:
+    assert create_voice_brain(config_without_dotenv()).tools.names() == ["get_weather", "book_table"]
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("tests.fakes.no_such_module", "cannot import tool module 'tests.fakes.no_such_module' (BRAIN_TOOLS)"),
+        ("tests.fakes.scripted", "tool module 'tests.fakes.scripted' defines no @tool functions"),
+    ],
+)
+def test_bad_tool_module_is_a_config_error(monkeypatch: pytest.MonkeyPatch, path: str, message: str) -> None:
+    monkeypatch.setenv("BRAIN_TOOLS", path)
+    with pytest.raises(ConfigError) as info:
+        create_voice_brain(config_without_dotenv())
+    assert message in str(info.value)
+
+
+async def test_custom_backend_from_import_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRAIN_BACKEND", "tests.fakes.brain_plugins:make_backend")
+    monkeypatch.setenv("BRAIN_MODEL", "echo-1")
+    monkeypatch.setenv("BRAIN_TOOLS", "tests.fakes.brain_plugins")
+    brain = create_voice_brain(config_without_dotenv())
+    assert isinstance(brain.backend, EchoBackend) and brain.backend.model == "echo-1"
+    log = EventLog(brain)
+    assert "".join(await reply(brain, Turn("hello there", "c"))) == "hello there "
+    assert "".join(await reply(brain, Turn("shout quietly please", "c"))) == "The tool said QUIETLY PLEASE."
+    (fin,) = log.of(ToolFinished)
+    assert (fin.call_id, fin.status, fin.result) == ("call_shout_1", "ok", "QUIETLY PLEASE")
+    log.check()
+    brain2 = create_voice_brain(config_without_dotenv(backend="tests.fakes.brain_plugins:make_backend_no_args"))
+    assert isinstance(brain2.backend, EchoBackend) and brain2.backend.model == "no-args"
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("tests.fakes.nowhere:make", "cannot import custom brain module 'tests.fakes.nowhere' (BRAIN_BACKEND)"),
+        ("tests.fakes.brain_plugins:missing", "has no callable 'missing' (BRAIN_BACKEND)"),
+        ("tests.fakes.brain_plugins:not_a_backend", "not a ModelBackend"),
+        ("tests.fakes.brain_plugins:", "custom brain must look like 'package.module:factory'"),
+    ],
+)
+def test_bad_custom_backend_is_a_config_error(path: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        create_voice_brain(config_without_dotenv(backend=path, tools=[]))
+    assert message in str(info.value)
+
+
+def test_json_schema_from_a_typed_signature() -> None:
+    @tool(requires_approval=True, report="full", timeout=3.0)
+    def set_thermostat(
+        room: str,
+        degrees: int,
+        mode: Literal["heat", "cool"] = "heat",
+        note: str | None = None,
+        boost: bool = False,
+    ) -> str:
+        """Set a room's thermostat."""
+        return f"{room}={degrees}"
+
+    t = set_thermostat.__voice_tool__  # type: ignore[attr-defined]
+    assert (t.name, t.description, t.requires_approval, t.report, t.timeout) == (
+        "set_thermostat", "Set a room's thermostat.", True, "full", 3.0
+    )
+    assert t.parameters == {
+        "type": "object",
+        "properties": {
+            "room": {"type": "string"},
+            "degrees": {"type": "integer"},
+            "mode": {"enum": ["heat", "cool"], "type": "string", "default": "heat"},
+            "note": {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None},
+            "boost": {"type": "boolean", "default": False},
+        },
+        "required": ["room", "degrees"],
+        "additionalProperties": False,
+    }
+    assert t.openai_schema()["function"]["parameters"] is t.parameters
+    # the decorated function stays a plain function
+    assert set_thermostat("hall", 20) == "hall=20"
+    # validation coerces what JSON allows and names what is wrong
+    assert t.validate({"room": "hall", "degrees": "21"}) == {
+        "room": "hall", "degrees": 21, "mode": "heat", "note": None, "boost": False
+    }
+    for bad in ({"room": "hall"}, {"room": "hall", "degrees": 1, "mode": "dry"}, {"room": "x", "degrees": 1, "extra": 1}):
+        with pytest.raises(ValueError, match="invalid arguments for set_thermostat"):
+            t.validate(bad)
+
+
+def test_make_tool_rejects_varargs_and_bad_report() -> None:
+    def f(*args: Any) -> None: ...
+
+    with pytest.raises(ConfigError, match=r"\*args/\*\*kwargs"):
+        make_tool(f)
+    with pytest.raises(ConfigError, match="report must be one of"):
+        make_tool(lambda: None, report="everything")  # type: ignore[arg-type]
+
+
+def test_duplicate_tool_names_are_rejected() -> None:
+    @tool(name="same")
+    def a() -> None: ...
+
+    @tool(name="same")
+    def b() -> None: ...
+
+    with pytest.raises(ConfigError, match="duplicate tool name 'same'"):
+        create_voice_brain(config_without_dotenv(tools=[]), tools=[a, b])

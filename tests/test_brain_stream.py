@@ -1,0 +1,238 @@
+"""Streaming, barge-in, provider errors and memory, through the real openai / google-genai SDKs.
+
+Each test runs against both fake servers (tests/fakes); no SDK is patched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from brain import Turn
+from brain.events import ErrorEvent, TextDelta
+from tests.fakes import Close, HttpError, Raw
+from tests.fakes.brain_kits import PROVIDERS, EventLog, Kit, clean_env, open_kit, reply, wait_for
+from tests.fakes.scripted import Hold
+
+APOLOGY = "Sorry, something went wrong on my side. Could you say that again?"
+
+
+# google-genai subclasses aiohttp.ClientSession, which aiohttp deprecates; not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    clean_env(monkeypatch)
+
+
+@pytest.fixture(params=PROVIDERS)
+async def kit(request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
+    async with open_kit(request.param) as k:
+        yield k
+
+
+async def test_deltas_arrive_before_the_server_finishes(kit: Kit) -> None:
+    release = asyncio.Event()
+    kit.server.push(
+        kit.stream(kit.text_chunk("Hello"), Hold(release), kit.text_chunk(" there, how can I help?"), *kit.end_text())
+    )
+    brain = kit.brain()
+    log = EventLog(brain)
+    turn = Turn("hi", "conv-1")
+    agen = brain.stream_reply(turn)
+    async with asyncio.timeout(5):
+        first = await anext(agen)
+    req = kit.server.requests[0]
+    # the server is still holding the rest of the stream: the delta was not buffered
+    assert first == "Hello"
+    assert not req.completed.is_set()
+    assert log.types() == ["turn.started", "text.delta"]
+    release.set()
+    async with asyncio.timeout(5):
+        rest = [d async for d in agen]
+    assert first + "".join(rest) == "Hello there, how can I help?"
+    assert req.completed.is_set()
+    assert log.done(turn.turn_id).reason == "completed"
+    assert log.done(turn.turn_id).text == "Hello there, how can I help?"
+    assert "".join(e.text for e in log.of(TextDelta)) == "Hello there, how can I help?"
+    log.check()
+
+
+async def test_request_carries_system_prompt_model_and_history(kit: Kit) -> None:
+    kit.server.push(kit.text("First answer."), kit.text("Second answer."))
+    brain = kit.brain(system_prompt="Be brief.", temperature=0.3, max_tokens=50)
+    await reply(brain, Turn("one", "c"))
+    await reply(brain, Turn("two", "c"))
+    req = kit.server.requests[1]
+    assert kit.dialogue(req) == [("user", "one"), ("assistant", "First answer."), ("user", "two")]
+    if kit.name == "openai":
+        assert req.body["model"] == "gpt-fake"
+        assert req.body["messages"][0] == {"role": "system", "content": "Be brief."}
+        assert req.body["stream"] is True and req.body["temperature"] == 0.3 and req.body["max_tokens"] == 50
+        assert req.headers["Authorization"] == "Bearer sk-test-key"
+    else:
+        assert req.match == {"version": "v1beta", "model": "gemini-fake", "method": "streamGenerateContent"}
+        assert req.query == {"alt": "sse"}
+        assert req.body["systemInstruction"]["parts"] == [{"text": "Be brief."}]
+        assert req.body["generationConfig"] == {"temperature": 0.3, "maxOutputTokens": 50}
+        assert req.headers["x-goog-api-key"] == "gm-test-key"
+
+
+async def test_closing_the_reply_mid_stream_closes_the_connection(kit: Kit) -> None:
+    hold = asyncio.Event()  # never set: only a disconnect ends this stream
+    kit.server.push(kit.stream(kit.text_chunk("Once upon"), Hold(hold), kit.text_chunk(" a time"), *kit.end_text()))
+    kit.server.push(kit.text("Next reply."))
+    brain = kit.brain()
+    log = EventLog(brain)
+    turn = Turn("tell me a story", "c")
+    agen = brain.stream_reply(turn)
+    async with asyncio.timeout(5):
+        assert await anext(agen) == "Once upon"
+    await agen.aclose()
+    req = kit.server.requests[0]
+    await wait_for(req.disconnected)
+    assert not req.completed.is_set()
+    done = log.done(turn.turn_id)
+    assert done.reason == "interrupted"
+    assert log.of(ErrorEvent) == []
+    # the same brain serves the next turn
+    assert "".join(await reply(brain, Turn("and then?", "c"))) == "Next reply."
+    log.check()
+
+
+async def test_cancelling_the_consumer_mid_stream_closes_the_connection(kit: Kit) -> None:
+    hold = asyncio.Event()
+    kit.server.push(kit.stream(kit.text_chunk("Once"), Hold(hold), *kit.end_text()))
+    brain = kit.brain()
+    log = EventLog(brain)
+    turn = Turn("story", "c")
+    got: list[str] = []
+
+    async def consume() -> None:
+        async for d in brain.stream_reply(turn):
+            got.append(d)
+
+    task = asyncio.create_task(consume())
+    await log.wait(lambda e: isinstance(e, TextDelta))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_for(kit.server.requests[0].disconnected)
+    assert got == ["Once"]
+    assert log.done(turn.turn_id).reason == "interrupted"
+    log.check()
+
+
+STATUS_CODES = {
+    400: "bad_request",
+    401: "auth",
+    403: "auth",
+    404: "bad_request",
+    408: "timeout",
+    429: "rate_limited",
+    500: "unavailable",
+    503: "unavailable",
+}
+
+
+@pytest.mark.parametrize("status", sorted(STATUS_CODES))
+async def test_http_error_status_maps_to_its_code(kit: Kit, status: int) -> None:
+    kit.server.push(HttpError(status, f"scripted failure {status}"))
+    brain = kit.brain()
+    log = EventLog(brain)
+    turn = Turn("hello", "c")
+    deltas = await reply(brain, turn)
+    (err,) = log.of(ErrorEvent)
+    assert (err.code, err.provider) == (STATUS_CODES[status], kit.name)
+    assert f"scripted failure {status}" in err.message
+    assert deltas == [APOLOGY]
+    assert log.done(turn.turn_id).reason == "error"
+    assert len(kit.server.requests) == 1  # no hidden SDK retries
+    log.check()
+
+
+async def test_mid_stream_failure_apologises_and_the_brain_recovers(kit: Kit) -> None:
+    kit.server.push(kit.stream(kit.text_chunk("The answer is"), Close()), kit.text("All good now."))
+    brain = kit.brain()
+    log = EventLog(brain)
+    turn = Turn("question", "c")
+    deltas = await reply(brain, turn)
+    assert deltas == ["The answer is", APOLOGY]
+    (err,) = log.of(ErrorEvent)
+    assert err.code == "unavailable" and err.turn_id == turn.turn_id
+    done = log.done(turn.turn_id)
+    assert done.reason == "error"
+    assert done.text == f"The answer is {APOLOGY}"
+    # error -> done order, and the next turn on the same brain works
+    assert log.types(turn.turn_id)[-3:] == ["error", "text.delta", "turn.done"]
+    turn2 = Turn("again", "c")
+    assert "".join(await reply(brain, turn2)) == "All good now."
+    assert log.done(turn2.turn_id).reason == "completed"
+    log.check()
+
+
+async def test_malformed_chunk_is_a_protocol_error(kit: Kit) -> None:
+    sep = b"\n\n" if kit.name == "openai" else b"\r\n\r\n"
+    kit.server.push(kit.stream(kit.text_chunk("Hi"), Raw(b"data: {this is not json" + sep), *kit.end_text()))
+    brain = kit.brain()
+    log = EventLog(brain)
+    turn = Turn("x", "c")
+    assert await reply(brain, turn) == ["Hi", APOLOGY]
+    assert [e.code for e in log.of(ErrorEvent)] == ["protocol"]
+    assert log.done(turn.turn_id).reason == "error"
+    log.check()
+
+
+async def test_silent_apology_when_disabled(kit: Kit) -> None:
+    kit.server.push(HttpError(500))
+    brain = kit.brain(apology="")
+    log = EventLog(brain)
+    turn = Turn("x", "c")
+    assert await reply(brain, turn) == []
+    assert log.done(turn.turn_id).reason == "error"
+
+
+async def test_memory_keeps_only_the_spoken_part_of_an_interrupted_reply(kit: Kit) -> None:
+    hold = asyncio.Event()
+    kit.server.push(
+        kit.stream(kit.text_chunk("Paris is the capital. "), kit.text_chunk("It has"), Hold(hold), *kit.end_text())
+    )
+    kit.server.push(kit.text("Sure."))
+    brain = kit.brain()
+    turn = Turn("tell me about Paris", "c")
+    async with contextlib.aclosing(brain.stream_reply(turn)) as agen:
+        assert await anext(agen) == "Paris is the capital. "
+        assert await anext(agen) == "It has"
+    # the voice layer heard only the first sentence before the user barged in
+    assert brain.record_spoken("c", turn.turn_id, "Paris is the capital.")
+    await reply(brain, Turn("what about Rome?", "c"))
+    assert kit.dialogue(kit.server.requests[1]) == [
+        ("user", "tell me about Paris"),
+        ("assistant", "Paris is the capital."),
+        ("user", "what about Rome?"),
+    ]
+    assert not brain.record_spoken("c", "turn_unknown", "x")
+
+
+async def test_memory_is_bounded_to_the_last_turns(kit: Kit) -> None:
+    kit.server.push(*(kit.text(f"Answer {i}.") for i in range(4)))
+    brain = kit.brain(memory_turns=2)
+    for i in range(4):
+        await reply(brain, Turn(f"question {i}", "c"))
+    assert kit.dialogue(kit.server.requests[3]) == [
+        ("user", "question 2"),
+        ("assistant", "Answer 2."),
+        ("user", "question 3"),
+    ]
+    assert [m.content for m in brain.history("c")] == ["question 2", "Answer 2.", "question 3", "Answer 3."]
+
+
+async def test_conversations_are_separate(kit: Kit) -> None:
+    kit.server.push(kit.text("A."), kit.text("B."))
+    brain = kit.brain()
+    await reply(brain, Turn("in room one", "room-1"))
+    await reply(brain, Turn("in room two", "room-2"))
+    assert kit.dialogue(kit.server.requests[1]) == [("user", "in room two")]

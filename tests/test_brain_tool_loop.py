@@ -1,0 +1,366 @@
+"""The tool loop and human approval, through the real openai / google-genai SDKs and fake servers.
+
+What the model is told is read from the next request the fake server received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from brain import (
+    ApprovalDecision,
+    ApprovalRequest,
+    InProcessApprovalGate,
+    ResolveStatus,
+    Turn,
+    tool,
+)
+from brain.events import ApprovalRequested, ApprovalResolved, ToolFinished, ToolStarted
+from tests.fakes.brain_kits import PROVIDERS, EventLog, Kit, clean_env, open_kit, reply, wait_for
+
+# google-genai subclasses aiohttp.ClientSession, which aiohttp deprecates; not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    clean_env(monkeypatch)
+
+
+@pytest.fixture(params=PROVIDERS)
+async def kit(request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
+    async with open_kit(request.param) as k:
+        yield k
+
+
+class Calls:
+    """Tools used by these tests, recording how they were invoked."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, dict[str, Any]]] = []
+        self.weather_started = asyncio.Event()
+        self.time_started = asyncio.Event()
+        self.slow_started = asyncio.Event()
+        self.slow_outcome: str | None = None
+
+        @tool
+        async def get_weather(city: str) -> dict[str, Any]:
+            """Weather for a city."""
+            self.log.append(("get_weather", {"city": city}))
+            self.weather_started.set()
+            await wait_for(self.time_started)  # only completes if get_time runs concurrently
+            return {"city": city, "condition": "sunny"}
+
+        @tool
+        async def get_time(zone: str) -> str:
+            """Time in a zone."""
+            self.log.append(("get_time", {"zone": zone}))
+            self.time_started.set()
+            await wait_for(self.weather_started)
+            return f"12:00 in {zone}"
+
+        @tool(requires_approval=True, approval_prompt="Send to {to}?", report="args")
+        async def send_email(to: str, body: str) -> str:
+            """Send an email."""
+            self.log.append(("send_email", {"to": to, "body": body}))
+            return f"sent to {to}"
+
+        @tool
+        def explode() -> str:
+            """Always fails."""
+            raise ValueError("boom")
+
+        @tool
+        async def slow() -> str:
+            """Runs until cancelled."""
+            self.slow_started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.slow_outcome = "cancelled"
+                raise
+            return "never"
+
+        @tool
+        def lookup(key: str) -> str:
+            """A quick lookup."""
+            self.log.append(("lookup", {"key": key}))
+            return f"value of {key}"
+
+        self.get_weather, self.get_time, self.send_email = get_weather, get_time, send_email
+        self.explode, self.slow, self.lookup = explode, slow, lookup
+
+    def all(self) -> list[Any]:
+        return [self.get_weather, self.get_time, self.send_email, self.explode, self.slow, self.lookup]
+
+
+async def test_parallel_calls_run_concurrently_and_each_result_is_fed_back(kit: Kit) -> None:
+    t = Calls()
+    kit.server.push(
+        kit.calls(("call_w", "get_weather", {"city": "Paris"}), ("call_t", "get_time", {"zone": "UTC"}), text="Let me check. "),
+        kit.text("Sunny, and it is noon."),
+    )
+    brain = kit.brain(tools=t.all())
+    log = EventLog(brain)
+    turn = Turn("weather and time?", "c")
+    deltas = await reply(brain, turn)
+    assert "".join(deltas) == "Let me check. Sunny, and it is noon."
+    assert sorted(t.log) == [("get_time", {"zone": "UTC"}), ("get_weather", {"city": "Paris"})]
+    first, second = kit.server.requests
+    assert set(kit.offered_tools(first)) == {"get_weather", "get_time", "send_email", "explode", "slow", "lookup"}
+    assert kit.requested_calls(second) == {
+        "call_w": ("get_weather", {"city": "Paris"}),
+        "call_t": ("get_time", {"zone": "UTC"}),
+    }
+    results = kit.results(second)
+    assert results == {"call_w": '{"city": "Paris", "condition": "sunny"}', "call_t": "12:00 in UTC"}
+    assert kit.dialogue(second)[:2] == [("user", "weather and time?"), ("assistant", "Let me check. ")]
+    assert {e.call_id: e.status for e in log.of(ToolFinished)} == {"call_w": "ok", "call_t": "ok"}
+    assert {e.call_id: e.arguments for e in log.of(ToolStarted)} == {"call_w": {"city": "Paris"}, "call_t": {"zone": "UTC"}}
+    assert log.done(turn.turn_id).reason == "completed"
+    log.check()
+
+
+def _answer_with(gate: InProcessApprovalGate, decide: ApprovalDecision) -> Any:
+    """A subscriber that answers every approval request as a remote user would (after publication)."""
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, ApprovalRequested):
+            asyncio.get_running_loop().call_soon(gate.resolve, event.request_id, decide)
+
+    return on_event
+
+
+APPROVAL_CASES = {
+    "approve": (ApprovalDecision.approve(by="alice"), "sent to bob@example.com", ("bob@example.com", "hi")),
+    "modify": (
+        ApprovalDecision.approve({"to": "carol@example.com", "body": "hi"}, by="alice"),
+        "sent to carol@example.com",
+        ("carol@example.com", "hi"),
+    ),
+    "reject": (
+        ApprovalDecision.reject("not now", by="alice"),
+        "REJECTED by the user: not now. The action was not taken.",
+        None,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(APPROVAL_CASES))
+async def test_approval_outcome_is_told_for_that_call_only(kit: Kit, case: str) -> None:
+    decision, told, ran = APPROVAL_CASES[case]
+    t = Calls()
+    gate = InProcessApprovalGate()
+    kit.server.push(
+        kit.calls(("call_mail", "send_email", {"to": "bob@example.com", "body": "hi"}), ("call_look", "lookup", {"key": "k1"})),
+        kit.text("Done."),
+    )
+    brain = kit.brain(tools=t.all(), approvals=gate)
+    log = EventLog(brain)
+    brain.subscribe(_answer_with(gate, decision))
+    turn = Turn("email bob", "c", user_id="alice")
+    assert "".join(await reply(brain, turn)) == "Done."
+    assert kit.results(kit.server.requests[1]) == {"call_mail": told, "call_look": "value of k1"}
+    mails = [args for name, args in t.log if name == "send_email"]
+    assert mails == ([] if ran is None else [{"to": ran[0], "body": ran[1]}])
+    (req,) = log.of(ApprovalRequested)
+    assert (req.call_id, req.name, req.prompt, req.user_id) == ("call_mail", "send_email", "Send to bob@example.com?", "alice")
+    (res,) = log.of(ApprovalResolved)
+    assert res.request_id == req.request_id and res.decided_by == "alice"
+    assert res.outcome == ("rejected" if case == "reject" else "approved")
+    assert res.modified is (case == "modify")
+    if case == "reject":
+        assert res.reason == "not now"
+    status = {e.call_id: e.status for e in log.of(ToolFinished)}
+    assert status == {"call_mail": "cancelled" if case == "reject" else "ok", "call_look": "ok"}
+    # a late answer is refused, and the gate forgot the request
+    assert gate.resolve(req.request_id, ApprovalDecision.approve()) == ResolveStatus.ALREADY_RESOLVED
+    assert gate.pending() == []
+    log.check()
+
+
+async def test_approval_timeout_tells_the_model_and_expires_the_request(kit: Kit) -> None:
+    t = Calls()
+    gate = InProcessApprovalGate()
+    kit.server.push(
+        kit.calls(("call_mail", "send_email", {"to": "bob@example.com", "body": "hi"}), ("call_look", "lookup", {"key": "k"})),
+        kit.text("Okay."),
+    )
+    brain = kit.brain(tools=t.all(), approvals=gate, hitl_timeout=0.2)
+    log = EventLog(brain)
+    await reply(brain, Turn("email bob", "c"))
+    results = kit.results(kit.server.requests[1])
+    assert results["call_mail"].startswith("NOT APPROVED: the user did not answer within 0.2 s")
+    assert results["call_look"] == "value of k"
+    assert [n for n, _ in t.log] == ["lookup"]
+    (res,) = log.of(ApprovalResolved)
+    assert res.outcome == "timeout"
+    assert gate.resolve(res.request_id, ApprovalDecision.approve()) == ResolveStatus.EXPIRED
+    assert gate.resolve("hitl_unknown", ApprovalDecision.approve()) == ResolveStatus.UNKNOWN
+    log.check()
+
+
+async def test_invalid_modified_arguments_are_not_run(kit: Kit) -> None:
+    t = Calls()
+    gate = InProcessApprovalGate(policy=lambda r: ApprovalDecision.approve({"to": 5}))
+    kit.server.push(kit.calls(("call_mail", "send_email", {"to": "bob@example.com", "body": "hi"})), kit.text("Hm."))
+    brain = kit.brain(tools=t.all(), approvals=gate)
+    log = EventLog(brain)
+    await reply(brain, Turn("email bob", "c"))
+    assert kit.results(kit.server.requests[1])["call_mail"].startswith("ERROR: the user's modified arguments were invalid")
+    assert t.log == []
+    assert [e.status for e in log.of(ToolFinished)] == ["error"]
+    log.check()
+
+
+async def test_tool_error_unknown_tool_and_bad_arguments_are_fed_back(kit: Kit) -> None:
+    t = Calls()
+    kit.server.push(
+        kit.calls(
+            ("call_x", "explode", {}),
+            ("call_u", "no_such_tool", {"a": 1}),
+            ("call_b", "lookup", {"wrong": "arg"}),
+        ),
+        kit.text("Sorry about that."),
+    )
+    brain = kit.brain(tools=t.all())
+    log = EventLog(brain)
+    turn = Turn("do things", "c")
+    assert "".join(await reply(brain, turn)) == "Sorry about that."
+    results = kit.results(kit.server.requests[1])
+    assert results["call_x"] == "ERROR: ValueError: boom"
+    assert results["call_u"].startswith("ERROR: unknown tool 'no_such_tool'; available: get_weather, get_time")
+    assert results["call_b"].startswith("ERROR: invalid arguments for lookup")
+    finished = {e.call_id: (e.status, e.error) for e in log.of(ToolFinished)}
+    assert finished["call_x"] == ("error", "ValueError: boom")
+    assert finished["call_u"][0] == finished["call_b"][0] == "error"
+    assert log.done(turn.turn_id).reason == "completed"
+    log.check()
+
+
+async def test_step_cap_forbids_more_tool_calls(kit: Kit) -> None:
+    t = Calls()
+    for i in range(3):
+        kit.server.push(kit.calls((f"call_{i}", "lookup", {"key": f"k{i}"})))
+    kit.server.push(kit.text("Fine."))
+    brain = kit.brain(tools=t.all(), max_tool_steps=2)
+    log = EventLog(brain)
+    turn = Turn("loop forever", "c")
+    await reply(brain, turn)
+    reqs = kit.server.requests
+    assert len(reqs) == 3
+    assert [kit.tools_forbidden(r) for r in reqs] == [False, False, True]
+    # the third reply's call (made despite "none") is neither run nor remembered
+    assert t.log == [("lookup", {"key": "k0"}), ("lookup", {"key": "k1"})]
+    assert [e.call_id for e in log.of(ToolStarted)] == ["call_0", "call_1"]
+    assert log.done(turn.turn_id).reason == "completed"
+    # the next turn's history has every remembered call answered
+    await reply(brain, Turn("ok", "c"))
+    nxt = kit.server.requests[3]
+    assert set(kit.requested_calls(nxt)) == set(kit.results(nxt)) == {"call_0", "call_1"}
+    log.check()
+
+
+async def test_tool_timeout_starts_after_approval(kit: Kit) -> None:
+    ran: list[str] = []
+
+    @tool(requires_approval=True, timeout=0.05)
+    async def quick_action(name: str) -> str:
+        """Needs approval, runs briefly."""
+        ran.append(name)
+        return "done"
+
+    @tool(timeout=0.05)
+    async def stuck() -> str:
+        """Never finishes on its own."""
+        await asyncio.Event().wait()
+        return "never"
+
+    async def slow_human(request: ApprovalRequest) -> ApprovalDecision:
+        await asyncio.sleep(0.2)  # longer than the tool's own timeout
+        return ApprovalDecision.approve(by="slow-human")
+
+    kit.server.push(kit.calls(("call_q", "quick_action", {"name": "x"}), ("call_s", "stuck", {})), kit.text("Ok."))
+    brain = kit.brain(tools=[quick_action, stuck], approvals=InProcessApprovalGate(policy=slow_human))
+    log = EventLog(brain)
+    await reply(brain, Turn("go", "c"))
+    assert ran == ["x"]
+    results = kit.results(kit.server.requests[1])
+    assert results == {"call_q": "done", "call_s": "ERROR: stuck timed out after 0.05 s"}
+    assert {e.call_id: e.status for e in log.of(ToolFinished)} == {"call_q": "ok", "call_s": "error"}
+    log.check()
+
+
+async def test_cancelling_during_tools_cancels_tool_and_approval(kit: Kit) -> None:
+    t = Calls()
+    gate = InProcessApprovalGate()
+    kit.server.push(
+        kit.calls(("call_slow", "slow", {}), ("call_mail", "send_email", {"to": "a@b.c", "body": "x"}), text="Working on it. ")
+    )
+    kit.server.push(kit.text("Next turn works."))
+    brain = kit.brain(tools=t.all(), approvals=gate)
+    log = EventLog(brain)
+    turn = Turn("do it", "c")
+    got: list[str] = []
+
+    async def consume() -> None:
+        async for d in brain.stream_reply(turn):
+            got.append(d)
+
+    task = asyncio.create_task(consume())
+    await wait_for(t.slow_started)
+    requested = await log.wait(lambda e: isinstance(e, ApprovalRequested))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert t.slow_outcome == "cancelled"
+    (res,) = log.of(ApprovalResolved)
+    assert res.outcome == "cancelled"
+    assert gate.resolve(requested.request_id, ApprovalDecision.approve()) == ResolveStatus.EXPIRED
+    assert gate.pending() == []
+    assert {e.call_id: e.status for e in log.of(ToolFinished)} == {"call_slow": "cancelled", "call_mail": "cancelled"}
+    assert log.done(turn.turn_id).reason == "interrupted"
+    assert got == ["Working on it. "]
+    # the interrupted calls are answered in history, so the provider accepts the next request
+    brain.record_spoken("c", turn.turn_id, "Working on it.")
+    assert "".join(await reply(brain, Turn("never mind", "c"))) == "Next turn works."
+    nxt = kit.server.requests[1]
+    assert set(kit.requested_calls(nxt)) == set(kit.results(nxt)) == {"call_slow", "call_mail"}
+    assert all(v.startswith("CANCELLED") for v in kit.results(nxt).values())
+    log.check()
+
+
+async def test_gate_cancel_all_rejects_pending_requests(kit: Kit) -> None:
+    t = Calls()
+    gate = InProcessApprovalGate()
+    kit.server.push(kit.calls(("call_mail", "send_email", {"to": "a@b.c", "body": "x"})), kit.text("Okay."))
+    brain = kit.brain(tools=t.all(), approvals=gate)
+    log = EventLog(brain)
+
+    def on_event(e: Any) -> None:
+        if isinstance(e, ApprovalRequested):
+            asyncio.get_running_loop().call_soon(lambda: gate.cancel_all("c", by="participant-left"))
+
+    brain.subscribe(on_event)
+    await reply(brain, Turn("mail", "c"))
+    (res,) = log.of(ApprovalResolved)
+    assert (res.outcome, res.decided_by) == ("cancelled", "participant-left")
+    assert kit.results(kit.server.requests[1])["call_mail"].startswith("REJECTED")
+    assert t.log == []
+    log.check()
+
+
+async def test_missing_call_ids_get_unique_stable_ids(kit: Kit) -> None:
+    t = Calls()
+    kit.server.push(kit.calls((None, "lookup", {"key": "a"}), (None, "lookup", {"key": "b"})), kit.text("Done."))
+    brain = kit.brain(tools=t.all())
+    log = EventLog(brain)
+    await reply(brain, Turn("two lookups", "c"))
+    ids = [e.call_id for e in log.of(ToolStarted)]
+    assert len(set(ids)) == 2 and all(ids)
+    # the ids in the events are the ids the model is given back
+    assert set(kit.requested_calls(kit.server.requests[1])) == set(ids) == set(kit.results(kit.server.requests[1]))
+    log.check()
