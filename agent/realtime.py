@@ -22,6 +22,7 @@ What carries over from pipeline mode:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
@@ -239,7 +240,7 @@ class RealtimeTurnTracker:
                     conversation_id=self.conversation_id,
                     turn_id=t.turn.turn_id if t is not None else "",
                     code=report.code,
-                    message=report.message,
+                    message=report.client_message,
                     provider=report.provider,
                     fatal=not report.recoverable,
                 )
@@ -302,12 +303,27 @@ def brain_function_tools(brain: VoiceBrain, tracker: RealtimeTurnTracker) -> lis
     return [_function_tool(brain, tracker, t) for t in brain.tools]
 
 
+INTERRUPTED_OUTPUT = "CANCELLED: the user interrupted before this finished; the action was not completed."
+
+
 def _function_tool(brain: VoiceBrain, tracker: RealtimeTurnTracker, t: Tool) -> llm.Tool:
     async def run(raw_arguments: dict[str, object], context: RunContext) -> str:
         fc = context.function_call
         call = ToolCall(id=fc.call_id, name=t.name, arguments=dict(raw_arguments), raw_arguments=fc.arguments)
-        turn = tracker.turn_for_speech(context.speech_handle.id)
-        return await brain.run_tool_call(turn, call)
+        handle = context.speech_handle
+        turn = tracker.turn_for_speech(handle.id)
+        task = asyncio.ensure_future(brain.run_tool_call(turn, call))
+        try:
+            # a barge-in ends the reply; like in pipeline mode it also cancels the call (and a
+            # pending approval), instead of leaving it waiting for a turn that is over
+            await handle.wait_if_not_interrupted([task])
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            return INTERRUPTED_OUTPUT
+        return task.result()
 
     run.__name__ = f"brain_tool_{t.name}"
     schema = {"name": t.name, "description": t.description, "parameters": t.parameters or {"type": "object", "properties": {}}}

@@ -244,6 +244,13 @@ class ProviderErrorReport:
     def as_tuple(self) -> tuple[str, str, str, bool]:
         return self.provider, self.code, self.message, self.recoverable
 
+    @property
+    def client_message(self) -> str:
+        """The message for an `error` envelope: prefixed with the provider name."""
+        if self.message.startswith(self.provider):
+            return self.message
+        return f"{self.provider}: {self.message}"
+
 
 def describe_session_error(event: Any) -> ProviderErrorReport:
     """Turn a livekit-agents session `error` event (`ErrorEvent(error=..., source=...)`) into a report.

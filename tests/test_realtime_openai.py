@@ -13,7 +13,7 @@ import json
 import pytest
 
 from brain import ApprovalDecision, tool
-from tests.fakes_realtime import CallTool, Say
+from tests.fakes_realtime import CallTool, Fail, Say
 from tests.fakes_realtime.harness import RealtimeHarness
 
 pytestmark = pytest.mark.timeout(60)
@@ -129,8 +129,10 @@ async def test_barge_in_interrupts_the_reply_exactly_once() -> None:
         await h.agent_speaking()
         h.user_says()  # the user talks over the agent
 
-        first = await h.turn_done(1)
-        second = await h.turn_done(2)
+        await h.turn_done(2)
+        first_id, second_id = (e.turn_id for e in h.of_type("turn.started"))
+        by_turn = {d.turn_id: d for d in h.done_turns()}
+        first, second = by_turn[first_id], by_turn[second_id]
         assert first.reason == "interrupted"
         assert second.reason == "completed" and second.text == "Okay."
         assert [d.turn_id for d in h.done_turns()].count(first.turn_id) == 1
@@ -158,7 +160,7 @@ async def test_malformed_server_events_are_reported_and_the_session_goes_on() ->
 
         errors = h.errors()
         assert [(e.code, e.provider, e.fatal) for e in errors] == [("protocol", "openai-realtime", False)] * 2
-        assert "not JSON" in errors[0].message
+        assert errors[0].message.startswith("openai-realtime sent a malformed message: not JSON")
 
         h.user_says()
         second = await h.turn_done(2)
@@ -197,10 +199,56 @@ async def test_abrupt_close_mid_reply_reconnects_apologises_and_goes_on() -> Non
         assert (after.reason, after.text) == ("completed", "Now it works.")
 
 
+async def test_failed_response_is_reported_and_followed_by_an_apology() -> None:
+    async with RealtimeHarness(apology="Sorry, please say that again.") as h:
+        h.server.transcripts.extend(["hello", "hello again"])
+        h.server.script.extend([Fail(), Say("Sorry, please say that again.", audio_ms=200), Say("Hi!", audio_ms=200)])
+        h.user_says()
+        failed = await h.turn_done(1)
+        assert failed.reason == "error"
+        [error] = h.errors()
+        assert (error.code, error.provider, error.fatal, error.turn_id) == ("rate_limited", "openai-realtime", False, failed.turn_id)
+        apology = await h.turn_done(2)
+        assert (apology.reason, apology.text) == ("completed", "Sorry, please say that again.")
+
+        h.user_says()
+        after = await h.turn_done(3)
+        assert (after.reason, after.text) == ("completed", "Hi!")
+        assert h.server.connections == 1
+
+
 async def test_rejected_api_key_is_a_fatal_auth_error() -> None:
     async with RealtimeHarness(api_key="wrong-key", max_retry=0) as h:
         await h.wait_until(lambda: bool(h.errors()))
         [error] = h.errors()
         assert (error.code, error.provider, error.fatal) == ("auth", "openai-realtime", True)
+        assert error.message.startswith("openai-realtime: ") and "401" in error.message
         assert "wrong-key" not in error.message
         assert h.server.rejected_connections == 1
+
+
+async def test_barge_in_during_a_pending_approval_cancels_the_call() -> None:
+    SENT.clear()
+    async with RealtimeHarness(tools=[send_email]) as h:
+        h.server.transcripts.extend(["email ada", "no wait"])
+        h.server.script.extend(
+            [CallTool("send_email", {"to": "ada@example.com", "body": "hi"}, call_id="call_barge_1"), Say("Okay, stopped.", audio_ms=200)]
+        )
+        h.user_says()
+        await h.wait_until(lambda: bool(h.of_type("approval.requested")))
+        h.user_says()  # the user talks instead of answering the approval
+
+        await h.turn_done(2)
+        first_id, second_id = (e.turn_id for e in h.of_type("turn.started"))
+        by_turn = {d.turn_id: d for d in h.done_turns()}
+        assert by_turn[first_id].reason == "interrupted"
+        assert (by_turn[second_id].reason, by_turn[second_id].text) == ("completed", "Okay, stopped.")
+        resolved = h.of_type("approval.resolved")
+        assert [(e.call_id, e.outcome) for e in resolved] == [("call_barge_1", "cancelled")]
+        assert [(e.call_id, e.status) for e in h.of_type("tool.finished")] == [("call_barge_1", "cancelled")]
+        assert SENT == []
+        assert h.brain.approvals.pending() == []  # type: ignore[attr-defined]
+        # the model learns the call was cancelled, and no reply to it is requested
+        outputs = [e["item"] for e in h.server.of_type("conversation.item.create") if e["item"]["type"] == "function_call_output"]
+        assert [(o["call_id"], o["output"].split(":")[0]) for o in outputs] == [("call_barge_1", "CANCELLED")]
+        assert h.server.of_type("response.create") == []

@@ -7,7 +7,7 @@ speech_stopped / committed, the user item and its transcription), `conversation.
 with its transcript or a function call.
 
 Replies are scripted: every response (after a detected user turn, or on `response.create`)
-pops the next `Say` / `CallTool` from `script`. Tests can also inject raw frames, drop the TCP
+pops the next `Say` / `CallTool` / `Fail` from `script`. Tests can also inject raw frames, drop the TCP
 connection without a close frame (the client sees 1006) and wait for client events.
 """
 
@@ -60,7 +60,16 @@ class CallTool:
     call_id: str = field(default_factory=lambda: _id("call"))
 
 
-Reply = Say | CallTool
+@dataclass
+class Fail:
+    """A response that fails server-side (`response.done` with status `failed`)."""
+
+    type: str = "invalid_request_error"
+    code: str = "inference_rate_limit_exceeded"
+    message: str = "Rate limit reached, retry later"
+
+
+Reply = Say | CallTool | Fail
 
 
 @dataclass
@@ -331,6 +340,10 @@ class FakeRealtimeServer:
             },
         )
         item: dict[str, Any]
+        if isinstance(reply, Fail):
+            error = {"type": reply.type, "code": reply.code, "message": reply.message}
+            await self._done(conn, response_id, "failed", [], {"type": "failed", "error": error})
+            return
         if isinstance(reply, CallTool):
             args = json.dumps(reply.arguments)
             item = {"id": _id("item"), "type": "function_call", "status": "in_progress", "call_id": reply.call_id, "name": reply.name, "arguments": ""}
@@ -377,8 +390,11 @@ class FakeRealtimeServer:
         await self._send(conn, {"type": "response.output_item.done", **base, "item": final_item})
         await self._done(conn, response_id, status, [final_item])
 
-    async def _done(self, conn: _Conn, response_id: str, status: str, output: list[dict[str, Any]]) -> None:
-        details = {"type": "cancelled", "reason": "turn_detected"} if status == "cancelled" else None
+    async def _done(
+        self, conn: _Conn, response_id: str, status: str, output: list[dict[str, Any]], details: dict[str, Any] | None = None
+    ) -> None:
+        if details is None and status == "cancelled":
+            details = {"type": "cancelled", "reason": "turn_detected"}
         await self._send(
             conn,
             {
