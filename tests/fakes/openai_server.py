@@ -160,24 +160,3 @@ def tool_results(req: RecordedRequest) -> dict[str, str]:
 def tool_names(req: RecordedRequest) -> list[str]:
     return [t["function"]["name"] for t in req.body.get("tools", [])]
 
-
-async def _serve_forever(text: str, pieces: int) -> None:
-    import asyncio
-
-    server = FakeOpenAIServer(default=text_reply(text, pieces))
-    await server.start()
-    print(server.base_url, flush=True)
-    await asyncio.Event().wait()
-
-
-if __name__ == "__main__":
-    # `python -m tests.fakes.openai_server`: serve one fixed streamed reply to every request
-    # (used by benchmarks/brain_first_delta.py, in its own process); prints the base URL.
-    import argparse
-    import asyncio
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--text", default="Hello! This is a streamed reply from the fake server.")
-    parser.add_argument("--pieces", type=int, default=8)
-    args = parser.parse_args()
-    asyncio.run(_serve_forever(args.text, args.pieces))
