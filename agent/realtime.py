@@ -13,8 +13,9 @@ What carries over from pipeline mode:
 * Turns: each agent reply (a livekit SpeechHandle, including its tool calls and the follow-up
   reply) is one brain turn: TurnStarted when the reply is created, TextDelta for each transcript
   chunk of the model's audio, TurnDone exactly once when the reply ends (`interrupted` if the
-  user barged in, `error` if a provider error hit it, else `completed`). They go to
-  `brain.events`, so the bridge needs no special case.
+  user barged in, `error` if a provider error hit it, else `completed`). A model that answers
+  tool results in a reply of its own (Gemini Live) has that reply folded into the same turn.
+  They go to `brain.events`, so the bridge needs no special case.
 * Errors: the session's `error` events become brain `ErrorEvent`s with stable codes (see
   providers.provider_errors) and one log line each; a reply broken by a recoverable provider
   failure is followed by a short spoken apology, and the session goes on.
@@ -57,6 +58,8 @@ from providers.realtime import RealtimeSettings
 log = logging.getLogger("agent.realtime")
 
 DEFAULT_APOLOGY = "Sorry, I lost the connection for a moment. Could you say that again?"
+CONTINUATION_TIMEOUT = 15.0
+"""Seconds a turn waits for a model's self-generated answer to tool results before it ends."""
 
 
 def realtime_session_kwargs(settings: RealtimeSettings) -> dict[str, Any]:
@@ -90,9 +93,13 @@ class _RealtimeTurn:
     turn: Turn
     speech_id: str
     text: list[str] = field(default_factory=list)
+    spoken: list[str] = field(default_factory=list)
     error: bool = False
     apology: bool = False
     done: bool = False
+    continues: bool = False
+    """Tool results went back to a model that answers them on its own (Gemini Live): the
+    answer comes as a new reply, which belongs to this turn."""
 
 
 class RealtimeTurnTracker:
@@ -116,6 +123,8 @@ class RealtimeTurnTracker:
         self._open: list[_RealtimeTurn] = []  # oldest first
         self._pending_transcript: list[str] = []
         self._apology_speech_ids: set[str] = set()
+        self._held: _RealtimeTurn | None = None
+        self._held_timer: asyncio.TimerHandle | None = None
         self._session: AgentSession | None = None
         self._handlers: list[tuple[EventTypes, Callable[..., Any]]] = []
 
@@ -129,12 +138,14 @@ class RealtimeTurnTracker:
         self._handlers = [
             ("speech_created", self._on_speech_created),
             ("user_input_transcribed", self._on_user_input_transcribed),
+            ("function_tools_executed", self._on_function_tools_executed),
             ("error", self._on_error),
         ]
         for name, handler in self._handlers:
             session.on(name, handler)
 
     def detach(self) -> None:
+        self._release_held()
         if self._session is not None:
             for name, handler in self._handlers:
                 with contextlib.suppress(Exception):
@@ -167,6 +178,13 @@ class RealtimeTurnTracker:
         existing = self._by_speech.get(handle.id)
         if existing is not None:
             return existing
+        held = self._take_held()
+        if held is not None:  # the model's own answer to the tool results of that turn
+            held.speech_id, held.done, held.continues = handle.id, False, False
+            self._by_speech[handle.id] = held
+            self._open.append(held)
+            handle.add_done_callback(self._on_speech_done)
+            return held
         transcript = " ".join(self._pending_transcript)
         self._pending_transcript.clear()
         rt = _RealtimeTurn(
@@ -186,6 +204,7 @@ class RealtimeTurnTracker:
         text = ev.transcript.strip()
         if not ev.is_final or not text:
             return
+        self._release_held()  # the user spoke again: no answer to the old tool results is coming
         # OpenAI transcribes the user's audio in parallel with the reply: a transcript that
         # arrives while the reply to it is open belongs to that reply
         t = self.current()
@@ -203,6 +222,17 @@ class RealtimeTurnTracker:
         t.text.append(text)
         self.events.emit(TextDelta(conversation_id=self.conversation_id, turn_id=t.turn.turn_id, text=text))
 
+    def _on_function_tools_executed(self, ev: Any) -> None:
+        session = self._session
+        model = session.llm if session is not None else None
+        if not isinstance(model, llm.RealtimeModel) or not model.capabilities.auto_tool_reply_generation:
+            return  # the reply to tool results comes in the same speech (OpenAI Realtime)
+        if not getattr(ev, "has_tool_reply", False):
+            return
+        t = self.current(_current_speech_id(session))
+        if t is not None:
+            t.continues = True
+
     def _on_speech_done(self, handle: SpeechHandle) -> None:
         t = self._by_speech.get(handle.id)
         if t is None or t.done:
@@ -212,9 +242,38 @@ class RealtimeTurnTracker:
             self._open.remove(t)
         self._by_speech.pop(handle.id, None)
         self._apology_speech_ids.discard(handle.id)
+        if spoken := _spoken_text(handle):
+            t.spoken.append(spoken)
+        if t.continues and not t.error and not handle.interrupted:
+            self._hold(t)
+            return
+        self._finish(t, interrupted=handle.interrupted)
+
+    # -- a turn waiting for the model's answer to its tool results --
+
+    def _hold(self, t: _RealtimeTurn) -> None:
+        self._release_held()
+        self._held = t
+        self._held_timer = asyncio.get_running_loop().call_later(
+            CONTINUATION_TIMEOUT, self._release_held
+        )
+
+    def _take_held(self) -> _RealtimeTurn | None:
+        held, self._held = self._held, None
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        return held
+
+    def _release_held(self) -> None:
+        held = self._take_held()
+        if held is not None:
+            self._finish(held, interrupted=False)
+
+    def _finish(self, t: _RealtimeTurn, *, interrupted: bool) -> None:
         if t.error:
             reason = "error"
-        elif handle.interrupted:
+        elif interrupted:
             reason = "interrupted"
         else:
             reason = "completed"
@@ -223,7 +282,7 @@ class RealtimeTurnTracker:
                 conversation_id=self.conversation_id,
                 turn_id=t.turn.turn_id,
                 reason=reason,  # type: ignore[arg-type]
-                text=_spoken_text(handle) or "".join(t.text).strip(),
+                text=" ".join(t.spoken) or "".join(t.text).strip(),
             )
         )
 

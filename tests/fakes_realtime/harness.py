@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, cast
@@ -22,6 +23,7 @@ from providers.realtime import RealtimeSettings, create_realtime_model
 from providers.realtime_openai import GuardedOpenAIRealtimeModel
 
 from .audio_io import ClockedAudioSink, QueueAudioInput, read_wav
+from .gemini_live_server import FakeGeminiLiveServer
 from .openai_realtime_server import FakeRealtimeServer
 
 AUDIO_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "audio"
@@ -33,14 +35,17 @@ class RealtimeHarness:
     def __init__(
         self,
         *,
+        provider: str = "openai-realtime",
         tools: Iterable[Any] = (),
         api_key: str = "test-key",
         max_retry: int = 3,
         apology: str | None = "Sorry, I lost you for a moment.",
         approval_policy: Any = None,
     ) -> None:
-        self.server = FakeRealtimeServer()
+        self.provider = provider
+        self.server: Any = FakeRealtimeServer() if provider == "openai-realtime" else FakeGeminiLiveServer()
         self.api_key = api_key
+        self._saved_cert_env: str | None = None
         self.max_retry = max_retry
         self.apology = apology
         self.tools = list(tools)
@@ -56,14 +61,20 @@ class RealtimeHarness:
         from brain import InProcessApprovalGate
 
         await self.server.start()
+        if self.provider == "openai-realtime":
+            keys: dict[str, Any] = {"openai_api_key": self.api_key, "openai_base_url": self.server.base_url}
+        else:
+            keys = {"gemini_api_key": self.api_key, "gemini_base_url": self.server.base_url}
+            # google-genai always dials wss:// and reads SSL_CERT_FILE when it builds its client
+            self._saved_cert_env = os.environ.get("SSL_CERT_FILE")
+            os.environ["SSL_CERT_FILE"] = str(self.server.cert_file)
         self.settings = RealtimeSettings(
             _env_file=None,
-            provider="openai-realtime",
-            openai_api_key=self.api_key,
-            openai_base_url=self.server.base_url,
+            provider=self.provider,
             max_retry=self.max_retry,
             retry_interval=0.1,
             connect_timeout=5.0,
+            **keys,
         )
         self.model = cast(GuardedOpenAIRealtimeModel, create_realtime_model(self.settings))
         self.brain: VoiceBrain = create_voice_brain(
@@ -90,6 +101,11 @@ class RealtimeHarness:
         await self.session.aclose()
         await self.model.aclose()
         await self.server.aclose()
+        if self.provider != "openai-realtime":
+            if self._saved_cert_env is None:
+                os.environ.pop("SSL_CERT_FILE", None)
+            else:
+                os.environ["SSL_CERT_FILE"] = self._saved_cert_env
 
     # -- driving --
 
