@@ -10,7 +10,7 @@ livekit plugins, installed with `pip install '.[name]'`. See docs/providers.md.
 """
 
 from .errors import ProviderConfigError
-from .factory import build_provider, create_stt, create_tts
+from .factory import build_provider, create_stt, create_tts, import_plugins
 from .local_stt import LocalSTT
 from .local_tts import LocalTTS
 from .registry import get_spec, names, register
@@ -30,6 +30,7 @@ __all__ = [
     "create_stt",
     "create_tts",
     "get_spec",
+    "import_plugins",
     "names",
     "provider_report",
     "register",

@@ -29,17 +29,36 @@ def resolve_options(spec: AnySpec, settings: SpeechSettings) -> tuple[ProviderOp
     return options, ""
 
 
-def build_provider(kind: Kind, name: str, settings: SpeechSettings) -> Any:
-    """One provider instance; ProviderConfigError says exactly what to fix."""
-    spec = get_spec(kind, name)
+def _import_modules(spec: AnySpec) -> None:
     for module in spec.modules:
         try:
             importlib.import_module(module)
         except ImportError as e:
             raise ProviderConfigError(
-                f"{kind.upper()} provider {name!r} needs {module}, which does not import "
-                f"({e}); install it with: {install_hint(spec)}"
+                f"{spec.kind.upper()} provider {spec.name!r} needs {module}, which does not "
+                f"import ({e}); install it with: {install_hint(spec)}"
             ) from None
+        except RuntimeError as e:  # livekit registers plugins on the main thread only
+            raise ProviderConfigError(
+                f"{spec.kind.upper()} provider {spec.name!r}: importing {module} failed ({e}); "
+                "call providers.import_plugins(settings) on the main thread at start-up"
+            ) from None
+
+
+def import_plugins(settings: SpeechSettings | None = None) -> None:
+    """Import the plugins of every chosen provider. Call it on the main thread when the
+    worker starts: livekit registers plugins (and their file downloads) at import time."""
+    settings = settings or SpeechSettings()
+    chains: dict[Kind, list[str]] = {"stt": settings.stt_providers, "tts": settings.tts_providers}
+    for kind, chain in chains.items():
+        for name in chain:
+            _import_modules(get_spec(kind, name))
+
+
+def build_provider(kind: Kind, name: str, settings: SpeechSettings) -> Any:
+    """One provider instance; ProviderConfigError says exactly what to fix."""
+    spec = get_spec(kind, name)
+    _import_modules(spec)
     options, problem = resolve_options(spec, settings)
     if problem or options is None:
         raise ProviderConfigError(f"{kind.upper()} provider {name!r}: {problem}")

@@ -21,6 +21,7 @@ from providers import (
     build_provider,
     create_stt,
     create_tts,
+    import_plugins,
     provider_report,
     registry,
 )
@@ -261,6 +262,9 @@ def test_missing_extra_says_which_pip_install(monkeypatch: pytest.MonkeyPatch) -
     settings = SpeechSettings(STT_PROVIDERS="ghost")
     with pytest.raises(ProviderConfigError, match=r"pip install '\.\[ghost\]'"):
         create_stt(settings)
+    with pytest.raises(ProviderConfigError, match=r"pip install '\.\[ghost\]'"):
+        import_plugins(settings)  # what the worker calls at start-up, on the main thread
+    import_plugins(SpeechSettings(STT_PROVIDERS="deepgram,local", TTS_PROVIDERS="cartesia"))
     (row,) = [r for r in provider_report(settings) if r.name == "ghost"]
     assert (row.installed, row.chosen, row.reason) == (False, True, "pip install '.[ghost]'")
 

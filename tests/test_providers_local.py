@@ -15,8 +15,19 @@ from livekit.agents.types import USERDATA_TIMED_TRANSCRIPT
 from providers import LocalSTT, LocalTTS
 
 AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
-# words pocketsphinx (fast profile) reliably gets from the JFK sample; it misses some others
-JFK_WORDS = ("fellow", "country")
+JFK = (
+    "and so my fellow americans ask not what your country can do for you "
+    "ask what you can do for your country"
+)
+# What pocketsphinx (fast profile) reliably gets from the JFK sample, checked over repeated
+# runs. rtc.AudioResampler dithers (its output differs by +-2 LSB from run to run) and the
+# decoder is sensitive to that, so resampled input only reliably yields "fellow america ...".
+JFK_WORDS_16K = ("fellow", "america", "country")
+JFK_WORDS_RESAMPLED = ("fellow", "america")
+
+
+def _reference_hits(text: str) -> int:
+    return len(set(text.split()) & set(JFK.split()))
 
 
 def _wav_frames(path: Path, frame_ms: int = 100) -> list[rtc.AudioFrame]:
@@ -65,7 +76,7 @@ async def test_local_stt_transcribes_real_speech(
     assert event.type == stt.SpeechEventType.FINAL_TRANSCRIPT
     data = event.alternatives[0]
     assert data.language == "en"
-    for word in JFK_WORDS:
+    for word in JFK_WORDS_16K:
         assert word in data.text.split()
     assert data.end_time == pytest.approx(11.0, abs=0.05)
 
@@ -76,8 +87,10 @@ async def test_local_stt_resamples_and_mixes_down_48k_stereo(
     stereo = _to_48k_stereo(jfk)
     assert (stereo[0].sample_rate, stereo[0].num_channels) == (48000, 2)
     event = await local_stt.recognize(stereo)
-    for word in JFK_WORDS:
-        assert word in event.alternatives[0].text.split()
+    text = event.alternatives[0].text
+    for word in JFK_WORDS_RESAMPLED:
+        assert word in text.split()
+    assert _reference_hits(text) >= 7, text  # most of the sentence's words, not noise
 
 
 async def test_local_stt_empty_and_silent_audio(local_stt: LocalSTT) -> None:
