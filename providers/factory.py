@@ -10,6 +10,7 @@ from livekit.agents.vad import VAD
 from pydantic import ValidationError
 
 from .errors import ProviderConfigError
+from .provider_errors import tag_provider
 from .registry import CHAIN_VARIABLE, AnySpec, get_spec, install_hint
 from .settings import SpeechSettings
 from .spec import Kind, ProviderOptions
@@ -63,9 +64,11 @@ def build_provider(kind: Kind, name: str, settings: SpeechSettings) -> Any:
     if problem or options is None:
         raise ProviderConfigError(f"{kind.upper()} provider {name!r}: {problem}")
     try:
-        return spec.build(options)
+        instance = spec.build(options)
     except Exception as e:
         raise ProviderConfigError(f"{kind.upper()} provider {name!r}: {e}") from e
+    tag_provider(instance, name)  # error reports then say "deepgram", not a hostname
+    return instance
 
 
 def _build_chain(kind: Kind, names: list[str], settings: SpeechSettings) -> list[Any]:
