@@ -14,13 +14,28 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .turn_detector import AdaptiveEouDetector, EouPolicy
+
 logger = logging.getLogger(__name__)
 
 TurnMode = Literal["vad", "stt", "eou"]
 
 
+# Per-mode defaults for knobs left unset (env or kwargs). Chosen with
+# benchmarks/turn_latency.py; see BENCHMARKS.md, "Turn handling".
+MODE_DEFAULTS: dict[str, dict[str, Any]] = {
+    # VAD closes the segment early (the batch STT and preemptive LLM start then); the turn is
+    # taken once the pause outlasts the longest mid-sentence pause on the shared recordings.
+    "vad": {"vad_min_silence_duration": 0.5, "min_endpointing_delay": 0.86},
+    # the STT's own endpointing decides; livekit-agents' defaults around it
+    "stt": {"vad_min_silence_duration": 0.55, "min_endpointing_delay": 0.5},
+    # the adaptive end-of-turn detector decides; VAD and endpointing only set the floor
+    "eou": {"vad_min_silence_duration": 0.3, "min_endpointing_delay": 0.3},
+}
+
+
 class TurnSettings(BaseSettings):
-    """Turn handling knobs (env prefix ``TURN_``)."""
+    """Turn handling knobs (env prefix ``TURN_``). Unset knobs take `MODE_DEFAULTS[mode]`."""
 
     model_config = SettingsConfigDict(
         env_prefix="TURN_", env_file=".env", extra="ignore", validate_default=True
@@ -29,9 +44,9 @@ class TurnSettings(BaseSettings):
     mode: TurnMode = Field(
         default="vad",
         description="What ends a user turn: 'vad' (silence), 'stt' (the STT's own endpointing, "
-        "streaming STT only), 'eou' (VAD plus the local audio end-of-turn model).",
+        "streaming STT only), 'eou' (VAD plus the adaptive audio end-of-turn detector).",
     )
-    min_endpointing_delay: float = Field(default=0.5, ge=0.0)
+    min_endpointing_delay: float = Field(default=0.86, ge=0.0)
     max_endpointing_delay: float = Field(default=3.0, gt=0.0)
     min_interruption_words: int = Field(default=0, ge=0)
     min_interruption_duration: float = Field(default=0.5, ge=0.0)
@@ -39,28 +54,50 @@ class TurnSettings(BaseSettings):
     allow_interruptions: bool = True
 
     # Silero VAD
-    vad_min_silence_duration: float = Field(default=0.55, gt=0.0)
+    vad_min_silence_duration: float = Field(default=0.5, gt=0.0)
     vad_min_speech_duration: float = Field(default=0.05, gt=0.0)
     vad_activation_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     vad_prefix_padding: float = Field(default=0.5, ge=0.0)
 
-    # audio end-of-turn model ('eou' mode)
-    eou_threshold: float | None = Field(
-        default=None,
-        gt=0.0,
-        lt=1.0,
-        description="P(turn ended) below which the turn is held open for max_endpointing_delay; "
-        "None keeps the model's calibrated per-language threshold.",
-    )
+    # adaptive audio end-of-turn detector ('eou' mode), see agent/turn_detector.py
+    eou_fast_threshold: float = Field(default=0.85, gt=0.0, le=1.0)
+    eou_slow_threshold: float = Field(default=0.7, gt=0.0, le=1.0)
+    eou_max_silence: float = Field(default=0.86, gt=0.2)
+    eou_step: float = Field(default=0.06, gt=0.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("mode"), str):
+            data["mode"] = data["mode"].strip().lower()
+        return {**MODE_DEFAULTS.get(data.get("mode", "vad"), {}), **data}
 
     @model_validator(mode="after")
-    def _check_delays(self) -> TurnSettings:
+    def _check(self) -> TurnSettings:
         if self.max_endpointing_delay < self.min_endpointing_delay:
             raise ValueError(
                 "TURN_MAX_ENDPOINTING_DELAY must be >= TURN_MIN_ENDPOINTING_DELAY "
                 f"(got {self.max_endpointing_delay} < {self.min_endpointing_delay})"
             )
+        if self.eou_slow_threshold > self.eou_fast_threshold:
+            raise ValueError("TURN_EOU_SLOW_THRESHOLD must be <= TURN_EOU_FAST_THRESHOLD")
+        if self.mode == "eou" and self.vad_min_silence_duration < 0.25:
+            raise ValueError(
+                "TURN_MODE=eou needs TURN_VAD_MIN_SILENCE_DURATION >= 0.25 "
+                "(the end-of-turn model is asked after 0.2 s of silence)"
+            )
         return self
+
+    def eou_policy(self) -> EouPolicy:
+        return EouPolicy(
+            fast_threshold=self.eou_fast_threshold,
+            slow_threshold=self.eou_slow_threshold,
+            max_silence=self.eou_max_silence,
+            step=self.eou_step,
+        )
 
 
 def vad_load_kwargs(s: TurnSettings) -> dict[str, Any]:
@@ -83,12 +120,7 @@ def _turn_detection(s: TurnSettings, *, stt_streaming: bool) -> Any:
         )
         return "vad"
     if s.mode == "eou":
-        from livekit.agents.inference import TurnDetector
-
-        kwargs: dict[str, Any] = {"version": "v1-mini"}
-        if s.eou_threshold is not None:
-            kwargs["unlikely_threshold"] = s.eou_threshold
-        return TurnDetector(**kwargs)
+        return AdaptiveEouDetector(s.eou_policy())
     return "vad"
 
 

@@ -127,6 +127,16 @@ def _load_wav(path: Path) -> tuple[np.ndarray, int]:
         return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16), w.getframerate()
 
 
+class _ExtrasFormatter(logging.Formatter):
+    """Shows the `extra=` fields livekit-agents attaches to its debug records."""
+
+    _std = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = {k: v for k, v in vars(record).items() if k not in self._std}
+        return f"{record.created:.3f} {record.name}: {record.getMessage()} {extras or ''}"
+
+
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}"
 
@@ -195,6 +205,9 @@ def main() -> None:
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    if args.verbose:
+        for h in logging.getLogger().handlers:
+            h.setFormatter(_ExtrasFormatter())
     rows = asyncio.run(_run(args))
     print()
     print(_table(rows))

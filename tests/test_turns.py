@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+from livekit import rtc
 from pydantic import ValidationError
 
 from agent.turns import TurnSettings, session_turn_kwargs, vad_load_kwargs
@@ -108,3 +112,135 @@ async def test_session_accepts_the_kwargs() -> None:
         opts = session.options.turn_handling
         assert opts["endpointing"]["min_delay"] == s.min_endpointing_delay
         assert opts["preemptive_generation"]["enabled"] is s.preemptive_generation
+
+
+# -- adaptive end-of-turn detector on real audio ------------------------------------------
+
+
+def test_policy_requirement_falls_to_zero_at_max_silence() -> None:
+    from agent.turn_detector import EouPolicy
+
+    p = EouPolicy(fast_threshold=0.8, slow_threshold=0.5, max_silence=0.8)
+    assert p.required_probability(0.2) == pytest.approx(0.8)
+    assert p.required_probability(0.5) < p.required_probability(0.3)
+    assert p.required_probability(0.79) >= 0.5
+    assert p.turn_ended(0.0, 0.8)
+    assert not p.turn_ended(0.79, 0.2)
+    with pytest.raises(ValueError):
+        EouPolicy(fast_threshold=0.5, slow_threshold=0.8)
+    with pytest.raises(ValueError):
+        EouPolicy(max_silence=0.1)
+
+
+def _wav(name: str) -> tuple[np.ndarray, int]:
+    import wave
+
+    with wave.open(str(AUDIO / name)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16), w.getframerate()
+
+
+def _frames(pcm: np.ndarray, sr: int, start: float, end: float) -> list[rtc.AudioFrame]:
+    spf = sr // 50
+    a, b = int(start * sr), int(end * sr)
+    return [
+        rtc.AudioFrame(pcm[i : i + spf].tobytes(), sr, 1, len(pcm[i : i + spf]))
+        for i in range(a, b - spf + 1, spf)
+    ]
+
+
+def _silence(sr: int, seconds: float) -> list[rtc.AudioFrame]:
+    return _frames(np.zeros(int(sr * seconds) + sr, dtype=np.int16), sr, 0.0, seconds)
+
+
+async def _until(cond: Callable[[], bool]) -> None:
+    """Wait (no deadline assertion: the suite's timeout guards hangs) for a model look."""
+    while not cond():  # noqa: ASYNC110 - the condition flips in the detector's own task
+        await asyncio.sleep(0.01)
+
+
+async def test_detector_takes_the_turn_at_a_clear_turn_end() -> None:
+    """multi_utterance, turn end at 46.78 s: the model is confident, no cap needed."""
+    from agent.turn_detector import AdaptiveEouDetector, EouPolicy
+
+    pcm, sr = _wav("multi_utterance_16k_mono.wav")
+    stream = AdaptiveEouDetector(EouPolicy(0.75, 0.6, 0.75)).stream()
+    try:
+        for f in _frames(pcm, sr, 39.8, 46.78 + 0.25):  # the whole turn, then 0.25 s of pause
+            stream.push_audio(f)
+        fut = stream.predict()
+        await _until(fut.done)  # no more audio: only the model can end the turn
+        ev = fut.result()
+        assert stream.looks >= 1
+        assert ev.end_of_turn_probability >= 0.75
+        assert ev.inference_duration is not None
+    finally:
+        await stream.aclose()
+
+
+async def test_detector_holds_the_turn_through_a_mid_sentence_pause() -> None:
+    """multi_utterance, pause at 19.58 s (0.77 s, mid-turn): the model says 'not done'; the
+    turn is held until speech resumes, fed faster than real time."""
+    from agent.turn_detector import AdaptiveEouDetector, EouPolicy
+
+    pcm, sr = _wav("multi_utterance_16k_mono.wav")
+    policy = EouPolicy(0.75, 0.6, 0.75)
+    stream = AdaptiveEouDetector(policy).stream()
+    try:
+        for f in _frames(pcm, sr, 16.3, 19.58 + 0.22):
+            stream.push_audio(f)
+        fut = stream.predict()
+        await _until(lambda: stream.looks >= 1)
+        assert not fut.done()
+        assert stream.last_probability < 0.6
+        for f in _frames(pcm, sr, 19.58 + 0.22, 19.58 + 0.6):  # rest of the pause, fast
+            stream.push_audio(f)
+            await asyncio.sleep(0)
+        await _until(lambda: stream.looks >= 2)
+        assert not fut.done()
+        stream.cancel_inference()  # what the session does when the VAD hears speech again
+        assert fut.result().end_of_turn_probability == 0.0
+    finally:
+        await stream.aclose()
+
+
+async def test_detector_caps_the_wait_at_max_silence_on_48k_input() -> None:
+    """The cut-off last word of multi_utterance (60.0 s) never looks finished to the model;
+    the turn is still taken once the pause reaches max_silence, measured on the audio."""
+    from agent.turn_detector import AdaptiveEouDetector, EouPolicy
+
+    pcm, sr = _wav("multi_utterance_16k_mono.wav")
+    up = np.repeat(pcm[int(51.1 * sr) :], 3)  # 48 kHz, as from a room
+    policy = EouPolicy(0.75, 0.6, 0.75)
+    stream = AdaptiveEouDetector(policy).stream()
+    try:
+        for f in _frames(up, 48000, 0.0, len(up) / 48000):
+            stream.push_audio(f)
+        silence = _silence(48000, 1.0)
+        for f in silence[:11]:  # 0.22 s
+            stream.push_audio(f)
+        fut = stream.predict()
+        await _until(lambda: stream.looks >= 1)
+        assert not fut.done()
+        pushed = 11
+        for f in silence[11:]:
+            stream.push_audio(f)
+            pushed += 1
+            if fut.done():
+                break
+        assert fut.done()
+        assert policy.max_silence <= pushed * 0.02 <= policy.max_silence + 0.1
+        assert fut.result().end_of_turn_probability < 0.6
+    finally:
+        await stream.aclose()
+
+
+async def test_eou_mode_wires_the_detector() -> None:
+    from agent.turn_detector import AdaptiveEouDetector
+
+    s = TurnSettings(mode="eou", eou_fast_threshold=0.9)
+    td = session_turn_kwargs(s, stt_streaming=False)["turn_handling"]["turn_detection"]
+    assert isinstance(td, AdaptiveEouDetector)
+    assert td.policy.fast_threshold == 0.9
+    assert s.vad_min_silence_duration == 0.3  # eou mode's own defaults
+    with pytest.raises(ValidationError, match="TURN_VAD_MIN_SILENCE_DURATION"):
+        TurnSettings(mode="eou", vad_min_silence_duration=0.2)
