@@ -38,7 +38,11 @@ class TurnSettings(BaseSettings):
     """Turn handling knobs (env prefix ``TURN_``). Unset knobs take `MODE_DEFAULTS[mode]`."""
 
     model_config = SettingsConfigDict(
-        env_prefix="TURN_", env_file=".env", extra="ignore", validate_default=True
+        env_prefix="TURN_",
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+        validate_default=True,
     )
 
     mode: TurnMode = Field(

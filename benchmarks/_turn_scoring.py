@@ -22,6 +22,7 @@ class Turn:
 @dataclass
 class Score:
     latencies: list[float]  # one per answered turn end
+    per_turn_end: list[float | None]  # latency per reference turn end, None = missed
     premature: int
     missed: int
     extra: int  # further replies in a gap that was already answered
@@ -54,6 +55,7 @@ def turns_from_reference(speech: list[list[float]], turn_ends: list[float]) -> l
 
 def score(reply_starts: list[float], turns: list[Turn], input_end: float) -> Score:
     latencies: list[float] = []
+    per_turn_end: list[float | None] = []
     premature_at: list[float] = []
     missed_at: list[float] = []
     extra = 0
@@ -65,11 +67,14 @@ def score(reply_starts: list[float], turns: list[Turn], input_end: float) -> Sco
         in_gap = [r for r in reply_starts if t.end <= r < window_end]
         if in_gap:
             latencies.append(in_gap[0] - t.end)
+            per_turn_end.append(in_gap[0] - t.end)
             extra += len(in_gap) - 1
         else:
             missed_at.append(t.end)
+            per_turn_end.append(None)
     return Score(
         latencies=latencies,
+        per_turn_end=per_turn_end,
         premature=len(premature_at),
         missed=len(missed_at),
         extra=extra,

@@ -138,7 +138,7 @@ class _ExtrasFormatter(logging.Formatter):
 
 
 def _fmt(v: float | None) -> str:
-    return "-" if v is None else f"{v:.2f}"
+    return "–" if v is None else f"{v:.2f}"
 
 
 async def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -167,7 +167,7 @@ async def _run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 "premature": s.premature,
                 "missed": s.missed,
                 "extra": s.extra,
-                "latencies": [round(x, 3) for x in s.latencies],
+                "latencies": [None if x is None else round(x, 3) for x in s.per_turn_end],
                 "premature_at": [round(x, 2) for x in s.premature_at],
                 "missed_at": s.missed_at,
                 "replies": [round(x, 3) for x in result.reply_starts],
@@ -188,7 +188,7 @@ def _table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         out.append(
             f"| {r['label']} | {r['file']} | {_fmt(r['median'])} | {_fmt(r['p95'])} | "
-            f"{r['premature']} | {r['missed']} | {', '.join(f'{x:.2f}' for x in r['latencies'])} | "
+            f"{r['premature']} | {r['missed']} | {', '.join(_fmt(x) for x in r['latencies'])} | "
             f"{r['load1'][0]:.1f} -> {r['load1'][1]:.1f} |"
         )
     return "\n".join(out)

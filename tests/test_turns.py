@@ -12,7 +12,7 @@ import pytest
 from livekit import rtc
 from pydantic import ValidationError
 
-from agent.turns import TurnSettings, session_turn_kwargs, vad_load_kwargs
+from agent.turns import MODE_DEFAULTS, TurnSettings, session_turn_kwargs, vad_load_kwargs
 
 AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
 
@@ -44,9 +44,18 @@ def test_env_overrides_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_dotenv_file_is_read(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("TURN_MODE=vad\nTURN_VAD_ACTIVATION_THRESHOLD=0.6\nOTHER=1\n")
+    (tmp_path / ".env").write_text(
+        "TURN_MODE=EOU\nTURN_VAD_ACTIVATION_THRESHOLD=0.6\nTURN_MIN_ENDPOINTING_DELAY=\nOTHER=1\n"
+    )
     s = TurnSettings()
+    assert s.mode == "eou"
     assert s.vad_activation_threshold == 0.6
+    # empty (as in .env.example) = the mode's default
+    assert s.min_endpointing_delay == MODE_DEFAULTS["eou"]["min_endpointing_delay"]
+    assert (
+        TurnSettings(mode="vad").min_endpointing_delay
+        == MODE_DEFAULTS["vad"]["min_endpointing_delay"]
+    )
 
 
 def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -244,3 +253,24 @@ async def test_eou_mode_wires_the_detector() -> None:
     assert s.vad_min_silence_duration == 0.3  # eou mode's own defaults
     with pytest.raises(ValidationError, match="TURN_VAD_MIN_SILENCE_DURATION"):
         TurnSettings(mode="eou", vad_min_silence_duration=0.2)
+
+
+def test_benchmark_scoring_against_the_reference_turns() -> None:
+    """benchmarks/_turn_scoring.py: premature / missed / latency per turn end."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from _turn_scoring import score, turns_from_reference
+
+    ref = json.loads((AUDIO / "turns.json").read_text())["multi_utterance_16k_mono.wav"]
+    turns = turns_from_reference(ref["speech"], ref["turn_ends"])
+    assert [(t.start, t.end) for t in turns][:2] == [(0.032, 6.85), (9.344, 38.91)]
+    # a reply in the 0.77 s mid-turn pause, one just after the user resumed (still inside the
+    # turn), nothing between 38.91 and the next turn at 39.904, two replies after 46.78
+    s = score([2.7, 7.5, 20.0, 20.4, 40.0, 47.3, 47.9, 50.5, 61.0], turns, input_end=64.0)
+    assert s.premature_at == [2.7, 20.0, 20.4, 40.0]
+    assert s.missed_at == [38.91]
+    assert s.per_turn_end == pytest.approx([0.65, None, 0.52, 0.55, 1.0])
+    assert s.extra == 1
+    assert s.median == pytest.approx(0.6)
