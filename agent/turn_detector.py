@@ -8,7 +8,7 @@ recordings the model gives mid-sentence pauses 0.7-0.8 as often as real turn end
 This detector keeps asking while the pause grows and takes the turn once
 ``P(turn ended) >= required_probability(silence)``: a confident model answers early, a doubtful
 one has to wait for more silence, and after ``max_silence`` the turn is taken whatever the model
-says (so a turn end the model misjudges costs at most ``max_silence``, never a missed turn).
+says (a turn end the model misjudges costs at most ``max_silence`` of silence).
 
 It plugs into ``AgentSession(turn_handling={"turn_detection": ...})`` as a streaming turn
 detector: the session streams every input frame to it, asks for a prediction once the VAD
@@ -42,11 +42,11 @@ SILENCE_BELOW = 0.35  # Silero P(speech) under which a window counts as silence
 class EouPolicy:
     """When to take the turn, given the model's P(turn ended) after `silence` seconds."""
 
-    fast_threshold: float = 0.8
+    fast_threshold: float = 0.85
     """Probability needed right at the start of a pause."""
-    slow_threshold: float = 0.5
+    slow_threshold: float = 0.7
     """Probability needed just before `max_silence`; the requirement falls linearly."""
-    max_silence: float = 0.8
+    max_silence: float = 0.86
     """Silence after which the turn is taken regardless of the model."""
     step: float = 0.06
     """Seconds of new audio between two looks at the model."""
