@@ -1,0 +1,444 @@
+"""Soak: many simulated sessions in one process, N at a time; leaks and memory growth.
+
+A simulated session is what the worker runs per job, without a room: a brain of its own
+(offline backend, example tools), the agent's `VoiceSession` (`AgentSession` + `BrainAgent`,
+Silero VAD shared by the process), the event bridge on a `MemoryTransport`, the simulated
+speaker of `agent.audio_io` and the zero-latency stub STT / TTS of `_density_stubs`. The user
+talks to it through the bridge, as a web client would:
+
+1. `user.text` "book a table for two" -> the brain calls `book_table`, which needs approval;
+   the client answers the `hitl.request` with `hitl.respond` (approve) as the served identity;
+   the tool runs and the confirmation is spoken to the end;
+2. `user.text` "tell me about the sea" -> as soon as the reply is playing, `agent.interrupt`
+   (barge-in): the playback stops and the brain turn is cancelled.
+
+    .venv/bin/python benchmarks/soak.py                     # 1,000 sessions, 20 at a time (~4 min)
+    .venv/bin/python benchmarks/soak.py --sessions 200 --json out/soak.json
+    .venv/bin/python benchmarks/soak.py --tracemalloc       # + top allocation growth 100 -> end
+
+Resources are sampled after a `gc.collect()`: asyncio tasks, open file descriptors
+(/proc/self/fd), threads, resident memory (/proc/self/statm), every `--every` sessions.
+tests/test_soak.py runs a shorter soak with the same code and asserts no leaks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _density_stubs import FixedSTT, InstantTTS  # noqa: E402
+
+SERVED = "user"
+BOOK = "book a table for two"
+CHAT = "tell me about the sea and the ships on it"
+# what the offline brain answers to CHAT, in full (it is cut off by the barge-in)
+CHAT_REPLY = (
+    f"You said: {CHAT}. I'm the offline assistant; ask me about the weather, or ask me to book a table."
+)
+
+
+_POOL_PREFIXES = ("asyncio_", "ThreadPoolExecutor-")
+
+
+# -- resources --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Resources:
+    tasks: int
+    fds: int
+    threads: int
+    pool_threads: int
+    """Of `threads`, workers of thread pools (the loop's default executor): bounded, reused."""
+    rss_mb: float
+
+    @classmethod
+    def sample(cls, *, collect: bool = True) -> Resources:
+        if collect:
+            gc.collect()
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:
+            tasks = 0
+        threads = threading.enumerate()
+        with open("/proc/self/statm") as f:
+            rss_pages = int(f.read().split()[1])
+        return cls(
+            tasks=tasks,
+            fds=len(os.listdir("/proc/self/fd")),
+            threads=len(threads),
+            pool_threads=sum(t.name.startswith(_POOL_PREFIXES) for t in threads),
+            rss_mb=rss_pages * os.sysconf("SC_PAGE_SIZE") / 2**20,
+        )
+
+
+def live_session_objects() -> dict[str, int]:
+    """How many per-session objects are still alive (after a collection): should be 0 between sessions."""
+    from livekit.agents import AgentSession
+
+    from agent.voice_session import VoiceSession
+    from brain import VoiceBrain
+    from bridge import EventBridge, MemoryTransport
+
+    kinds = (AgentSession, VoiceSession, VoiceBrain, EventBridge, MemoryTransport)
+    gc.collect()
+    counts = dict.fromkeys((k.__name__ for k in kinds), 0)
+    for obj in gc.get_objects():
+        for k in kinds:
+            if isinstance(obj, k):
+                counts[k.__name__] += 1
+    return counts
+
+
+# -- one session ------------------------------------------------------------------------------
+
+
+class BridgeClient:
+    """The web client's view: every envelope the bridge sends, and waiting for one."""
+
+    def __init__(self) -> None:
+        self.envelopes: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+
+    def on_send(self, envelope_json: str) -> None:
+        self.envelopes.append(json.loads(envelope_json))
+        self._changed.set()
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.envelopes if e["type"] == kind]
+
+    async def wait_for(self, predicate: Callable[[], Any], within: float) -> Any:
+        async with asyncio.timeout(within):
+            while not (found := predicate()):
+                self._changed.clear()
+                await self._changed.wait()
+            return found
+
+
+@dataclass
+class SessionReport:
+    index: int
+    approval_ack: bool = False
+    tool_ok: bool = False
+    interrupt_ack: bool = False
+    turn_reasons: list[str] = field(default_factory=list)
+    """`turn.done` reasons from the bridge, in order."""
+    outcomes: list[str] = field(default_factory=list)
+    """The agent's view of each turn's speech (completed / interrupted ...)."""
+    played_cut: bool = False
+    """The barge-in stopped the reply's audio before all of it had played."""
+    seqs_ok: bool = False
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.approval_ack
+            and self.tool_ok
+            and self.interrupt_ack
+            and self.turn_reasons == ["completed", "interrupted"]
+            and self.outcomes == ["completed", "interrupted"]
+            and self.played_cut
+            and self.seqs_ok
+        )
+
+
+def soak_settings(token_delay: float = 0.02) -> Any:
+    """AgentSettings from defaults only (no .env): offline brain, bridge on, no greeting."""
+    from agent.config import AgentSettings
+    from agent.turns import TurnSettings
+    from brain import BrainConfig
+    from bridge import BridgeConfig
+    from providers import SpeechSettings
+
+    return AgentSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        brain=BrainConfig(_env_file=None, backend="offline", offline_token_delay=token_delay),  # type: ignore[call-arg]
+        speech=SpeechSettings(_env_file=None),  # type: ignore[call-arg]
+        turn=TurnSettings(_env_file=None),  # type: ignore[call-arg]
+        bridge=BridgeConfig(_env_file=None),  # type: ignore[call-arg]
+        greeting_mode="off",
+        inactivity_timeout=0,
+    )
+
+
+def _msg(kind: str, mid: str, data: dict[str, Any] | None = None) -> str:
+    body: dict[str, Any] = {"v": 1, "id": mid, "type": kind}
+    if data is not None:
+        body["data"] = data
+    return json.dumps(body)
+
+
+async def run_session(
+    index: int, vad: Any, settings: Any, *, speed: float = 10.0, within: float = 30.0
+) -> SessionReport:
+    """One session as the worker runs it (brain per session), driven through the bridge."""
+    from agent.audio_io import SimClock, attach_simulated_io
+    from agent.voice_session import VoiceSession, build_agent_session
+    from brain import create_voice_brain
+    from bridge import MemoryTransport
+
+    report = SessionReport(index)
+    started = time.perf_counter()
+    brain = create_voice_brain(settings.brain)
+    tts = InstantTTS()
+    session = build_agent_session(settings, vad=vad, stt=FixedSTT(), tts=tts, time_scale=speed, simulated=True)
+    clock = SimClock(speed)
+    io = attach_simulated_io(session, clock)
+    voice = VoiceSession(settings, brain=brain, session=session, conversation_id=f"soak-{index}", user_id=SERVED)
+    client = BridgeClient()
+    transport = MemoryTransport([SERVED], on_send=client.on_send)
+    speaking = asyncio.Event()
+
+    def on_state(ev: Any) -> None:
+        if ev.new_state == "speaking":
+            speaking.set()
+
+    session.on("agent_state_changed", on_state)
+    try:
+        voice.attach_bridge(transport, served_identity=SERVED)
+        await voice.start(greet=False, **voice.start_options())
+        clock.start()
+
+        # 1. a tool call that needs approval, approved by the served participant over the bridge
+        reply = json.loads(await transport.deliver(SERVED, _msg("user.text", "t1", {"text": BOOK})))
+        assert reply["type"] == "ack", reply
+        request = await client.wait_for(lambda: client.of_type("hitl.request"), within)
+        rid = request[0]["data"]["request_id"]
+        reply = json.loads(await transport.deliver(SERVED, _msg("hitl.respond", "a1", {"request_id": rid, "decision": "approve"})))
+        report.approval_ack = reply["type"] == "ack"
+        await client.wait_for(lambda: client.of_type("turn.done"), within)
+        finished = client.of_type("tool.finished")
+        report.tool_ok = bool(finished) and finished[0]["data"]["status"] == "ok"
+        await _until(lambda: _settled(voice, io, 1), within)
+
+        # 2. barge-in: interrupt the next reply while it plays (the brain is still streaming it)
+        speaking.clear()
+        reply = json.loads(await transport.deliver(SERVED, _msg("user.text", "t2", {"text": CHAT})))
+        assert reply["type"] == "ack", reply
+        async with asyncio.timeout(within):
+            await speaking.wait()
+        reply = json.loads(await transport.deliver(SERVED, _msg("agent.interrupt", "i1")))
+        report.interrupt_ack = reply["type"] == "ack"
+        await client.wait_for(lambda: len(client.of_type("turn.done")) >= 2, within)
+        await _until(lambda: _settled(voice, io, 2), within)
+
+        report.turn_reasons = [e["data"]["reason"] for e in client.of_type("turn.done")]
+        report.outcomes = [t.outcome for t in voice.tracker.turns]
+        # (the sink's own `interrupted` flag is not enough: on a busy loop the audio of the first
+        # sentence may have played out, waiting for the next, when the interrupt arrives)
+        full_reply = len(CHAT_REPLY.split()) * tts.seconds_per_word
+        segments = io.sink.segments
+        report.played_cut = bool(segments) and segments[-1].finished and segments[-1].played < full_reply - 0.1
+    finally:
+        await voice.aclose()
+        await io.aclose()
+        await brain.aclose()
+        voice.tracker.close()
+    seqs = [e["seq"] for e in client.envelopes]
+    report.seqs_ok = seqs == list(range(1, len(seqs) + 1))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _settled(voice: Any, io: Any, turns: int) -> bool:
+    tracked = voice.tracker.turns
+    return (
+        len(tracked) >= turns
+        and all(t.outcome != "pending" for t in tracked)
+        and not io.sink.playing
+        and voice.session.agent_state == "listening"
+    )
+
+
+async def _until(predicate: Callable[[], bool], within: float, step: float = 0.01) -> None:
+    """Poll session state (spread over livekit-agents, the tracker and the sink: no one event)."""
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110
+            await asyncio.sleep(step)
+
+
+# -- many sessions ----------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    sessions: int
+    seconds: float
+    resources: Resources
+
+
+@dataclass
+class SoakResult:
+    reports: list[SessionReport]
+    samples: list[Sample]
+    baseline: Resources
+    final: Resources
+    live: dict[str, int]
+    """Per-session objects still alive at the end."""
+
+    @property
+    def failures(self) -> list[SessionReport]:
+        return [r for r in self.reports if not r.ok]
+
+    def rss_at(self, sessions: int) -> float:
+        return min(self.samples, key=lambda s: abs(s.sessions - sessions)).resources.rss_mb
+
+
+async def run_soak(
+    total: int,
+    *,
+    concurrency: int = 20,
+    every: int = 50,
+    vad: Any = None,
+    settings: Any = None,
+    speed: float = 10.0,
+    on_sample: Callable[[Sample], None] | None = None,
+    warmup: int | None = None,
+) -> SoakResult:
+    """Run `total` sessions, `concurrency` at a time; sample resources every `every` sessions.
+
+    `warmup` sessions (default: one batch of `concurrency`) run first and are not counted, so
+    the baseline includes what is created once per process (imports, caches, executor threads).
+    """
+    from agent.worker import load_vad
+
+    settings = settings or soak_settings()
+    vad = vad or load_vad(settings)
+    warm = concurrency if warmup is None else warmup
+    if warm:
+        await asyncio.gather(*(run_session(-1 - i, vad, settings, speed=speed) for i in range(warm)))
+    baseline = Resources.sample()
+    samples = [Sample(0, 0.0, baseline)]
+    if on_sample is not None:
+        on_sample(samples[0])
+    reports: list[SessionReport] = []
+    started = time.perf_counter()
+    next_index = 0
+    sem = asyncio.Semaphore(concurrency)
+    done = 0
+    sampling = asyncio.Lock()
+
+    async def one(i: int) -> None:
+        nonlocal done
+        async with sem:
+            reports.append(await run_session(i, vad, settings, speed=speed))
+        done += 1
+        if done % every == 0 or done == total:
+            async with sampling:
+                s = Sample(done, time.perf_counter() - started, Resources.sample())
+                samples.append(s)
+                if on_sample is not None:
+                    on_sample(s)
+
+    # tasks are created as slots free up, so at most `concurrency` sessions (and tasks) exist
+    pending: set[asyncio.Task[None]] = set()
+    while next_index < total or pending:
+        while next_index < total and len(pending) < concurrency:
+            pending.add(asyncio.create_task(one(next_index)))
+            next_index += 1
+        finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for t in finished:
+            t.result()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    final = Resources.sample()
+    live = live_session_objects()
+    reports.sort(key=lambda r: r.index)
+    return SoakResult(reports, samples, baseline, final, live)
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+class WarningCounter(logging.Handler):
+    """Counts log warnings by message instead of printing them (one per session adds up)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.counts: dict[str, int] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        key = f"{record.name}: {record.msg}"
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+
+def _top_growth(before: tracemalloc.Snapshot, after: tracemalloc.Snapshot, n: int = 15) -> list[str]:
+    stats = after.compare_to(before, "lineno")
+    return [str(s) for s in stats[:n]]
+
+
+async def _main(args: argparse.Namespace) -> dict[str, Any]:
+    snapshots: dict[int, tracemalloc.Snapshot] = {}
+
+    def on_sample(s: Sample) -> None:
+        r = s.resources
+        print(f"{s.sessions:5d} sessions {s.seconds:7.1f} s  rss {r.rss_mb:7.1f} MB  tasks {r.tasks:3d}  "
+              f"fds {r.fds:3d}  threads {r.threads:2d} ({r.pool_threads} pooled)", flush=True)
+        if args.tracemalloc and s.sessions in (100, args.sessions):
+            snapshots[s.sessions] = tracemalloc.take_snapshot()
+
+    if args.tracemalloc:
+        tracemalloc.start(5)
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    result = await run_soak(args.sessions, concurrency=args.concurrency, every=args.every,
+                            speed=args.speed, on_sample=on_sample)
+    wall = time.perf_counter() - t0
+    r100, rend = result.rss_at(100), result.final.rss_mb
+    out: dict[str, Any] = {
+        "sessions": args.sessions,
+        "concurrency": args.concurrency,
+        "wall_s": round(wall, 1),
+        "load1": [round(load, 2), round(os.getloadavg()[0], 2)],
+        "failures": [asdict(r) for r in result.failures],
+        "baseline": asdict(result.baseline),
+        "final": asdict(result.final),
+        "live_session_objects": result.live,
+        "curve": [{"sessions": s.sessions, "seconds": round(s.seconds, 1), **asdict(s.resources)} for s in result.samples],
+        "rss_growth_100_to_end_pct": round(100 * (rend - r100) / r100, 2),
+        "session_seconds_p50": sorted(r.seconds for r in result.reports)[len(result.reports) // 2],
+    }
+    if args.tracemalloc and 100 in snapshots and args.sessions in snapshots:
+        out["tracemalloc_growth"] = _top_growth(snapshots[100], snapshots[args.sessions])
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sessions", type=int, default=1000)
+    p.add_argument("--concurrency", type=int, default=20)
+    p.add_argument("--every", type=int, default=50, help="sample resources every N sessions")
+    p.add_argument("--speed", type=float, default=10.0, help="simulated playback speed")
+    p.add_argument("--tracemalloc", action="store_true", help="diff allocations between session 100 and the end")
+    p.add_argument("--json", type=Path, help="write the result here")
+    args = p.parse_args()
+    counter = WarningCounter()
+    logging.basicConfig(level=logging.WARNING, handlers=[counter])
+    out = asyncio.run(_main(args))
+    out["log_warnings"] = counter.counts
+    print(json.dumps({k: v for k, v in out.items() if k != "curve"}, indent=1))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
