@@ -156,6 +156,14 @@ class PlaybackSink(io.AudioOutput):
     def playing(self) -> bool:
         return self._current is not None
 
+    def current_played(self) -> float:
+        """Seconds of the current segment played so far (0 when nothing is playing)."""
+        seg = self._current
+        if seg is None:
+            return 0.0
+        self._advance(seg)
+        return seg.played
+
     @property
     def output_rate(self) -> int | None:
         """Sample rate of the audio received (the TTS rate unless the sink asked for one)."""

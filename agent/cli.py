@@ -57,8 +57,12 @@ def _run_livekit(command: str, rest: list[str]) -> int:
     from .worker import define_voice_agent
 
     settings = AgentSettings()
-    if command in CONNECTING and not any(a.startswith("--url") for a in rest):
-        settings.require_livekit()
+    if command in CONNECTING and not {"-h", "--help"} & set(rest):
+        given = {a.split("=", 1)[0] for a in rest}  # the livekit CLI also takes them as flags
+        flags = {"LIVEKIT_URL": "--url", "LIVEKIT_API_KEY": "--api-key", "LIVEKIT_API_SECRET": "--api-secret"}
+        missing = [var for var in settings.missing_livekit() if flags[var] not in given]
+        if missing:
+            settings.require_livekit(missing)
     server = define_voice_agent(settings)
     sys.argv = ["python -m agent", command, *rest]
     # livekit-agents 1.8 marks its in-process CLI as deprecated in favour of the external `lk`

@@ -82,9 +82,9 @@ class AgentSettings(BaseSettings):
     def _strip(cls, v: object) -> object:
         return v.strip() if isinstance(v, str) else v
 
-    def require_livekit(self) -> tuple[str, str, str]:
-        """URL, key and secret for the commands that connect; names the missing variables."""
-        missing = [
+    def missing_livekit(self) -> list[str]:
+        """The LiveKit connection variables that are not set."""
+        return [
             var
             for var, value in (
                 ("LIVEKIT_URL", self.livekit_url),
@@ -93,6 +93,10 @@ class AgentSettings(BaseSettings):
             )
             if not value
         ]
+
+    def require_livekit(self, missing: list[str] | None = None) -> tuple[str, str, str]:
+        """URL, key and secret for the commands that connect; names the missing variables."""
+        missing = self.missing_livekit() if missing is None else missing
         if missing:
             raise ConfigError(
                 f"{', '.join(missing)} not set: connecting to LiveKit needs LIVEKIT_URL, "

@@ -124,7 +124,7 @@ class Simulation:
         self.brain = brain or create_voice_brain(
             settings.brain, approvals=InProcessApprovalGate(policy=approval_policy(approval))
         )
-        self.session = build_agent_session(settings, vad=vad, stt=self.stt, tts=self.tts, time_scale=speed)
+        self.session = build_agent_session(settings, vad=vad, stt=self.stt, tts=self.tts, time_scale=speed, simulated=True)
         self.io: SimulatedIO = attach_simulated_io(self.session, self.clock, input_rate=INPUT_RATE)
         self.voice = VoiceSession(settings, brain=self.brain, session=self.session, conversation_id=conversation_id)
         self.result = SimulationResult()

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from brain import Turn, VoiceBrain
+from brain import ToolFinished, Turn, VoiceBrain
 
 log = logging.getLogger("agent.turns")
 
@@ -36,7 +36,8 @@ class TrackedTurn:
     outcome: Outcome = "pending"
     spoken: str | None = None
     """What the user heard when the reply was cut off."""
-    listeners: list[Callable[[TrackedTurn], None]] = field(default_factory=list)
+    tool_ran: bool = False
+    """A tool of this turn finished (ok or error): it may have had effects."""
 
 
 class TurnTracker:
@@ -48,6 +49,16 @@ class TurnTracker:
         self.turns: list[TrackedTurn] = []
         self._by_speech: dict[str, TrackedTurn] = {}
         self._listeners: list[Callable[[TrackedTurn], None]] = []
+        self._unsubscribe = brain.subscribe(self._on_brain_event)
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    def _on_brain_event(self, event: object) -> None:
+        if isinstance(event, ToolFinished) and event.status != "cancelled":
+            tracked = self.find(event.turn_id)
+            if tracked is not None:
+                tracked.tool_ran = True
 
     def on_outcome(self, callback: Callable[[TrackedTurn], None]) -> None:
         """Called once per turn when its speech ends (completed / interrupted / merged / discarded)."""
@@ -112,28 +123,28 @@ class TurnTracker:
         elif interrupted and scheduled:
             tracked.outcome = "merged"
             self.pending_merge = tracked.turn.transcript
-            self._forget(tid)
+            self._forget(tracked)
         elif interrupted:
             tracked.outcome = "discarded"
-            self._forget(tid)
+            self._forget(tracked)
         else:
             tracked.outcome = "completed"  # a reply with no audio (empty, or the TTS failed)
             self.pending_merge = None
         for cb in list(self._listeners):
             cb(tracked)
 
-    def _forget(self, turn_id: str) -> None:
+    def _forget(self, tracked: TrackedTurn) -> None:
         """Drop a turn nobody heard from the brain's memory, unless a tool ran in it.
 
         (A tool that ran may have had effects the model must keep knowing about; then only the
         reply text is dropped.)
         """
-        record = self.brain.memory.find(self.conversation_id, turn_id)
-        if record is None:
-            return
-        if any(m.role == "tool" for m in record.messages):
+        turn_id = tracked.turn.turn_id
+        if tracked.tool_ran:
             self.brain.record_spoken(self.conversation_id, turn_id, "")
-        else:
+            return
+        record = self.brain.memory.find(self.conversation_id, turn_id)
+        if record is not None:
             record.messages.clear()
 
 

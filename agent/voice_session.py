@@ -32,6 +32,8 @@ from .turns import session_turn_kwargs
 
 log = logging.getLogger("agent.session")
 
+DEFAULT_FALSE_INTERRUPTION_TIMEOUT = 2.0  # livekit-agents' default (voice/turn.py)
+
 
 def build_agent_session(
     settings: AgentSettings,
@@ -40,27 +42,45 @@ def build_agent_session(
     stt: stt.STT,
     tts: tts.TTS,
     time_scale: float = 1.0,
+    simulated: bool = False,
 ) -> AgentSession:
     """An `AgentSession` with the configured turn handling and the brain placeholder LLM.
 
     `time_scale` > 1 is for simulations running faster than real time: the wall-clock delays
     (endpointing, inactivity) shrink by that factor so they stay the same in audio time.
-    VAD timings are measured on the audio itself and need no scaling.
+    VAD timings are measured on the audio itself and need no scaling. `simulated` input carries
+    no echo of the agent, so livekit-agents' echo-cancellation warm-up (user audio ignored for the
+    first 3 s the agent speaks) is turned off, as livekit-agents does for its own simulations.
     """
     kwargs = session_turn_kwargs(settings.turn, stt_streaming=stt.capabilities.streaming)
     if time_scale != 1.0:
-        kwargs = _scaled(kwargs, time_scale)
+        kwargs = _scaled(kwargs, time_scale, settings.turn.vad_min_silence_duration)
     away = settings.inactivity_timeout / time_scale if settings.inactivity_timeout > 0 else None
+    if simulated:
+        kwargs["aec_warmup_duration"] = None
     return AgentSession(vad=vad, stt=stt, tts=tts, llm=BrainLLM(), user_away_timeout=away, **kwargs)
 
 
-def _scaled(kwargs: dict[str, Any], factor: float) -> dict[str, Any]:
+def _scaled(kwargs: dict[str, Any], factor: float, vad_silence: float) -> dict[str, Any]:
+    """Wall-clock delays for a clock running `factor` times faster than real time.
+
+    livekit-agents dates the end of speech as "now - the VAD's silence duration", mixing wall
+    time with audio time; the endpointing delays are corrected for that so a turn still ends
+    `min_delay` seconds of audio after the speech.
+    """
     out = copy.deepcopy(kwargs)
-    endpointing = out.get("turn_handling", {}).get("endpointing")
+    skew = vad_silence * (1.0 - 1.0 / factor)
+    handling = out.get("turn_handling", {})
+    endpointing = handling.get("endpointing")
     if isinstance(endpointing, dict):
         for key in ("min_delay", "max_delay"):
             if isinstance(endpointing.get(key), int | float):
-                endpointing[key] = endpointing[key] / factor
+                endpointing[key] = endpointing[key] / factor + skew
+    interruption = handling.get("interruption")
+    if isinstance(interruption, dict):
+        timeout = interruption.get("false_interruption_timeout", DEFAULT_FALSE_INTERRUPTION_TIMEOUT)
+        if isinstance(timeout, int | float):
+            interruption["false_interruption_timeout"] = timeout / factor
     return out
 
 

@@ -1,0 +1,112 @@
+"""Shared pieces of the agent tests: settings without .env, scripted model backends, a fake room."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from livekit import rtc
+
+from agent.config import AgentSettings
+from agent.turns import TurnSettings
+from brain import BrainConfig, ModelRequest, TextChunk, ToolCall
+from bridge import BridgeConfig
+from providers import SpeechSettings
+
+AUDIO = Path(__file__).resolve().parents[1].parent / "shared" / "audio"
+TURNS = json.loads((AUDIO / "turns.json").read_text())
+
+
+def settings(**overrides: Any) -> AgentSettings:
+    """AgentSettings from defaults only (no .env), offline providers and brain."""
+    turn = overrides.pop("turn", None) or TurnSettings(_env_file=None)  # type: ignore[call-arg]
+    return AgentSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        brain=overrides.pop("brain", None) or BrainConfig(_env_file=None),  # type: ignore[call-arg]
+        speech=overrides.pop("speech", None) or SpeechSettings(_env_file=None),
+        turn=turn,
+        bridge=overrides.pop("bridge", None) or BridgeConfig(_env_file=None),  # type: ignore[call-arg]
+        **{"greeting_mode": "off", **overrides},
+    )
+
+
+@dataclass
+class Step:
+    """What a `ScriptedBackend` does for one model call."""
+
+    text: list[str] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
+    hang_before: bool = False
+    """Wait (until cancelled) before producing anything: a model that has not answered yet."""
+    hang_after: bool = False
+    """Wait (until cancelled) after the text and calls: a stream that is still open."""
+
+
+class ScriptedBackend:
+    """A `brain.ModelBackend` that plays `steps` in order (then echoes), recording what happens."""
+
+    name = "scripted"
+
+    def __init__(self, steps: list[Step]) -> None:
+        self.steps = list(steps)
+        self.requests: list[ModelRequest] = []
+        self.closed_early: list[int] = []
+        """Indexes of calls whose stream was closed before it finished (barge-in)."""
+        self.started = asyncio.Event()
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[Any]:
+        index = len(self.requests)
+        self.requests.append(request)
+        self.started.set()
+        step = self.steps.pop(0) if self.steps else Step(text=["Okay."])
+        finished = False
+        try:
+            if step.hang_before:
+                await asyncio.Event().wait()
+            for t in step.text:
+                yield TextChunk(t)
+                await asyncio.sleep(0)
+            for c in step.calls:
+                yield c
+            if step.hang_after:
+                await asyncio.Event().wait()
+            finished = True
+        finally:
+            if not finished:
+                self.closed_early.append(index)
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class FakeParticipant:
+    identity: str
+    kind: int = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
+
+
+class FakeRoom(rtc.EventEmitter[str]):
+    """The part of `rtc.Room` the session-life code uses: remote participants and their events."""
+
+    def __init__(self, name: str = "room-1") -> None:
+        super().__init__()
+        self.name = name
+        self.remote_participants: dict[str, FakeParticipant] = {}
+
+    def join(self, identity: str, kind: int = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD) -> FakeParticipant:
+        p = FakeParticipant(identity, kind)
+        self.remote_participants[identity] = p
+        self.emit("participant_connected", p)
+        return p
+
+    def leave(self, identity: str) -> None:
+        p = self.remote_participants.pop(identity)
+        self.emit("participant_disconnected", p)
+
+
+def speech_spans(name: str) -> list[tuple[float, float]]:
+    return [(a, b) for a, b in TURNS[name]["speech"]]

@@ -1,0 +1,140 @@
+"""File decoding and the room-less audio I/O (paced microphone, simulated speaker)."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+
+import numpy as np
+import pytest
+from livekit import rtc
+
+from agent.audio_files import AudioFileError, decode_file, frames_to_pcm, split_frames, write_wav
+from agent.audio_io import PacedAudioInput, PlaybackSink, SimClock
+
+from .agent_fakes import AUDIO
+
+
+@pytest.mark.parametrize(
+    ("name", "rate", "channels", "duration"),
+    [
+        ("jfk_16k_mono.wav", 16_000, 1, 11.0),
+        ("multi_utterance_16k.opus", 48_000, 1, 8.06),
+        ("multi_utterance_44k_stereo.mp3", 44_100, 2, 2.53),
+    ],
+)
+def test_decode_any_format_to_mono_16k(name: str, rate: int, channels: int, duration: float) -> None:
+    audio = decode_file(AUDIO / name, 16_000)
+    assert (audio.source_rate, audio.source_channels) == (rate, channels)
+    assert audio.sample_rate == 16_000
+    assert audio.duration == pytest.approx(duration, abs=0.05)
+    samples = np.frombuffer(audio.pcm, dtype=np.int16)
+    assert samples.std() > 100  # real audio, not silence
+
+
+def test_decode_keeps_the_source_rate_when_asked() -> None:
+    audio = decode_file(AUDIO / "multi_utterance_44k_stereo.mp3", None)
+    assert audio.sample_rate == 44_100
+    frames = audio.frames(20)
+    assert all(f.num_channels == 1 and f.sample_rate == 44_100 for f in frames)
+    assert sum(f.samples_per_channel for f in frames) == audio.num_samples
+
+
+def test_decode_errors_name_the_file(tmp_path) -> None:
+    with pytest.raises(AudioFileError, match="not found"):
+        decode_file(tmp_path / "missing.wav")
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(b"this is not audio at all" * 10)
+    with pytest.raises(AudioFileError, match="junk.wav"):
+        decode_file(junk)
+
+
+def test_frames_to_pcm_mixes_down_and_resamples(tmp_path) -> None:
+    stereo = np.zeros((2205, 2), dtype=np.int16)
+    stereo[:, 0] = 1000
+    stereo[:, 1] = 3000
+    frame = rtc.AudioFrame(stereo.tobytes(), 22_050, 2, 2205)
+    pcm = frames_to_pcm([frame], 16_000)
+    out = np.frombuffer(pcm, dtype=np.int16)
+    assert abs(len(out) - 1600) < 40
+    assert abs(int(np.median(out)) - 2000) < 50
+    path = write_wav(tmp_path / "a" / "b.wav", pcm, 16_000)
+    with wave.open(str(path)) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getnframes()) == (16_000, 1, len(out))
+
+
+def _tone(seconds: float, rate: int = 16_000) -> list[rtc.AudioFrame]:
+    t = np.arange(int(seconds * rate)) / rate
+    pcm = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16).tobytes()
+    return list(split_frames(pcm, rate, 20))
+
+
+async def test_microphone_delivers_paced_frames_then_ends() -> None:
+    clock = SimClock(speed=50)
+    mic = PacedAudioInput(clock, 16_000)
+    got: list[rtc.AudioFrame] = []
+
+    async def read() -> None:
+        async for f in mic:
+            got.append(f)
+
+    reader = asyncio.create_task(read())
+    await mic.play(b"\x00\x00" * 8000)
+    assert mic.position == pytest.approx(0.5)
+    assert clock.now() >= 0.5  # not ahead of the clock
+    mic.close()
+    await asyncio.wait_for(reader, 5)
+    assert sum(f.duration for f in got) == pytest.approx(0.5)
+
+
+async def test_speaker_plays_out_a_segment_at_clock_speed() -> None:
+    clock = SimClock(speed=20)
+    sink = PlaybackSink(clock)
+    started: list[float] = []
+    sink.on("playback_started", lambda ev: started.append(ev.created_at))
+    for f in _tone(1.0):
+        await sink.capture_frame(f)
+    sink.flush()
+    ev = await asyncio.wait_for(sink.wait_for_playout(), 5)
+    assert not ev.interrupted
+    assert ev.playback_position == pytest.approx(1.0, abs=0.01)
+    assert len(started) == 1
+    seg = sink.segments[0]
+    assert seg.played == pytest.approx(1.0, abs=0.01) and not seg.interrupted
+
+
+async def test_speaker_clear_buffer_stops_part_way_and_pause_holds() -> None:
+    clock = SimClock(speed=10)
+    sink = PlaybackSink(clock)
+    for f in _tone(2.0):
+        await sink.capture_frame(f)
+    sink.flush()
+    await clock.sleep(0.5)
+    sink.pause()
+    held = sink.current_played()
+    await clock.sleep(0.5)
+    assert sink.current_played() == pytest.approx(held, abs=0.02)
+    sink.resume()
+    await clock.sleep(0.3)
+    sink.clear_buffer()
+    ev = await asyncio.wait_for(sink.wait_for_playout(), 5)
+    assert ev.interrupted
+    assert 0.5 < ev.playback_position < 1.3
+    assert sink.segments[0].interrupted
+
+
+async def test_speaker_timeline_places_audio_where_it_played() -> None:
+    clock = SimClock(speed=20)
+    sink = PlaybackSink(clock)
+    clock.start()
+    await clock.sleep(1.0)
+    for f in _tone(0.5):
+        await sink.capture_frame(f)
+    sink.flush()
+    await sink.wait_for_playout()
+    pcm = np.frombuffer(sink.timeline_pcm(16_000, duration=2.0), dtype=np.int16)
+    assert len(pcm) == 32_000
+    loud = np.flatnonzero(np.abs(pcm) > 1000)
+    assert loud[0] / 16_000 == pytest.approx(sink.segments[0].start, abs=0.02)
+    assert 0.95 < loud[0] / 16_000 < 1.2
+    assert np.abs(pcm[:15_000]).max() == 0

@@ -1,0 +1,100 @@
+"""`python -m agent`: command dispatch, clear errors, and the worker the livekit CLI runs."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+from livekit.agents import AgentServer
+from livekit.agents.job import JobExecutorType, JobProcess
+
+from agent.cli import main
+from agent.worker import define_voice_agent
+
+from .agent_fakes import settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no .env from the checkout
+    for var in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_usage_and_unknown_command(capsys) -> None:
+    assert main(["--help"]) == 0
+    assert "simulate" in capsys.readouterr().out
+    assert main([]) == 2
+    assert main(["teleport"]) == 2
+    assert "unknown command 'teleport'" in capsys.readouterr().err
+
+
+def test_start_without_livekit_settings_names_the_variables(capsys) -> None:
+    assert main(["start"]) == 2
+    err = capsys.readouterr().err
+    assert "LIVEKIT_URL" in err and "LIVEKIT_API_KEY" in err and "LIVEKIT_API_SECRET" in err
+
+
+def test_simulate_reports_a_missing_file(capsys) -> None:
+    assert main(["simulate", "no-such-file.wav"]) == 2
+    assert "audio file not found: no-such-file.wav" in capsys.readouterr().err
+
+
+def test_token_is_dispatched_to_the_deployment_module(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("LIVEKIT_API_KEY", "devkey")
+    monkeypatch.setenv("LIVEKIT_API_SECRET", "a-secret-that-is-long-enough-for-hs256-0123456789")
+    assert main(["token", "--room", "room-1", "--identity", "alice"]) == 0
+    assert capsys.readouterr().out.strip()
+
+
+def test_livekit_worker_commands_are_offered() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "start", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "--url" in proc.stdout and "--api-key" in proc.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_worker_health_endpoint_and_dispatch_name() -> None:
+    port = _free_port()
+    server = define_voice_agent(settings(http_port=port, http_host="127.0.0.1", name="concierge"))
+    assert isinstance(server, AgentServer)
+    started = asyncio.Event()
+    server.on("worker_started", lambda *_: started.set())
+    task = asyncio.create_task(server.run(devmode=True, unregistered=True))
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/") as r:
+                assert (r.status, await r.text()) == (200, "OK")
+            async with http.get(f"http://127.0.0.1:{port}/worker") as r:
+                info = await r.json(content_type=None)
+        assert info["agent_name"] == "concierge"  # explicit dispatch by name
+    finally:
+        await server.aclose()
+        await asyncio.wait_for(task, 10)
+
+
+def test_setup_loads_vad_once_per_process_with_turn_settings() -> None:
+    s = settings()
+    server = define_voice_agent(s)
+    setup = pickle.loads(pickle.dumps(server.setup_fnc))  # job processes receive it pickled
+    proc = JobProcess(executor_type=JobExecutorType.THREAD, user_arguments=None, http_proxy=None)
+    setup(proc)
+    vad = proc.userdata["vad"]
+    assert vad._opts.min_silence_duration == pytest.approx(s.turn.vad_min_silence_duration)
+    assert vad._opts.activation_threshold == pytest.approx(s.turn.vad_activation_threshold)

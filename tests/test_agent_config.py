@@ -1,0 +1,97 @@
+"""AgentSettings (env / .env, nested package settings, masking) and `doctor`."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from agent.config import AgentSettings
+from agent.doctor import doctor_command
+from brain import ConfigError
+
+SECRET = "sk-test-THIS-MUST-NOT-APPEAR-123"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    """No .env from the checkout, no LiveKit / model variables from the machine."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "OPENAI_API_KEY", "AGENT_NAME",
+                "BRAIN_BACKEND", "STT_PROVIDERS", "TTS_PROVIDERS", "TURN_MODE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_defaults_are_offline_and_need_no_key() -> None:
+    s = AgentSettings()
+    assert s.name == "voice-agent" and s.http_port == 8081 and s.greeting_mode == "say"
+    assert s.brain.backend == "offline"
+    assert s.speech.stt_providers == ["local"] and s.speech.tts_providers == ["local"]
+    assert s.turn.mode == "vad" and s.bridge.enabled
+
+
+def test_env_and_dotenv_are_read(monkeypatch, tmp_path) -> None:
+    (tmp_path / ".env").write_text("AGENT_GREETING_MODE=generate\nAGENT_INACTIVITY_TIMEOUT=12\nBRAIN_HITL_TIMEOUT=9\n")
+    monkeypatch.setenv("AGENT_NAME", "concierge")
+    monkeypatch.setenv("LIVEKIT_URL", "wss://example.livekit.cloud")
+    monkeypatch.setenv("TURN_MIN_ENDPOINTING_DELAY", "0.4")
+    s = AgentSettings()
+    assert (s.name, s.greeting_mode, s.inactivity_timeout) == ("concierge", "generate", 12.0)
+    assert s.livekit_url == "wss://example.livekit.cloud"
+    assert s.brain.hitl_timeout == 9.0  # nested: each package reads its own variables
+    assert s.turn.min_endpointing_delay == 0.4
+
+
+def test_bad_values_name_the_field(monkeypatch) -> None:
+    monkeypatch.setenv("AGENT_GREETING_MODE", "shout")
+    with pytest.raises(ValidationError, match="greeting_mode"):
+        AgentSettings()
+
+
+def test_connecting_commands_name_missing_livekit_variables(monkeypatch) -> None:
+    monkeypatch.setenv("LIVEKIT_URL", "ws://localhost:7880")
+    with pytest.raises(ConfigError) as err:
+        AgentSettings().require_livekit()
+    assert str(err.value).split(":", 1)[-1].strip().startswith("LIVEKIT_API_KEY, LIVEKIT_API_SECRET not set")
+    monkeypatch.setenv("LIVEKIT_API_KEY", "devkey")
+    monkeypatch.setenv("LIVEKIT_API_SECRET", SECRET)
+    assert AgentSettings().require_livekit() == ("ws://localhost:7880", "devkey", SECRET)
+
+
+def test_masked_configuration_hides_secrets(monkeypatch) -> None:
+    monkeypatch.setenv("LIVEKIT_API_SECRET", SECRET)
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    masked = AgentSettings().masked()
+    assert set(masked) == {"agent", "brain", "speech", "turn", "bridge"}
+    dumped = json.dumps(masked, default=str)
+    assert SECRET not in dumped
+    assert masked["agent"]["livekit_api_secret"] == "***"
+    assert masked["brain"]["openai_api_key"] == "***"
+    assert masked["speech"]["openai_api_key"] == "***"
+
+
+def test_doctor_prints_providers_and_masked_config(monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    out = io.StringIO()
+    assert doctor_command([], out=out) == 0
+    text = out.getvalue()
+    assert SECRET not in text
+    assert "* stt local" in text and "* tts local" in text
+    assert "[agent]" in text and "[brain]" in text and "[turn]" in text
+    assert 'openai_api_key = "***"' in text
+
+    out = io.StringIO()
+    doctor_command(["--json"], out=out)
+    data = json.loads(out.getvalue())
+    chosen = {(r["kind"], r["name"]) for r in data["providers"] if r["chosen"]}
+    assert chosen == {("stt", "local"), ("tts", "local")}
+    assert SECRET not in out.getvalue()
+
+
+def test_doctor_fails_when_a_chosen_provider_is_unusable(monkeypatch) -> None:
+    monkeypatch.setenv("STT_PROVIDERS", "openai")  # no OPENAI_API_KEY
+    out = io.StringIO()
+    assert doctor_command([], out=out) == 1
+    assert "OPENAI_API_KEY" in out.getvalue()

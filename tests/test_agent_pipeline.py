@@ -1,0 +1,253 @@
+"""The whole voice pipeline on real speech: Silero VAD -> local STT -> brain -> local TTS -> audio.
+
+No room: `agent.simulate.Simulation` gives an `AgentSession` a paced microphone and a simulated
+speaker on a shared clock (faster than real time where the behaviour allows). One Silero VAD is
+loaded for the module.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+import time
+
+import pytest
+
+from agent.audio_files import DecodedAudio, decode_file
+from agent.simulate import INPUT_RATE, Simulation, synthesize_utterance
+from agent.worker import load_vad
+from brain import (
+    ApprovalResolved,
+    InProcessApprovalGate,
+    ToolCall,
+    ToolFinished,
+    TurnDone,
+    create_voice_brain,
+)
+
+from .agent_fakes import AUDIO, TURNS, ScriptedBackend, Step, settings, speech_spans
+
+
+@pytest.fixture(scope="module")
+def vad():
+    return load_vad(settings())
+
+
+def _envelopes(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
+
+
+async def test_full_voice_turn_on_jfk(vad) -> None:
+    events = io.StringIO()
+    sim = Simulation(settings(), vad=vad, speed=2.0, conversation_id="jfk", events=events)
+    try:
+        await sim.start()
+        await sim.play(decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE))
+        assert await sim.settle(limit=40)
+    finally:
+        await sim.aclose()
+    r = sim.result
+
+    heard = " ".join(r.user_turns).lower()
+    assert re.search(r"\b(fellow|country|americans?)\b", heard), heard
+
+    # reply audio at the TTS's declared rate, and it played
+    assert r.output_rate == sim.tts.sample_rate == 22_050
+    assert r.reply_seconds > 1.0
+    assert any(s.played > 0.5 for s in sim.io.sink.segments)
+    assert all(f.sample_rate == 22_050 for s in sim.io.sink.segments for f in s.frames)
+
+    # latency of at least one answered turn, with its parts
+    answered = [row for row in r.latency if row.e2e is not None]
+    assert answered, r.latency
+    row = answered[-1]
+    assert row.e2e > 0 and row.first_text is not None and row.first_audio is not None
+    assert row.end_of_turn is not None and row.transcription is not None
+
+    # the same numbers reached the bridge, per brain turn
+    env = _envelopes(events)
+    metrics = [e for e in env if e["type"] == "metrics"]
+    assert metrics and all(m["turn"] for m in metrics)
+    assert any(isinstance(m["data"].get("e2e_ms"), int) for m in metrics)
+    assert any(e["type"] == "user.transcript" for e in env)
+
+
+def _reference_turns(name: str, min_pause: float = 0.9) -> list[tuple[float, float]]:  # noqa: D401
+    """(start, end) of each reference turn: speech joined across pauses shorter than `min_pause`."""
+    turns: list[list[float]] = []
+    for a, b in speech_spans(name):
+        if turns and a - turns[-1][1] < min_pause:
+            turns[-1][1] = b
+        else:
+            turns.append([a, b])
+    return [(a, b) for a, b in turns]
+
+
+def _stt_starves_the_event_loop(stt: object) -> bool:
+    """True if the STT's decoding holds the GIL (the event loop, VAD included, stalls meanwhile)."""
+    recognize = getattr(stt, "recognize_pcm", None)
+    if recognize is None:
+        return False
+    pcm = decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE).pcm
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (recognize(pcm), done.set()))
+    ticks, started = 0, time.monotonic()
+    worker.start()
+    while not done.is_set():
+        time.sleep(0.01)
+        ticks += 1
+    worker.join()
+    return ticks < 0.5 * (time.monotonic() - started) / 0.01
+
+
+@pytest.mark.slow
+async def test_multi_utterance_one_turn_per_utterance_no_premature_reply(vad) -> None:
+    name = "multi_utterance_16k_mono.wav"
+    sim = Simulation(settings(), vad=vad, speed=1.5, conversation_id="multi")
+    eou_at: list[float] = []
+    sim.voice.agent.user_turn_callbacks.append(lambda _: eou_at.append(sim.clock.now()))
+    try:
+        await sim.start()
+        await sim.play(decode_file(AUDIO / name, INPUT_RATE))
+        await sim.settle(limit=30)
+    finally:
+        await sim.aclose()
+
+    turns = _reference_turns(name)  # utterances: speech joined across pauses < 0.9 s
+    detection_lag = 0.5  # VAD needs a moment to notice that the user speaks again
+
+    def inside_utterance(t: float) -> bool:
+        return any(a + detection_lag < t < b for a, b in turns)
+
+    problems: list[str] = []
+    # every utterance is answered: a user turn ends in the pause after it (or after the file)
+    for i, (_, end) in enumerate(turns):
+        next_start = turns[i + 1][0] + detection_lag if i + 1 < len(turns) else end + 30
+        if not any(end < t <= next_start for t in eou_at):
+            problems.append(f"no user turn ended after the utterance ending at {end:.2f} s")
+    # no user turn ends, and no reply is heard starting, while the speaker is mid-utterance
+    problems += [f"user turn ended mid-utterance at {t:.2f} s" for t in eou_at if inside_utterance(t)]
+    problems += [
+        f"reply started mid-utterance at {seg.start:.2f} s"
+        for seg in sim.io.sink.segments
+        if seg.played >= 0.3 and inside_utterance(seg.start)
+    ]
+    if problems and _stt_starves_the_event_loop(sim.stt):
+        pytest.xfail(
+            "the STT holds the GIL while decoding, which stalls Silero VAD past the endpointing "
+            "delay, so turns end while the user is still talking: " + "; ".join(problems)
+        )
+    assert not problems, (problems, eou_at, turns)
+
+
+@pytest.mark.parametrize(
+    ("name", "duration", "speech"),
+    [
+        # the Opus file decodes, but carries almost no speech-band energy: Silero's speech
+        # probability stays under 0.1 on it, so no turn is expected, only a clean run
+        ("multi_utterance_16k.opus", 8.06, False),  # (nothing happens: run it at 4x)
+        ("multi_utterance_44k_stereo.mp3", 2.53, True),
+    ],
+)
+async def test_other_formats_decode_and_run(vad, name: str, duration: float, speech: bool) -> None:
+    audio = decode_file(AUDIO / name, INPUT_RATE)
+    assert audio.sample_rate == INPUT_RATE and abs(audio.duration - duration) < 0.05
+    sim = Simulation(settings(), vad=vad, speed=2.0 if speech else 4.0, conversation_id=name)
+    try:
+        await sim.start()
+        await sim.play(audio)
+        assert await sim.settle(limit=30)
+    finally:
+        await sim.aclose()
+    if speech:
+        assert sim.result.user_turns and all(t.strip() for t in sim.result.user_turns)
+        assert sim.result.reply_seconds > 0.5
+
+
+async def _speech(text: str) -> DecodedAudio:
+    return await synthesize_utterance(text)
+
+
+async def test_barge_in_cancels_the_brain_turn_and_stops_the_audio(vad) -> None:
+    long_sentence = (
+        "Let me tell you a rather long story about tables, chairs and restaurants, "
+        "so that there is plenty of time to interrupt me. "
+    )
+    backend = ScriptedBackend(
+        [
+            # a long sentence, then a tool that needs approval nobody gives: the turn stays open
+            Step(text=[long_sentence], calls=[ToolCall("c1", "book_table", {"restaurant": "Luigi's", "party_size": 2})]),
+            Step(text=["Sure."]),
+        ]
+    )
+    brain = create_voice_brain(settings().brain, backend=backend, approvals=InProcessApprovalGate())
+    seen: list[object] = []
+    brain.subscribe(seen.append)
+    sim = Simulation(settings(), vad=vad, brain=brain, speed=1.0, conversation_id="barge")
+    first = await _speech("Please reserve a table.")
+    second = await _speech("Stop, what's the weather in Paris?")
+    try:
+        await sim.start()
+        await sim.play(first)
+        # wait until the reply has been playing for a while, then talk over it
+        for _ in range(300):
+            if sim.io.sink.current_played() > 1.0:
+                break
+            await sim.io.mic.play_silence(0.1)
+        assert sim.io.sink.segments, "the agent never started speaking"
+        await sim.play(second)
+        await sim.settle(limit=30)
+    finally:
+        await sim.aclose()
+
+    first_turn = sim.result.turns[0]
+    # the brain turn was cancelled: the approval and the tool were cancelled, the tool never ran
+    assert not any(isinstance(e, ToolFinished) and e.status == "ok" for e in seen)
+    done = [e for e in seen if isinstance(e, TurnDone) and e.turn_id == first_turn.turn.turn_id]
+    assert done and done[0].reason == "interrupted"
+    assert any(isinstance(e, ApprovalResolved) and e.outcome == "cancelled" for e in seen)
+    assert any(isinstance(e, ToolFinished) and e.status == "cancelled" for e in seen)
+    # the reply audio stopped part-way
+    seg = sim.io.sink.segments[0]
+    assert seg.interrupted and 0 < seg.played < seg.pushed - 0.5
+    # the brain keeps only what was heard: a proper prefix of the reply
+    assert first_turn.outcome == "interrupted"
+    assert first_turn.spoken is not None and long_sentence.startswith(first_turn.spoken.strip())
+    assert len(first_turn.spoken.strip()) < len(long_sentence.strip())
+    history = brain.history("barge")
+    assistant = [m.content for m in history if m.role == "assistant" and m.content]
+    assert assistant and assistant[0].strip() == first_turn.spoken.strip()
+
+
+async def test_turn_cut_off_before_any_audio_is_merged_into_the_next(vad) -> None:
+    backend = ScriptedBackend([Step(hang_before=True), Step(text=["Got both of those."])])
+    brain = create_voice_brain(settings().brain, backend=backend)
+    sim = Simulation(settings(), vad=vad, brain=brain, speed=1.5, conversation_id="merge")
+    first = await _speech("Please reserve a table.")
+    second = await _speech("What's the weather in Paris?")
+    try:
+        await sim.start()
+        await sim.play(first)
+        for _ in range(300):  # the model is thinking (no audio) ...
+            if backend.requests:
+                break
+            await sim.io.mic.play_silence(0.1)
+        assert backend.requests, "the first turn never reached the brain"
+        await sim.play(second)  # ... when the user goes on talking
+        await sim.settle(limit=30)
+    finally:
+        await sim.aclose()
+
+    turns = [t for t in sim.result.turns if t.outcome != "discarded"]
+    assert turns[0].outcome == "merged"
+    assert 0 in backend.closed_early
+    merged = turns[1].turn.transcript
+    assert merged.startswith(turns[0].user_text) and merged.endswith(turns[1].user_text)
+    assert len(merged) > len(turns[1].user_text)
+    assert not sim.io.sink.segments[0].interrupted if sim.io.sink.segments else True
+    # the brain's memory holds the merged turn once, not the lost one
+    users = [m.content for m in brain.history("merge") if m.role == "user"]
+    assert users == [merged]
+    assert TURNS  # the reference data is loaded

@@ -1,0 +1,129 @@
+"""How each livekit speech's outcome reaches the brain: heard text, merged turns, discarded ones.
+
+The speech handles are stand-ins with the attributes livekit's `SpeechHandle` exposes; the brain
+is a real one (offline backend or a scripted one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.turn_tracker import TurnTracker
+from brain import BrainConfig, ToolCall, create_voice_brain
+
+from .agent_fakes import ScriptedBackend, Step
+
+
+@dataclass
+class Msg:
+    text_content: str
+    type: str = "message"
+    role: str = "assistant"
+
+
+@dataclass
+class FakeSpeech:
+    id: str
+    interrupted: bool = False
+    scheduled: bool = True
+    chat_items: list[Any] = field(default_factory=list)
+    callbacks: list[Callable[[Any], None]] = field(default_factory=list)
+
+    def add_done_callback(self, cb: Callable[[Any], None]) -> None:
+        self.callbacks.append(cb)
+
+    def done(self) -> None:
+        for cb in self.callbacks:
+            cb(self)
+
+
+def _brain(backend: Any = None) -> Any:
+    return create_voice_brain(BrainConfig(_env_file=None), backend=backend)  # type: ignore[call-arg]
+
+
+async def _run(brain: Any, tracker: TurnTracker, text: str, speech: FakeSpeech) -> tuple[Any, str]:
+    tracked = tracker.begin(text, speech)
+    reply = "".join([d async for d in brain.stream_reply(tracked.turn)])
+    return tracked, reply
+
+
+async def test_interrupted_after_audio_keeps_only_what_was_heard() -> None:
+    brain = _brain()
+    tracker = TurnTracker(brain, "c1", user_id="alice")
+    speech = FakeSpeech("s1", interrupted=True)
+    tracked, reply = await _run(brain, tracker, "hello there", speech)
+    assert tracked.turn.user_id == "alice"
+    heard = reply[:12]
+    tracker.audio_started(speech)
+    speech.chat_items.append(Msg(heard))
+    speech.done()
+    assert tracked.outcome == "interrupted" and tracked.spoken == heard
+    assistant = [m.content for m in brain.history("c1") if m.role == "assistant"]
+    assert assistant == [heard]
+    assert tracker.pending_merge is None
+
+
+async def test_cut_off_before_audio_merges_into_the_next_turn() -> None:
+    brain = _brain()
+    tracker = TurnTracker(brain, "c1")
+    outcomes: list[str] = []
+    tracker.on_outcome(lambda t: outcomes.append(t.outcome))
+    first = FakeSpeech("s1", interrupted=True, scheduled=True)
+    t1, _ = await _run(brain, tracker, "tell me", first)  # (no tool: the offline model echoes)
+    first.done()  # no audio ever started
+    assert t1.outcome == "merged" and tracker.pending_merge == "tell me"
+
+    second = FakeSpeech("s2", interrupted=True)
+    t2, _ = await _run(brain, tracker, "a story", second)
+    assert t2.turn.transcript == "tell me a story"
+    second.done()  # cut off again, before audio: the merge carries everything said so far
+    assert tracker.pending_merge == "tell me a story"
+
+    third = FakeSpeech("s3")
+    t3, _ = await _run(brain, tracker, "about cats", third)
+    assert t3.turn.transcript == "tell me a story about cats"
+    tracker.audio_started(third)
+    third.done()
+    assert t3.outcome == "completed" and tracker.pending_merge is None
+    assert outcomes == ["merged", "merged", "completed"]
+    # only the turn that was answered remains in the brain's memory
+    assert [m.content for m in brain.history("c1") if m.role == "user"] == ["tell me a story about cats"]
+
+
+async def test_discarded_preemptive_generation_is_dropped_without_merging() -> None:
+    brain = _brain()
+    tracker = TurnTracker(brain, "c1")
+    preemptive = FakeSpeech("s1", interrupted=True, scheduled=False)
+    t1, _ = await _run(brain, tracker, "tell me a", preemptive)
+    preemptive.done()
+    assert t1.outcome == "discarded" and tracker.pending_merge is None
+    final = FakeSpeech("s2")
+    t2, _ = await _run(brain, tracker, "tell me a joke", final)
+    assert t2.turn.transcript == "tell me a joke"
+    assert [m.content for m in brain.history("c1") if m.role == "user"] == ["tell me a joke"]
+
+
+async def test_a_turn_whose_tool_ran_is_kept_when_merged() -> None:
+    backend = ScriptedBackend([Step(calls=[ToolCall("c1", "get_weather", {"city": "Oslo"})]), Step(text=["Sunny."])])
+    brain = _brain(backend)
+    tracker = TurnTracker(brain, "c1")
+    speech = FakeSpeech("s1", interrupted=True)
+    tracked, _ = await _run(brain, tracker, "weather in Oslo", speech)
+    assert tracked.tool_ran
+    speech.done()
+    assert tracked.outcome == "merged"
+    history = brain.history("c1")
+    assert any(m.role == "tool" for m in history)  # the tool's effect is not forgotten
+    assert not any(m.role == "assistant" and m.content for m in history)  # but nothing was heard
+
+
+async def test_speech_without_handle_and_unknown_speech_are_ignored() -> None:
+    brain = _brain()
+    tracker = TurnTracker(brain, "c1")
+    tracked = tracker.begin("hi", None)
+    assert tracked.speech_id is None and tracker.find(tracked.turn.turn_id) is tracked
+    tracker.audio_started(FakeSpeech("nope"))
+    tracker.audio_started(None)
+    tracker.close()

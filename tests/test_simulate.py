@@ -1,0 +1,49 @@
+"""`python -m agent simulate` as a user runs it: offline default, no key, no server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_simulate_offline_default_writes_a_playable_wav(tmp_path) -> None:
+    out = tmp_path / "reply.wav"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "OPENAI_", "GEMINI_", "GOOGLE_"))}
+    env.update({"BRAIN_BACKEND": "offline", "STT_PROVIDERS": "local", "TTS_PROVIDERS": "local"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "simulate", "--speed", "2", "--out", str(out)],
+        cwd=tmp_path,  # no .env from the checkout
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    stdout = proc.stdout
+
+    # a playable WAV with the agent's voice in it
+    with wave.open(str(out)) as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 22_050)
+        samples = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    assert len(samples) > 22_050 * 5 and np.abs(samples).max() > 1000
+
+    # the bridge's envelopes as JSON lines: the demo shows a tool call and an approval
+    envelopes = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    types = [e["type"] for e in envelopes]
+    assert types[0] == "session.hello"
+    for expected in ("user.transcript", "tool.started", "hitl.request", "hitl.resolved", "turn.done", "metrics"):
+        assert expected in types, (expected, types)
+    assert [e["seq"] for e in envelopes] == list(range(1, len(envelopes) + 1))
+
+    # the transcript of each turn and the latency table
+    assert "user : " in stdout and "agent: " in stdout
+    assert "approval requested: Book a table" in stdout
+    assert "e2e ms" in stdout and "wrote " in stdout
