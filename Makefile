@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m brain
+	$(PY) -m agent simulate
 
 text-demo: $(STAMP)
 	$(PY) -m brain

@@ -77,6 +77,11 @@ class AgentSettings(BaseSettings):
     turn: TurnSettings = Field(default_factory=TurnSettings)
     bridge: BridgeConfig = Field(default_factory=BridgeConfig)
 
+    @field_validator("idle_processes", "livekit_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, v: object) -> object:
+        return None if isinstance(v, str) and not v.strip() else v
+
     @field_validator("name", "greeting", "greeting_prompt", "goodbye", mode="before")
     @classmethod
     def _strip(cls, v: object) -> object:

@@ -141,8 +141,7 @@ class Simulation:
     # -- running ----------------------------------------------------------------------------
 
     async def start(self, *, greet: bool = False) -> None:
-        if hasattr(self.stt, "prewarm"):
-            self.stt.prewarm()
+        self.stt.prewarm()
         if self._events is not None:
             self.voice.attach_bridge(JsonLinesTransport(self._events), served_identity="user")
         await self.voice.start(greet=False, **self.voice.start_options())

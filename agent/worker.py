@@ -94,6 +94,8 @@ class VoiceWorker:
         vad = ctx.proc.userdata.get("vad") or load_vad(s)
         stt = create_stt(s.speech, vad=vad)
         tts = create_tts(s.speech)
+        stt.prewarm()  # e.g. build the local recogniser while we wait for the user
+        tts.prewarm()
         brain = create_voice_brain(s.brain)
         ctx.add_shutdown_callback(brain.aclose)
 
@@ -130,10 +132,11 @@ def attach_session_life(ctx: JobContext, voice: VoiceSession) -> LastParticipant
     voice.on_close(lambda reason: ctx.shutdown(reason=f"session closed: {reason}"))
     watcher = LastParticipantWatcher(ctx.room, lambda: voice.end("last participant left"))
 
-    async def stop_watching() -> None:
+    async def on_shutdown() -> None:
         watcher.close()
+        await voice.aclose()  # the bridge tells clients pending approvals are cancelled
 
-    ctx.add_shutdown_callback(stop_watching)
+    ctx.add_shutdown_callback(on_shutdown)
     return watcher
 
 
