@@ -88,6 +88,10 @@ class VoiceWorker:
         proc.userdata["vad"] = load_vad(self.settings)
 
     async def entrypoint(self, ctx: JobContext) -> None:
+        await self.run_session(ctx)
+
+    async def run_session(self, ctx: JobContext) -> VoiceSession | None:
+        """Serve the room's first user; returns the running session (None if nobody came)."""
         s = self.settings
         from providers import create_stt, create_tts
 
@@ -107,7 +111,7 @@ class VoiceWorker:
         except TimeoutError:
             log.info("nobody joined %s within %.0f s; leaving", ctx.room.name, s.join_timeout)
             ctx.shutdown(reason="nobody joined")
-            return
+            return None
 
         session = build_agent_session(s, vad=vad, stt=stt, tts=tts)
         voice = VoiceSession(
@@ -125,6 +129,7 @@ class VoiceWorker:
             room_options=RoomOptions(participant_identity=participant.identity, close_on_disconnect=False),
             **voice.start_options(),
         )
+        return voice
 
 
 def attach_session_life(ctx: JobContext, voice: VoiceSession) -> LastParticipantWatcher:

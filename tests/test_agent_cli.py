@@ -98,3 +98,34 @@ def test_setup_loads_vad_once_per_process_with_turn_settings() -> None:
     vad = proc.userdata["vad"]
     assert vad._opts.min_silence_duration == pytest.approx(s.turn.vad_min_silence_duration)
     assert vad._opts.activation_threshold == pytest.approx(s.turn.vad_activation_threshold)
+
+
+async def test_room_entrypoint_on_livekits_mock_room() -> None:
+    """The per-room entrypoint end to end on the mock room livekit-agents' console mode uses."""
+    from livekit.agents.ipc.mock_room import create_mock_room
+    from livekit.agents.testing import fake_job_context
+
+    from agent.worker import VoiceWorker
+
+    room = create_mock_room()
+    worker = VoiceWorker(settings(greeting_mode="off"))
+    shutdowns: list[str] = []
+    with fake_job_context(room=room) as ctx:
+        worker.setup(ctx.proc)
+        ctx.shutdown = lambda reason="": shutdowns.append(reason)  # type: ignore[method-assign]
+        voice = await asyncio.wait_for(worker.run_session(ctx), 30)
+        try:
+            assert voice is not None
+            assert voice.conversation_id == room.name  # one conversation per room
+            assert voice.tracker.user_id == "mock_user"  # the served participant
+            # the bridge listens for client controls on the room, livekit's session host is off
+            methods = [c.args[0] for c in room.local_participant.register_rpc_method.call_args_list]
+            assert "voice-agent.control" in methods
+            from livekit.agents.voice.remote_session import TOPIC_SESSION_MESSAGES
+
+            topics = [c.args[0] for c in room.register_byte_stream_handler.call_args_list]
+            assert TOPIC_SESSION_MESSAGES not in topics
+            assert voice.session.agent_state == "listening"
+        finally:
+            await voice.aclose()  # type: ignore[union-attr]
+    assert shutdowns == [f"session closed: {voice.close_reason}"]
