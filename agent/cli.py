@@ -51,6 +51,11 @@ def _describe(exc: BaseException) -> str:
 
 
 def _run_livekit(command: str, rest: list[str]) -> int:
+    if command == "download-files":  # livekit-agents' current entry point for it
+        from livekit.agents.__main__ import main as livekit_main
+
+        return livekit_main(["download-files", *rest])
+
     from livekit.agents import cli
 
     from .config import AgentSettings
