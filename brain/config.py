@@ -22,7 +22,11 @@ class BrainConfig(BaseSettings):
     """Every field maps to an environment variable: `BRAIN_<FIELD>` unless noted."""
 
     model_config = SettingsConfigDict(
-        env_prefix="BRAIN_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="BRAIN_",
+        env_file=".env",
+        extra="ignore",
+        populate_by_name=True,
+        env_ignore_empty=True,  # `BRAIN_MODEL=` (as in .env.example) means "use the default"
     )
 
     backend: str = "offline"

@@ -16,7 +16,9 @@ from .redact import REPORT_LEVELS
 class BridgeConfig(BaseSettings):
     """Every field maps to `BRIDGE_<FIELD>`."""
 
-    model_config = SettingsConfigDict(env_prefix="BRIDGE_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGE_", env_file=".env", extra="ignore", env_ignore_empty=True
+    )
 
     enabled: bool = True
     """False: the agent attaches no bridge (clients see only LiveKit's transcription and agent state)."""

@@ -85,6 +85,7 @@ class RealtimeSettings(BaseSettings):
         extra="ignore",
         populate_by_name=True,
         case_sensitive=False,
+        env_ignore_empty=True,  # `NAME=` (as in .env.example) means "use the default"
     )
 
     provider: str = Field("openai-realtime", validation_alias=_alias("REALTIME_PROVIDER"))
