@@ -9,14 +9,50 @@
 livekit plugins, installed with `pip install '.[name]'`. See docs/providers.md.
 """
 
-from .errors import ProviderConfigError
-from .factory import build_provider, create_stt, create_tts, import_plugins
-from .local_stt import LocalSTT
-from .local_tts import LocalTTS
-from .registry import get_spec, names, register
-from .report import ProviderStatus, provider_report
-from .settings import SpeechSettings
-from .spec import ProviderOptions, ProviderSpec
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import ProviderConfigError
+    from .factory import build_provider, create_stt, create_tts, import_plugins
+    from .local_stt import LocalSTT
+    from .local_tts import LocalTTS
+    from .registry import get_spec, names, register
+    from .report import ProviderStatus, provider_report
+    from .settings import SpeechSettings
+    from .spec import ProviderOptions, ProviderSpec
+
+# Exports load on first use: the pocketsphinx worker process imports `providers._sphinx_worker`
+# and must not pay for importing livekit.
+_EXPORTS = {
+    "ProviderConfigError": "errors",
+    "build_provider": "factory",
+    "create_stt": "factory",
+    "create_tts": "factory",
+    "import_plugins": "factory",
+    "LocalSTT": "local_stt",
+    "LocalTTS": "local_tts",
+    "get_spec": "registry",
+    "names": "registry",
+    "register": "registry",
+    "ProviderStatus": "report",
+    "provider_report": "report",
+    "SpeechSettings": "settings",
+    "ProviderOptions": "spec",
+    "ProviderSpec": "spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'providers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "LocalSTT",

@@ -2,8 +2,9 @@
 
 Non-streaming (one `recognize()` per VAD-delimited utterance). Input of any rate / channel
 count is mixed down to mono and resampled to 16 kHz with `rtc.AudioResampler`; decoding runs
-in a worker thread. Decoders are not thread-safe and cost ~0.3 s and ~100 MB each to build
-(measured on the 2-core dev box), so each STT keeps a small pool, built lazily or by
+in worker processes, because pocketsphinx holds the GIL while it decodes and would otherwise
+stall the event loop (VAD included). A decoder costs ~0.3 s and ~100 MB to build (measured on
+the 2-core dev box), so each STT keeps a small pool of processes, started lazily or by
 `prewarm()`. Decoding with the default "fast" profile runs at ~0.2x real time.
 
 Accuracy is rough (it is a 2010s HMM model): on the JFK sample it gets the content words
@@ -13,19 +14,23 @@ Accuracy is rough (it is a 2010s HMM model): on the JFK sample it gets the conte
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import pocketsphinx
 from livekit import rtc
-from livekit.agents import LanguageCode, stt, utils
+from livekit.agents import APIConnectionError, LanguageCode, stt, utils
 from livekit.agents.types import NOT_GIVEN, APIConnectOptions, NotGivenOr
 from livekit.agents.utils import AudioBuffer
 
+from . import _sphinx_worker
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 SAMPLE_RATE = 16_000
 LANGUAGE = "en"
 
@@ -38,38 +43,102 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 
-class _DecoderPool:
-    """Up to `size` decoders; a caller blocks (in its worker thread) while all are busy."""
+class _WorkerProcess:
+    """One decoder process; calls are blocking and serialised (run them in a thread)."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "providers._sphinx_worker", json.dumps(options)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            cwd=_PACKAGE_ROOT,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._stdin, self._stdout = self._proc.stdin, self._proc.stdout
+        if _sphinx_worker.read_frame(self._stdout) != b"ready":
+            self.close()
+            raise APIConnectionError("the pocketsphinx worker process failed to start")
+
+    def decode(self, pcm: bytes) -> str:
+        try:
+            _sphinx_worker.write_frame(self._stdin, pcm)
+            reply = _sphinx_worker.read_frame(self._stdout)
+        except (BrokenPipeError, OSError) as exc:
+            raise APIConnectionError("the pocketsphinx worker process died") from exc
+        if reply is None:
+            raise APIConnectionError("the pocketsphinx worker process died")
+        return reply.decode()
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def close(self) -> None:
+        for pipe in (self._stdin, self._stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        try:
+            self._proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+
+class _DecoderProcesses:
+    """Up to `size` worker processes, started on demand; a caller blocks while all are busy."""
 
     def __init__(self, options: dict[str, Any], size: int) -> None:
         self._options = options
         self._slots = threading.BoundedSemaphore(size)
-        self._idle: queue.SimpleQueue[pocketsphinx.Decoder] = queue.SimpleQueue()
-        self._size = size
-        self._built = 0
+        self._idle: queue.SimpleQueue[_WorkerProcess] = queue.SimpleQueue()
+        self._all: list[_WorkerProcess] = []
         self._lock = threading.Lock()
 
-    def warm(self) -> None:
-        """Build one decoder now, if none exists yet."""
+    def _new(self) -> _WorkerProcess:
+        worker = _WorkerProcess(self._options)
         with self._lock:
-            if self._built:
-                return
-            self._built += 1
-        self._idle.put(pocketsphinx.Decoder(**self._options))
+            self._all.append(worker)
+        return worker
 
-    @contextmanager
-    def decoder(self) -> Iterator[pocketsphinx.Decoder]:
+    def warm(self) -> None:
+        """Start one worker now, if none exists yet."""
+        with self._lock:
+            if self._all:
+                return
+        self._idle.put(self._new())
+
+    def decode(self, pcm: bytes) -> str:
         with self._slots:
             try:
-                dec = self._idle.get_nowait()
+                worker = self._idle.get_nowait()
             except queue.Empty:
-                with self._lock:
-                    self._built += 1
-                dec = pocketsphinx.Decoder(**self._options)
+                worker = self._new()
             try:
-                yield dec
-            finally:
-                self._idle.put(dec)
+                text = worker.decode(pcm)
+            except APIConnectionError:
+                self._discard(worker)  # the next call starts a fresh process
+                raise
+            self._idle.put(worker)
+            return text
+
+    def _discard(self, worker: _WorkerProcess) -> None:
+        with self._lock:
+            if worker in self._all:
+                self._all.remove(worker)
+        worker.close()
+
+    def shutdown(self) -> None:
+        with self._lock:
+            workers, self._all = self._all, []
+        while True:
+            try:
+                self._idle.get_nowait()
+            except queue.Empty:
+                break
+        for worker in workers:
+            worker.close()
 
 
 def to_mono_16k(frames: list[rtc.AudioFrame]) -> bytes:
@@ -104,7 +173,7 @@ class LocalSTT(stt.STT):
             raise ValueError("max_decoders must be at least 1")
         self._profile = profile
         # pocketsphinx logs every empty utterance as an ERROR on stderr; keep it quiet
-        self._pool = _DecoderPool({"loglevel": "FATAL", **PROFILES[profile]}, max_decoders)
+        self._pool = _DecoderProcesses({"loglevel": "FATAL", **PROFILES[profile]}, max_decoders)
         self._prewarm_task: asyncio.Future[None] | None = None
 
     @property
@@ -130,17 +199,7 @@ class LocalSTT(stt.STT):
         """Blocking: decode 16 kHz mono 16-bit PCM to text ("" for silence / no audio)."""
         if not pcm:
             return ""
-        with self._pool.decoder() as dec:
-            dec.reinit_feat()  # reset CMN / noise estimates so results do not drift per call
-            dec.start_utt()
-            dec.process_raw(pcm, full_utt=True)
-            dec.end_utt()
-            hyp = dec.hyp()
-        return hyp.hypstr.strip() if hyp is not None else ""
-
-    def _transcribe(self, frames: list[rtc.AudioFrame]) -> tuple[str, float]:
-        pcm = to_mono_16k(frames)
-        return self.recognize_pcm(pcm), len(pcm) / 2 / SAMPLE_RATE
+        return self._pool.decode(pcm)
 
     async def _recognize_impl(
         self,
@@ -150,7 +209,9 @@ class LocalSTT(stt.STT):
         conn_options: APIConnectOptions,
     ) -> stt.SpeechEvent:
         frames = buffer if isinstance(buffer, list) else [buffer]
-        text, duration = await asyncio.to_thread(self._transcribe, frames)
+        pcm = await asyncio.to_thread(to_mono_16k, frames)
+        duration = len(pcm) / 2 / SAMPLE_RATE
+        text = await asyncio.to_thread(self.recognize_pcm, pcm) if pcm else ""
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
             request_id=utils.shortuuid(),
@@ -164,3 +225,4 @@ class LocalSTT(stt.STT):
     async def aclose(self) -> None:
         if self._prewarm_task is not None:
             await asyncio.gather(self._prewarm_task, return_exceptions=True)
+        await asyncio.to_thread(self._pool.shutdown)

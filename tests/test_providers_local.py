@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 from livekit import rtc
-from livekit.agents import stt, tts
+from livekit.agents import APIConnectionError, APIConnectOptions, stt, tts
 from livekit.agents.types import USERDATA_TIMED_TRANSCRIPT
 
 from providers import LocalSTT, LocalTTS
@@ -111,6 +112,31 @@ async def test_local_stt_serves_concurrent_requests(jfk: list[rtc.AudioFrame]) -
     first, second = await asyncio.gather(engine.recognize(short), engine.recognize(short))
     assert first.alternatives[0].text == second.alternatives[0].text  # same input, same answer
     await engine.aclose()
+
+
+async def test_local_stt_decodes_in_another_process_and_survives_its_death(
+    jfk: list[rtc.AudioFrame],
+) -> None:
+    """pocketsphinx holds the GIL while decoding, so it runs in a worker process, not a thread."""
+    short = jfk[:20]
+    engine = LocalSTT()
+    try:
+        first = await engine.recognize(short)
+        workers = list(engine._pool._all)
+        assert len(workers) == 1
+        pid = workers[0]._proc.pid
+        assert pid != os.getpid() and workers[0].alive()
+
+        workers[0]._proc.kill()  # the worker dies between two turns
+        workers[0]._proc.wait()
+        with pytest.raises(APIConnectionError):
+            await engine.recognize(short, conn_options=APIConnectOptions(max_retry=0))
+        again = await engine.recognize(short)  # a fresh worker takes over
+        assert again.alternatives[0].text == first.alternatives[0].text
+        assert engine._pool._all[0]._proc.pid != pid
+    finally:
+        await engine.aclose()
+    assert all(not w.alive() for w in workers)
 
 
 SENTENCES = [
