@@ -143,9 +143,7 @@ class TurnTracker:
         if tracked.tool_ran:
             self.brain.record_spoken(self.conversation_id, turn_id, "")
             return
-        record = self.brain.memory.find(self.conversation_id, turn_id)
-        if record is not None:
-            record.messages.clear()
+        self.brain.forget_turn(self.conversation_id, turn_id)
 
 
 def _assistant_text(speech: Any) -> str | None:

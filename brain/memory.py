@@ -111,6 +111,17 @@ class ConversationMemory:
         rec.spoken = spoken
         return True
 
+    def forget(self, conversation_id: str, turn_id: str) -> bool:
+        """Remove a turn entirely (its user message is carried into the next turn instead)."""
+        conv = self._convs.get(conversation_id)
+        if conv is None:
+            return False
+        for rec in list(conv):
+            if rec.turn_id == turn_id:
+                conv.remove(rec)
+                return True
+        return False
+
     def history(self, conversation_id: str) -> list[Message]:
         out: list[Message] = []
         for rec in self._convs.get(conversation_id, ()):

@@ -91,6 +91,11 @@ class VoiceBrain:
         """Barge-in: only `spoken_text` of that turn's reply reached the user; memory keeps just that."""
         return self.memory.set_spoken(conversation_id, turn_id, spoken_text)
 
+    def forget_turn(self, conversation_id: str, turn_id: str) -> bool:
+        """Drop a turn nobody heard (barge-in before any audio): the agent merges its user text
+        into the next turn, so keeping it would tell the model the same thing twice."""
+        return self.memory.forget(conversation_id, turn_id)
+
     def history(self, conversation_id: str) -> list[Message]:
         return self.memory.history(conversation_id)
 

@@ -236,3 +236,17 @@ async def test_conversations_are_separate(kit: Kit) -> None:
     await reply(brain, Turn("in room one", "room-1"))
     await reply(brain, Turn("in room two", "room-2"))
     assert kit.dialogue(kit.server.requests[1]) == [("user", "in room two")]
+
+
+async def test_forget_turn_removes_an_unheard_turn_from_memory() -> None:
+    from brain import BrainConfig, Turn, create_voice_brain
+
+    brain = create_voice_brain(BrainConfig(_env_file=None))
+    first = Turn("hello there", "forget-conv")
+    [d async for d in brain.stream_reply(first)]
+    second = Turn("tell me more", "forget-conv")
+    [d async for d in brain.stream_reply(second)]
+    assert brain.forget_turn("forget-conv", first.turn_id) is True
+    assert brain.forget_turn("forget-conv", first.turn_id) is False
+    users = [m.content for m in brain.history("forget-conv") if m.role == "user"]
+    assert users == ["tell me more"]
