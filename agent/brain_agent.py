@@ -6,6 +6,9 @@ said so far ("One moment.") is synthesised and played while the tool (or its app
 
 Closing the node (livekit does this when the user barges in) cancels the brain turn: the model
 stream, running tools and pending approvals stop.
+
+`tts_node` runs livekit's default TTS node under a stall deadline (agent.guards): a TTS that
+stops producing audio is cut off and reported instead of leaving the user in silence.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any
 
+from livekit import rtc
 from livekit.agents import Agent, FlushSentinel, llm
 from livekit.agents.types import (
     DEFAULT_API_CONNECT_OPTIONS,
@@ -27,6 +31,7 @@ from livekit.agents.voice import ModelSettings
 
 from brain import ToolStarted, VoiceBrain
 
+from .guards import guard_tts_frames
 from .turn_tracker import TrackedTurn, TurnTracker
 
 log = logging.getLogger("agent.brain_agent")
@@ -89,10 +94,21 @@ FLUSH = object()
 
 
 class BrainAgent(Agent):
-    def __init__(self, brain: VoiceBrain, tracker: TurnTracker, *, instructions: str = AGENT_INSTRUCTIONS) -> None:
+    def __init__(
+        self,
+        brain: VoiceBrain,
+        tracker: TurnTracker,
+        *,
+        instructions: str = AGENT_INSTRUCTIONS,
+        tts_timeout: float | None = None,
+        on_tts_stall: Callable[[str], None] | None = None,
+    ) -> None:
         super().__init__(instructions=instructions)
         self.brain = brain
         self.tracker = tracker
+        self.tts_timeout = tts_timeout
+        """Seconds the TTS may stall before the reply's audio is cut off (None: no deadline)."""
+        self.on_tts_stall = on_tts_stall
         self._scripted: list[str] = []
         self.user_turn_callbacks: list[Callable[[str], None]] = []
         self.turn_started_callbacks: list[Callable[[TrackedTurn], None]] = []
@@ -105,6 +121,27 @@ class BrainAgent(Agent):
         text = new_message.text_content or ""
         for cb in list(self.user_turn_callbacks):
             cb(text)
+
+    async def tts_node(  # type: ignore[override]
+        self, text: AsyncIterable[str], model_settings: ModelSettings
+    ) -> AsyncIterable[rtc.AudioFrame]:
+        if self.tts_timeout is None:
+            async for frame in Agent.default.tts_node(self, text, model_settings):
+                yield frame
+            return
+
+        def stalled(reason: str) -> None:
+            log.warning("TTS stalled: %s", reason)
+            if self.on_tts_stall is not None:
+                self.on_tts_stall(reason)
+
+        async for frame in guard_tts_frames(
+            text,
+            lambda t: Agent.default.tts_node(self, t, model_settings),
+            stall_after=self.tts_timeout,
+            on_stall=stalled,
+        ):
+            yield frame
 
     async def llm_node(  # type: ignore[override]
         self,

@@ -19,11 +19,14 @@ from bridge import BridgeConfig
 from .turns import TurnSettings
 
 GreetingMode = Literal["say", "generate", "off"]
+AgentMode = Literal["pipeline", "realtime"]
 
 DEFAULT_GREETING = "Hi! I'm your voice assistant. Ask me about the weather, or ask me to book a table."
 DEFAULT_GREETING_PROMPT = "The user just joined the call. Greet them in one short sentence."
 DEFAULT_GOODBYE = "It's been quiet for a while, so I'll hang up now. Goodbye!"
+DEFAULT_STT_APOLOGY = "Sorry, I didn't catch that. Could you say it again?"
 
+_NESTED = ("brain", "speech", "turn", "bridge", "realtime")
 _SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "CREDENTIAL")
 
 
@@ -31,6 +34,12 @@ def _speech_settings() -> Any:
     from providers import SpeechSettings
 
     return SpeechSettings()
+
+
+def _realtime_settings() -> Any:
+    from providers.realtime import RealtimeSettings
+
+    return RealtimeSettings()
 
 
 class AgentSettings(BaseSettings):
@@ -60,6 +69,23 @@ class AgentSettings(BaseSettings):
     drain_timeout: int = Field(default=600, ge=0)
     """Seconds running sessions may continue after SIGTERM."""
 
+    # --- what answers ---
+    mode: AgentMode = "pipeline"
+    """`pipeline`: STT -> brain -> TTS; `realtime`: a speech-to-speech model (REALTIME_*) with
+    the brain's tools, approvals and events."""
+
+    # --- provider failures ---
+    provider_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a provider may stall (an STT recognition, a TTS's first audio after text, a
+    realtime reply) before it counts as a `timeout` failure; also the connect timeout."""
+    provider_max_retry: int = Field(default=1, ge=0)
+    """Retries of a failed STT / TTS request before the turn gives up on it (and apologises)."""
+    provider_retry_interval: float = Field(default=0.5, ge=0)
+    """Seconds before the second retry (the first one is immediate)."""
+    stt_apology: str = DEFAULT_STT_APOLOGY
+    """Spoken when the user's speech could not be transcribed (empty: stay silent). Failed
+    replies use BRAIN_APOLOGY."""
+
     # --- session life ---
     join_timeout: float = Field(default=120.0, ge=0)
     """Seconds a dispatched agent waits for a user to join the room (0 = forever)."""
@@ -76,13 +102,15 @@ class AgentSettings(BaseSettings):
     speech: Any = Field(default_factory=_speech_settings)
     turn: TurnSettings = Field(default_factory=TurnSettings)
     bridge: BridgeConfig = Field(default_factory=BridgeConfig)
+    realtime: Any = Field(default_factory=_realtime_settings)
+    """`providers.realtime.RealtimeSettings` (REALTIME_*), used when AGENT_MODE=realtime."""
 
     @field_validator("idle_processes", "livekit_url", mode="before")
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
 
-    @field_validator("name", "greeting", "greeting_prompt", "goodbye", mode="before")
+    @field_validator("name", "greeting", "greeting_prompt", "goodbye", "stt_apology", mode="before")
     @classmethod
     def _strip(cls, v: object) -> object:
         return v.strip() if isinstance(v, str) else v
@@ -114,12 +142,13 @@ class AgentSettings(BaseSettings):
         own = {
             name: _mask_value(name, getattr(self, name))
             for name in type(self).model_fields
-            if name not in ("brain", "speech", "turn", "bridge")
+            if name not in _NESTED
         }
         out: dict[str, Any] = {"agent": own, "brain": self.brain.masked()}
         out["speech"] = _mask_model(self.speech)
         out["turn"] = _mask_model(self.turn)
         out["bridge"] = _mask_model(self.bridge)
+        out["realtime"] = _mask_model(self.realtime)
         return out
 
 

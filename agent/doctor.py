@@ -1,31 +1,122 @@
-"""`python -m agent doctor`: which providers are usable, and the effective configuration."""
+"""`python -m agent doctor`: which providers are usable, and the effective configuration.
+
+Every provider the agent can use is one row: speech (STT / TTS, from `providers`), the brain's
+model backends (`llm`) and realtime models (`realtime`), each with installed / configured /
+chosen and, when it is not usable, why (the variable to set or the package to install). The
+worker serves the same rows on `GET /providers` (agent.health). Nothing touches the network.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from typing import Any, TextIO
 
 from .config import AgentSettings
 
+BRAIN_BACKENDS: dict[str, tuple[str | None, str | None, str]] = {
+    # name: (module that must import, key variable, install hint)
+    "offline": (None, None, ""),
+    "openai": ("openai", "OPENAI_API_KEY", "pip install openai"),
+    "gemini": ("google.genai", "GEMINI_API_KEY", "pip install google-genai"),
+}
+REALTIME_PLUGINS: dict[str, tuple[str, str, str]] = {
+    "openai-realtime": ("livekit.plugins.openai", "OPENAI_API_KEY", "pip install '.[openai]'"),
+    "gemini-live": ("livekit.plugins.google", "GEMINI_API_KEY", "pip install '.[google]'"),
+}
 
-def report(settings: AgentSettings) -> dict[str, Any]:
+
+def _installed(module: str | None) -> bool:
+    if module is None:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _secret_set(value: Any) -> bool:
+    if value is None:
+        return False
+    raw = value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
+    return bool(raw.strip())
+
+
+def _row(kind: str, name: str, installed: bool, configured: bool, chosen: bool, reason: str) -> dict[str, Any]:
+    return {"kind": kind, "name": name, "installed": installed, "configured": configured, "chosen": chosen, "reason": reason}
+
+
+def speech_rows(settings: AgentSettings) -> list[dict[str, Any]]:
     from providers import provider_report
 
+    rows = [row.model_dump() for row in provider_report(settings.speech)]
+    if settings.mode != "pipeline":
+        for row in rows:  # the realtime model listens and speaks
+            if row["chosen"]:
+                row["chosen"] = False
+                row["reason"] = (row["reason"] + "; " if row["reason"] else "") + "not used: AGENT_MODE=realtime"
+    return rows
+
+
+def brain_rows(settings: AgentSettings) -> list[dict[str, Any]]:
+    b = settings.brain
+    keys = {"openai": b.openai_api_key, "gemini": b.gemini_api_key}
+    pipeline = settings.mode == "pipeline"
+    rows = []
+    for name, (module, key_var, hint) in BRAIN_BACKENDS.items():
+        installed = _installed(module)
+        configured = key_var is None or _secret_set(keys.get(name))
+        reason = hint if not installed else ("" if configured else f"missing {key_var}")
+        rows.append(_row("llm", name, installed, configured, pipeline and b.backend == name, reason))
+    if b.backend not in BRAIN_BACKENDS:  # a custom brain: package.module:factory
+        module = b.backend.partition(":")[0]
+        installed = _installed(module)
+        rows.append(_row("llm", b.backend, installed, installed, pipeline,
+                         "" if installed else f"module {module!r} not found (BRAIN_BACKEND)"))
+    return rows
+
+
+def realtime_rows(settings: AgentSettings) -> list[dict[str, Any]]:
+    rt = settings.realtime
+    keys = {"openai-realtime": rt.openai_api_key, "gemini-live": rt.gemini_api_key}
+    rows = []
+    for name, (module, key_var, hint) in REALTIME_PLUGINS.items():
+        installed = _installed(module)
+        configured = _secret_set(keys[name])
+        chosen = settings.mode == "realtime" and rt.provider == name
+        reason = hint if not installed else ("" if configured else f"missing {key_var}")
+        if not chosen and settings.mode != "realtime" and rt.provider == name:
+            reason = (reason + "; " if reason else "") + "not used: AGENT_MODE=pipeline"
+        rows.append(_row("realtime", name, installed, configured, chosen, reason))
+    return rows
+
+
+def provider_rows(settings: AgentSettings) -> list[dict[str, Any]]:
+    """Every provider: speech, brain backends, realtime models."""
+    return [*speech_rows(settings), *brain_rows(settings), *realtime_rows(settings)]
+
+
+def unusable_chosen(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in rows if r["chosen"] and not (r["installed"] and r["configured"])]
+
+
+def report(settings: AgentSettings) -> dict[str, Any]:
     return {
-        "providers": [row.model_dump() for row in provider_report(settings.speech)],
+        "mode": settings.mode,
+        "providers": provider_rows(settings),
         "config": settings.masked(),
     }
 
 
 def format_report(data: dict[str, Any]) -> str:
-    lines = ["speech providers (* = chosen):"]
+    lines = [f"mode: {data.get('mode', 'pipeline')}", "providers (* = chosen):"]
     for row in data["providers"]:
         mark = "*" if row["chosen"] else " "
         state = "ok" if row["installed"] and row["configured"] else "unusable"
         reason = f"  ({row['reason']})" if row["reason"] else ""
-        lines.append(f" {mark} {row['kind']:<3} {row['name']:<12} {state}{reason}")
+        lines.append(f" {mark} {row['kind']:<8} {row['name']:<16} {state}{reason}")
     lines.append("")
     lines.append("effective configuration (secrets masked):")
     for section, values in data["config"].items():
@@ -44,7 +135,4 @@ def doctor_command(argv: list[str], *, out: TextIO = sys.stdout) -> int:
         print(json.dumps(data, indent=2, default=str), file=out)
     else:
         print(format_report(data), file=out)
-    chosen_unusable = [
-        r for r in data["providers"] if r["chosen"] and not (r["installed"] and r["configured"])
-    ]
-    return 1 if chosen_unusable else 0
+    return 1 if unusable_chosen(data["providers"]) else 0

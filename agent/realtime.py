@@ -19,6 +19,9 @@ What carries over from pipeline mode:
 * Errors: the session's `error` events become brain `ErrorEvent`s with stable codes (see
   providers.provider_errors) and one log line each; a reply broken by a recoverable provider
   failure is followed by a short spoken apology, and the session goes on.
+* Stalls: with `stall_timeout`, a reply that makes no progress (no transcript, no audio, no
+  tool running) for that long while the model owes output is a `timeout` failure: it is
+  reported, the reply is interrupted (`turn.done` `error`) and the apology is asked for.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from livekit import rtc
 from livekit.agents import Agent, AgentSession, RunContext, llm
 from livekit.agents.voice import ModelSettings
 from livekit.agents.voice.events import ErrorEvent as SessionErrorEvent
@@ -42,6 +46,8 @@ from brain import (
     TextDelta,
     Tool,
     ToolCall,
+    ToolFinished,
+    ToolStarted,
     Turn,
     TurnDone,
     TurnStarted,
@@ -52,6 +58,7 @@ from providers.provider_errors import (
     ProviderErrorReport,
     describe_session_error,
     log_provider_error,
+    provider_name,
 )
 from providers.realtime import RealtimeSettings
 
@@ -100,6 +107,9 @@ class _RealtimeTurn:
     continues: bool = False
     """Tool results went back to a model that answers them on its own (Gemini Live): the
     answer comes as a new reply, which belongs to this turn."""
+    handle: SpeechHandle | None = None
+    tools_running: int = 0
+    watchdog: asyncio.TimerHandle | None = None
 
 
 class RealtimeTurnTracker:
@@ -113,12 +123,18 @@ class RealtimeTurnTracker:
         user_id: str | None = None,
         apology: str | None = DEFAULT_APOLOGY,
         report_errors: bool = True,
+        stall_timeout: float | None = None,
     ) -> None:
         self.events = events
         self.conversation_id = conversation_id
         self.user_id = user_id
         self.apology = apology or None
         self.report_errors = report_errors
+        self.stall_timeout = stall_timeout
+        self.stall_callbacks: list[Callable[[ProviderErrorReport, str | None], None]] = []
+        """Told about each stall (report, turn id): with `report_errors` off, the caller
+        publishes these itself (session `error` events it sees on its own)."""
+        self._unsubscribe_events = events.subscribe(self._on_brain_event)
         self._by_speech: dict[str, _RealtimeTurn] = {}
         self._open: list[_RealtimeTurn] = []  # oldest first
         self._pending_transcript: list[str] = []
@@ -146,6 +162,8 @@ class RealtimeTurnTracker:
 
     def detach(self) -> None:
         self._release_held()
+        for t in list(self._by_speech.values()):
+            self._disarm(t)
         if self._session is not None:
             for name, handler in self._handlers:
                 with contextlib.suppress(Exception):
@@ -180,10 +198,11 @@ class RealtimeTurnTracker:
             return existing
         held = self._take_held()
         if held is not None:  # the model's own answer to the tool results of that turn
-            held.speech_id, held.done, held.continues = handle.id, False, False
+            held.speech_id, held.done, held.continues, held.handle = handle.id, False, False, handle
             self._by_speech[handle.id] = held
             self._open.append(held)
             handle.add_done_callback(self._on_speech_done)
+            self._arm(held)
             return held
         transcript = " ".join(self._pending_transcript)
         self._pending_transcript.clear()
@@ -191,6 +210,7 @@ class RealtimeTurnTracker:
             turn=Turn(transcript, self.conversation_id, new_turn_id(), user_id=self.user_id),
             speech_id=handle.id,
             apology=handle.id in self._apology_speech_ids,
+            handle=handle,
         )
         self._by_speech[handle.id] = rt
         self._open.append(rt)
@@ -198,6 +218,7 @@ class RealtimeTurnTracker:
             TurnStarted(conversation_id=self.conversation_id, turn_id=rt.turn.turn_id, transcript=transcript)
         )
         handle.add_done_callback(self._on_speech_done)
+        self._arm(rt)
         return rt
 
     def _on_user_input_transcribed(self, ev: UserInputTranscribedEvent) -> None:
@@ -220,7 +241,20 @@ class RealtimeTurnTracker:
         if t is None or t.done:
             return
         t.text.append(text)
+        self._arm(t)
         self.events.emit(TextDelta(conversation_id=self.conversation_id, turn_id=t.turn.turn_id, text=text))
+
+    def on_audio(self, speech_id: str | None) -> None:
+        """A frame of the model's audio arrived (progress)."""
+        t = self.current(speech_id)
+        if t is not None and not t.done:
+            self._arm(t)
+
+    def on_output_end(self, speech_id: str | None) -> None:
+        """One generated message of the reply is complete: no output is owed until more starts."""
+        t = self.current(speech_id)
+        if t is not None:
+            self._disarm(t)
 
     def _on_function_tools_executed(self, ev: Any) -> None:
         session = self._session
@@ -238,6 +272,7 @@ class RealtimeTurnTracker:
         if t is None or t.done:
             return
         t.done = True
+        self._disarm(t)
         with contextlib.suppress(ValueError):
             self._open.remove(t)
         self._by_speech.pop(handle.id, None)
@@ -271,6 +306,7 @@ class RealtimeTurnTracker:
             self._finish(held, interrupted=False)
 
     def _finish(self, t: _RealtimeTurn, *, interrupted: bool) -> None:
+        self._disarm(t)
         if t.error:
             reason = "error"
         elif interrupted:
@@ -290,8 +326,8 @@ class RealtimeTurnTracker:
         report = describe_session_error(ev)
         self.handle_error(report)
 
-    def handle_error(self, report: ProviderErrorReport) -> None:
-        t = self.current()
+    def handle_error(self, report: ProviderErrorReport, turn: _RealtimeTurn | None = None) -> None:
+        t = turn or self.current()
         if self.report_errors:
             log_provider_error(report, log)
             self.events.emit(
@@ -312,6 +348,56 @@ class RealtimeTurnTracker:
         t.error = True
         if report.recoverable and not already and not t.apology and self.apology:
             self._apologise()
+
+    # -- stalls --
+
+    def _arm(self, t: _RealtimeTurn) -> None:
+        """(Re)start the turn's stall deadline: the model owes output from now on."""
+        self._disarm(t)
+        if self.stall_timeout is None or t.done or t.tools_running:
+            return
+        t.watchdog = asyncio.get_running_loop().call_later(self.stall_timeout, self._stalled, t)
+
+    def _disarm(self, t: _RealtimeTurn) -> None:
+        if t.watchdog is not None:
+            t.watchdog.cancel()
+            t.watchdog = None
+
+    def _on_brain_event(self, event: object) -> None:
+        if not isinstance(event, ToolStarted | ToolFinished):
+            return
+        t = next((x for x in self._open if x.turn.turn_id == event.turn_id), None)
+        if t is None:
+            return
+        if isinstance(event, ToolStarted):
+            t.tools_running += 1  # a tool (or its approval) may take long: not a stall
+            self._disarm(t)
+        else:
+            t.tools_running = max(0, t.tools_running - 1)
+            self._arm(t)  # the model answers the results next
+
+    def _stalled(self, t: _RealtimeTurn) -> None:
+        t.watchdog = None
+        if t.done:
+            return
+        session = self._session
+        report = ProviderErrorReport(
+            provider=provider_name(session.llm if session is not None else None),
+            code="timeout",
+            message=f"the model sent nothing for {self.stall_timeout:g} s in the middle of a reply",
+            recoverable=True,
+            retryable=True,
+        )
+        if not self.report_errors:
+            log_provider_error(report, log)  # else handle_error logs it
+        for cb in list(self.stall_callbacks):
+            try:
+                cb(report, t.turn.turn_id)
+            except Exception:  # noqa: BLE001
+                log.exception("stall callback failed")
+        self.handle_error(report, t)
+        if t.handle is not None and not t.handle.done():
+            t.handle.interrupt(force=True)  # ends the reply (turn.done error); the apology follows
 
     def _apologise(self) -> None:
         session = self._session
@@ -400,6 +486,8 @@ class RealtimeBrainAgent(Agent):
     `apology`: spoken after a recoverable provider failure broke a reply (None: stay silent).
     `report_errors`: turn the session's `error` events into brain ErrorEvents (+ a log line);
     turn it off if the caller reports session errors itself.
+    `stall_timeout`: seconds a reply may make no progress before it is treated as a `timeout`
+    failure (None: wait for the model forever).
     """
 
     def __init__(
@@ -412,6 +500,7 @@ class RealtimeBrainAgent(Agent):
         apology: str | None = DEFAULT_APOLOGY,
         report_errors: bool = True,
         extra_tools: list[llm.Tool] | None = None,
+        stall_timeout: float | None = None,
     ) -> None:
         self.brain = brain
         self.tracker = RealtimeTurnTracker(
@@ -420,6 +509,7 @@ class RealtimeBrainAgent(Agent):
             user_id=user_id or brain.settings.user_id,
             apology=apology,
             report_errors=report_errors,
+            stall_timeout=stall_timeout,
         )
         super().__init__(
             instructions=instructions if instructions is not None else brain.settings.system_prompt or "You are a helpful voice assistant.",
@@ -439,3 +529,13 @@ class RealtimeBrainAgent(Agent):
         async for chunk in text:
             self.tracker.on_text(speech_id, str(chunk))
             yield chunk
+        self.tracker.on_output_end(speech_id)
+
+    async def realtime_audio_output_node(  # type: ignore[override]
+        self, audio: AsyncIterable[rtc.AudioFrame], model_settings: ModelSettings
+    ) -> AsyncGenerator[rtc.AudioFrame, None]:
+        speech_id = _current_speech_id(self.session)
+        async for frame in Agent.default.realtime_audio_output_node(self, audio, model_settings):
+            self.tracker.on_audio(speech_id)
+            yield frame
+        self.tracker.on_output_end(speech_id)

@@ -136,6 +136,7 @@ class Simulation:
         self.session.on("conversation_item_added", self._on_item)
         self.session.on("user_state_changed", self._on_user_state)
         self.session.on("user_input_transcribed", self._on_transcribed)
+        self.session.on("error", self._on_error)
         self.brain.subscribe(self._on_brain_event)
 
     # -- running ----------------------------------------------------------------------------
@@ -229,6 +230,11 @@ class Simulation:
     def _on_user_state(self, ev: Any) -> None:
         if ev.old_state == "speaking" and ev.new_state == "listening":
             self._user_pending = True  # a turn may end once the transcript is in
+
+    def _on_error(self, ev: Any) -> None:
+        error = getattr(ev, "error", None)
+        if getattr(error, "type", None) == "stt_error" and not getattr(error, "recoverable", True):
+            self._user_pending = False  # that user turn is lost (the agent apologises)
 
     def _on_transcribed(self, ev: Any) -> None:
         if ev.is_final and not ev.transcript.strip():

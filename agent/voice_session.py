@@ -1,7 +1,15 @@
 """One conversation: the `AgentSession` wired to the brain, plus greeting and inactivity handling.
 
 Used by the worker (with a room) and by `simulate` (with file audio); both go through here so
-they behave the same.
+they behave the same. `VoiceSession` is pipeline mode (STT -> brain -> TTS),
+`RealtimeVoiceSession` (agent.realtime_session) realtime mode; they share the session life,
+the bridge wiring and the provider-error handling of `BaseVoiceSession`.
+
+Provider failures: every session `error` event becomes one log line and one `error` envelope
+(code from `providers.provider_errors`, `fatal` only if the session closes because of it), and
+the user hears something: the brain's own apology when the brain fails, `AGENT_STT_APOLOGY`
+when the user's speech could not be transcribed (a turn of its own, ending with `turn.done`
+`error`), `BRAIN_APOLOGY` in the offline voice (agent.apology) when the TTS failed.
 """
 
 from __future__ import annotations
@@ -12,7 +20,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from livekit.agents import AgentSession, stt, tts, vad
+from livekit.agents import AgentSession, APIConnectOptions, stt, tts, vad
+from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.events import (
     AgentStateChangedEvent,
     CloseEvent,
@@ -21,18 +30,24 @@ from livekit.agents.voice.events import (
     UserStateChangedEvent,
 )
 
-from brain import VoiceBrain
-from bridge import EventBridge, attach_event_bridge
+from brain import TextDelta, TurnDone, TurnStarted, VoiceBrain
+from brain.turn import new_turn_id
+from bridge import BridgeOptions, EventBridge, attach_event_bridge
+from providers.provider_errors import ProviderErrorReport, log_provider_error, provider_name
 
+from . import apology
 from .brain_agent import BrainAgent, BrainLLM
 from .config import AgentSettings
+from .guards import guard_stt
 from .latency import LatencyCollector
+from .session_errors import ErrorBudget, error_kind, report_for
 from .turn_tracker import TrackedTurn, TurnTracker
 from .turns import session_turn_kwargs
 
 log = logging.getLogger("agent.session")
 
 DEFAULT_FALSE_INTERRUPTION_TIMEOUT = 2.0  # livekit-agents' default (voice/turn.py)
+DEFAULT_CLOSE_TRANSCRIPT_TIMEOUT = 2.0  # livekit-agents' default (AgentSession)
 
 
 def build_agent_session(
@@ -58,7 +73,27 @@ def build_agent_session(
     away = settings.inactivity_timeout / time_scale if settings.inactivity_timeout > 0 else None
     if simulated:
         kwargs["aec_warmup_duration"] = None
-    return AgentSession(vad=vad, stt=stt, tts=tts, llm=BrainLLM(), user_away_timeout=away, **kwargs)
+    if time_scale != 1.0:  # on close, livekit waits this long (wall time) for a last transcript
+        kwargs["session_close_transcript_timeout"] = DEFAULT_CLOSE_TRANSCRIPT_TIMEOUT / time_scale
+    return AgentSession(
+        vad=vad,
+        stt=guard_stt(stt, settings.provider_timeout),
+        tts=tts,
+        llm=BrainLLM(),
+        user_away_timeout=away,
+        conn_options=session_conn_options(settings),
+        **kwargs,
+    )
+
+
+def session_conn_options(settings: AgentSettings) -> SessionConnectOptions:
+    """Retries and connect timeout of the session's STT / TTS requests (AGENT_PROVIDER_*)."""
+    opts = APIConnectOptions(
+        max_retry=settings.provider_max_retry,
+        retry_interval=settings.provider_retry_interval,
+        timeout=settings.provider_timeout,
+    )
+    return SessionConnectOptions(stt_conn_options=opts, llm_conn_options=opts, tts_conn_options=opts)
 
 
 def _scaled(kwargs: dict[str, Any], factor: float, vad_silence: float) -> dict[str, Any]:
@@ -84,11 +119,14 @@ def _scaled(kwargs: dict[str, Any], factor: float, vad_silence: float) -> dict[s
     return out
 
 
-class VoiceSession:
-    """The brain agent in an `AgentSession`, with the session-life rules from `AgentSettings`.
+class BaseVoiceSession:
+    """An agent in an `AgentSession`, with the session-life rules from `AgentSettings`.
 
     It is also the bridge's `BridgeControls`: clients may interrupt the agent or type a message.
+    Subclasses provide `agent` and the mode's greeting / goodbye / failure handling.
     """
+
+    agent: Any
 
     def __init__(
         self,
@@ -103,12 +141,14 @@ class VoiceSession:
         self.brain = brain
         self.session = session
         self.conversation_id = conversation_id
-        self.tracker = TurnTracker(brain, conversation_id, user_id)
-        self.agent = BrainAgent(brain, self.tracker)
+        self.user_id = user_id
         self.latency = LatencyCollector()
         self.latency.attach(session)
         self.closed = asyncio.Event()
         self.close_reason: str | None = None
+        self.errors: list[ProviderErrorReport] = []
+        """Every provider failure reported in this session (for tests and diagnostics)."""
+        self._budget = ErrorBudget(session)
         self._close_callbacks: list[Callable[[str], None]] = []
         self._goodbye_task: asyncio.Task[None] | None = None
         self.bridge: EventBridge | None = None
@@ -118,22 +158,37 @@ class VoiceSession:
         session.on("user_input_transcribed", self._on_transcribed)
         session.on("error", self._on_error)
         session.on("close", self._on_close)
-        self.tracker.on_outcome(self._on_turn_outcome)
 
-    def attach_bridge(self, room_or_transport: Any, *, served_identity: str | None) -> EventBridge | None:
-        """Publish brain and session events to clients (a room, or e.g. a JsonLinesTransport)."""
+    def attach_bridge(
+        self,
+        room_or_transport: Any,
+        *,
+        served_identity: str | None,
+        options: BridgeOptions | None = None,
+    ) -> EventBridge | None:
+        """Publish brain and session events to clients (a room, or e.g. a JsonLinesTransport).
+
+        `options` replaces the bridge options BRIDGE_* would give (tests tune timeouts with it).
+        """
         if not self.settings.bridge.enabled:
             return None
+        kwargs = self.settings.bridge.attach_kwargs()
+        if options is not None:
+            kwargs["options"] = options
         self.bridge = attach_event_bridge(
             room_or_transport,
-            brain=self.brain,
+            brain=self.bridge_source(),
             agent_name=self.settings.name,
             served_identity=served_identity,
             controls=self,
             conversation_id=self.conversation_id,
-            **self.settings.bridge.attach_kwargs(),
+            **kwargs,
         )
         return self.bridge
+
+    def bridge_source(self) -> Any:
+        """What the bridge subscribes to for brain events (the brain itself by default)."""
+        return self.brain
 
     def start_options(self) -> dict[str, Any]:
         """Extra `AgentSession.start` arguments (livekit's `lk.agent.session` host off, unless asked)."""
@@ -160,14 +215,11 @@ class VoiceSession:
             self.greet()
 
     def greet(self) -> Any | None:
-        """Speak the greeting (verbatim, or generated by the brain); returns the SpeechHandle."""
-        s = self.settings
-        if s.greeting_mode == "say" and s.greeting:
-            return self.session.say(s.greeting)
-        if s.greeting_mode == "generate" and s.greeting_prompt:
-            self.agent.script_next_reply(s.greeting_prompt)
-            return self.session.generate_reply()
-        return None
+        raise NotImplementedError
+
+    def say_goodbye(self, text: str) -> Any:
+        """Start speaking the goodbye; returns its SpeechHandle."""
+        raise NotImplementedError
 
     def end(self, reason: str, *, drain: bool = False) -> None:
         """Close the session (e.g. the last participant left)."""
@@ -185,11 +237,30 @@ class VoiceSession:
         elif self.bridge is not None:
             await self.bridge.aclose()
 
+    # -- provider failures ----------------------------------------------------------------------
+
+    def publish_report(self, report: ProviderErrorReport, *, fatal: bool = False, turn_id: str | None = None) -> None:
+        """One provider failure to clients (the caller has logged it)."""
+        self.errors.append(report)
+        if self.bridge is not None:
+            self.bridge.publish_error(report.code, report.client_message, fatal=fatal, turn_id=turn_id)
+
+    def _on_error(self, ev: ErrorEvent) -> None:
+        try:
+            report = report_for(ev)
+            kind = error_kind(ev)
+            fatal = self._budget.closes_session(kind, report.recoverable)
+            self.handle_failure(report, kind=kind, fatal=fatal)
+        except Exception:  # noqa: BLE001 - error handling must never break the session
+            log.exception("could not handle a session error")
+
+    def handle_failure(self, report: ProviderErrorReport, *, kind: str, fatal: bool) -> None:
+        self.publish_report(report, fatal=fatal)
+
     # -- events -------------------------------------------------------------------------------
 
     def _on_agent_state(self, ev: AgentStateChangedEvent) -> None:
-        if ev.new_state == "speaking":
-            self.tracker.audio_started(self.session.current_speech)
+        pass
 
     def _on_user_state(self, ev: UserStateChangedEvent) -> None:
         if ev.new_state == "away" and self._goodbye_task is None and not self.closed.is_set():
@@ -200,7 +271,7 @@ class VoiceSession:
         self.close_reason = "inactivity timeout"
         try:
             if self.settings.goodbye:
-                handle = self.session.say(self.settings.goodbye, allow_interruptions=False)
+                handle = self.say_goodbye(self.settings.goodbye)
                 await handle.wait_for_playout()
         finally:
             self.session.shutdown(drain=True)
@@ -208,20 +279,6 @@ class VoiceSession:
     def _on_transcribed(self, ev: UserInputTranscribedEvent) -> None:
         if self.bridge is not None and ev.transcript:
             self.bridge.publish_transcript(ev.transcript, ev.is_final)
-
-    def _on_error(self, ev: ErrorEvent) -> None:
-        if self.bridge is None:
-            return
-        err = ev.error
-        code = str(getattr(err, "type", "session_error"))  # stt_error, tts_error, llm_error, ...
-        recoverable = bool(getattr(err, "recoverable", True))
-        detail = getattr(err, "error", err)
-        self.bridge.publish_error(code, f"{type(detail).__name__}: {detail}", fatal=not recoverable)
-
-    def _on_turn_outcome(self, tracked: TrackedTurn) -> None:
-        row = self.latency.claim(tracked.turn.turn_id) if tracked.audio_started else None
-        if row is not None and self.bridge is not None:
-            self.bridge.publish_metrics(tracked.turn.turn_id, row.metrics_ms())
 
     def _on_close(self, ev: CloseEvent) -> None:
         if self.closed.is_set():
@@ -236,3 +293,187 @@ class VoiceSession:
                 cb(reason)
             except Exception:  # noqa: BLE001
                 log.exception("close callback failed")
+
+
+class VoiceSession(BaseVoiceSession):
+    """Pipeline mode: the brain answers in `BrainAgent.llm_node`, the configured STT / TTS listen and speak."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        brain: VoiceBrain,
+        session: AgentSession,
+        conversation_id: str,
+        user_id: str | None = None,
+    ) -> None:
+        super().__init__(settings, brain=brain, session=session, conversation_id=conversation_id, user_id=user_id)
+        self.tracker = TurnTracker(brain, conversation_id, user_id)
+        self.agent = BrainAgent(
+            brain, self.tracker, tts_timeout=settings.provider_timeout, on_tts_stall=self._on_tts_stall
+        )
+        self.tracker.on_outcome(self._on_turn_outcome)
+        self._user_spoke = False  # since the last transcript: an STT failure lost their words
+        self._tts_failed: set[str] = set()  # turn ids whose reply audio failed
+        self._held: dict[str, list[tuple[TurnDone, Callable[[Any], None]]]] = {}
+        self.on_close(lambda _reason: self._release_all())
+        if _has_loop():
+            apology.prepare(settings.brain.apology)  # ready before the TTS can fail
+
+    def bridge_source(self) -> Any:
+        return _HeldTurnDone(self)
+
+    def relay(self, event: Any, deliver: Callable[[Any], None]) -> None:
+        """A reply's `TurnDone` reaches clients once its speech has ended, not when the brain has
+        finished writing it: so a TTS failure can still mark it `error`, and it follows the
+        reply's `error` envelope (as in realtime mode, where the turn ends with the speech)."""
+        if isinstance(event, TurnDone):
+            tracked = self.tracker.find(event.turn_id)
+            if tracked is not None and tracked.speech_id is not None and tracked.outcome == "pending":
+                self._held.setdefault(event.turn_id, []).append((event, deliver))
+                return
+        deliver(event)
+
+    def _release(self, turn_id: str) -> None:
+        for event, deliver in self._held.pop(turn_id, []):
+            if turn_id in self._tts_failed and event.reason == "completed":
+                event = event.model_copy(update={"reason": "error"})
+            deliver(event)
+
+    def _release_all(self) -> None:
+        for turn_id in list(self._held):
+            self._release(turn_id)
+
+    def greet(self) -> Any | None:
+        """Speak the greeting (verbatim, or generated by the brain); returns the SpeechHandle."""
+        s = self.settings
+        if s.greeting_mode == "say" and s.greeting:
+            return self.session.say(s.greeting)
+        if s.greeting_mode == "generate" and s.greeting_prompt:
+            self.agent.script_next_reply(s.greeting_prompt)
+            return self.session.generate_reply()
+        return None
+
+    def say_goodbye(self, text: str) -> Any:
+        return self.session.say(text, allow_interruptions=False)
+
+    # -- provider failures ----------------------------------------------------------------------
+
+    def _current_turn(self) -> TrackedTurn | None:
+        turns = self.tracker.turns
+        return turns[-1] if turns and turns[-1].outcome == "pending" else None
+
+    def handle_failure(self, report: ProviderErrorReport, *, kind: str, fatal: bool) -> None:
+        final = not report.recoverable  # this request gave up (a recoverable one is being retried)
+        if kind == "stt_error":
+            if final and self._user_spoke and self.settings.stt_apology and not fatal:
+                self._user_spoke = False
+                self._apology_turn(report, self.settings.stt_apology)
+                return
+            self.publish_report(report, fatal=fatal)
+            return
+        current = self._current_turn()
+        turn_id = current.turn.turn_id if current is not None else None
+        self.publish_report(report, fatal=fatal, turn_id=turn_id)
+        if kind == "tts_error" and final and not fatal:
+            self._tts_apology(turn_id)
+
+    def _on_tts_stall(self, reason: str) -> None:
+        """The TTS produced no audio in time (agent.guards): a `timeout` failure of the TTS."""
+        report = ProviderErrorReport(
+            provider=provider_name(self.session.tts),
+            code="timeout",
+            message=reason,
+            recoverable=True,
+            retryable=True,
+        )
+        log_provider_error(report, log)
+        current = self._current_turn()
+        turn_id = current.turn.turn_id if current is not None else None
+        self.publish_report(report, turn_id=turn_id)
+        self._tts_apology(turn_id)
+
+    def _tts_apology(self, turn_id: str | None) -> None:
+        """Apologise in the offline voice: the configured TTS is what just failed."""
+        if turn_id is not None:
+            if turn_id in self._tts_failed:
+                return  # once per reply
+            self._tts_failed.add(turn_id)
+        text = self.settings.brain.apology
+        if not text or self.closed.is_set():
+            return
+        audio = apology.cached(text)
+        if audio is None:
+            log.warning("apology audio not ready; the apology is not spoken")
+            return
+        try:
+            self.session.say(text, audio=apology.replay(audio), add_to_chat_ctx=False)
+        except RuntimeError as exc:  # the session is closing
+            log.debug("no apology: %s", exc)
+
+    def _apology_turn(self, report: ProviderErrorReport, text: str) -> None:
+        """The user's words were lost: a short turn of our own, apologising (with its turn.done)."""
+        conv, turn_id = self.conversation_id, new_turn_id()
+        emit = self.brain.events.emit
+        emit(TurnStarted(conversation_id=conv, turn_id=turn_id, transcript=""))
+        self.publish_report(report, turn_id=turn_id)
+        emit(TextDelta(conversation_id=conv, turn_id=turn_id, text=text))
+
+        def done(_: Any = None) -> None:
+            emit(TurnDone(conversation_id=conv, turn_id=turn_id, reason="error", text=text))
+
+        try:
+            handle = self.session.say(text, add_to_chat_ctx=False)
+        except RuntimeError as exc:  # the session is closing
+            log.debug("no apology: %s", exc)
+            done()
+            return
+        handle.add_done_callback(done)
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _on_agent_state(self, ev: AgentStateChangedEvent) -> None:
+        if ev.new_state == "speaking":
+            self.tracker.audio_started(self.session.current_speech)
+
+    def _on_user_state(self, ev: UserStateChangedEvent) -> None:
+        if ev.new_state == "speaking":
+            self._user_spoke = True
+        super()._on_user_state(ev)
+
+    def _on_transcribed(self, ev: UserInputTranscribedEvent) -> None:
+        if ev.is_final:
+            self._user_spoke = False
+        super()._on_transcribed(ev)
+
+    def _on_turn_outcome(self, tracked: TrackedTurn) -> None:
+        turn_id = tracked.turn.turn_id
+        if turn_id in self._tts_failed and not tracked.audio_started:
+            # the reply was never heard: the brain must not think it was said
+            self.brain.record_spoken(self.conversation_id, turn_id, "")
+        self._release(turn_id)
+        row = self.latency.claim(turn_id) if tracked.audio_started else None
+        if row is not None and self.bridge is not None:
+            self.bridge.publish_metrics(turn_id, row.metrics_ms())
+
+
+class _HeldTurnDone:
+    """The brain as the bridge sees it in pipeline mode: events pass through `VoiceSession.relay`."""
+
+    def __init__(self, voice: VoiceSession) -> None:
+        self._voice = voice
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._voice.brain, name)
+
+    def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]:
+        voice = self._voice
+        return voice.brain.subscribe(lambda event: voice.relay(event, callback))
+
+
+def _has_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

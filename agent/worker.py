@@ -1,16 +1,19 @@
 """`define_voice_agent(settings)`: the `AgentServer` the livekit-agents CLI runs.
 
-Per worker process (`setup`): Silero VAD is loaded once, with the TURN_VAD_* parameters.
-Per job (`entrypoint`, one room): STT / TTS from `providers/` by name, a brain, the bridge on
-the room, an `AgentSession` whose replies come from the brain, and the session-life rules:
+Per worker process (`setup`): Silero VAD is loaded once, with the TURN_VAD_* parameters
+(pipeline mode only).
+Per job (`entrypoint`, one room): a brain, the bridge on the room, and an `AgentSession` that
+answers with STT / TTS from `providers/` by name and the brain (`AGENT_MODE=pipeline`), or with
+a realtime model and the brain's tools (`AGENT_MODE=realtime`); then the session-life rules:
 greeting, inactivity timeout, leave when the last remote participant has gone.
 
 Job processes receive `setup` / `entrypoint` by pickling, so they are methods of `VoiceWorker`,
 a plain object holding the settings.
 
 Health check: the worker's HTTP server (`AGENT_HTTP_PORT`, default 8081) answers `GET /` with
-200 "OK" while the worker is healthy (503 when it cannot reach LiveKit) and `GET /worker` with
-a JSON description.
+200 "OK" while the worker is healthy (503 when it cannot reach LiveKit), `GET /worker` with
+a JSON description and `GET /providers` with the provider report of `python -m agent doctor`
+(every STT / TTS / brain / realtime provider: installed, configured, chosen, and why not).
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from livekit.agents.voice.room_io import RoomOptions
 from brain import create_voice_brain
 
 from .config import AgentSettings
+from .health import VoiceAgentServer
 from .turns import vad_load_kwargs
-from .voice_session import VoiceSession, build_agent_session
+from .voice_session import BaseVoiceSession, VoiceSession, build_agent_session
 
 log = logging.getLogger("agent.worker")
 
@@ -84,22 +88,30 @@ class VoiceWorker:
         self.settings = settings
 
     def setup(self, proc: JobProcess) -> None:
-        """Once per worker process, before any job: load Silero VAD."""
-        proc.userdata["vad"] = load_vad(self.settings)
+        """Once per worker process, before any job: load Silero VAD (pipeline mode)."""
+        if self.settings.mode == "pipeline":
+            proc.userdata["vad"] = load_vad(self.settings)
 
     async def entrypoint(self, ctx: JobContext) -> None:
         await self.run_session(ctx)
 
-    async def run_session(self, ctx: JobContext) -> VoiceSession | None:
+    async def run_session(self, ctx: JobContext) -> BaseVoiceSession | None:
         """Serve the room's first user; returns the running session (None if nobody came)."""
         s = self.settings
-        from providers import create_stt, create_tts
+        realtime = s.mode == "realtime"
+        if realtime:
+            from providers.realtime import create_realtime_model
 
-        vad = ctx.proc.userdata.get("vad") or load_vad(s)
-        stt = create_stt(s.speech, vad=vad)
-        tts = create_tts(s.speech)
-        stt.prewarm()  # e.g. build the local recogniser while we wait for the user
-        tts.prewarm()
+            model = create_realtime_model(s.realtime)  # config errors surface before connecting
+            ctx.add_shutdown_callback(model.aclose)
+        else:
+            from providers import create_stt, create_tts
+
+            vad = ctx.proc.userdata.get("vad") or load_vad(s)
+            stt = create_stt(s.speech, vad=vad)
+            tts = create_tts(s.speech)
+            stt.prewarm()  # e.g. build the local recogniser while we wait for the user
+            tts.prewarm()
         brain = create_voice_brain(s.brain)
         ctx.add_shutdown_callback(brain.aclose)
 
@@ -113,14 +125,27 @@ class VoiceWorker:
             ctx.shutdown(reason="nobody joined")
             return None
 
-        session = build_agent_session(s, vad=vad, stt=stt, tts=tts)
-        voice = VoiceSession(
-            s,
-            brain=brain,
-            session=session,
-            conversation_id=conversation_id_for_room(ctx.room.name),
-            user_id=participant.identity,
-        )
+        conversation_id = conversation_id_for_room(ctx.room.name)
+        voice: BaseVoiceSession
+        if realtime:
+            from .realtime_session import RealtimeVoiceSession, build_realtime_session
+
+            voice = RealtimeVoiceSession(
+                s,
+                brain=brain,
+                session=build_realtime_session(s, model),
+                model=model,
+                conversation_id=conversation_id,
+                user_id=participant.identity,
+            )
+        else:
+            voice = VoiceSession(
+                s,
+                brain=brain,
+                session=build_agent_session(s, vad=vad, stt=stt, tts=tts),
+                conversation_id=conversation_id,
+                user_id=participant.identity,
+            )
         voice.attach_bridge(ctx.room, served_identity=participant.identity)
         attach_session_life(ctx, voice)
 
@@ -132,7 +157,7 @@ class VoiceWorker:
         return voice
 
 
-def attach_session_life(ctx: JobContext, voice: VoiceSession) -> LastParticipantWatcher:
+def attach_session_life(ctx: JobContext, voice: BaseVoiceSession) -> LastParticipantWatcher:
     """The job ends with the session; the session ends when the last user has left the room."""
     voice.on_close(lambda reason: ctx.shutdown(reason=f"session closed: {reason}"))
     watcher = LastParticipantWatcher(ctx.room, lambda: voice.end("last participant left"))
@@ -146,7 +171,7 @@ def attach_session_life(ctx: JobContext, voice: VoiceSession) -> LastParticipant
 
 
 def define_voice_agent(settings: AgentSettings | None = None) -> AgentServer:
-    """The worker: explicit dispatch by `AGENT_NAME`, health check on `AGENT_HTTP_PORT`."""
+    """The worker: explicit dispatch by `AGENT_NAME`, health check (and `/providers`) on `AGENT_HTTP_PORT`."""
     s = settings or AgentSettings()
     worker = VoiceWorker(s)
     kwargs: dict[str, Any] = {
@@ -163,6 +188,6 @@ def define_voice_agent(settings: AgentSettings | None = None) -> AgentServer:
         kwargs["api_secret"] = s.livekit_api_secret.get_secret_value()
     if s.idle_processes is not None:
         kwargs["num_idle_processes"] = s.idle_processes
-    server = AgentServer(**kwargs)
+    server = VoiceAgentServer(s, **kwargs)
     server.rtc_session(worker.entrypoint, agent_name=s.name)
     return server

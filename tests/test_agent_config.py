@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import pytest
 from pydantic import ValidationError
@@ -64,12 +65,13 @@ def test_masked_configuration_hides_secrets(monkeypatch) -> None:
     monkeypatch.setenv("LIVEKIT_API_SECRET", SECRET)
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
     masked = AgentSettings().masked()
-    assert set(masked) == {"agent", "brain", "speech", "turn", "bridge"}
+    assert set(masked) == {"agent", "brain", "speech", "turn", "bridge", "realtime"}
     dumped = json.dumps(masked, default=str)
     assert SECRET not in dumped
     assert masked["agent"]["livekit_api_secret"] == "***"
     assert masked["brain"]["openai_api_key"] == "***"
     assert masked["speech"]["openai_api_key"] == "***"
+    assert masked["realtime"]["openai_api_key"] == "***"
 
 
 def test_doctor_prints_providers_and_masked_config(monkeypatch) -> None:
@@ -78,7 +80,9 @@ def test_doctor_prints_providers_and_masked_config(monkeypatch) -> None:
     assert doctor_command([], out=out) == 0
     text = out.getvalue()
     assert SECRET not in text
-    assert "* stt local" in text and "* tts local" in text
+    assert re.search(r"\* stt +local +ok", text) and re.search(r"\* tts +local +ok", text)
+    assert re.search(r"\* llm +offline +ok", text)
+    assert re.search(r"  realtime +openai-realtime +ok", text)  # configured (key), not chosen
     assert "[agent]" in text and "[brain]" in text and "[turn]" in text
     assert 'openai_api_key = "***"' in text
 
@@ -86,7 +90,8 @@ def test_doctor_prints_providers_and_masked_config(monkeypatch) -> None:
     doctor_command(["--json"], out=out)
     data = json.loads(out.getvalue())
     chosen = {(r["kind"], r["name"]) for r in data["providers"] if r["chosen"]}
-    assert chosen == {("stt", "local"), ("tts", "local")}
+    assert chosen == {("stt", "local"), ("tts", "local"), ("llm", "offline")}
+    assert data["mode"] == "pipeline"
     assert SECRET not in out.getvalue()
 
 

@@ -1,0 +1,194 @@
+"""Deadlines on speech providers, which livekit-agents does not impose by itself.
+
+livekit-agents retries a provider request that *fails*, but a request that simply stalls
+(connected, then nothing) waits on the plugin's own read timeout (30 s for the OpenAI plugins),
+or forever. Two guards turn a stall into a `timeout` failure after `AGENT_PROVIDER_TIMEOUT`:
+
+- `DeadlineSTT` wraps a non-streaming STT (local, openai, ...): one recognition that takes
+  longer than the deadline plus the utterance's duration raises `APITimeoutError`, which livekit reports and retries like any other failure.
+  Streaming STTs keep their own connection handling (they are passed through unwrapped).
+- `guard_tts_frames` wraps a `tts_node`'s audio: no first audio within the deadline after text
+  was sent, or no audio (nor end) within the deadline once all the text is in, is a stall; the
+  node stops and the caller is told (it reports the error and apologises).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import APITimeoutError, stt, utils
+from livekit.agents.types import NOT_GIVEN, APIConnectOptions, NotGivenOr
+
+from providers.provider_errors import provider_name, tag_provider
+
+
+class DeadlineSTT(stt.STT):
+    """A non-streaming STT whose recognitions must finish within `timeout` seconds plus the
+    duration of the audio (an upload, or a local recogniser, takes longer on long utterances)."""
+
+    def __init__(self, inner: stt.STT, timeout: float) -> None:
+        if inner.capabilities.streaming:
+            raise ValueError("DeadlineSTT wraps non-streaming STTs only")
+        super().__init__(capabilities=inner.capabilities)
+        self.inner = inner
+        self.timeout = timeout
+        self._label = inner.label
+        tag_provider(self, provider_name(inner))  # error reports name the wrapped provider
+        inner.on("metrics_collected", self._forward_metrics)
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    @property
+    def provider(self) -> str:
+        return self.inner.provider
+
+    def _forward_metrics(self, *args: Any) -> None:
+        self.emit("metrics_collected", *args)
+
+    async def _recognize_impl(
+        self,
+        buffer: utils.AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions,
+    ) -> stt.SpeechEvent:
+        # the inner implementation, not inner.recognize(): this class's recognize() already
+        # retries and reports errors, once
+        deadline = self.timeout + _duration(buffer)
+        try:
+            return await asyncio.wait_for(
+                self.inner._recognize_impl(buffer, language=language, conn_options=conn_options),
+                deadline,
+            )
+        except TimeoutError:
+            raise APITimeoutError(f"no transcript within {deadline:.1f} s") from None
+
+    def prewarm(self) -> None:
+        self.inner.prewarm()
+
+    async def aclose(self) -> None:
+        self.inner.off("metrics_collected", self._forward_metrics)
+        await self.inner.aclose()
+
+
+def _duration(buffer: utils.AudioBuffer) -> float:
+    frames = buffer if isinstance(buffer, list) else [buffer]
+    return sum(f.samples_per_channel / f.sample_rate for f in frames if f.sample_rate)
+
+
+def guard_stt(engine: stt.STT, timeout: float) -> stt.STT:
+    """`engine` with a recognition deadline if it is a non-streaming STT, else unchanged."""
+    if isinstance(engine, DeadlineSTT) or engine.capabilities.streaming:
+        return engine
+    return DeadlineSTT(engine, timeout)
+
+
+class _Watch:
+    def __init__(self) -> None:
+        self.first_text_at: float | None = None
+        self.text_ended_at: float | None = None
+        self.got_audio = False
+        self.waiting_since: float | None = None
+        """Set while the guard awaits the next frame (None while the consumer holds it)."""
+        self.stalled = False
+
+
+async def guard_tts_frames(
+    text: AsyncIterable[str],
+    synthesize: Callable[[AsyncIterable[str]], AsyncIterable[rtc.AudioFrame]],
+    *,
+    stall_after: float,
+    on_stall: Callable[[str], None],
+) -> AsyncIterator[rtc.AudioFrame]:
+    """The audio of `synthesize(text)`, cut short (and `on_stall(reason)` called) on a stall.
+
+    One lazily re-armed timer per reply (no per-frame task): when it finds the guard waiting
+    past the deadline it cancels the consuming task, and the guard turns that cancellation into
+    a normal end of the audio.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    task_ref = weakref.ref(task) if task is not None else None  # a pending timer pins nothing
+    watch = _Watch()
+    timer: asyncio.TimerHandle | None = None
+
+    def check() -> None:
+        nonlocal timer
+        timer = None
+        deadline = _deadline(watch, stall_after)
+        if deadline is None:
+            return  # re-armed when the state changes
+        consumer = task_ref() if task_ref is not None else None
+        if loop.time() < deadline:
+            timer = loop.call_later(deadline - loop.time(), check)
+        elif consumer is not None:
+            watch.stalled = True
+            consumer.cancel()
+
+    def arm() -> None:
+        nonlocal timer
+        if timer is None and (deadline := _deadline(watch, stall_after)) is not None:
+            timer = loop.call_later(max(0.0, deadline - loop.time()), check)
+
+    async def watched_text() -> AsyncIterator[str]:
+        async for chunk in text:
+            if watch.first_text_at is None and chunk.strip():
+                watch.first_text_at = loop.time()
+                arm()
+            yield chunk
+        watch.text_ended_at = loop.time()
+        arm()
+
+    frames = aiter(synthesize(watched_text()))
+    try:
+        while True:
+            watch.waiting_since = loop.time()
+            arm()
+            try:
+                frame = await anext(frames)
+            except (StopAsyncIteration, asyncio.CancelledError) as exc:
+                if not watch.stalled or task is None:
+                    if isinstance(exc, StopAsyncIteration):
+                        return
+                    raise
+                task.uncancel()  # our own cancellation (the synthesizer may have swallowed it)
+                on_stall(
+                    f"no audio within {stall_after:g} s of the reply text"
+                    if not watch.got_audio
+                    else f"audio stopped for {stall_after:g} s before the reply ended"
+                )
+                return
+            finally:
+                watch.waiting_since = None
+            watch.got_audio = True
+            yield frame
+    finally:
+        if timer is not None:
+            timer.cancel()
+        closer = getattr(frames, "aclose", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()
+
+
+def _deadline(watch: _Watch, timeout: float) -> float | None:
+    """When waiting for the next frame becomes a stall (None: no audio is owed yet).
+
+    Before the first audio the clock starts with the first text. After it, audio is owed only
+    once all the text is in (while the reply is still being written, a pause in the audio may
+    just mean the text has not arrived yet).
+    """
+    if watch.waiting_since is None:
+        return None
+    if not watch.got_audio:
+        return None if watch.first_text_at is None else watch.first_text_at + timeout
+    if watch.text_ended_at is None:
+        return None
+    return max(watch.text_ended_at, watch.waiting_since) + timeout

@@ -1,0 +1,90 @@
+"""Provider report: `python -m agent doctor` and the worker's `GET /providers` (no LiveKit server)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+
+import aiohttp
+import pytest
+
+from agent.config import AgentSettings
+from agent.doctor import doctor_command
+from agent.worker import define_voice_agent
+
+SECRET = "sk-test-NEVER-SHOWN-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no .env from the checkout
+    for var in ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "OPENAI_API_KEY", "GEMINI_API_KEY",
+                "GOOGLE_API_KEY", "AGENT_MODE", "REALTIME_PROVIDER", "BRAIN_BACKEND", "STT_PROVIDERS", "TTS_PROVIDERS"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _rows(data: dict) -> dict[tuple[str, str], dict]:
+    return {(r["kind"], r["name"]): r for r in data["providers"]}
+
+
+async def test_worker_serves_the_provider_report_next_to_its_health_check(monkeypatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    port = _free_port()
+    server = define_voice_agent(AgentSettings(http_host="127.0.0.1", http_port=port, mode="realtime"))
+    started = asyncio.Event()
+    server.on("worker_started", lambda *_: started.set())
+    task = asyncio.create_task(server.run(devmode=True, unregistered=True))
+    try:
+        await asyncio.wait_for(started.wait(), 30)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/") as r:
+                assert (r.status, await r.text()) == (200, "OK")  # livekit's own routes still work
+            async with http.get(f"http://127.0.0.1:{port}/providers") as r:
+                assert r.status == 200
+                body = await r.text()
+    finally:
+        await server.aclose()
+        await asyncio.wait_for(task, 10)
+    assert SECRET not in body
+    data = json.loads(body)
+    assert data["mode"] == "realtime" and data["ok"] is True
+    rows = _rows(data)
+    assert rows[("realtime", "openai-realtime")] == {
+        "kind": "realtime", "name": "openai-realtime", "installed": True, "configured": True, "chosen": True, "reason": "",
+    }
+    gemini = rows[("realtime", "gemini-live")]
+    assert not gemini["chosen"] and not gemini["configured"]
+    assert gemini["reason"] and ("GEMINI_API_KEY" in gemini["reason"] or "pip install" in gemini["reason"])
+    # in realtime mode the speech providers and the brain's model are not used
+    assert not rows[("stt", "local")]["chosen"] and "AGENT_MODE=realtime" in rows[("stt", "local")]["reason"]
+    assert not any(r["chosen"] for r in data["providers"] if r["kind"] in ("stt", "tts", "llm"))
+    assert {"stt", "tts", "llm", "realtime"} == {r["kind"] for r in data["providers"]}
+
+
+def test_doctor_reports_every_kind_and_names_the_missing_variable(monkeypatch) -> None:
+    monkeypatch.setenv("AGENT_MODE", "realtime")
+    out = io.StringIO()
+    assert doctor_command(["--json"], out=out) == 1  # the chosen realtime model has no key
+    data = json.loads(out.getvalue())
+    chosen = [r for r in data["providers"] if r["chosen"]]
+    assert [(r["kind"], r["name"]) for r in chosen] == [("realtime", "openai-realtime")]
+    assert chosen[0]["reason"] == "missing OPENAI_API_KEY"
+
+    monkeypatch.setenv("AGENT_MODE", "pipeline")
+    monkeypatch.setenv("BRAIN_BACKEND", "gemini")
+    out = io.StringIO()
+    assert doctor_command([], out=out) == 1
+    text = out.getvalue()
+    assert "mode: pipeline" in text
+    line = next(x for x in text.splitlines() if " llm " in x and "gemini" in x)
+    assert line.startswith(" *") and "unusable" in line and ("GEMINI_API_KEY" in line or "pip install" in line)
+    offline = next(x for x in text.splitlines() if " llm " in x and "offline" in x)
+    assert offline.startswith("  ") and offline.rstrip().endswith("ok")  # usable, not chosen

@@ -1,0 +1,187 @@
+"""Realtime mode through the agent layer (`AGENT_MODE=realtime`): the same bridge envelopes as
+pipeline mode, the worker's realtime branch, and provider failures reported the same way.
+
+Pipeline mode: the agent's real session on recorded speech with livekit-plugins-openai STT/TTS
+and the brain's OpenAI backend against a local fake. Realtime mode: `RealtimeVoiceSession` on
+livekit-plugins-openai's realtime model against `FakeRealtimeServer`. In both, a client approves
+a tool call over the bridge (`hitl.respond`), as a browser would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from agent.worker import load_vad
+from brain import tool
+from tests.fakes.openai_server import text_reply, tool_reply
+from tests.fakes_realtime import CallTool, Say
+
+from .agent_fakes import settings
+from .faults_kit import ANSWER, FaultTransport, PipelineRig, RealtimeRig
+
+pytestmark = pytest.mark.timeout(90)
+
+SENT: list[str] = []
+
+
+@tool(requires_approval=True, report="args", approval_prompt="Send an email to {to}?")
+def send_email(to: str, body: str) -> str:
+    """Send an email."""
+    SENT.append(to)
+    return f"sent to {to}"
+
+
+@pytest.fixture(scope="module")
+def vad():
+    return load_vad(settings())
+
+
+async def _approve_over_the_bridge(transport: FaultTransport) -> dict[str, Any]:
+    """Play the client: answer the first hitl.request with hitl.respond (approve)."""
+    while not any(e["type"] == "hitl.request" for e in transport.envelopes):  # noqa: ASYNC110
+        await asyncio.sleep(0.02)
+    request = next(e for e in transport.envelopes if e["type"] == "hitl.request")
+    message = {"v": 1, "id": "m1", "type": "hitl.respond",
+               "data": {"request_id": request["data"]["request_id"], "decision": "approve"}}
+    return dict(json.loads(await transport.deliver("user", json.dumps(message))))
+
+
+CONTROL = ("user.transcript", "tool.started", "hitl.request", "hitl.resolved", "tool.finished", "turn.done", "error")
+
+
+def _flow(envelopes: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """The envelopes a client acts on, without text deltas and metrics (their count varies)."""
+    out: list[tuple[str, Any]] = []
+    for e in envelopes:
+        if e["type"] not in CONTROL or (e["type"] == "user.transcript" and not e["data"]["final"]):
+            continue
+        detail = {
+            "tool.started": lambda d: (d["tool"], d["arguments"]),
+            "hitl.request": lambda d: (d["tool"], d["prompt"], d["for"]),
+            "hitl.resolved": lambda d: (d["outcome"], d["by"]),
+            "tool.finished": lambda d: (d["tool"], d["status"]),
+            "turn.done": lambda d: d["reason"],
+            "user.transcript": lambda d: d["text"],
+            "error": lambda d: d["code"],
+        }[e["type"]](e["data"])
+        out.append((e["type"], detail))
+    return out
+
+
+ARGS = {"to": "ada@example.com", "body": "hi"}
+
+
+async def test_realtime_envelopes_match_pipeline_mode(vad) -> None:
+    SENT.clear()
+    # pipeline: STT -> brain (tool call, approved by the client) -> TTS
+    async with PipelineRig(vad, speed=4.0, tools=[send_email]) as rig:
+        rig.server.push(tool_reply(("call_p1", "send_email", ARGS), text="One moment."), text_reply(ANSWER))
+        approving = asyncio.ensure_future(_approve_over_the_bridge(rig.transport))
+        pipeline = await rig.turn()
+        ack_pipeline = await approving
+    # realtime: the model calls the same tool, the same gate asks the same client
+    async with RealtimeRig(tools=[send_email]) as rig:
+        rig.server.script.extend([CallTool("send_email", ARGS, call_id="call_r1"), Say(ANSWER, audio_ms=300)])
+        approving = asyncio.ensure_future(_approve_over_the_bridge(rig.transport))
+        realtime = await rig.turn()
+        ack_realtime = await approving
+
+    assert ack_pipeline["type"] == ack_realtime["type"] == "ack"
+    assert SENT == ["ada@example.com", "ada@example.com"]  # ran once in each mode, after approval
+    expected = [
+        ("user.transcript", "what is the weather in paris"),
+        ("tool.started", ("send_email", ARGS)),
+        ("hitl.request", ("send_email", "Send an email to ada@example.com?", "user")),
+        ("hitl.resolved", ("approved", "user")),
+        ("tool.finished", ("send_email", "ok")),
+        ("turn.done", "completed"),
+    ]
+    assert _flow(pipeline.envelopes) == expected
+    assert _flow(realtime.envelopes) == expected
+    for obs in (pipeline, realtime):
+        turn_ids = {e["turn"] for e in obs.envelopes if e["type"] in ("tool.started", "hitl.request", "turn.done")}
+        assert len(turn_ids) == 1 and None not in turn_ids  # one turn carries the tool call and its answer
+        assert ANSWER in " ".join(obs.heard)
+        text = "".join(e["data"]["delta"] for e in obs.envelopes if e["type"] == "agent.text")
+        assert ANSWER in text
+
+
+async def test_provider_error_is_reported_once_with_the_stable_code_in_both_modes(vad) -> None:
+    from tests.fakes_realtime.openai_realtime_server import Fail
+
+    async with PipelineRig(vad, speed=8.0) as rig:
+        rig.arm("tts", "rate_limit")
+        pipeline = await rig.turn()
+        reports = list(rig.sim.voice.errors)
+    async with RealtimeRig() as rig:
+        rig.server.script.extend([Fail(), Say("Sorry, something went wrong on my side.", audio_ms=200)])
+        realtime = await rig.turn(expect_turns=2)
+        reports += rig.voice.errors
+
+    for obs in (pipeline, realtime):
+        [error] = obs.of_type("error")
+        assert (error["data"]["code"], error["data"]["fatal"]) == ("rate_limited", False)
+        dones = obs.turn_dones()
+        assert len(dones[error["turn"]]) == 1 and dones[error["turn"]][0]["data"]["reason"] == "error"
+    assert [(r.provider, r.code) for r in reports] == [("openai", "rate_limited"), ("openai-realtime", "rate_limited")]
+    assert pipeline.of_type("error")[0]["data"]["message"].startswith("openai: ")
+    assert realtime.of_type("error")[0]["data"]["message"].startswith("openai-realtime: ")
+
+
+async def test_worker_runs_a_realtime_session_in_a_room() -> None:
+    """`VoiceWorker.run_session` with AGENT_MODE=realtime on livekit's mock room."""
+    from livekit.agents.ipc.mock_room import create_mock_room
+    from livekit.agents.testing import fake_job_context
+
+    from agent.realtime_session import RealtimeVoiceSession
+    from agent.worker import VoiceWorker
+    from providers.realtime import RealtimeSettings
+    from tests.fakes_realtime import FakeRealtimeServer
+
+    server = await FakeRealtimeServer().start()
+    rt = RealtimeSettings(_env_file=None, openai_api_key="test-key", openai_base_url=server.base_url,
+                          max_retry=0, connect_timeout=5.0)
+    worker = VoiceWorker(settings(mode="realtime", realtime=rt, greeting_mode="say", greeting="Hello from realtime."))
+    server.script.append(Say("Hello from realtime.", audio_ms=200))
+    room = create_mock_room()
+    try:
+        with fake_job_context(room=room) as ctx:
+            worker.setup(ctx.proc)
+            assert "vad" not in ctx.proc.userdata  # realtime mode loads no local VAD
+            ctx.shutdown = lambda reason="": None  # type: ignore[method-assign]
+            voice = await asyncio.wait_for(worker.run_session(ctx), 30)
+            try:
+                assert isinstance(voice, RealtimeVoiceSession)
+                assert voice.session.llm is voice.model and voice.session.tts is None and voice.session.stt is None
+                methods = [c.args[0] for c in room.local_participant.register_rpc_method.call_args_list]
+                assert "voice-agent.control" in methods  # the bridge is on the room
+                # the greeting is generated by the model (there is no TTS to say it)
+                await server.wait_for(lambda: bool(server.of_type("response.create")), 15)
+                create = server.of_type("response.create")[0]
+                assert "Hello from realtime." in create["response"]["instructions"]
+                # the brain's tools (BRAIN_TOOLS: the example tools) are the session's function tools
+                declared = {t["name"] for e in server.of_type("session.update") for t in e["session"].get("tools") or []}
+                assert {"get_weather", "book_table"} <= declared
+            finally:
+                await voice.aclose()  # type: ignore[union-attr]
+    finally:
+        await server.aclose()
+
+
+def test_agent_mode_is_read_from_the_environment(monkeypatch, tmp_path) -> None:
+    from pydantic import ValidationError
+
+    from agent.config import AgentSettings
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AGENT_MODE", "realtime")
+    monkeypatch.setenv("REALTIME_PROVIDER", "gemini-live")
+    s = AgentSettings()
+    assert s.mode == "realtime" and s.realtime.provider == "gemini-live"
+    monkeypatch.setenv("AGENT_MODE", "speech-to-speech")
+    with pytest.raises(ValidationError, match="mode"):
+        AgentSettings()
