@@ -16,9 +16,10 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 from livekit import rtc
 from livekit.agents import AgentSession
 from livekit.agents.voice import io
@@ -93,6 +94,20 @@ class PacedAudioInput(io.AudioInput):
             if self.on_progress is not None:
                 self.on_progress(end)
 
+    async def play_frames(self, frames: Iterable[rtc.AudioFrame]) -> None:
+        """Deliver frames as they are (any rate, channel count or size), each once the clock
+        has passed its end: for inputs that do not come from a file."""
+        self.clock.start()
+        for frame in frames:
+            end = self._cursor + frame.duration
+            await self.clock.sleep_until(end)
+            if self._closed:
+                return
+            self._queue.put_nowait(frame)
+            self._cursor = end
+            if self.on_progress is not None:
+                self.on_progress(end)
+
     async def play_silence(self, seconds: float) -> None:
         await self.play(bytes(2 * int(seconds * self.sample_rate)))
 
@@ -108,6 +123,48 @@ class PacedAudioInput(io.AudioInput):
             self._queue.put_nowait(None)  # stay closed for later readers
             raise StopAsyncIteration
         return frame
+
+
+class MonoInput(io.AudioInput):
+    """Normalises another input for livekit-agents: one channel, one sample rate, no empty frames.
+
+    Silero VAD and the realtime plugins refuse multi-channel frames (they are mixed down) and a
+    frame at another rate than the first (later rates are resampled to the first one). A
+    LiveKit room already delivers such frames (RoomIO subscribes with one channel at a fixed
+    rate); this is for the other inputs (simulations, custom sources), which
+    `BaseVoiceSession.start` wraps.
+    """
+
+    def __init__(self, source: io.AudioInput) -> None:
+        super().__init__(label=f"mono({source.label})", source=source)
+        self.rate: int | None = None
+        self._resamplers: dict[int, rtc.AudioResampler] = {}
+        self._ready: list[rtc.AudioFrame] = []
+
+    async def __anext__(self) -> rtc.AudioFrame:
+        assert self.source is not None
+        while not self._ready:
+            frame = await self.source.__anext__()
+            if frame.samples_per_channel == 0:
+                continue
+            if frame.num_channels != 1:
+                frame = downmix(frame)
+            if self.rate is None:
+                self.rate = frame.sample_rate
+            if frame.sample_rate == self.rate:
+                return frame
+            resampler = self._resamplers.get(frame.sample_rate)
+            if resampler is None:
+                resampler = self._resamplers[frame.sample_rate] = rtc.AudioResampler(frame.sample_rate, self.rate)
+            self._ready.extend(f for f in resampler.push(frame) if f.samples_per_channel)
+        return self._ready.pop(0)
+
+
+def downmix(frame: rtc.AudioFrame) -> rtc.AudioFrame:
+    """The average of the channels, as a mono frame at the same rate."""
+    data = np.frombuffer(frame.data, dtype=np.int16).reshape(-1, frame.num_channels)
+    mono = data.mean(axis=1).round().astype(np.int16)
+    return rtc.AudioFrame(mono.tobytes(), frame.sample_rate, 1, frame.samples_per_channel)
 
 
 @dataclass

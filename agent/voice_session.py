@@ -36,6 +36,7 @@ from bridge import BridgeOptions, EventBridge, attach_event_bridge
 from providers.provider_errors import ProviderErrorReport, log_provider_error, provider_name
 
 from . import apology
+from .audio_io import MonoInput
 from .brain_agent import BrainAgent, BrainLLM
 from .config import AgentSettings
 from .guards import guard_stt
@@ -210,6 +211,9 @@ class BaseVoiceSession:
         self._close_callbacks.append(callback)
 
     async def start(self, *, greet: bool = True, **start_kwargs: Any) -> None:
+        audio_in = self.session.input.audio
+        if start_kwargs.get("room") is None and audio_in is not None and not isinstance(audio_in, MonoInput):
+            self.session.input.audio = MonoInput(audio_in)  # a custom input may be stereo
         await self.session.start(self.agent, **start_kwargs)
         if greet:
             self.greet()
