@@ -10,6 +10,7 @@ reaches clients in the `error` envelope's turn).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import AsyncIterator
 
@@ -41,11 +42,14 @@ def prepare(text: str) -> asyncio.Future[list[rtc.AudioFrame] | None] | None:
     """Start rendering `text` in the background (idempotent); call with a running loop."""
     if not text or text in _cache:
         return None
+    loop = asyncio.get_running_loop()
     fut = _rendering.get(text)
-    stale = fut is not None and (fut.get_loop() is not asyncio.get_running_loop() or (fut.done() and fut.result() is None))
-    if fut is None or stale:
-        fut = asyncio.ensure_future(_render(text))
-        _rendering[text] = fut
+    if fut is None or fut.get_loop() is not loop:
+        # a fresh context: the task must not keep the caller's (a job's, a session's) alive
+        task = loop.create_task(_render(text), context=contextvars.Context())
+        _rendering[text] = task
+        task.add_done_callback(lambda t: _rendering.pop(text, None) if _rendering.get(text) is t else None)
+        fut = task
     return fut
 
 

@@ -134,7 +134,7 @@ class RealtimeTurnTracker:
         self.stall_callbacks: list[Callable[[ProviderErrorReport, str | None], None]] = []
         """Told about each stall (report, turn id): with `report_errors` off, the caller
         publishes these itself (session `error` events it sees on its own)."""
-        self._unsubscribe_events = events.subscribe(self._on_brain_event)
+        self._unsubscribe_events: Callable[[], None] | None = None
         self._by_speech: dict[str, _RealtimeTurn] = {}
         self._open: list[_RealtimeTurn] = []  # oldest first
         self._pending_transcript: list[str] = []
@@ -151,6 +151,7 @@ class RealtimeTurnTracker:
             return
         self.detach()
         self._session = session
+        self._unsubscribe_events = self.events.subscribe(self._on_brain_event)
         self._handlers = [
             ("speech_created", self._on_speech_created),
             ("user_input_transcribed", self._on_user_input_transcribed),
@@ -164,6 +165,9 @@ class RealtimeTurnTracker:
         self._release_held()
         for t in list(self._by_speech.values()):
             self._disarm(t)
+        if self._unsubscribe_events is not None:
+            self._unsubscribe_events()
+            self._unsubscribe_events = None
         if self._session is not None:
             for name, handler in self._handlers:
                 with contextlib.suppress(Exception):

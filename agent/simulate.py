@@ -300,6 +300,9 @@ async def run(args: argparse.Namespace, *, settings: AgentSettings | None = None
         say(f"simulate: the user says {args.say!r} (espeak-ng, {audio.duration:.1f} s) at {args.speed:g}x")
         conversation = "simulate-demo"
     greet = args.greeting if args.greeting is not None else args.audio is None
+    if settings.mode != "pipeline":
+        say(f"simulate: AGENT_MODE={settings.mode} is not simulated (it needs the model's server); "
+            "running the pipeline instead")
     say(f"simulate: brain={settings.brain.backend} stt={','.join(settings.speech.stt_providers)} "
         f"tts={','.join(settings.speech.tts_providers)} turn mode={settings.turn.mode}")
     say({"approve": "simulate: tool approvals are granted automatically (--reject / --ask to change)",

@@ -129,3 +129,4 @@ async def test_room_entrypoint_on_livekits_mock_room() -> None:
         finally:
             await voice.aclose()  # type: ignore[union-attr]
     assert shutdowns == [f"session closed: {voice.close_reason}"]
+    room.reset_mock()  # the mock keeps every call's arguments (the whole session) alive

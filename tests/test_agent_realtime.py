@@ -170,6 +170,7 @@ async def test_worker_runs_a_realtime_session_in_a_room() -> None:
                 await voice.aclose()  # type: ignore[union-attr]
     finally:
         await server.aclose()
+        room.reset_mock()  # the mock keeps every call's arguments (the whole session) alive
 
 
 def test_agent_mode_is_read_from_the_environment(monkeypatch, tmp_path) -> None:
