@@ -20,9 +20,11 @@ from _density_session import (
 )
 
 
-async def run_inproc(k: int, *, spread: float = 2.0, stack: str = "ours", vad_kind: str = "silero") -> dict[str, Any]:
+async def run_inproc(
+    k: int, *, spread: float = 2.0, stack: str = "ours", vad_kind: str = "silero", input_rate: int = 24_000
+) -> dict[str, Any]:
     settings = density_settings()
-    clip = load_clip()
+    clip = load_clip(input_rate)
     vad = make_vad(vad_kind, settings)
     idle = memory_mb()
     sessions = [DensitySession(i, vad, settings, clip, stack=stack) for i in range(k)]
@@ -50,6 +52,7 @@ async def run_inproc(k: int, *, spread: float = 2.0, stack: str = "ours", vad_ki
         "mode": "inproc",
         "stack": stack,
         "vad": vad_kind,
+        "input_rate": input_rate,
         "k": k,
         "clip_s": clip.duration,
         "wall_s": wall,

@@ -32,6 +32,7 @@ AUDIO = ROOT.parent / "shared" / "audio"
 # the microphone as livekit-agents' RoomIO delivers it by default (AudioInputOptions): 24 kHz,
 # 50 ms frames; the VAD resamples to 16 kHz itself, as in a room
 RATE = 24_000
+"""Default microphone rate (RoomIO's); `--input-rate 16000` measures asking RoomIO for 16 kHz."""
 FRAME_MS = 50
 SERVED = "user"
 # whole user turns cut from the recordings (in pauses), each followed by GAP_S of silence in
@@ -51,9 +52,10 @@ class Clip:
     pcm: bytes
     turns: list[Turn]
     duration: float
+    rate: int = RATE
 
 
-def load_clip() -> Clip:
+def load_clip(rate: int = RATE) -> Clip:
     """~36 s: four real user turns (four reference turn ends), each followed by 2.5 s of silence."""
     from agent.audio_files import decode_file
 
@@ -62,31 +64,32 @@ def load_clip() -> Clip:
     speech: list[list[float]] = []
     ends: list[float] = []
     offset = 0.0
-    fade = int(FADE_S * RATE)
+    fade = int(FADE_S * rate)
     ramp = np.linspace(0.0, 1.0, fade)
     for name, a, b in PIECES:
-        audio = decode_file(AUDIO / name, RATE)
+        audio = decode_file(AUDIO / name, rate)
         x = np.frombuffer(audio.slice(a, b).pcm, dtype=np.int16).astype(np.float32)
         x[:fade] *= ramp  # no clicks at the cuts
         x[-fade:] *= ramp[::-1]
-        parts += [x, np.zeros(int(GAP_S * RATE), dtype=np.float32)]
+        parts += [x, np.zeros(int(GAP_S * rate), dtype=np.float32)]
         speech += [[s - a + offset, e - a + offset] for s, e in ref[name]["speech"] if a <= s and e <= b]
         ends += [t - a + offset for t in ref[name]["turn_ends"] if a < t <= b]
         offset += (b - a) + GAP_S
     pcm = np.concatenate(parts).astype(np.int16).tobytes()
-    return Clip(pcm, turns_from_reference(speech, ends), len(pcm) / 2 / RATE)
+    return Clip(pcm, turns_from_reference(speech, ends), len(pcm) / 2 / rate, rate)
 
 
 def save_clip(clip: Clip, directory: Path) -> None:
     """For job processes: decoding twice per job would be set-up work on 64 processes."""
     (directory / "clip.pcm").write_bytes(clip.pcm)
-    (directory / "clip.json").write_text(json.dumps([[t.start, t.end] for t in clip.turns]))
+    (directory / "clip.json").write_text(json.dumps({"rate": clip.rate, "turns": [[t.start, t.end] for t in clip.turns]}))
 
 
 def read_clip(directory: Path) -> Clip:
     pcm = (directory / "clip.pcm").read_bytes()
-    turns = [Turn(a, b) for a, b in json.loads((directory / "clip.json").read_text())]
-    return Clip(pcm, turns, len(pcm) / 2 / RATE)
+    meta = json.loads((directory / "clip.json").read_text())
+    turns = [Turn(a, b) for a, b in meta["turns"]]
+    return Clip(pcm, turns, len(pcm) / 2 / meta["rate"], meta["rate"])
 
 
 # -- probes -----------------------------------------------------------------------------------
@@ -95,8 +98,8 @@ def read_clip(directory: Path) -> Clip:
 class LagMic(PacedAudioInput):
     """The paced microphone, recording how late each frame reaches its reader (ms)."""
 
-    def __init__(self, clock: SimClock) -> None:
-        super().__init__(clock, RATE, frame_ms=FRAME_MS)
+    def __init__(self, clock: SimClock, rate: int = RATE) -> None:
+        super().__init__(clock, rate, frame_ms=FRAME_MS)
         self.lag_ms: list[float] = []
         self._consumed = 0.0
 
@@ -277,8 +280,8 @@ class DensitySession:
             settings, vad=vad, stt=FixedSTT(), tts=InstantTTS(seconds_per_word=0.05), simulated=True
         )
         self.clock = SimClock(1.0)
-        self.io = attach_simulated_io(self.session, self.clock, input_rate=RATE)
-        self.mic = LagMic(self.clock)
+        self.io = attach_simulated_io(self.session, self.clock, input_rate=clip.rate)
+        self.mic = LagMic(self.clock, clip.rate)
         self.session.input.audio = self.mic
         self.brain: Any = None
         self.voice: Any = None

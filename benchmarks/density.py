@@ -53,26 +53,26 @@ class _ErrorCounter(logging.Handler):
         self.counts[record.getMessage()[:120]] = self.counts.get(record.getMessage()[:120], 0) + 1
 
 
-def _child(mode: str, k: int, spread: float, stack: str, vad: str, out: Path) -> None:
+def _child(mode: str, k: int, spread: float, stack: str, vad: str, rate: int, out: Path) -> None:
     logging.basicConfig(level=logging.ERROR)
     errors = _ErrorCounter()
     logging.getLogger().addHandler(errors)
     if mode == "inproc":
         from _density_inproc import run_inproc
 
-        result = asyncio.run(run_inproc(k, spread=spread, stack=stack, vad_kind=vad))
+        result = asyncio.run(run_inproc(k, spread=spread, stack=stack, vad_kind=vad, input_rate=rate))
     else:
         from _density_jobs import run_jobs
 
         with tempfile.TemporaryDirectory(prefix="density-") as d:
             if vad != "silero":
                 raise SystemExit("--vad local is for --modes inproc (job processes run the worker's own setup)")
-            result = asyncio.run(run_jobs(k, Path(d), spread=spread, stack=stack))
+            result = asyncio.run(run_jobs(k, Path(d), spread=spread, stack=stack, input_rate=rate))
     result["logged_errors"] = errors.counts  # e.g. livekit's "error initializing process" (retried)
     out.write_text(json.dumps(result))
 
 
-def _run(mode: str, k: int, spread: float, stack: str, vad: str) -> dict[str, Any]:
+def _run(mode: str, k: int, spread: float, stack: str, vad: str, rate: int) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = Path(f.name)
     load = os.getloadavg()[0]
@@ -80,7 +80,7 @@ def _run(mode: str, k: int, spread: float, stack: str, vad: str) -> dict[str, An
     try:
         subprocess.run(
             [sys.executable, __file__, "--child", mode, "--k", str(k), "--spread", str(spread),
-             "--stack", stack, "--vad", vad, "--out", str(out)],
+             "--stack", stack, "--vad", vad, "--input-rate", str(rate), "--out", str(out)],
             check=True, timeout=600,
         )
         result: dict[str, Any] = json.loads(out.read_text())
@@ -102,7 +102,11 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
     k = r["k"]
     row: dict[str, Any] = {
         "mode": r["mode"],
-        "stack": r["stack"] if r.get("vad", "silero") == "silero" else f"{r['stack']}, {r['vad']} VAD",
+        "stack": ", ".join(
+            [r["stack"]]
+            + ([f"{r['vad']} VAD"] if r.get("vad", "silero") != "silero" else [])
+            + ([f"{r['input_rate'] // 1000} kHz in"] if r.get("input_rate", 24_000) != 24_000 else [])
+        ),
         "k": k,
         "cpu_pct_per_session": r["cpu_pct_per_session"],
         "loop_cpu_pct_per_session": r["loop_cpu_pct_per_session"],
@@ -188,19 +192,21 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="write raw results and the summary here")
     p.add_argument("--vad", default="silero", choices=["silero", "local"],
                    help="silero: the worker's (default); local: livekit-local-inference's native VAD (inproc only)")
+    p.add_argument("--input-rate", type=int, default=24_000,
+                   help="microphone rate: 24000 (RoomIO's default) or e.g. 16000 (the VAD's own rate)")
     p.add_argument("--child", choices=["inproc", "jobs"], help=argparse.SUPPRESS)
     p.add_argument("--stack", default="ours", help=argparse.SUPPRESS)
     p.add_argument("--k", type=int, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        _child(args.child, args.k, args.spread, args.stack, args.vad, args.out)
+        _child(args.child, args.k, args.spread, args.stack, args.vad, args.input_rate, args.out)
         return
     raw, rows = [], []
     runs = [(m, s, int(k)) for m in args.modes.split(",") for s in args.stacks.split(",") for k in args.ks.split(",")]
     for mode, stack, k in runs:
         print(f"density: {mode} {stack} {args.vad} K={k} ...", file=sys.stderr, flush=True)
-        r = _run(mode, k, args.spread, stack, args.vad)
+        r = _run(mode, k, args.spread, stack, args.vad, args.input_rate)
         row = summarize(r)  # (drops the per-frame lags from r)
         raw.append(r)
         rows.append(row)

@@ -220,6 +220,11 @@ async def test_every_sender_is_answered_and_the_reply_arrives_whole() -> None:
 
     q50, q99 = _pct(quiet.latencies_ms, 50), _pct(quiet.latencies_ms, 99)
     l50, l99 = _pct(loaded.latencies_ms, 50), _pct(loaded.latencies_ms, 99)
+    span = max(loaded.answered) - min(loaded.answered)
+    print(
+        f"\nload: {len(loaded.answered)} messages answered in {span * 1000:.0f} ms "
+        f"({len(loaded.answered) / span:.0f} per s) while the reply streamed"
+    )
     print(
         f"\nbridge reply latency (delta emitted -> envelope sent), {len(CLIENTS)} clients x "
         f"{MESSAGES_PER_CLIENT} messages: quiet p50 {q50:.3f} ms p99 {q99:.3f} ms "
