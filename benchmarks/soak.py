@@ -12,7 +12,7 @@ talks to it through the bridge, as a web client would:
 2. `user.text` "tell me about the sea" -> as soon as the reply is playing, `agent.interrupt`
    (barge-in): the playback stops and the brain turn is cancelled.
 
-    .venv/bin/python benchmarks/soak.py                     # 1,000 sessions, 20 at a time (~4 min)
+    .venv/bin/python benchmarks/soak.py                     # 1,000 sessions, 20 at a time (1-3 min)
     .venv/bin/python benchmarks/soak.py --sessions 200 --json out/soak.json
     .venv/bin/python benchmarks/soak.py --tracemalloc       # + top allocation growth 100 -> end
 
