@@ -69,6 +69,8 @@ def brain_rows(settings: AgentSettings) -> list[dict[str, Any]]:
         installed = _installed(module)
         configured = key_var is None or _secret_set(keys.get(name))
         reason = hint if not installed else ("" if configured else f"missing {key_var}")
+        if b.backend == name and not pipeline:  # the realtime model answers
+            reason = (reason + "; " if reason else "") + "not used: AGENT_MODE=realtime"
         rows.append(_row("llm", name, installed, configured, pipeline and b.backend == name, reason))
     if b.backend not in BRAIN_BACKENDS:  # a custom brain: package.module:factory
         module = b.backend.partition(":")[0]
