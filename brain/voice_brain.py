@@ -131,9 +131,10 @@ class VoiceBrain:
             if apology:
                 last = record.messages[-1]
                 sep = " " if last.role == "assistant" and last.content and not last.content[-1].isspace() else ""
+                # the separator travels with the delta, so speech and memory read the same
                 record.add_text(sep + apology)
-                emit(TextDelta(conversation_id=conv, turn_id=tid, text=apology))
-                yield apology
+                emit(TextDelta(conversation_id=conv, turn_id=tid, text=sep + apology))
+                yield sep + apology
         except (asyncio.CancelledError, GeneratorExit):
             reason = "interrupted"
             raise

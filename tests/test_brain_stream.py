@@ -160,7 +160,7 @@ async def test_mid_stream_failure_apologises_and_the_brain_recovers(kit: Kit) ->
     log = EventLog(brain)
     turn = Turn("question", "c")
     deltas = await reply(brain, turn)
-    assert deltas == ["The answer is", APOLOGY]
+    assert deltas == ["The answer is", " " + APOLOGY]  # spoken as written: no "isSorry"
     (err,) = log.of(ErrorEvent)
     assert err.code == "unavailable" and err.turn_id == turn.turn_id
     done = log.done(turn.turn_id)
@@ -180,7 +180,7 @@ async def test_malformed_chunk_is_a_protocol_error(kit: Kit) -> None:
     brain = kit.brain()
     log = EventLog(brain)
     turn = Turn("x", "c")
-    assert await reply(brain, turn) == ["Hi", APOLOGY]
+    assert await reply(brain, turn) == ["Hi", " " + APOLOGY]
     assert [e.code for e in log.of(ErrorEvent)] == ["protocol"]
     assert log.done(turn.turn_id).reason == "error"
     log.check()
