@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import tomllib
-from collections.abc import Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -25,12 +22,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .errors import ProviderConfigError
 from .provider_errors import tag_provider
+from .settings import CONFIG_FILE_VAR, read_config_file
 
 if TYPE_CHECKING:
     from livekit.agents import llm
 
 REALTIME_PROVIDERS = ("openai-realtime", "gemini-live")
-CONFIG_FILE_VAR = "VOICE_CONFIG_FILE"
 
 DEFAULT_OPENAI_MODEL = "gpt-realtime"
 DEFAULT_OPENAI_TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
@@ -45,17 +42,6 @@ def _alias(*names: str) -> Any:
     return AliasChoices(*names)
 
 
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}_{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, name))
-        else:
-            out[name.upper()] = value
-    return out
-
-
 class _TomlFileSource(PydanticBaseSettingsSource):
     """Values from the TOML file named by VOICE_CONFIG_FILE (same conventions as SpeechSettings)."""
 
@@ -64,16 +50,7 @@ class _TomlFileSource(PydanticBaseSettingsSource):
 
     def __call__(self) -> dict[str, Any]:
         path = os.environ.get(CONFIG_FILE_VAR)
-        if not path:
-            return {}
-        p = Path(path).expanduser()
-        try:
-            with p.open("rb") as f:
-                return _flatten(tomllib.load(f))
-        except FileNotFoundError:
-            raise ProviderConfigError(f"{CONFIG_FILE_VAR}={path}: file not found") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ProviderConfigError(f"{CONFIG_FILE_VAR}={path}: invalid TOML: {e}") from None
+        return read_config_file(path) if path else {}
 
 
 class RealtimeSettings(BaseSettings):
