@@ -159,6 +159,7 @@ class BaseVoiceSession:
         session.on("user_input_transcribed", self._on_transcribed)
         session.on("error", self._on_error)
         session.on("close", self._on_close)
+        self._watch_fallback_chains()
 
     def attach_bridge(
         self,
@@ -248,6 +249,30 @@ class BaseVoiceSession:
         self.errors.append(report)
         if self.bridge is not None:
             self.bridge.publish_error(report.code, report.client_message, fatal=fatal, turn_id=turn_id)
+
+    def _watch_fallback_chains(self) -> None:
+        """livekit's fallback adapters hand over to the next provider without a session error;
+        clients and the log still hear which provider failed (the turn carries on)."""
+        stt_chain = getattr(self.session.stt, "inner", self.session.stt)  # DeadlineSTT wraps a chain
+        if isinstance(stt_chain, stt.FallbackAdapter):
+            stt_chain.on("stt_availability_changed", self._on_availability_changed)
+        if isinstance(self.session.tts, tts.FallbackAdapter):
+            self.session.tts.on("tts_availability_changed", self._on_availability_changed)
+
+    def _on_availability_changed(self, ev: Any) -> None:
+        provider = provider_name(getattr(ev, "stt", None) or getattr(ev, "tts", None))
+        if ev.available:
+            log.info("provider %s is available again", provider)
+            return
+        report = ProviderErrorReport(
+            provider=provider,
+            code="unavailable",
+            message=f"{provider} failed; the next provider in the chain takes over",
+            recoverable=True,
+            retryable=True,
+        )
+        log_provider_error(report, log)
+        self.publish_report(report)
 
     def _on_error(self, ev: ErrorEvent) -> None:
         try:
