@@ -14,7 +14,6 @@ activity detection (tuned by `REALTIME_SILENCE_DURATION_MS` / `REALTIME_PREFIX_P
 from __future__ import annotations
 
 import importlib
-import os
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
@@ -22,7 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .errors import ProviderConfigError
 from .provider_errors import tag_provider
-from .settings import CONFIG_FILE_VAR, read_config_file
+from .settings import TomlFileSource
 
 if TYPE_CHECKING:
     from livekit.agents import llm
@@ -40,17 +39,6 @@ _PLUGIN_MODULES = {
 
 def _alias(*names: str) -> Any:
     return AliasChoices(*names)
-
-
-class _TomlFileSource(PydanticBaseSettingsSource):
-    """Values from the TOML file named by VOICE_CONFIG_FILE (same conventions as SpeechSettings)."""
-
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
-        return None, field_name, False  # unused: __call__ returns everything at once
-
-    def __call__(self) -> dict[str, Any]:
-        path = os.environ.get(CONFIG_FILE_VAR)
-        return read_config_file(path) if path else {}
 
 
 class RealtimeSettings(BaseSettings):
@@ -139,7 +127,7 @@ class RealtimeSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, dotenv_settings, _TomlFileSource(settings_cls))
+        return (init_settings, env_settings, dotenv_settings, TomlFileSource(settings_cls))
 
     def masked(self) -> dict[str, object]:
         """The effective configuration with secrets masked (for `doctor` and logs)."""

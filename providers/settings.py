@@ -57,7 +57,9 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ProviderConfigError(f"{CONFIG_FILE_VAR}={path}: invalid TOML: {e}") from None
 
 
-class _TomlFileSource(PydanticBaseSettingsSource):
+class TomlFileSource(PydanticBaseSettingsSource):
+    """Values from the TOML file named by VOICE_CONFIG_FILE (speech and realtime settings)."""
+
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False  # unused: __call__ returns everything at once
 
@@ -205,6 +207,6 @@ class SpeechSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources = (init_settings, env_settings, dotenv_settings, _TomlFileSource(settings_cls))
+        sources = (init_settings, env_settings, dotenv_settings, TomlFileSource(settings_cls))
         collected = cls.collected_variables
         return tuple(_Normalised(settings_cls, s, collected) for s in sources)
