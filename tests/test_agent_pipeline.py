@@ -69,11 +69,16 @@ async def test_full_voice_turn_on_jfk(vad) -> None:
     assert any(isinstance(m["data"].get("first_audio_ms"), int) for m in metrics)
     assert any(e["type"] == "user.transcript" for e in env)
 
-    # end of user speech -> first reply audio, with the end-of-turn and transcription parts
-    answered = [row for row in r.latency if row.e2e is not None]
-    assert answered, r.latency
-    row = answered[-1]
-    assert row.e2e > 0 and row.end_of_turn is not None and row.transcription is not None
+    # end of user speech (the file's reference spans) -> first reply audio, on the simulation's
+    # clock: the reply starts after the speaker stopped, not while the sentence goes on
+    speech_end = speech_spans("jfk_16k_mono.wav")[-1][1]
+    starts = [s.start for s in sim.io.sink.segments if s.played > 0.5]
+    assert starts and min(starts) > speech_end, (starts, speech_end)
+    # livekit's own e2e needs consistent VAD / transcript anchors and is dropped when a late
+    # transcript makes them disagree (seen on a loaded machine); where it is given, so are its parts
+    for row in r.latency:
+        if row.e2e is not None:
+            assert row.e2e > 0 and row.end_of_turn is not None and row.transcription is not None, row
 
 
 def _reference_turns(name: str, min_pause: float = 0.9) -> list[tuple[float, float]]:  # noqa: D401
