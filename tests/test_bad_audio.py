@@ -148,7 +148,7 @@ async def _run(vad, variant: Variant) -> tuple[Simulation, RecordingSTT, LoopErr
     try:
         await sim.start()
         await sim.io.mic.play_frames(variant.frames)
-        assert await sim.settle(limit=30)
+        assert await sim.settle(limit=120)
         assert not sim.voice.closed.is_set(), "the session closed"
     finally:
         await sim.aclose()
@@ -211,7 +211,9 @@ async def test_five_minute_monologue_keeps_memory_bounded(vad) -> None:
             await sim.io.mic.play_frames(frames(samples[i : i + chunk], INPUT_RATE))
             rss.append(_rss_mb())
         await sim.io.mic.play_frames(frames(tail, INPUT_RATE))
-        settled = await sim.settle(limit=120)  # the VAD may lag behind a 30x input: let it catch up
+        # the VAD may lag far behind a 30x input on a loaded machine: let it catch up (settle
+        # returns once all is quiet, so the generous limit costs nothing when it keeps up)
+        settled = await sim.settle(limit=900)
         alive = not sim.voice.closed.is_set()
     finally:
         await sim.aclose()
