@@ -19,6 +19,7 @@ from .turn_detector import AdaptiveEouDetector, EouPolicy
 logger = logging.getLogger(__name__)
 
 TurnMode = Literal["vad", "stt", "eou"]
+VadEngine = Literal["plugin", "native"]
 
 
 # Per-mode defaults for knobs left unset (env or kwargs). Chosen with
@@ -58,6 +59,12 @@ class TurnSettings(BaseSettings):
     allow_interruptions: bool = True
 
     # Silero VAD
+    vad_engine: VadEngine = Field(
+        default="plugin",
+        description="Which Silero runs: 'plugin' (livekit-plugins-silero, ONNX Runtime) or 'native' "
+        "(livekit-local-inference's build, bundled with livekit-agents: same model and knobs, "
+        "1-2 % of a core less per session, BENCHMARKS.md 'Density').",
+    )
     vad_min_silence_duration: float = Field(default=0.5, gt=0.0)
     vad_min_speech_duration: float = Field(default=0.05, gt=0.0)
     vad_activation_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
@@ -105,7 +112,7 @@ class TurnSettings(BaseSettings):
 
 
 def vad_load_kwargs(s: TurnSettings) -> dict[str, Any]:
-    """Keyword arguments for ``livekit.plugins.silero.VAD.load(...)``."""
+    """Keyword arguments for ``silero.VAD.load(...)`` and ``inference.VAD(...)`` (the same knobs)."""
     return {
         "min_silence_duration": s.vad_min_silence_duration,
         "min_speech_duration": s.vad_min_speech_duration,

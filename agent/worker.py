@@ -19,7 +19,9 @@ a JSON description and `GET /providers` with the provider report of `python -m a
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import os
 from typing import Any
 
 from livekit import rtc
@@ -48,7 +50,17 @@ def conversation_id_for_room(room_name: str) -> str:
     return room_name or "room"
 
 
+# livekit's forkserver preloads the local end-of-turn weights (~240 MB RSS) for every job unless
+# this is falsy; only TURN_MODE=eou uses them (BENCHMARKS.md "Density")
+PRELOAD_LOCAL_INFERENCE = "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE"
+
+
 def load_vad(settings: AgentSettings) -> Any:
+    """Silero VAD with the TURN_VAD_* knobs, from the engine TURN_VAD_ENGINE names."""
+    if settings.turn.vad_engine == "native":
+        from livekit.agents import inference
+
+        return inference.VAD(**vad_load_kwargs(settings.turn))
     from livekit.plugins import silero
 
     return silero.VAD.load(**vad_load_kwargs(settings.turn))
@@ -88,9 +100,16 @@ class VoiceWorker:
         self.settings = settings
 
     def setup(self, proc: JobProcess) -> None:
-        """Once per worker process, before any job: load Silero VAD (pipeline mode)."""
+        """Once per worker process, before any job: load Silero VAD (pipeline mode).
+
+        Then freeze the heap built so far (framework, plugins, model): the cyclic GC stops
+        re-scanning it on every full collection, which otherwise lands as 50-200 ms event-loop
+        pauses mid-session, and its pages stay shared with the forkserver.
+        """
         if self.settings.mode == "pipeline":
             proc.userdata["vad"] = load_vad(self.settings)
+        gc.collect()
+        gc.freeze()
 
     async def entrypoint(self, ctx: JobContext) -> None:
         await self.run_session(ctx)
@@ -173,6 +192,8 @@ def attach_session_life(ctx: JobContext, voice: BaseVoiceSession) -> LastPartici
 def define_voice_agent(settings: AgentSettings | None = None) -> AgentServer:
     """The worker: explicit dispatch by `AGENT_NAME`, health check (and `/providers`) on `AGENT_HTTP_PORT`."""
     s = settings or AgentSettings()
+    if s.turn.mode != "eou" or s.mode != "pipeline":
+        os.environ.setdefault(PRELOAD_LOCAL_INFERENCE, "0")  # read by the forkserver it starts
     worker = VoiceWorker(s)
     kwargs: dict[str, Any] = {
         "setup_fnc": worker.setup,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import pickle
 import socket
 import subprocess
@@ -15,6 +17,7 @@ from livekit.agents import AgentServer
 from livekit.agents.job import JobExecutorType, JobProcess
 
 from agent.cli import main
+from agent.turns import TurnSettings
 from agent.worker import define_voice_agent
 
 from .agent_fakes import settings
@@ -89,15 +92,47 @@ async def test_worker_health_endpoint_and_dispatch_name() -> None:
         await asyncio.wait_for(task, 10)
 
 
-def test_setup_loads_vad_once_per_process_with_turn_settings() -> None:
-    s = settings()
+@pytest.mark.parametrize("engine", ["plugin", "native"])
+def test_setup_loads_vad_once_per_process_with_turn_settings(engine: str) -> None:
+    from livekit.agents import inference
+    from livekit.plugins import silero
+
+    s = settings(turn=TurnSettings(_env_file=None, vad_engine=engine, vad_activation_threshold=0.4))  # type: ignore[call-arg]
     server = define_voice_agent(s)
     setup = pickle.loads(pickle.dumps(server.setup_fnc))  # job processes receive it pickled
     proc = JobProcess(executor_type=JobExecutorType.THREAD, user_arguments=None, http_proxy=None)
-    setup(proc)
+    gc.unfreeze()
+    try:
+        setup(proc)
+        # the heap built by setup is frozen: full collections no longer walk it mid-session
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
     vad = proc.userdata["vad"]
+    assert isinstance(vad, silero.VAD if engine == "plugin" else inference.VAD)
     assert vad._opts.min_silence_duration == pytest.approx(s.turn.vad_min_silence_duration)
-    assert vad._opts.activation_threshold == pytest.approx(s.turn.vad_activation_threshold)
+    assert vad._opts.activation_threshold == pytest.approx(0.4)
+
+
+@pytest.mark.parametrize(
+    ("mode", "turn_mode", "preset", "expected"),
+    [
+        ("pipeline", "vad", None, "0"),  # nobody uses the end-of-turn weights: not preloaded
+        ("realtime", "eou", None, "0"),
+        ("pipeline", "eou", None, None),  # the adaptive detector does: livekit's default
+        ("pipeline", "vad", "1", "1"),  # an operator's own choice stands
+    ],
+)
+def test_worker_preloads_end_of_turn_weights_only_when_used(
+    monkeypatch, mode: str, turn_mode: str, preset: str | None, expected: str | None
+) -> None:
+    from agent.worker import PRELOAD_LOCAL_INFERENCE
+
+    monkeypatch.delenv(PRELOAD_LOCAL_INFERENCE, raising=False)
+    if preset is not None:
+        monkeypatch.setenv(PRELOAD_LOCAL_INFERENCE, preset)
+    define_voice_agent(settings(mode=mode, turn=TurnSettings(_env_file=None, mode=turn_mode)))  # type: ignore[call-arg]
+    assert os.environ.get(PRELOAD_LOCAL_INFERENCE) == expected
 
 
 async def test_room_entrypoint_on_livekits_mock_room() -> None:

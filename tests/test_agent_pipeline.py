@@ -152,6 +152,21 @@ async def test_other_formats_decode_and_run(vad, name: str, duration: float, spe
         assert sim.result.reply_seconds > 0.5
 
 
+async def test_native_vad_engine_takes_turns_on_real_speech() -> None:
+    # TURN_VAD_ENGINE=native: livekit-local-inference's Silero, same knobs, same pipeline
+    s = settings(turn=TurnSettings(_env_file=None, vad_engine="native"))  # type: ignore[call-arg]
+    sim = Simulation(s, vad=load_vad(s), speed=2.0, conversation_id="native")
+    try:
+        await sim.start()
+        await sim.play(decode_file(AUDIO / "multi_utterance_44k_stereo.mp3", INPUT_RATE))
+        assert await sim.settle(limit=30)
+    finally:
+        await sim.aclose()
+    assert type(sim.session.vad).__module__.startswith("livekit.agents.inference")
+    assert sim.result.user_turns and all(t.strip() for t in sim.result.user_turns)
+    assert sim.result.reply_seconds > 0.5
+
+
 async def _speech(text: str) -> DecodedAudio:
     return await synthesize_utterance(text)
 
