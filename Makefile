@@ -30,6 +30,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy agent brain bridge providers
 
+# The quick benchmarks (~1 min); turn_latency, density and soak take 8+ minutes each (BENCHMARKS.md).
+bench: $(STAMP)
+	$(PY) benchmarks/brain_first_delta.py
+	$(PY) benchmarks/bridge_bench.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 

@@ -69,6 +69,13 @@ class TurnSettings(BaseSettings):
     vad_min_speech_duration: float = Field(default=0.05, gt=0.0)
     vad_activation_threshold: float = Field(default=0.5, gt=0.0, lt=1.0)
     vad_prefix_padding: float = Field(default=0.5, ge=0.0)
+    vad_max_buffered_speech: float = Field(
+        default=300.0,
+        gt=0.0,
+        description="Seconds of one uninterrupted speech the VAD keeps for a non-streaming STT; "
+        "speech past it is dropped (livekit's default is 60 s). Bounds memory per session: "
+        "about 10 MB at 16 kHz, 29 MB at 48 kHz.",
+    )
 
     # adaptive audio end-of-turn detector ('eou' mode), see agent/turn_detector.py
     eou_fast_threshold: float = Field(default=0.85, gt=0.0, le=1.0)
@@ -118,6 +125,7 @@ def vad_load_kwargs(s: TurnSettings) -> dict[str, Any]:
         "min_speech_duration": s.vad_min_speech_duration,
         "activation_threshold": s.vad_activation_threshold,
         "prefix_padding_duration": s.vad_prefix_padding,
+        "max_buffered_speech": s.vad_max_buffered_speech,
     }
 
 

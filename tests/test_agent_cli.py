@@ -112,6 +112,7 @@ def test_setup_loads_vad_once_per_process_with_turn_settings(engine: str) -> Non
     assert isinstance(vad, silero.VAD if engine == "plugin" else inference.VAD)
     assert vad._opts.min_silence_duration == pytest.approx(s.turn.vad_min_silence_duration)
     assert vad._opts.activation_threshold == pytest.approx(0.4)
+    assert vad._opts.max_buffered_speech == pytest.approx(s.turn.vad_max_buffered_speech) == 300
 
 
 @pytest.mark.parametrize(

@@ -222,9 +222,8 @@ async def test_five_minute_monologue_keeps_memory_bounded(vad) -> None:
     assert alive and settled and not errors.items, errors.items
     # the user held the floor for 5 minutes: the turn ended with the silence, the agent answered
     assert len(sim.result.user_turns) == 1 and sim.result.reply_seconds > 0
-    # livekit's Silero VAD buffers at most 60 s of one speech (max_buffered_speech), so what
-    # the STT gets is capped and memory stays flat however long the user talks
+    # the whole monologue reaches the STT (TURN_VAD_MAX_BUFFERED_SPEECH = 300 s by default,
+    # livekit's own 60 s would drop four minutes of it); memory grows by that buffer only
     [(rate, _, seconds)] = engine.segments
-    assert 55 < seconds <= 61, engine.segments
-    growth_after_first_minute = max(rss[7:]) - rss[6]
-    assert growth_after_first_minute < 50, [round(x) for x in rss]
+    assert 299 < seconds < 303, engine.segments
+    assert max(rss) - rss[0] < 60, [round(x) for x in rss]
