@@ -32,6 +32,7 @@ from brain import create_voice_brain
 
 from .config import AgentSettings
 from .health import VoiceAgentServer
+from .startup_checks import check_configuration
 from .turns import vad_load_kwargs
 from .voice_session import BaseVoiceSession, VoiceSession, build_agent_session
 
@@ -189,9 +190,16 @@ def attach_session_life(ctx: JobContext, voice: BaseVoiceSession) -> LastPartici
     return watcher
 
 
-def define_voice_agent(settings: AgentSettings | None = None) -> AgentServer:
-    """The worker: explicit dispatch by `AGENT_NAME`, health check (and `/providers`) on `AGENT_HTTP_PORT`."""
+def define_voice_agent(settings: AgentSettings | None = None, *, check: bool = True) -> AgentServer:
+    """The worker: explicit dispatch by `AGENT_NAME`, health check (and `/providers`) on `AGENT_HTTP_PORT`.
+
+    With `check` (the default) the configuration is validated first (`check_configuration`):
+    an unknown provider, a missing key or plugin raises here, naming what to fix, instead of
+    failing in every job. Call it on the main thread (livekit imports plugins there only).
+    """
     s = settings or AgentSettings()
+    if check:
+        check_configuration(s)
     if s.turn.mode != "eou" or s.mode != "pipeline":
         os.environ.setdefault(PRELOAD_LOCAL_INFERENCE, "0")  # read by the forkserver it starts
     worker = VoiceWorker(s)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .errors import ProviderConfigError
-    from .factory import build_provider, create_stt, create_tts, import_plugins
+    from .factory import build_provider, check_chains, create_stt, create_tts, import_plugins
     from .local_stt import LocalSTT
     from .local_tts import LocalTTS
     from .registry import get_spec, names, register
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "ProviderConfigError": "errors",
     "build_provider": "factory",
+    "check_chains": "factory",
     "create_stt": "factory",
     "create_tts": "factory",
     "import_plugins": "factory",
@@ -63,6 +64,7 @@ __all__ = [
     "ProviderStatus",
     "SpeechSettings",
     "build_provider",
+    "check_chains",
     "create_stt",
     "create_tts",
     "get_spec",

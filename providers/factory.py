@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import Any
 
@@ -56,6 +57,28 @@ def import_plugins(settings: SpeechSettings | None = None) -> None:
             _import_modules(get_spec(kind, name))
 
 
+def check_chains(settings: SpeechSettings | None = None) -> None:
+    """Validate the STT and TTS chains without building them (no network): every name is
+    known, its plugin imports (on the main thread, as livekit requires) and its options and
+    keys are there. Raises one ProviderConfigError listing every problem of a chain."""
+    settings = settings or SpeechSettings()
+    chains: dict[Kind, list[str]] = {"stt": settings.stt_providers, "tts": settings.tts_providers}
+    for kind, chain in chains.items():
+        problems = []
+        for name in chain:
+            try:
+                spec = get_spec(kind, name)
+                _import_modules(spec)
+            except ProviderConfigError as e:
+                problems.append(str(e))
+                continue
+            _, problem = resolve_options(spec, settings)
+            if problem:
+                problems.append(f"{kind.upper()} provider {name!r}: {problem}")
+        if problems:
+            raise ProviderConfigError(f"{CHAIN_VARIABLE[kind]}={','.join(chain)}: " + " | ".join(problems))
+
+
 def build_provider(kind: Kind, name: str, settings: SpeechSettings) -> Any:
     """One provider instance; ProviderConfigError says exactly what to fix."""
     spec = get_spec(kind, name)
@@ -84,11 +107,27 @@ def _build_chain(kind: Kind, names: list[str], settings: SpeechSettings) -> list
     return built
 
 
-def create_stt(settings: SpeechSettings | None = None, *, vad: VAD | None = None) -> stt.STT:
-    """The configured STT: one provider, or a `FallbackAdapter` over the chain in order.
+class BatchFallbackSTT(stt.FallbackAdapter):
+    """A fallback chain of non-streaming STTs that stays non-streaming.
 
-    Non-streaming providers (local, openai, ...) in a chain are wrapped in `StreamAdapter`,
-    which needs `vad` (e.g. `silero.VAD.load()`).
+    livekit's adapter always streams: each provider runs behind its own VAD `StreamAdapter`,
+    and the utterance the primary was recognising when it failed is lost in the hand-over.
+    Reported as non-streaming, the chain is wrapped by the session's own `StreamAdapter`
+    instead, which hands each whole utterance to `recognize()`: the adapter tries the
+    providers in order on the same audio, so a failing primary costs time, not words.
+    """
+
+    def __init__(self, instances: list[stt.STT], **kwargs: Any) -> None:
+        super().__init__(instances, **kwargs)
+        self._capabilities = dataclasses.replace(self._capabilities, streaming=False, interim_results=False)
+
+
+def create_stt(settings: SpeechSettings | None = None, *, vad: VAD | None = None) -> stt.STT:
+    """The configured STT: one provider, or a fallback chain over the providers in order.
+
+    A chain of non-streaming providers (local, openai, ...) is a `BatchFallbackSTT`; a chain
+    with a streaming provider is livekit's `FallbackAdapter`, whose non-streaming members run
+    behind a `StreamAdapter`. Either needs `vad` (e.g. `silero.VAD.load()`).
     """
     settings = settings or SpeechSettings()
     instances: list[stt.STT] = _build_chain("stt", settings.stt_providers, settings)
@@ -105,7 +144,8 @@ def create_stt(settings: SpeechSettings | None = None, *, vad: VAD | None = None
             "cannot stream, so a fallback chain with them needs a VAD: "
             "create_stt(settings, vad=silero.VAD.load())"
         )
-    return stt.FallbackAdapter(
+    chain = BatchFallbackSTT if len(batch_only) == len(instances) else stt.FallbackAdapter
+    return chain(
         instances,
         vad=vad,
         attempt_timeout=settings.fallback_attempt_timeout,

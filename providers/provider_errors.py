@@ -69,6 +69,9 @@ def provider_name(source: Any) -> str:
         tagged = None
     if tagged:
         return tagged
+    wrapped = getattr(source, "wrapped_stt", None)  # livekit's StreamAdapter inside a chain
+    if wrapped is not None and wrapped is not source:
+        return provider_name(wrapped)
     for attr in ("provider", "label"):
         try:
             value = getattr(source, attr, None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -205,6 +206,42 @@ async def test_stt_fallback_hands_the_turn_to_the_next_provider(
     assert len(fake_openai.requests) >= 1  # the primary was asked first and failed
     assert "country" in event.alternatives[0].text.split()  # ...the local STT answered
     assert (changes[0][1], len(changes)) == (False, 1)
+
+
+async def test_stt_chain_failing_mid_session_loses_no_words(fake_openai: FakeOpenAIAudio) -> None:
+    """The whole pipeline with STT_PROVIDERS=openai,local and openai answering 500: the
+    utterance being recognised when openai fails reaches the local STT whole, the turn is
+    answered, and clients hear which provider failed."""
+    from agent.audio_files import decode_file
+    from agent.simulate import INPUT_RATE, Simulation
+    from agent.turns import TurnSettings
+    from agent.worker import load_vad
+    from providers.factory import BatchFallbackSTT
+
+    from .agent_fakes import settings
+
+    fake_openai.stt_status = 500
+    speech = _settings(fake_openai, STT_PROVIDERS="openai,local", TTS_PROVIDERS="local")
+    turn = TurnSettings(_env_file=None, min_endpointing_delay=1.6)  # type: ignore[call-arg]  # JFK's pauses are mid-turn
+    s = settings(speech=speech, turn=turn)
+    events = io.StringIO()
+    sim = Simulation(s, vad=load_vad(s), speed=1.0, conversation_id="chain", events=events)
+    assert isinstance(sim.stt, BatchFallbackSTT) and not sim.stt.capabilities.streaming
+    try:
+        await sim.start()
+        await sim.play(decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE))
+        assert await sim.settle(limit=40)
+    finally:
+        await sim.aclose()
+    assert fake_openai.requests  # openai was asked first, and failed
+    heard = " ".join(sim.result.user_turns).lower()
+    # the sentence from its first words ("and so my fellow americans"), as the local STT heard them
+    assert re.search(r"\band \w+ my fellow american", heard), heard
+    assert sim.result.reply_seconds > 0.5
+    envelopes = [json.loads(x) for x in events.getvalue().splitlines() if x.startswith("{")]
+    errors = [e["data"] for e in envelopes if e["type"] == "error"]
+    assert [e["code"] for e in errors] == ["unavailable"], errors
+    assert errors[0]["message"].startswith("openai failed"), errors  # the configured name
 
 
 async def test_tts_fallback_when_the_primary_drops_mid_response(

@@ -1,0 +1,28 @@
+"""Configuration checks run when the worker is defined, before it registers with LiveKit.
+
+Providers and the brain are built per job, in the job process: without these checks a worker
+with a wrong provider name or a missing key would register, accept rooms and fail in each.
+Nothing here uses the network.
+"""
+
+from __future__ import annotations
+
+from brain.factory import load_factory
+
+from .config import AgentSettings
+
+
+def check_configuration(settings: AgentSettings) -> None:
+    """Raise a ValueError (ConfigError / ProviderConfigError) naming what to fix."""
+    brain = settings.brain
+    brain.require_keys()
+    if ":" in brain.backend:  # a custom brain by import path
+        load_factory(brain.backend)
+    if settings.mode == "realtime":
+        from providers.realtime import create_realtime_model
+
+        create_realtime_model(settings.realtime)  # checks the key and the plugin; connects later
+    else:
+        from providers import check_chains
+
+        check_chains(settings.speech)
