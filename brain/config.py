@@ -39,7 +39,8 @@ class BrainConfig(BaseSettings):
     """Default identity approvals are addressed to when a turn names none."""
 
     tools: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["brain.example_tools"])
-    """Import paths of tool modules (comma-separated in the env); every @tool in each is loaded."""
+    """Import paths of tool modules (comma-separated in the env); every @tool in each is loaded.
+    `none` loads no module (an empty value cannot: it means "the default", the example tools)."""
     hitl_timeout: float = Field(default=30.0, gt=0)
     tool_timeout: float = Field(default=20.0, gt=0)
     max_tool_steps: int = Field(default=5, ge=1)
@@ -63,7 +64,11 @@ class BrainConfig(BaseSettings):
     @classmethod
     def _split_tools(cls, v: object) -> object:
         if isinstance(v, str):
-            return [p.strip() for p in v.split(",") if p.strip()]
+            v = [p.strip() for p in v.split(",") if p.strip()]
+        if isinstance(v, list) and any(isinstance(p, str) and p.lower() == "none" for p in v):
+            if len(v) > 1:
+                raise ValueError(f"BRAIN_TOOLS=none cannot be combined with tool modules: {v}")
+            return []
         return v
 
     @field_validator("backend")

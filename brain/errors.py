@@ -14,6 +14,7 @@ ErrorCode = Literal[
     "tool_failed",
     "cancelled",
     "config",
+    "internal",
 ]
 
 
@@ -67,6 +68,12 @@ class ToolFailedError(BrainError):
 
 class CancelledTurnError(BrainError):
     code = "cancelled"
+
+
+class InternalError(BrainError):
+    """An unexpected exception inside a turn (a bug in a tool, a custom gate or the brain)."""
+
+    code = "internal"
 
 
 class ConfigError(BrainError, ValueError):

@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import inspect
 import json
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
@@ -21,6 +22,8 @@ from .errors import ConfigError
 from .events import ReportLevel
 
 _TOOL_ATTR = "__voice_tool__"
+
+log = logging.getLogger("brain")
 
 
 @dataclass(frozen=True)
@@ -54,12 +57,15 @@ class Tool:
         return result
 
     def describe_request(self, arguments: dict[str, Any]) -> str:
-        if self.approval_prompt:
-            try:
-                return self.approval_prompt.format(**arguments)
-            except (KeyError, IndexError, ValueError):
-                return self.approval_prompt
-        return f"Allow the assistant to run '{self.name}'?"
+        """The approval prompt; never raises (a prompt the arguments cannot fill gets the generic one)."""
+        generic = f"Allow the assistant to run '{self.name}'?"
+        if not self.approval_prompt:
+            return generic
+        try:
+            return self.approval_prompt.format(**arguments)
+        except Exception as exc:  # noqa: BLE001 - e.g. "{restaurant.name}" on a str argument
+            log.warning("tool %s: approval prompt %r failed (%r); using the generic one", self.name, self.approval_prompt, exc)
+            return generic
 
     def openai_schema(self) -> dict[str, Any]:
         return {

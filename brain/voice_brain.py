@@ -22,7 +22,7 @@ from .approvals import (
     new_request_id,
 )
 from .backends.base import ModelBackend, ModelRequest, TextChunk
-from .errors import BrainError, ProtocolError, UnavailableError
+from .errors import BrainError, InternalError, ProtocolError, UnavailableError
 from .events import (
     ApprovalRequested,
     ApprovalResolved,
@@ -124,9 +124,17 @@ class VoiceBrain:
                 async for delta in deltas:
                     yield delta
             reason = "completed"
-        except BrainError as exc:
+        except (asyncio.CancelledError, GeneratorExit):
+            reason = "interrupted"
+            raise
+        except Exception as exc:
             reason = "error"
-            self._report_error(turn, exc)
+            if isinstance(exc, BrainError):
+                self._report_error(turn, exc)
+            else:
+                # a bug (a tool, a custom approval gate, the brain): fail this turn like any other,
+                # so the caller still gets one error, an apology and turn.done, and the session goes on
+                self._report_error(turn, InternalError(f"{type(exc).__name__}: {exc}"), cause=exc)
             apology = self.settings.apology
             if apology:
                 last = record.messages[-1]
@@ -135,9 +143,6 @@ class VoiceBrain:
                 record.add_text(sep + apology)
                 emit(TextDelta(conversation_id=conv, turn_id=tid, text=sep + apology))
                 yield sep + apology
-        except (asyncio.CancelledError, GeneratorExit):
-            reason = "interrupted"
-            raise
         finally:
             self._active.pop(tid, None)
             text = " ".join(m.content.strip() for m in record.render() if m.role == "assistant" and m.content)
@@ -196,13 +201,17 @@ class VoiceBrain:
             else:
                 record.messages.append(Message("assistant", "", tool_calls=calls))
             results: dict[str, str] = {}
+            unanswered = "CANCELLED: the user interrupted before this finished."
             try:
                 await self._run_calls(turn, calls, results)
+            except Exception:
+                unanswered = "ERROR: the turn failed before this finished."
+                raise
             finally:
                 # every call gets a result message, even when interrupted: providers reject a
                 # history where a tool call is not followed by its result
                 for call in calls:
-                    content = results.get(call.id, "CANCELLED: the user interrupted before this finished.")
+                    content = results.get(call.id, unanswered)
                     record.messages.append(Message("tool", content, tool_call_id=call.id, name=call.name))
 
     @staticmethod
@@ -274,6 +283,9 @@ class VoiceBrain:
                 decision = await self._approve(turn, call, tool, arguments)
             except asyncio.CancelledError:
                 finished("cancelled", error="turn interrupted before approval")
+                raise
+            except Exception as exc:  # the gate failed: the turn fails, but the call still finishes
+                finished("error", error=f"approval failed: {type(exc).__name__}: {exc}")
                 raise
             if decision is None:  # timed out
                 finished("cancelled", error="no decision before the deadline")
@@ -355,23 +367,29 @@ class VoiceBrain:
             decision = ApprovalDecision.reject("the approval was cancelled", by=exc.by)
             return decision
         finally:
-            self.approvals.finish(request.request_id, outcome)
-            self.events.emit(
-                ApprovalResolved(
-                    conversation_id=turn.conversation_id,
-                    turn_id=turn.turn_id,
-                    request_id=request.request_id,
-                    call_id=call.id,
-                    name=tool.name,
-                    outcome=outcome,
-                    decided_by=decided_by,
-                    reason=decision.reason if decision else None,
-                    modified=bool(decision and decision.arguments is not None),
+            try:
+                self.approvals.finish(request.request_id, outcome)
+            finally:  # a gate that fails here must not leave the request unresolved for clients
+                self.events.emit(
+                    ApprovalResolved(
+                        conversation_id=turn.conversation_id,
+                        turn_id=turn.turn_id,
+                        request_id=request.request_id,
+                        call_id=call.id,
+                        name=tool.name,
+                        outcome=outcome,
+                        decided_by=decided_by,
+                        reason=decision.reason if decision else None,
+                        modified=bool(decision and decision.arguments is not None),
+                    )
                 )
-            )
 
-    def _report_error(self, turn: Turn, exc: BrainError) -> None:
-        log.warning("turn %s failed: %s", turn.turn_id, exc)
+    def _report_error(self, turn: Turn, exc: BrainError, *, cause: BaseException | None = None) -> None:
+        """`cause`: the unexpected exception behind an InternalError, logged with its traceback."""
+        if cause is None:
+            log.warning("turn %s failed: %s", turn.turn_id, exc)
+        else:
+            log.error("turn %s failed: %s", turn.turn_id, exc, exc_info=cause)
         self.events.emit(
             ErrorEvent(
                 conversation_id=turn.conversation_id,

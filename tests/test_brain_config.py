@@ -10,6 +10,7 @@ from brain import ConfigError, Turn, create_voice_brain, make_tool, tool
 from brain.events import ToolFinished
 from tests.fakes.brain_kits import EventLog, clean_env, config_without_dotenv, reply
 from tests.fakes.brain_plugins import EchoBackend
+from tests.fakes.brain_plugins import shout as _shout
 
 
 @pytest.fixture(autouse=True)
@@ -62,6 +63,27 @@ def test_tools_from_brain_tools(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_default_tools_are_the_examples() -> None:
     assert create_voice_brain(config_without_dotenv()).tools.names() == ["get_weather", "book_table"]
+
+
+@pytest.mark.parametrize("value", ["none", "NONE", " None "])
+def test_brain_tools_none_loads_no_module(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("BRAIN_TOOLS", value)
+    cfg = config_without_dotenv()
+    assert cfg.tools == []
+    assert create_voice_brain(cfg).tools.names() == []
+    # tools passed in code still apply
+    assert create_voice_brain(cfg, tools=[_shout]).tools.names() == ["shout"]
+
+
+def test_empty_brain_tools_keeps_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRAIN_TOOLS", "")
+    assert config_without_dotenv().tools == ["brain.example_tools"]
+
+
+def test_brain_tools_none_with_modules_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRAIN_TOOLS", "none,brain.example_tools")
+    with pytest.raises(ValueError, match="BRAIN_TOOLS=none cannot be combined with tool modules"):
+        config_without_dotenv()
 
 
 @pytest.mark.parametrize(

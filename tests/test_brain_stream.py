@@ -11,10 +11,19 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from brain import Turn
+from brain import ModelOutput, ModelRequest, TextChunk, Turn, create_voice_brain
 from brain.events import ErrorEvent, TextDelta
 from tests.fakes import Close, HttpError, Raw
-from tests.fakes.brain_kits import PROVIDERS, EventLog, Kit, clean_env, open_kit, reply, wait_for
+from tests.fakes.brain_kits import (
+    PROVIDERS,
+    EventLog,
+    Kit,
+    clean_env,
+    config_without_dotenv,
+    open_kit,
+    reply,
+    wait_for,
+)
 from tests.fakes.scripted import Hold
 
 APOLOGY = "Sorry, something went wrong on my side. Could you say that again?"
@@ -183,6 +192,39 @@ async def test_malformed_chunk_is_a_protocol_error(kit: Kit) -> None:
     assert await reply(brain, turn) == ["Hi", " " + APOLOGY]
     assert [e.code for e in log.of(ErrorEvent)] == ["protocol"]
     assert log.done(turn.turn_id).reason == "error"
+    log.check()
+
+
+class _FailingBackend:
+    """A custom backend that raises something untyped after its first words."""
+
+    name = "flaky"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelOutput]:
+        self.calls += 1
+        if self.calls == 1:
+            yield TextChunk("Let me see")
+            raise RuntimeError("socket gone")
+        yield TextChunk("Fine now.")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_untyped_backend_exception_is_unavailable_and_the_brain_recovers() -> None:
+    brain = create_voice_brain(config_without_dotenv(tools=[]), backend=_FailingBackend())
+    log = EventLog(brain)
+    turn = Turn("hello", "c")
+    assert await reply(brain, turn) == ["Let me see", " " + APOLOGY]
+    (err,) = log.of(ErrorEvent)
+    assert (err.code, err.provider, err.message) == ("unavailable", "flaky", "RuntimeError: socket gone")
+    assert log.done(turn.turn_id).reason == "error"
+    turn2 = Turn("again", "c")
+    assert await reply(brain, turn2) == ["Fine now."]
+    assert log.done(turn2.turn_id).reason == "completed"
     log.check()
 
 

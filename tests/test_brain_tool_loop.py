@@ -6,6 +6,8 @@ What the model is told is read from the next request the fake server received.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,10 +18,20 @@ from brain import (
     ApprovalRequest,
     InProcessApprovalGate,
     ResolveStatus,
+    Tool,
     Turn,
+    make_tool,
     tool,
 )
-from brain.events import ApprovalRequested, ApprovalResolved, ToolFinished, ToolStarted
+from brain.approvals import Outcome
+from brain.events import (
+    ApprovalRequested,
+    ApprovalResolved,
+    ErrorEvent,
+    ToolFinished,
+    ToolStarted,
+    TurnDone,
+)
 from tests.fakes.brain_kits import PROVIDERS, EventLog, Kit, clean_env, open_kit, reply, wait_for
 
 # google-genai subclasses aiohttp.ClientSession, which aiohttp deprecates; not ours to fix
@@ -363,4 +375,146 @@ async def test_missing_call_ids_get_unique_stable_ids(kit: Kit) -> None:
     assert len(set(ids)) == 2 and all(ids)
     # the ids in the events are the ids the model is given back
     assert set(kit.requested_calls(kit.server.requests[1])) == set(ids) == set(kit.results(kit.server.requests[1]))
+    log.check()
+
+
+async def test_answer_given_inside_the_approval_requested_callback_is_not_lost(kit: Kit) -> None:
+    """The gate registers the waiter before the request is published, so a synchronous answer counts."""
+    t = Calls()
+    gate = InProcessApprovalGate()
+    statuses: list[ResolveStatus] = []
+
+    def answer_at_once(event: Any) -> None:
+        if isinstance(event, ApprovalRequested):
+            statuses.append(gate.resolve(event.request_id, ApprovalDecision.approve(by="alice")))
+
+    kit.server.push(kit.calls(("call_mail", "send_email", {"to": "bob@example.com", "body": "hi"})), kit.text("Sent."))
+    brain = kit.brain(tools=t.all(), approvals=gate, hitl_timeout=2.0)
+    log = EventLog(brain)
+    brain.subscribe(answer_at_once)
+    turn = Turn("email bob", "c")
+    assert "".join(await reply(brain, turn)) == "Sent."
+    assert statuses == [ResolveStatus.OK]
+    assert t.log == [("send_email", {"to": "bob@example.com", "body": "hi"})]
+    (res,) = log.of(ApprovalResolved)
+    assert (res.outcome, res.decided_by) == ("approved", "alice")
+    assert kit.results(kit.server.requests[1]) == {"call_mail": "sent to bob@example.com"}
+    assert log.done(turn.turn_id).reason == "completed"
+    log.check()
+
+
+@pytest.mark.parametrize(
+    "prompt",
+    [
+        "Book {restaurant.name}?",  # AttributeError
+        "Book {missing}?",  # KeyError
+        "Book {0}?",  # IndexError
+        "Book {restaurant",  # ValueError (unclosed field)
+        "Book {restaurant:d}?",  # ValueError (format spec)
+        "Book {party[0]}?",  # TypeError
+    ],
+)
+def test_an_approval_prompt_that_cannot_be_filled_falls_back_to_a_generic_one(prompt: str) -> None:
+    @tool(requires_approval=True, approval_prompt=prompt)
+    def book(restaurant: str, party: int) -> str:
+        """Book a table."""
+        return "booked"
+
+    t = book.__voice_tool__  # type: ignore[attr-defined]
+    assert t.describe_request({"restaurant": "Chez Nous", "party": 2}) == "Allow the assistant to run 'book'?"
+
+
+async def test_broken_approval_prompt_still_asks_with_the_generic_prompt(kit: Kit) -> None:
+    booked: list[str] = []
+
+    @tool(requires_approval=True, approval_prompt="Book {restaurant.name}?")
+    def book(restaurant: str) -> str:
+        """Book a table."""
+        booked.append(restaurant)
+        return "booked"
+
+    kit.server.push(kit.calls(("call_b", "book", {"restaurant": "Chez Nous"})), kit.text("Booked."))
+    brain = kit.brain(tools=[book], approvals=InProcessApprovalGate(policy=lambda r: ApprovalDecision.approve(by="alice")))
+    log = EventLog(brain)
+    turn = Turn("book Chez Nous", "c")
+    assert "".join(await reply(brain, turn)) == "Booked."
+    (req,) = log.of(ApprovalRequested)
+    assert req.prompt == "Allow the assistant to run 'book'?"
+    assert booked == ["Chez Nous"]
+    assert log.of(ErrorEvent) == []
+    assert log.done(turn.turn_id).reason == "completed"
+    log.check()
+
+
+@dataclasses.dataclass(frozen=True)
+class _PromptBugTool(Tool):
+    """A custom Tool whose prompt code raises, as describe_request did before it fell back."""
+
+    def describe_request(self, arguments: dict[str, Any]) -> str:
+        raise AttributeError("'str' object has no attribute 'name'")
+
+
+@dataclasses.dataclass
+class _BrokenGate(InProcessApprovalGate):
+    """A custom gate that raises in one of the methods the brain calls."""
+
+    fail_in: str = ""
+
+    def register(self, request: ApprovalRequest) -> asyncio.Future[ApprovalDecision]:
+        if self.fail_in == "register":
+            raise RuntimeError("gate unreachable")
+        return super().register(request)
+
+    def finish(self, request_id: str, outcome: Outcome) -> None:
+        if self.fail_in == "finish":
+            raise RuntimeError("gate lost the request")
+        super().finish(request_id, outcome)
+
+
+UNEXPECTED = {
+    "approval prompt": ("AttributeError", "'str' object has no attribute 'name'"),
+    "gate register": ("RuntimeError", "gate unreachable"),
+    "gate finish": ("RuntimeError", "gate lost the request"),
+}
+
+
+@pytest.mark.parametrize("failure", list(UNEXPECTED))
+async def test_unexpected_exception_fails_only_that_turn(
+    kit: Kit, failure: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    exc_type, exc_text = UNEXPECTED[failure]
+    booked: list[str] = []
+
+    def book(restaurant: str) -> str:
+        """Book a table."""
+        booked.append(restaurant)
+        return "booked"
+
+    base = make_tool(book, requires_approval=True)
+    tool_cls = _PromptBugTool if failure == "approval prompt" else Tool
+    book_tool = tool_cls(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
+    gate = _BrokenGate(policy=lambda r: ApprovalDecision.approve(by="alice"), fail_in=failure.removeprefix("gate "))
+    kit.server.push(kit.calls(("call_b", "book", {"restaurant": "Chez Nous"})), kit.text("Next turn works."))
+    brain = kit.brain(tools=[book_tool], approvals=gate, apology="Sorry, that failed.")
+    log = EventLog(brain)
+    turn = Turn("book Chez Nous", "c")
+    with caplog.at_level(logging.ERROR, logger="brain"):
+        deltas = await reply(brain, turn)  # the exception does not escape stream_reply
+    assert deltas == ["Sorry, that failed."]
+    (err,) = log.of(ErrorEvent)
+    assert (err.code, err.turn_id, err.message) == ("internal", turn.turn_id, f"{exc_type}: {exc_text}")
+    assert [e.reason for e in log.of(TurnDone)] == ["error"]
+    assert log.done(turn.turn_id).text == "Sorry, that failed."
+    assert booked == []
+    (fin,) = log.of(ToolFinished)
+    assert (fin.call_id, fin.status, fin.error) == ("call_b", "error", f"approval failed: {exc_type}: {exc_text}")
+    (logged,) = [r for r in caplog.records if r.name == "brain" and r.exc_info]
+    assert type(logged.exc_info[1]).__name__ == exc_type  # type: ignore[index]
+    # the same conversation goes on; the failed call is answered in its history
+    turn2 = Turn("try again", "c")
+    assert "".join(await reply(brain, turn2)) == "Next turn works."
+    assert log.done(turn2.turn_id).reason == "completed"
+    nxt = kit.server.requests[1]
+    assert kit.results(nxt) == {"call_b": "ERROR: the turn failed before this finished."}
+    assert kit.dialogue(nxt)[-2:] == [("assistant", "Sorry, that failed."), ("user", "try again")]
     log.check()
