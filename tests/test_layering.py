@@ -56,3 +56,15 @@ def test_brain_runs_without_livekit_loaded() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_bridge_uses_only_brains_event_and_approval_types() -> None:
+    # the bridge library maps brain events and answers approvals; the `python -m bridge` demo
+    # (bridge/__main__.py) is the one place that runs a brain
+    allowed = {"brain.events", "brain.approvals"}
+    bad = [
+        (str(p.relative_to(ROOT)), m)
+        for p, m in _imports("bridge")
+        if p.name != "__main__.py" and m.split(".")[0] == "brain" and m not in allowed
+    ]
+    assert not bad, bad
