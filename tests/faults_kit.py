@@ -481,6 +481,8 @@ class RealtimeRig:
         self.input = QueueAudioInput()
         self.sink = ClockedAudioSink()
         self.samples, self.rate = read_wav(AUDIO / "multi_utterance_16k_mono.wav", 0.0, 2.1)
+        self.faulty_reply: Any = None
+        self.scripted_apology: Say | None = None
 
     async def __aenter__(self) -> RealtimeRig:
         from agent.realtime_session import RealtimeVoiceSession, build_realtime_session
@@ -518,8 +520,11 @@ class RealtimeRig:
 
     def arm(self, stage: str, fault: str) -> None:
         if stage == "realtime":
-            self.server.script.append(realtime_reply_fault(fault))
-            self.server.script.append(Say(APOLOGY, audio_ms=300))  # the apology the agent asks for
+            self.faulty_reply = realtime_reply_fault(fault)
+            # the fake plays this next whatever it is asked: `apology_problems` checks that the
+            # agent did ask for the apology
+            self.scripted_apology = Say(APOLOGY, audio_ms=300)
+            self.server.script.extend([self.faulty_reply, self.scripted_apology])
         elif stage == "bridge":
             self.transport.arm(fault)
             self.script_answer()
@@ -528,6 +533,32 @@ class RealtimeRig:
 
     def script_answer(self) -> None:
         self.server.script.append(Say(ANSWER, audio_ms=400))
+
+    def apology_problems(self, apology: str = APOLOGY) -> list[str]:
+        """After a realtime-model fault: the agent itself requested the apology (empty list: it did).
+
+        The scripted apology must have been started by a `response.create` from the agent whose
+        instructions contain `apology`, sent after the faulty reply started; the faulty reply was
+        started by the server (the user's turn), not by a request.
+        """
+        assert self.faulty_reply is not None and self.scripted_apology is not None, "arm('realtime', ...) first"
+        started = [id(reply) for reply, _ in self.server.started]  # by identity: Say compares by value
+        if id(self.faulty_reply) not in started or id(self.scripted_apology) not in started:
+            return [f"the faulty reply and the apology were not both played (played {self.server.started})"]
+        if started.index(id(self.scripted_apology)) <= started.index(id(self.faulty_reply)):
+            return ["the apology was played before the fault"]
+        if self.server.started_by(self.faulty_reply) is not None:
+            return ["the faulty reply was requested by the agent, not started by the user's turn"]
+        request = self.server.started_by(self.scripted_apology)
+        if request is None:
+            return ["the agent never requested the apology: the server started the scripted one itself"]
+        instructions = str((request.get("response") or {}).get("instructions") or "")
+        if apology not in instructions:
+            return [f"the response.create after the fault did not ask for {apology!r} (instructions {instructions!r})"]
+        asked = [i for i in self.server.requested_instructions() if apology in i]
+        if len(asked) != 1:
+            return [f"the apology was requested {len(asked)} times"]
+        return []
 
     async def wait(self, predicate: Callable[[], bool], within: float = 15.0) -> None:
         async def poll() -> None:

@@ -5,6 +5,8 @@ exception mid-stream, stall past the timeout, rate limit, abrupt disconnect. For
 the session (and the process: no unhandled exception) survives, the user hears a short apology
 (or, for a bridge fault, the answer itself), the client gets an `error` envelope with the
 expected code (never `fatal`) and exactly one `turn.done` per turn, and the next turn works.
+A realtime-model fault's apology is scripted in the fake, so those cells also check that the
+agent requested it (a `response.create` whose instructions carry BRAIN_APOLOGY).
 
 Cells that cannot apply are listed with the reason. `pytest tests/test_faults_matrix.py` prints
 the matrix and writes it to out/fault_matrix.md (the table in RELIABILITY.md comes from there).
@@ -72,6 +74,7 @@ CELLS = [(m, s, f) for m in MODES for s in STAGES for f in FAULTS]
 @pytest.mark.parametrize(("mode", "stage", "fault"), CELLS, ids=[f"{m}-{s}-{f}" for m, s, f in CELLS])
 async def test_cell(vad, mode: str, stage: str, fault: str) -> None:
     expected = _expected(stage, fault)
+    requested: list[str] = []
     result = CellResult(mode, stage, fault, expected)
     RESULTS[(mode, stage, fault)] = result
     reason = NOT_APPLICABLE.get((mode, stage))
@@ -89,11 +92,15 @@ async def test_cell(vad, mode: str, stage: str, fault: str) -> None:
             rig.arm(stage, fault)
             # a broken reply is followed by the apology: two turns
             first = await rig.turn(expect_turns=1 if stage == "bridge" else 2)
+            # the fake speaks the scripted apology whatever it is asked: the agent must ask for it
+            if stage == "realtime":
+                requested = rig.apology_problems()
             rig.script_answer()
             second = await rig.turn()
 
     result.code = ",".join(first.error_codes()) or "-"
     result.problems = check_turn(first, expected_code=expected, heard_any=HEARD[stage]) + check_next_turn(second, ANSWER)
+    result.problems += requested
     result.passed = not result.problems
     assert not result.problems, result.problems
 

@@ -168,13 +168,22 @@ async def test_malformed_server_events_are_reported_and_the_session_goes_on() ->
         assert h.server.connections == 1  # no reconnection was needed
 
 
+def assert_apology_requested(h: RealtimeHarness, scripted: Say, apology: str) -> None:
+    """The fake plays `scripted` whatever it is asked: check that the agent asked for the apology."""
+    request = h.server.started_by(scripted)
+    assert request is not None, "the scripted apology was not started by a response.create from the agent"
+    assert apology in request["response"]["instructions"]
+    assert [i for i in h.server.requested_instructions() if apology in i] == [request["response"]["instructions"]]
+
+
 async def test_abrupt_close_mid_reply_reconnects_apologises_and_goes_on() -> None:
     async with RealtimeHarness(apology="Sorry, I lost you for a moment.") as h:
         h.server.transcripts.extend(["tell me something", "and now?"])
+        scripted_apology = Say("Sorry, I lost you for a moment.", audio_ms=300)  # played whatever was asked
         h.server.script.extend(
             [
                 Say("Here is a long answer that will be cut", audio_ms=2000, drop_connection_after_chunks=3),
-                Say("Sorry, I lost you for a moment.", audio_ms=300),  # the apology (response.create)
+                scripted_apology,
                 Say("Now it works.", audio_ms=300),
             ]
         )
@@ -192,6 +201,7 @@ async def test_abrupt_close_mid_reply_reconnects_apologises_and_goes_on() -> Non
         assert (apology.reason, apology.text) == ("completed", "Sorry, I lost you for a moment.")
         create = h.server.of_type("response.create")
         assert len(create) == 1 and "Sorry, I lost you for a moment." in create[0]["response"]["instructions"]
+        assert_apology_requested(h, scripted_apology, "Sorry, I lost you for a moment.")
         assert h.server.connections == 2
 
         h.user_says()
@@ -202,7 +212,8 @@ async def test_abrupt_close_mid_reply_reconnects_apologises_and_goes_on() -> Non
 async def test_failed_response_is_reported_and_followed_by_an_apology() -> None:
     async with RealtimeHarness(apology="Sorry, please say that again.") as h:
         h.server.transcripts.extend(["hello", "hello again"])
-        h.server.script.extend([Fail(), Say("Sorry, please say that again.", audio_ms=200), Say("Hi!", audio_ms=200)])
+        scripted_apology = Say("Sorry, please say that again.", audio_ms=200)  # played whatever was asked
+        h.server.script.extend([Fail(), scripted_apology, Say("Hi!", audio_ms=200)])
         h.user_says()
         failed = await h.turn_done(1)
         assert failed.reason == "error"
@@ -210,6 +221,10 @@ async def test_failed_response_is_reported_and_followed_by_an_apology() -> None:
         assert (error.code, error.provider, error.fatal, error.turn_id) == ("rate_limited", "openai-realtime", False, failed.turn_id)
         apology = await h.turn_done(2)
         assert (apology.reason, apology.text) == ("completed", "Sorry, please say that again.")
+        # the apology was asked for by the agent, after the failed reply (which its own VAD started)
+        failed_reply, failed_request = h.server.started[0]
+        assert isinstance(failed_reply, Fail) and failed_request is None
+        assert_apology_requested(h, scripted_apology, "Sorry, please say that again.")
 
         h.user_says()
         after = await h.turn_done(3)

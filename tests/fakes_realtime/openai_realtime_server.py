@@ -7,8 +7,11 @@ speech_stopped / committed, the user item and its transcription), `conversation.
 with its transcript or a function call.
 
 Replies are scripted: every response (after a detected user turn, or on `response.create`)
-pops the next `Say` / `CallTool` / `Fail` from `script`. Tests can also inject raw frames, drop the TCP
-connection without a close frame (the client sees 1006) and wait for client events.
+pops the next `Say` / `CallTool` / `Fail` from `script`, whatever the client asked for: so a test
+that scripts what the model says must check what the client requested in `received` (every
+client event, across reconnections) or `started` (each reply with the `response.create` that
+started it, None when the server started it itself). Tests can also inject raw frames, drop
+the TCP connection without a close frame (the client sees 1006) and wait for client events.
 """
 
 from __future__ import annotations
@@ -102,6 +105,8 @@ class FakeRealtimeServer:
         self.script: deque[Reply] = deque()
         self.transcripts: deque[str] = deque()
         self.received: list[dict[str, Any]] = []
+        self.started: list[tuple[Reply, dict[str, Any] | None]] = []
+        """Every reply played, in order, with the client's `response.create` that started it (or None)."""
         self.connections = 0
         self.rejected_connections = 0
         self.items: list[dict[str, Any]] = []
@@ -138,6 +143,17 @@ class FakeRealtimeServer:
 
     def of_type(self, type_: str) -> list[dict[str, Any]]:
         return [e for e in self.received if e.get("type") == type_]
+
+    def requested_instructions(self) -> list[str]:
+        """The `instructions` of every `response.create` the client sent, in order ("" if none)."""
+        return [str((e.get("response") or {}).get("instructions") or "") for e in self.of_type("response.create")]
+
+    def started_by(self, reply: Reply) -> dict[str, Any] | None:
+        """The `response.create` that started the scripted `reply` (None: the server's own VAD did)."""
+        for played, request in self.started:
+            if played is reply:
+                return request
+        raise AssertionError(f"{reply!r} was never played")
 
     async def wait_for(self, predicate: Callable[[], bool], within: float = 10.0) -> None:
         async def _wait() -> None:
@@ -239,7 +255,7 @@ class FakeRealtimeServer:
             )
         elif t == "response.create":
             metadata = (event.get("response") or {}).get("metadata")
-            self._start_response(conn, metadata)
+            self._start_response(conn, metadata, request=event)
         elif t == "response.cancel":
             if conn.responding is not None and not conn.responding.done():
                 conn.responding.cancel()
@@ -324,8 +340,9 @@ class FakeRealtimeServer:
 
     # -- responses --
 
-    def _start_response(self, conn: _Conn, metadata: dict[str, Any] | None) -> None:
+    def _start_response(self, conn: _Conn, metadata: dict[str, Any] | None, request: dict[str, Any] | None = None) -> None:
         reply = self.script.popleft() if self.script else Say("(unscripted reply)", audio_ms=200)
+        self.started.append((reply, request))
         conn.responding = asyncio.ensure_future(self._respond(conn, reply, metadata))
 
     async def _respond(self, conn: _Conn, reply: Reply, metadata: dict[str, Any] | None) -> None:
