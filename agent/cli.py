@@ -50,6 +50,14 @@ def _describe(exc: BaseException) -> str:
     return str(exc)
 
 
+def log_level() -> str:
+    """AGENT_LOG_LEVEL from the environment or `.env` (read before any settings object exists)."""
+    from dotenv import dotenv_values
+
+    value = os.environ.get("AGENT_LOG_LEVEL") or dotenv_values(".env").get("AGENT_LOG_LEVEL") or "WARNING"
+    return value.strip().upper()
+
+
 def _run_livekit(command: str, rest: list[str]) -> int:
     if command == "download-files":  # livekit-agents' current entry point for it
         from livekit.agents.__main__ import main as livekit_main
@@ -100,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command not in LIVEKIT_COMMANDS:
         logging.basicConfig(
-            level=os.environ.get("AGENT_LOG_LEVEL", "WARNING").upper(),
+            level=log_level(),
             format="%(levelname)s %(name)s: %(message)s",
         )
     try:

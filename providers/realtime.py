@@ -127,7 +127,7 @@ class RealtimeSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, dotenv_settings, TomlFileSource(settings_cls))
+        return (init_settings, env_settings, dotenv_settings, TomlFileSource(settings_cls, dotenv_settings))
 
     def masked(self) -> dict[str, object]:
         """The effective configuration with secrets masked (for `doctor` and logs)."""

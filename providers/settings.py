@@ -58,13 +58,31 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 class TomlFileSource(PydanticBaseSettingsSource):
-    """Values from the TOML file named by VOICE_CONFIG_FILE (speech and realtime settings)."""
+    """Values from the TOML file named by VOICE_CONFIG_FILE (speech and realtime settings).
+
+    The variable itself may be in the environment or in `.env` (`dotenv`, the settings'
+    own dotenv source), as every other variable may.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], dotenv: PydanticBaseSettingsSource | None = None) -> None:
+        super().__init__(settings_cls)
+        self._dotenv = dotenv
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False  # unused: __call__ returns everything at once
 
-    def __call__(self) -> dict[str, Any]:
+    def config_path(self) -> str | None:
         path = os.environ.get(CONFIG_FILE_VAR)
+        if path:
+            return path
+        dotenv_vars: Mapping[str, Any] = getattr(self._dotenv, "env_vars", None) or {}
+        for name, value in dotenv_vars.items():
+            if name.upper() == CONFIG_FILE_VAR and value:
+                return str(value)
+        return None
+
+    def __call__(self) -> dict[str, Any]:
+        path = self.config_path()
         return read_config_file(path) if path else {}
 
 
@@ -207,6 +225,6 @@ class SpeechSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources = (init_settings, env_settings, dotenv_settings, TomlFileSource(settings_cls))
+        sources = (init_settings, env_settings, dotenv_settings, TomlFileSource(settings_cls, dotenv_settings))
         collected = cls.collected_variables
         return tuple(_Normalised(settings_cls, s, collected) for s in sources)

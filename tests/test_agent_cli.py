@@ -92,6 +92,17 @@ async def test_worker_health_endpoint_and_dispatch_name() -> None:
         await asyncio.wait_for(task, 10)
 
 
+def test_log_level_comes_from_env_or_dotenv(monkeypatch, tmp_path) -> None:
+    from agent.cli import log_level
+
+    monkeypatch.delenv("AGENT_LOG_LEVEL", raising=False)
+    assert log_level() == "WARNING"
+    (tmp_path / ".env").write_text("AGENT_LOG_LEVEL=info\n")  # the fixture made tmp_path the cwd
+    assert log_level() == "INFO"
+    monkeypatch.setenv("AGENT_LOG_LEVEL", "debug")
+    assert log_level() == "DEBUG"  # the environment wins over .env
+
+
 @pytest.mark.parametrize("engine", ["plugin", "native"])
 def test_setup_loads_vad_once_per_process_with_turn_settings(engine: str) -> None:
     from livekit.agents import inference
@@ -132,7 +143,8 @@ def test_worker_preloads_end_of_turn_weights_only_when_used(
     monkeypatch.delenv(PRELOAD_LOCAL_INFERENCE, raising=False)
     if preset is not None:
         monkeypatch.setenv(PRELOAD_LOCAL_INFERENCE, preset)
-    define_voice_agent(settings(mode=mode, turn=TurnSettings(_env_file=None, mode=turn_mode)))  # type: ignore[call-arg]
+    s = settings(mode=mode, turn=TurnSettings(_env_file=None, mode=turn_mode))  # type: ignore[call-arg]
+    define_voice_agent(s, check=False)  # (realtime has no key here)
     assert os.environ.get(PRELOAD_LOCAL_INFERENCE) == expected
 
 

@@ -120,6 +120,16 @@ def test_sources_precedence_env_over_dotenv_over_toml(
     assert settings.stt_providers == ["local"]
 
 
+def test_config_file_named_in_dotenv_is_read(monkeypatch: pytest.MonkeyPatch, clean_env: Path) -> None:
+    monkeypatch.delenv(CONFIG_FILE_VAR, raising=False)
+    (clean_env / "voice.toml").write_text('TTS_PROVIDERS = ["openai", "local"]\n[openai]\ntts_voice = "nova"\n')
+    (clean_env / ".env").write_text(f"{CONFIG_FILE_VAR}=voice.toml\n")  # relative to the working dir
+    settings = SpeechSettings()
+    assert settings.tts_providers == ["openai", "local"]
+    assert settings.lookup()["OPENAI_TTS_VOICE"] == "nova"
+    assert SpeechSettings(_env_file=None).tts_providers == ["local"]  # no .env, no file
+
+
 def test_config_file_errors_are_clear(monkeypatch: pytest.MonkeyPatch, clean_env: Path) -> None:
     monkeypatch.setenv(CONFIG_FILE_VAR, str(clean_env / "missing.toml"))
     with pytest.raises(ProviderConfigError, match="VOICE_CONFIG_FILE=.*file not found"):
