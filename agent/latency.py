@@ -8,6 +8,11 @@ One row per user turn: end of user speech -> first reply audio (`e2e`), and its 
 - `first_audio`: the TTS's first audio, from its first text.
 
 Times are in seconds. A turn whose reply was cut off before any audio has no reply columns.
+
+livekit-agents leaves the end of user speech (and so `e2e`) out of a turn's metrics when its
+VAD and transcript anchors disagree, e.g. when a transcript arrives after the user spoke again
+(seen on a loaded machine). The collector then falls back to its own reading, as livekit takes
+it: the VAD's end-of-speech moment minus the silence it needed (`min_silence`).
 """
 
 from __future__ import annotations
@@ -48,11 +53,18 @@ class TurnLatency:
 class LatencyCollector:
     """Listens to `conversation_item_added` and pairs each reply with the user turn before it."""
 
-    def __init__(self) -> None:
+    def __init__(self, min_silence: float = 0.0) -> None:
         self.rows: list[TurnLatency] = []
+        self.min_silence = min_silence
+        self._last_stopped_at: float | None = None
 
     def attach(self, session: Any) -> None:
         session.on("conversation_item_added", self._on_item)
+        session.on("user_state_changed", self._on_user_state)
+
+    def _on_user_state(self, event: Any) -> None:
+        if event.old_state == "speaking" and event.new_state != "speaking":
+            self._last_stopped_at = event.created_at - self.min_silence
 
     def _on_item(self, event: Any) -> None:
         item = event.item
@@ -66,17 +78,20 @@ class LatencyCollector:
                     user_text=item.text_content or "",
                     end_of_turn=m.get("end_of_turn_delay"),
                     transcription=m.get("transcription_delay"),
-                    user_stopped_at=m.get("stopped_speaking_at"),
+                    user_stopped_at=m.get("stopped_speaking_at") or self._last_stopped_at,
                 )
             )
         elif item.role == "assistant" and self.rows and self.rows[-1].reply_text is None:
             row = self.rows[-1]
             row.reply_text = item.text_content or ""
             row.interrupted = bool(item.interrupted)
-            row.e2e = m.get("e2e_latency")
             row.first_text = m.get("llm_node_ttft")
             row.first_audio = m.get("tts_node_ttfb")
             row.reply_started_at = m.get("started_speaking_at")
+            row.e2e = m.get("e2e_latency")
+            if row.e2e is None and row.reply_started_at and row.user_stopped_at:
+                gap = row.reply_started_at - row.user_stopped_at
+                row.e2e = gap if gap > 0 else None
 
     def claim(self, turn_id: str) -> TurnLatency | None:
         """Tie the latest reply to a brain turn (called when that turn's speech ends)."""

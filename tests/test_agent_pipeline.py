@@ -74,11 +74,11 @@ async def test_full_voice_turn_on_jfk(vad) -> None:
     speech_end = speech_spans("jfk_16k_mono.wav")[-1][1]
     starts = [s.start for s in sim.io.sink.segments if s.played > 0.5]
     assert starts and min(starts) > speech_end, (starts, speech_end)
-    # livekit's own e2e needs consistent VAD / transcript anchors and is dropped when a late
-    # transcript makes them disagree (seen on a loaded machine); where it is given, so are its parts
-    for row in r.latency:
-        if row.e2e is not None:
-            assert row.e2e > 0 and row.end_of_turn is not None and row.transcription is not None, row
+    # the latency table has the same measure for the answered turn (from livekit's metrics, or
+    # the VAD's end of speech where livekit dropped its anchors), and its parts
+    answered = [row for row in r.latency if row.e2e is not None]
+    assert answered, r.latency
+    assert all(row.e2e > 0 and row.first_text is not None for row in answered)
 
 
 def _reference_turns(name: str, min_pause: float = 0.9) -> list[tuple[float, float]]:  # noqa: D401

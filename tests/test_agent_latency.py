@@ -1,0 +1,63 @@
+"""The per-turn latency rows, from livekit's chat-item metrics and, where livekit leaves the end
+of user speech out, from the VAD's end-of-speech event."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from agent.latency import LatencyCollector
+
+
+class _Session:
+    def __init__(self) -> None:
+        self.handlers: dict[str, Any] = {}
+
+    def on(self, name: str, fn: Any) -> None:
+        self.handlers[name] = fn
+
+    def item(self, role: str, text: str, metrics: dict[str, float], interrupted: bool = False) -> None:
+        item = SimpleNamespace(type="message", role=role, text_content=text, metrics=metrics, interrupted=interrupted)
+        self.handlers["conversation_item_added"](SimpleNamespace(item=item))
+
+    def user_state(self, old: str, new: str, at: float) -> None:
+        self.handlers["user_state_changed"](SimpleNamespace(old_state=old, new_state=new, created_at=at))
+
+
+def _collector() -> tuple[LatencyCollector, _Session]:
+    collector, session = LatencyCollector(min_silence=0.5), _Session()
+    collector.attach(session)
+    return collector, session
+
+
+def test_livekits_numbers_are_taken_as_they_are() -> None:
+    collector, session = _collector()
+    session.user_state("speaking", "listening", at=100.0)
+    session.item("user", "hello", {"stopped_speaking_at": 99.6, "end_of_turn_delay": 0.9, "transcription_delay": 0.3})
+    session.item("assistant", "hi", {"e2e_latency": 1.1, "llm_node_ttft": 0.01, "tts_node_ttfb": 0.05, "started_speaking_at": 100.7})
+    [row] = collector.rows
+    assert (row.user_stopped_at, row.e2e, row.end_of_turn, row.first_audio) == (99.6, 1.1, 0.9, 0.05)
+
+
+def test_missing_end_of_speech_falls_back_to_the_vad_event() -> None:
+    collector, session = _collector()
+    session.user_state("listening", "speaking", at=98.0)
+    session.user_state("speaking", "listening", at=100.0)  # the VAD saw 0.5 s of silence by then
+    session.item("user", "hello", {})  # livekit dropped its anchors
+    session.item("assistant", "hi", {"started_speaking_at": 101.2})
+    [row] = collector.rows
+    assert row.user_stopped_at == pytest.approx(99.5)
+    assert row.e2e == pytest.approx(1.7)
+    assert collector.answered() == [row]
+
+
+def test_no_reply_audio_no_e2e() -> None:
+    collector, session = _collector()
+    session.user_state("speaking", "listening", at=100.0)
+    session.item("user", "hello", {})
+    session.item("assistant", "", {}, interrupted=True)  # cut off before any audio
+    [row] = collector.rows
+    assert row.e2e is None and row.interrupted
+    assert collector.answered() == []
