@@ -173,6 +173,7 @@ def assert_apology_requested(h: RealtimeHarness, scripted: Say, apology: str) ->
     request = h.server.started_by(scripted)
     assert request is not None, "the scripted apology was not started by a response.create from the agent"
     assert apology in request["response"]["instructions"]
+    assert request["response"].get("tool_choice") == "none"  # the apology calls no tool
     assert [i for i in h.server.requested_instructions() if apology in i] == [request["response"]["instructions"]]
 
 
