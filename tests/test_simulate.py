@@ -47,3 +47,16 @@ def test_simulate_offline_default_writes_a_playable_wav(tmp_path) -> None:
     assert "user : " in stdout and "agent: " in stdout
     assert "approval requested: Book a table" in stdout
     assert "e2e ms" in stdout and "wrote " in stdout
+
+
+def test_long_runs_report_progress_short_ones_do_not(capsys) -> None:
+    from agent.simulate import _progress
+
+    assert _progress(20.0, speed=2.0) is None  # 10 s of wall time: nothing to report
+    report = _progress(60.0, speed=1.0)
+    assert report is not None
+    for position in range(0, 61):
+        report(float(position))
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("simulate:") and "/ 60.0 s of audio" in lines[0]
+    assert len(lines) == 10  # every 6 s of the 60
