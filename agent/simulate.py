@@ -319,6 +319,9 @@ async def run(args: argparse.Namespace, *, settings: AgentSettings | None = None
         Path(args.events).parent.mkdir(parents=True, exist_ok=True)
         events = events_file = await asyncio.to_thread(open, args.events, "w", encoding="utf-8")
 
+    if events is not None and not settings.bridge.enabled:
+        say("simulate: BRIDGE_ENABLED=false: no event lines are printed (they are the bridge's envelopes)")
+
     vad = load_vad(settings)
     sim = Simulation(
         settings,

@@ -60,3 +60,21 @@ def test_long_runs_report_progress_short_ones_do_not(capsys) -> None:
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("simulate:") and "/ 60.0 s of audio" in lines[0]
     assert len(lines) == 10  # every 6 s of the 60
+
+
+async def test_bridge_off_says_why_no_event_lines_are_printed(tmp_path) -> None:
+    import io
+
+    from agent.simulate import build_parser, run
+    from bridge.config import BridgeConfig
+
+    from .agent_fakes import settings
+
+    s = settings(bridge=BridgeConfig(_env_file=None, enabled=False))  # type: ignore[call-arg]
+    args = build_parser().parse_args(["--say", "hello there", "--speed", "4", "--no-greeting", "--tail", "15", "--out", str(tmp_path / "r.wav")])
+    out = io.StringIO()
+    assert await run(args, settings=s, out=out) == 0
+    text = out.getvalue()
+    assert "BRIDGE_ENABLED=false: no event lines are printed" in text
+    assert not [line for line in text.splitlines() if line.startswith("{")]
+    assert "user : " in text and (tmp_path / "r.wav").exists()
