@@ -30,6 +30,7 @@ from livekit.agents.voice.room_io import RoomOptions
 
 from brain import create_voice_brain
 
+from .allocator import pin_mmap_threshold
 from .config import AgentSettings
 from .health import VoiceAgentServer
 from .startup_checks import check_configuration
@@ -103,10 +104,11 @@ class VoiceWorker:
     def setup(self, proc: JobProcess) -> None:
         """Once per worker process, before any job: load Silero VAD (pipeline mode).
 
-        Then freeze the heap built so far (framework, plugins, model): the cyclic GC stops
+        The allocator keeps large blocks on mmap (`agent.allocator`). Then freeze the heap built so far (framework, plugins, model): the cyclic GC stops
         re-scanning it on every full collection, which otherwise lands as 50-200 ms event-loop
         pauses mid-session, and its pages stay shared with the forkserver.
         """
+        pin_mmap_threshold()  # VAD speech buffers go back to the system when sessions end
         if self.settings.mode == "pipeline":
             proc.userdata["vad"] = load_vad(self.settings)
         gc.collect()

@@ -16,6 +16,7 @@ import pytest
 from livekit.agents import AgentServer
 from livekit.agents.job import JobExecutorType, JobProcess
 
+from agent import allocator
 from agent.cli import main
 from agent.turns import TurnSettings
 from agent.worker import define_voice_agent
@@ -117,6 +118,7 @@ def test_setup_loads_vad_once_per_process_with_turn_settings(engine: str) -> Non
         setup(proc)
         # the heap built by setup is frozen: full collections no longer walk it mid-session
         assert gc.get_freeze_count() > 0
+        assert allocator.pinned  # large blocks (VAD speech buffers) stay on mmap
     finally:
         gc.unfreeze()
     vad = proc.userdata["vad"]
