@@ -222,6 +222,52 @@ async def test_barge_in_cancels_the_brain_turn_and_stops_the_audio(vad) -> None:
     assert assistant and assistant[0].strip() == first_turn.spoken.strip()
 
 
+async def test_client_interrupt_over_the_bridge_cuts_the_playing_reply(vad) -> None:
+    """A web client's `user.text` and `agent.interrupt`, through the bridge's inbound path, on a
+    real session: the reply playing is cut, its brain turn cancelled, the sender acknowledged."""
+    long_sentence = "Here is a long answer about the sea, its tides, its colours and its moods. "
+    backend = ScriptedBackend(
+        [Step(text=[long_sentence], calls=[ToolCall("c1", "book_table", {"restaurant": "Luigi's", "party_size": 2})])]
+    )
+    brain = create_voice_brain(settings().brain, backend=backend, approvals=InProcessApprovalGate())
+    seen: list[object] = []
+    brain.subscribe(seen.append)
+    events = io.StringIO()
+    sim = Simulation(settings(), vad=vad, brain=brain, speed=1.0, conversation_id="typed", events=events)
+
+    def message(kind: str, mid: str, data: dict | None = None) -> str:
+        return json.dumps({"v": 1, "id": mid, "type": kind, "data": data or {}})
+
+    try:
+        await sim.start()
+        bridge = sim.voice.bridge
+        assert bridge is not None
+        typed = json.loads(await bridge.handle_message("user", message("user.text", "t1", {"text": "tell me about the sea"})))
+        assert typed["type"] == "ack", typed
+        for _ in range(300):
+            if sim.io.sink.current_played() > 1.0:
+                break
+            await sim.io.mic.play_silence(0.1)
+        assert sim.io.sink.segments, "the agent never started speaking"
+        stranger = json.loads(await bridge.handle_message("someone-else", message("agent.interrupt", "x1")))
+        assert stranger["type"] == "error" and stranger["data"]["code"] == "forbidden"
+        assert not sim.io.sink.segments[0].interrupted  # a stranger cannot cut the agent off
+        reply = json.loads(await bridge.handle_message("user", message("agent.interrupt", "i1")))
+        assert reply["type"] == "ack" and reply["id"] == "i1", reply
+        assert await sim.settle(limit=30)
+    finally:
+        await sim.aclose()
+
+    seg = sim.io.sink.segments[0]
+    assert seg.interrupted and 0 < seg.played < seg.pushed - 0.5
+    [turn] = sim.result.turns
+    assert turn.outcome == "interrupted"
+    assert any(isinstance(e, TurnDone) and e.reason == "interrupted" for e in seen)
+    assert any(isinstance(e, ApprovalResolved) and e.outcome == "cancelled" for e in seen)
+    done = [e for e in _envelopes(events) if e["type"] == "turn.done"]
+    assert [e["data"]["reason"] for e in done] == ["interrupted"]
+
+
 async def test_turn_cut_off_before_any_audio_is_merged_into_the_next(vad) -> None:
     backend = ScriptedBackend([Step(hang_before=True), Step(text=["Got both of those."])])
     brain = create_voice_brain(settings().brain, backend=backend)
