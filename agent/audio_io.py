@@ -83,16 +83,7 @@ class PacedAudioInput(io.AudioInput):
 
     async def play(self, pcm: bytes) -> None:
         """Deliver mono 16-bit PCM in real time (times the clock's speed)."""
-        self.clock.start()
-        for frame in split_frames(pcm, self.sample_rate, self.frame_ms):
-            end = self._cursor + frame.duration
-            await self.clock.sleep_until(end)
-            if self._closed:
-                return
-            self._queue.put_nowait(frame)
-            self._cursor = end
-            if self.on_progress is not None:
-                self.on_progress(end)
+        await self.play_frames(split_frames(pcm, self.sample_rate, self.frame_ms))
 
     async def play_frames(self, frames: Iterable[rtc.AudioFrame]) -> None:
         """Deliver frames as they are (any rate, channel count or size), each once the clock

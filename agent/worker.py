@@ -104,9 +104,10 @@ class VoiceWorker:
     def setup(self, proc: JobProcess) -> None:
         """Once per worker process, before any job: load Silero VAD (pipeline mode).
 
-        The allocator keeps large blocks on mmap (`agent.allocator`). Then freeze the heap built so far (framework, plugins, model): the cyclic GC stops
-        re-scanning it on every full collection, which otherwise lands as 50-200 ms event-loop
-        pauses mid-session, and its pages stay shared with the forkserver.
+        First the allocator is told to keep large blocks on mmap (`agent.allocator`). Last the
+        heap built so far (framework, plugins, model) is frozen: the cyclic GC stops re-scanning
+        it on every full collection, which otherwise lands as 50-200 ms event-loop pauses
+        mid-session, and its pages stay shared with the forkserver.
         """
         pin_mmap_threshold()  # VAD speech buffers go back to the system when sessions end
         if self.settings.mode == "pipeline":

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from livekit.agents import stt, tts
 from livekit.agents.vad import VAD
@@ -15,6 +16,8 @@ from .provider_errors import tag_provider
 from .registry import CHAIN_VARIABLE, AnySpec, get_spec, install_hint
 from .settings import SpeechSettings
 from .spec import Kind, ProviderOptions
+
+T = TypeVar("T")
 
 
 def resolve_options(spec: AnySpec, settings: SpeechSettings) -> tuple[ProviderOptions | None, str]:
@@ -57,35 +60,20 @@ def import_plugins(settings: SpeechSettings | None = None) -> None:
             _import_modules(get_spec(kind, name))
 
 
-def check_chains(settings: SpeechSettings | None = None) -> None:
-    """Validate the STT and TTS chains without building them (no network): every name is
-    known, its plugin imports (on the main thread, as livekit requires) and its options and
-    keys are there. Raises one ProviderConfigError listing every problem of a chain."""
-    settings = settings or SpeechSettings()
-    chains: dict[Kind, list[str]] = {"stt": settings.stt_providers, "tts": settings.tts_providers}
-    for kind, chain in chains.items():
-        problems = []
-        for name in chain:
-            try:
-                spec = get_spec(kind, name)
-                _import_modules(spec)
-            except ProviderConfigError as e:
-                problems.append(str(e))
-                continue
-            _, problem = resolve_options(spec, settings)
-            if problem:
-                problems.append(f"{kind.upper()} provider {name!r}: {problem}")
-        if problems:
-            raise ProviderConfigError(f"{CHAIN_VARIABLE[kind]}={','.join(chain)}: " + " | ".join(problems))
-
-
-def build_provider(kind: Kind, name: str, settings: SpeechSettings) -> Any:
-    """One provider instance; ProviderConfigError says exactly what to fix."""
+def checked_provider(kind: Kind, name: str, settings: SpeechSettings) -> tuple[AnySpec, ProviderOptions]:
+    """A provider's spec and validated options, its plugin imported; nothing built, no network.
+    ProviderConfigError says exactly what to fix."""
     spec = get_spec(kind, name)
     _import_modules(spec)
     options, problem = resolve_options(spec, settings)
     if problem or options is None:
         raise ProviderConfigError(f"{kind.upper()} provider {name!r}: {problem}")
+    return spec, options
+
+
+def build_provider(kind: Kind, name: str, settings: SpeechSettings) -> Any:
+    """One provider instance; ProviderConfigError says exactly what to fix."""
+    spec, options = checked_provider(kind, name, settings)
     try:
         instance = spec.build(options)
     except Exception as e:
@@ -94,17 +82,30 @@ def build_provider(kind: Kind, name: str, settings: SpeechSettings) -> Any:
     return instance
 
 
-def _build_chain(kind: Kind, names: list[str], settings: SpeechSettings) -> list[Any]:
-    built, problems = [], []
+def _per_provider(kind: Kind, names: list[str], settings: SpeechSettings, step: Callable[..., T]) -> list[T]:
+    """`step` for every provider of a chain; one ProviderConfigError listing every problem."""
+    done, problems = [], []
     for name in names:
         try:
-            built.append(build_provider(kind, name, settings))
+            done.append(step(kind, name, settings))
         except ProviderConfigError as e:
             problems.append(str(e))
     if problems:
-        chain = ",".join(names)
-        raise ProviderConfigError(f"{CHAIN_VARIABLE[kind]}={chain}: " + " | ".join(problems))
-    return built
+        raise ProviderConfigError(f"{CHAIN_VARIABLE[kind]}={','.join(names)}: " + " | ".join(problems))
+    return done
+
+
+def _build_chain(kind: Kind, names: list[str], settings: SpeechSettings) -> list[Any]:
+    return _per_provider(kind, names, settings, build_provider)
+
+
+def check_chains(settings: SpeechSettings | None = None) -> None:
+    """Validate the STT and TTS chains without building them (no network): every name is
+    known, its plugin imports (on the main thread, as livekit requires) and its options and
+    keys are there. Raises one ProviderConfigError listing every problem of a chain."""
+    settings = settings or SpeechSettings()
+    _per_provider("stt", settings.stt_providers, settings, checked_provider)
+    _per_provider("tts", settings.tts_providers, settings, checked_provider)
 
 
 class BatchFallbackSTT(stt.FallbackAdapter):

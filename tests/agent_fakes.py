@@ -110,3 +110,14 @@ class FakeRoom(rtc.EventEmitter[str]):
 
 def speech_spans(name: str) -> list[tuple[float, float]]:
     return [(a, b) for a, b in TURNS[name]["speech"]]
+
+
+async def play_and_settle(sim: Any, audio: Any, *, limit: float) -> bool:
+    """Start `sim`, play `audio` into its microphone, feed silence until all is quiet (False if
+    still busy after `limit` seconds of it), and close it."""
+    try:
+        await sim.start()
+        await sim.play(audio)
+        return bool(await sim.settle(limit=limit))
+    finally:
+        await sim.aclose()

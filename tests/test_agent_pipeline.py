@@ -26,7 +26,15 @@ from brain import (
     create_voice_brain,
 )
 
-from .agent_fakes import AUDIO, TURNS, ScriptedBackend, Step, settings, speech_spans
+from .agent_fakes import (
+    AUDIO,
+    TURNS,
+    ScriptedBackend,
+    Step,
+    play_and_settle,
+    settings,
+    speech_spans,
+)
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +51,7 @@ async def test_full_voice_turn_on_jfk(vad) -> None:
     turn = TurnSettings(_env_file=None, min_endpointing_delay=1.6, max_endpointing_delay=3.0)  # type: ignore[call-arg]
     events = io.StringIO()
     sim = Simulation(settings(turn=turn), vad=vad, speed=1.0, conversation_id="jfk", events=events)
-    try:
-        await sim.start()
-        await sim.play(decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE))
-        assert await sim.settle(limit=40)
-    finally:
-        await sim.aclose()
+    assert await play_and_settle(sim, decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE), limit=40)
     r = sim.result
 
     heard = " ".join(r.user_turns).lower()
@@ -99,12 +102,7 @@ async def test_multi_utterance_one_turn_per_utterance_no_premature_reply(vad) ->
     sim = Simulation(settings(), vad=vad, speed=1.0, conversation_id="multi")
     eou_at: list[float] = []
     sim.voice.agent.user_turn_callbacks.append(lambda _: eou_at.append(sim.clock.now()))
-    try:
-        await sim.start()
-        await sim.play(decode_file(AUDIO / name, INPUT_RATE))
-        await sim.settle(limit=30)
-    finally:
-        await sim.aclose()
+    await play_and_settle(sim, decode_file(AUDIO / name, INPUT_RATE), limit=30)
 
     turns = _reference_turns(name)  # utterances: speech joined across pauses < 0.9 s
     detection_lag = 0.5  # VAD needs a moment to notice that the user speaks again
@@ -141,12 +139,7 @@ async def test_other_formats_decode_and_run(vad, name: str, duration: float, spe
     audio = decode_file(AUDIO / name, INPUT_RATE)
     assert audio.sample_rate == INPUT_RATE and abs(audio.duration - duration) < 0.05
     sim = Simulation(settings(), vad=vad, speed=2.0 if speech else 4.0, conversation_id=name)
-    try:
-        await sim.start()
-        await sim.play(audio)
-        assert await sim.settle(limit=30)
-    finally:
-        await sim.aclose()
+    assert await play_and_settle(sim, audio, limit=30)
     if speech:
         assert sim.result.user_turns and all(t.strip() for t in sim.result.user_turns)
         assert sim.result.reply_seconds > 0.5
@@ -156,12 +149,7 @@ async def test_native_vad_engine_takes_turns_on_real_speech() -> None:
     # TURN_VAD_ENGINE=native: livekit-local-inference's Silero, same knobs, same pipeline
     s = settings(turn=TurnSettings(_env_file=None, vad_engine="native"))  # type: ignore[call-arg]
     sim = Simulation(s, vad=load_vad(s), speed=2.0, conversation_id="native")
-    try:
-        await sim.start()
-        await sim.play(decode_file(AUDIO / "multi_utterance_44k_stereo.mp3", INPUT_RATE))
-        assert await sim.settle(limit=30)
-    finally:
-        await sim.aclose()
+    assert await play_and_settle(sim, decode_file(AUDIO / "multi_utterance_44k_stereo.mp3", INPUT_RATE), limit=30)
     assert type(sim.session.vad).__module__.startswith("livekit.agents.inference")
     assert sim.result.user_turns and all(t.strip() for t in sim.result.user_turns)
     assert sim.result.reply_seconds > 0.5

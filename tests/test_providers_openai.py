@@ -218,7 +218,7 @@ async def test_stt_chain_failing_mid_session_loses_no_words(fake_openai: FakeOpe
     from agent.worker import load_vad
     from providers.factory import BatchFallbackSTT
 
-    from .agent_fakes import settings
+    from .agent_fakes import play_and_settle, settings
 
     fake_openai.stt_status = 500
     speech = _settings(fake_openai, STT_PROVIDERS="openai,local", TTS_PROVIDERS="local")
@@ -227,12 +227,7 @@ async def test_stt_chain_failing_mid_session_loses_no_words(fake_openai: FakeOpe
     events = io.StringIO()
     sim = Simulation(s, vad=load_vad(s), speed=1.0, conversation_id="chain", events=events)
     assert isinstance(sim.stt, BatchFallbackSTT) and not sim.stt.capabilities.streaming
-    try:
-        await sim.start()
-        await sim.play(decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE))
-        assert await sim.settle(limit=40)
-    finally:
-        await sim.aclose()
+    assert await play_and_settle(sim, decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE), limit=40)
     assert fake_openai.requests  # openai was asked first, and failed
     heard = " ".join(sim.result.user_turns).lower()
     # the sentence from its first words ("and so my fellow americans"), as the local STT heard them
