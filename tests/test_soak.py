@@ -36,6 +36,17 @@ from agent.worker import load_vad  # noqa: E402
 SESSIONS = 100  # about 45 s: from turn 2 on, each session's audio runs through two Silero streams
 
 
+def _fd_targets() -> list[str]:
+    """What this process's descriptors point at (for the failure message)."""
+    out = []
+    for fd in sorted(os.listdir("/proc/self/fd"), key=int):
+        try:
+            out.append(f"{fd}:{os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            pass
+    return out
+
+
 @pytest.fixture(scope="module")
 def vad():
     pin_mmap_threshold()  # as the worker's setup does in each job process
@@ -70,11 +81,14 @@ async def test_soak_leaks_nothing(vad) -> None:
     base, final = result.baseline, result.final
     # baseline: after one warm-up batch (imports, caches, executor threads exist by then)
     assert final.tasks <= base.tasks, (base, final)
-    assert final.fds <= base.fds, (base, final)
+    # descriptors: none per session (a leak of one per session would be 100 here). The suite's
+    # earlier tests leave background work that may open one of its own meanwhile (seen once in
+    # CI: 34 -> 35 with every session's objects freed), so a handful is not a session leak.
+    assert final.fds - base.fds < SESSIONS // 20, (base, final, _fd_targets())
     # threads: none beyond the loop's default executor, whose pool is bounded and reused
     assert final.threads - final.pool_threads <= base.threads - base.pool_threads, (base, final)
     assert final.pool_threads <= min(32, (os.cpu_count() or 1) + 4), final
-    assert final.tasks <= before.tasks and final.fds <= before.fds
+    assert final.tasks <= before.tasks and final.fds - before.fds < SESSIONS // 20
 
     # Python objects do not pile up (the benchmark's own reports aside)
     assert final.py_blocks <= base.py_blocks * 1.02, (base, final)
