@@ -6,7 +6,8 @@ or forever. Two guards turn a stall into a `timeout` failure after `AGENT_PROVID
 
 - `DeadlineSTT` wraps a non-streaming STT (local, openai, ...): one recognition that takes
   longer than the deadline plus the utterance's duration raises `APITimeoutError`, which livekit reports and retries like any other failure.
-  Streaming STTs keep their own connection handling (they are passed through unwrapped).
+  Streaming STTs get `agent.stream_guard.StallGuardSTT` instead (a transcript owed after each
+  speech segment the agent's VAD heard, and the unanswered speech replayed on reconnection).
 - `guard_tts_frames` wraps a `tts_node`'s audio: no first audio within the deadline after text
   was sent, or no audio (nor end) within the deadline once all the text is in, is a stall; the
   node stops and the caller is told (it reports the error and apologises).
@@ -83,10 +84,15 @@ def _duration(buffer: utils.AudioBuffer) -> float:
     return sum(f.samples_per_channel / f.sample_rate for f in frames if f.sample_rate)
 
 
-def guard_stt(engine: stt.STT, timeout: float) -> stt.STT:
-    """`engine` with a recognition deadline if it is a non-streaming STT, else unchanged."""
-    if isinstance(engine, DeadlineSTT) or engine.capabilities.streaming:
+def guard_stt(engine: stt.STT, timeout: float, *, end_of_speech_lag: float = 0.5) -> stt.STT:
+    """`engine` under the stall deadline: per recognition if it is a non-streaming STT, per
+    speech segment (`StallGuardSTT`) if it streams."""
+    from .stream_guard import StallGuardSTT
+
+    if isinstance(engine, (DeadlineSTT, StallGuardSTT)):
         return engine
+    if engine.capabilities.streaming:
+        return StallGuardSTT(engine, timeout, end_of_speech_lag=end_of_speech_lag)
     return DeadlineSTT(engine, timeout)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from livekit.agents.utils import http_context
 from livekit.agents.voice.events import ConversationItemAddedEvent
 
 from brain import (
@@ -131,6 +133,7 @@ class Simulation:
         self._say = say
         self._events = events
         self._user_pending = False
+        self._http = contextlib.AsyncExitStack()
         self.voice.agent.user_turn_callbacks.append(self._on_user_turn)
         self.voice.tracker.on_outcome(self._on_outcome)
         self.session.on("conversation_item_added", self._on_item)
@@ -142,6 +145,8 @@ class Simulation:
     # -- running ----------------------------------------------------------------------------
 
     async def start(self, *, greet: bool = False) -> None:
+        # plugins that share livekit's HTTP session (deepgram, ...) need one outside a job
+        await self._http.enter_async_context(http_context.open())
         self.stt.prewarm()
         if self._events is not None:
             self.voice.attach_bridge(JsonLinesTransport(self._events), served_identity="user")
@@ -197,6 +202,7 @@ class Simulation:
         await self.voice.aclose()
         await self.io.aclose()
         await self.brain.aclose()
+        await self._http.aclose()
 
     def write_wav(self, path: Path, *, duration: float | None = None) -> Path:
         rate = self.io.sink.output_rate or self.tts.sample_rate

@@ -42,6 +42,7 @@ from .config import AgentSettings
 from .guards import guard_stt
 from .latency import LatencyCollector
 from .session_errors import ErrorBudget, error_kind, report_for
+from .stream_guard import StallGuardSTT
 from .turn_tracker import TrackedTurn, TurnTracker
 from .turns import session_turn_kwargs
 
@@ -78,7 +79,7 @@ def build_agent_session(
         kwargs["session_close_transcript_timeout"] = DEFAULT_CLOSE_TRANSCRIPT_TIMEOUT / time_scale
     return AgentSession(
         vad=vad,
-        stt=guard_stt(stt, settings.provider_timeout),
+        stt=guard_stt(stt, settings.provider_timeout, end_of_speech_lag=settings.turn.vad_min_silence_duration),
         tts=tts,
         llm=BrainLLM(),
         user_away_timeout=away,
@@ -292,6 +293,12 @@ class BaseVoiceSession:
         pass
 
     def _on_user_state(self, ev: UserStateChangedEvent) -> None:
+        guard = self.session.stt
+        if isinstance(guard, StallGuardSTT):  # a streaming STT owes a transcript per segment
+            if ev.new_state == "speaking":
+                guard.speech_started()
+            elif ev.old_state == "speaking":
+                guard.speech_ended()
         if ev.new_state == "away" and self._goodbye_task is None and not self.closed.is_set():
             self._goodbye_task = asyncio.create_task(self._say_goodbye(), name="agent-inactivity-goodbye")
 

@@ -1,0 +1,266 @@
+"""A stall deadline for streaming STTs, and replay of the speech a failed connection was given.
+
+A streaming STT (Deepgram, ...) keeps one connection open for the whole session. When that
+connection stalls (the socket stays up, pings are answered, but no transcript ever comes back),
+the plugin cannot tell: silence from the provider is also what a quiet room looks like. The
+agent can tell, because its own VAD heard the user: `StallGuardSTT` is told when the VAD's
+speech segments start and end, and after a segment ends the stream owes a transcript
+(a final transcript or the provider's end of speech). If none arrives within the deadline the
+connection counts as stalled: the attempt fails with `APITimeoutError`, which livekit-agents
+reports and retries like any other provider failure.
+
+Every new connection (after a stall, a dropped socket or a provider error) is first given the
+audio of the speech that has not been answered yet, from just before the earliest unanswered
+segment began, so an utterance spoken into a dead connection still reaches the next one whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections import deque
+from dataclasses import replace
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import APITimeoutError, stt, utils
+from livekit.agents.types import (
+    DEFAULT_API_CONNECT_OPTIONS,
+    NOT_GIVEN,
+    APIConnectOptions,
+    NotGivenOr,
+)
+
+from providers.provider_errors import provider_name, tag_provider
+
+log = logging.getLogger("agent.stream_guard")
+
+PRE_ROLL = 1.0
+"""Seconds of audio kept before a segment's start: the VAD reports speech after it began."""
+MAX_REPLAY = 120.0
+"""At most this much unanswered audio is kept for the next connection."""
+_ANSWERS = (stt.SpeechEventType.FINAL_TRANSCRIPT, stt.SpeechEventType.END_OF_SPEECH)
+
+
+class StallGuardSTT(stt.STT):
+    """A streaming STT whose streams must answer each speech segment within `timeout` seconds
+    of its end, and which hand unanswered speech to the next connection."""
+
+    def __init__(self, inner: stt.STT, timeout: float, *, end_of_speech_lag: float = 0.5) -> None:
+        if not inner.capabilities.streaming:
+            raise ValueError("StallGuardSTT wraps streaming STTs only")
+        super().__init__(capabilities=inner.capabilities)
+        self.inner = inner
+        self.timeout = timeout
+        self.end_of_speech_lag = end_of_speech_lag
+        """How long after the speech ends the VAD says so (its minimum silence): a provider that
+        endpoints faster answers before the segment is closed, and that answer counts."""
+        self._label = inner.label
+        self._streams: weakref.WeakSet[GuardedStream] = weakref.WeakSet()
+        tag_provider(self, provider_name(inner))
+        inner.on("metrics_collected", self._forward_metrics)
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    @property
+    def provider(self) -> str:
+        return self.inner.provider
+
+    def _forward_metrics(self, *args: Any) -> None:
+        self.emit("metrics_collected", *args)
+
+    def speech_started(self) -> None:
+        """The agent's VAD hears the user (from the session's user state)."""
+        for stream in list(self._streams):
+            stream.speech_started()
+
+    def speech_ended(self) -> None:
+        """The agent's VAD closed a speech segment: a transcript is owed from now."""
+        for stream in list(self._streams):
+            stream.speech_ended()
+
+    async def _recognize_impl(
+        self,
+        buffer: utils.AudioBuffer,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions,
+    ) -> stt.SpeechEvent:
+        return await self.inner._recognize_impl(buffer, language=language, conn_options=conn_options)
+
+    def stream(
+        self,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+    ) -> GuardedStream:
+        stream = GuardedStream(self, language=language, conn_options=conn_options)
+        self._streams.add(stream)
+        return stream
+
+    def prewarm(self) -> None:
+        self.inner.prewarm()
+
+    async def aclose(self) -> None:
+        self.inner.off("metrics_collected", self._forward_metrics)
+        await self.inner.aclose()
+
+
+class GuardedStream(stt.RecognizeStream):
+    """One stream of the inner STT per attempt; this stream's own retry loop (livekit's) makes
+    the attempts, so the inner stream is opened with no retries of its own."""
+
+    def __init__(self, guard: StallGuardSTT, *, language: NotGivenOr[str], conn_options: APIConnectOptions) -> None:
+        super().__init__(stt=guard, conn_options=conn_options)
+        self._guard = guard
+        self._language = language
+        self._loop = asyncio.get_running_loop()
+        self._position = 0.0
+        """Seconds of audio taken from the input so far."""
+        self._kept: deque[tuple[float, rtc.AudioFrame]] = deque()
+        """(position, frame) of recent audio: the pre-roll, or the unanswered speech."""
+        self._speaking_since: float | None = None
+        self._unanswered_since: float | None = None
+        """Position where the earliest speech without a transcript began (None: all answered)."""
+        self._owed_since: float | None = None
+        """Loop time when a finished segment started waiting for its transcript."""
+        self._answered_at: float | None = None
+        """Position when the last transcript arrived."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._stalled = asyncio.Event()
+        self.replayed_seconds = 0.0
+        """Audio handed to new connections so far (for tests and diagnostics)."""
+
+    # -- what the agent's VAD says ---------------------------------------------------------------
+
+    def speech_started(self) -> None:
+        self._speaking_since = self._position
+        if self._unanswered_since is None:
+            self._unanswered_since = self._position
+
+    def speech_ended(self) -> None:
+        self._speaking_since = None
+        answered = self._answered_at
+        if answered is not None and answered >= self._position - self._guard.end_of_speech_lag:
+            self._unanswered_since = None  # the provider answered while the VAD was still waiting
+            return
+        if self._unanswered_since is None:  # started before this stream existed
+            self._unanswered_since = max(0.0, self._position - PRE_ROLL)
+        if self._owed_since is None:
+            self._owed_since = self._loop.time()
+            log.debug("%s owes a transcript (segment ended at %.2f s)", provider_name(self._guard), self._position)
+            self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is None and self._owed_since is not None:
+            delay = self._owed_since + self._guard.timeout - self._loop.time()
+            self._timer = self._loop.call_later(max(0.0, delay), self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        if self._owed_since is None:
+            return
+        if self._loop.time() >= self._owed_since + self._guard.timeout:
+            self._stalled.set()
+        else:
+            self._arm()
+
+    def _answered(self) -> None:
+        self._answered_at = self._position
+        self._owed_since = None
+        self._unanswered_since = self._speaking_since  # speech going on now is still owed
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # -- audio kept for the next connection ---------------------------------------------------
+
+    def _keep(self, frame: rtc.AudioFrame) -> None:
+        self._kept.append((self._position, frame))
+        self._position += frame.samples_per_channel / frame.sample_rate
+        since = self._unanswered_since
+        start = self._position - PRE_ROLL if since is None else since - PRE_ROLL
+        start = max(start, self._position - MAX_REPLAY)
+        while self._kept and self._kept[0][0] < start:
+            self._kept.popleft()
+
+    def _replay(self) -> list[rtc.AudioFrame]:
+        if self._unanswered_since is None:
+            return []
+        start = self._unanswered_since - PRE_ROLL
+        return [frame for position, frame in self._kept if position >= start]
+
+    # -- one attempt ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        replay = self._replay()
+        inner = self._guard.inner.stream(
+            language=self._language, conn_options=replace(self._conn_options, max_retry=0)
+        )
+        inner.start_time_offset = max(0.0, self._position - sum(f.duration for f in replay))
+        if replay:
+            seconds = sum(f.duration for f in replay)
+            self.replayed_seconds += seconds
+            log.info("giving %.1f s of unanswered speech to the new %s connection", seconds, provider_name(self._guard))
+        for frame in replay:
+            inner.push_frame(frame)
+        self._stalled.clear()
+        if self._owed_since is not None:  # the new connection gets the whole deadline
+            self._owed_since = self._loop.time()
+
+        async def forward_input() -> None:
+            async for item in self._input_ch:
+                if isinstance(item, self._FlushSentinel):
+                    inner.flush()
+                    continue
+                self._keep(item)
+                inner.push_frame(item)
+            inner.end_input()
+
+        async def forward_events() -> None:
+            async for ev in inner:
+                if ev.type in _ANSWERS:
+                    self._answered()
+                self._event_ch.send_nowait(ev)
+
+        input_task = asyncio.create_task(forward_input(), name="stt-guard-input")
+        events_task = asyncio.create_task(forward_events(), name="stt-guard-events")
+        stall_task = asyncio.create_task(self._stalled.wait(), name="stt-guard-stall")
+        tasks: set[asyncio.Task[Any]] = {input_task, events_task, stall_task}
+        try:
+            while not events_task.done():
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                if stall_task in done and not events_task.done():
+                    raise APITimeoutError(
+                        f"no transcript within {self._guard.timeout:g} s of the end of speech"
+                    )
+                if input_task in done and input_task.exception() is not None and not events_task.done():
+                    # the inner stream closed under us: its own error (from events) says why
+                    await asyncio.wait({events_task, stall_task}, return_when=asyncio.FIRST_COMPLETED)
+                    if not events_task.done():
+                        raise APITimeoutError("the STT stream stopped taking audio")
+                tasks -= done
+            events_task.result()
+        finally:
+            for task in (input_task, events_task, stall_task):
+                task.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.gather(input_task, events_task, stall_task, return_exceptions=True)
+            await inner.aclose()
+
+    async def _metrics_monitor_task(self, event_aiter: Any) -> None:
+        # the inner stream reports usage on the inner STT, forwarded by StallGuardSTT; emitting
+        # it here again would count it twice
+        async for ev in event_aiter:
+            if ev.type == stt.SpeechEventType.FINAL_TRANSCRIPT:
+                self._num_retries = 0
+
+    async def aclose(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        await super().aclose()

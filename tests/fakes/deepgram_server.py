@@ -1,0 +1,169 @@
+"""A fake Deepgram live-transcription server on 127.0.0.1, for the real livekit-plugins-deepgram.
+
+`/v1/listen` takes the plugin's WebSocket: binary PCM16 audio and `KeepAlive` / `Finalize` /
+`CloseStream` text messages. It answers like Deepgram's live API does, with `Results`
+messages: it finds speech by energy, and after `endpoint` seconds of quiet it sends the
+segment's transcript as a final result (`is_final` and `speech_final`). The words are real:
+each segment is transcribed by the project's local STT (pocketsphinx, in its own process).
+
+Each connection behaves as the next entry of `modes` says (then "ok"):
+"ok" answers as above; "stall" accepts the audio and never answers (the socket stays up and
+pings are answered: what a provider stuck mid-session looks like to the client).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aiohttp import WSMsgType, web
+from livekit import rtc
+from livekit.agents import stt
+
+WINDOW = 0.02
+THRESHOLD = 1000.0  # RMS of a 20 ms window (int16) above which it counts as speech
+
+
+@dataclass
+class Connection:
+    mode: str
+    query: dict[str, str]
+    authorization: str
+    audio_seconds: float = 0.0
+    transcripts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class FakeDeepgram:
+    modes: list[str] = field(default_factory=list)
+    endpoint: float = 0.3
+    connections: list[Connection] = field(default_factory=list)
+    _recognizer: stt.STT | None = None
+    _runner: web.AppRunner | None = None
+    base_url: str = ""
+
+    async def start(self) -> None:
+        from providers import SpeechSettings, create_stt
+
+        self._recognizer = create_stt(SpeechSettings(_env_file=None, STT_PROVIDERS="local"))
+        app = web.Application()
+        app.router.add_get("/v1/listen", self._listen)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}/v1/listen"
+
+    async def aclose(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._recognizer is not None:
+            await self._recognizer.aclose()
+
+    async def _listen(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        index = len(self.connections)
+        conn = Connection(
+            mode=self.modes[index] if index < len(self.modes) else "ok",
+            query=dict(request.query),
+            authorization=request.headers.get("Authorization", ""),
+        )
+        self.connections.append(conn)
+        rate = int(request.query.get("sample_rate", "16000"))
+        segment = _Segmenter(rate, self.endpoint)
+        async for msg in ws:
+            if msg.type == WSMsgType.BINARY:
+                conn.audio_seconds += len(msg.data) / 2 / rate
+                if conn.mode == "stall":
+                    continue
+                for pcm, start in segment.push(msg.data):
+                    await self._answer(ws, conn, pcm, start, rate)
+            elif msg.type == WSMsgType.TEXT:
+                kind = json.loads(msg.data).get("type")
+                if conn.mode != "stall" and kind in ("Finalize", "CloseStream"):
+                    for pcm, start in segment.finish():
+                        await self._answer(ws, conn, pcm, start, rate)
+                if kind == "CloseStream":
+                    break
+        await ws.close()
+        return ws
+
+    async def _answer(self, ws: web.WebSocketResponse, conn: Connection, pcm: bytes, start: float, rate: int) -> None:
+        assert self._recognizer is not None
+        frame = rtc.AudioFrame(pcm, rate, 1, len(pcm) // 2)
+        event = await self._recognizer.recognize(frame)
+        text = event.alternatives[0].text if event.alternatives else ""
+        conn.transcripts.append(text)
+        await ws.send_str(json.dumps(_results(text, start, len(pcm) / 2 / rate)))
+
+
+class _Segmenter:
+    """Speech segments by energy: a segment ends after `endpoint` seconds below the threshold."""
+
+    def __init__(self, rate: int, endpoint: float) -> None:
+        self.window = int(rate * WINDOW) * 2
+        self.quiet_needed = int(endpoint / WINDOW)
+        self.pending = b""
+        self.speech = bytearray()
+        self.position = 0.0
+        self.start = 0.0
+        self.quiet = 0
+
+    def push(self, data: bytes) -> list[tuple[bytes, float]]:
+        out: list[tuple[bytes, float]] = []
+        self.pending += data
+        while len(self.pending) >= self.window:
+            chunk, self.pending = self.pending[: self.window], self.pending[self.window :]
+            samples = np.frombuffer(chunk, dtype=np.int16).astype(np.float64)
+            loud = float(np.sqrt(np.mean(samples**2))) > THRESHOLD
+            if loud:
+                if not self.speech:
+                    self.start = self.position
+                self.quiet = 0
+            if self.speech or loud:
+                self.speech += chunk
+                if not loud:
+                    self.quiet += 1
+                    if self.quiet >= self.quiet_needed:
+                        out.append((bytes(self.speech), self.start))
+                        self.speech.clear()
+                        self.quiet = 0
+            self.position += WINDOW
+        return out
+
+    def finish(self) -> list[tuple[bytes, float]]:
+        if not self.speech:
+            return []
+        out = [(bytes(self.speech), self.start)]
+        self.speech.clear()
+        self.quiet = 0
+        return out
+
+
+def _results(text: str, start: float, duration: float) -> dict[str, Any]:
+    words = text.split()
+    step = duration / max(1, len(words))
+    return {
+        "type": "Results",
+        "is_final": True,
+        "speech_final": True,
+        "start": start,
+        "duration": duration,
+        "metadata": {"request_id": "fake-request"},
+        "channel": {
+            "alternatives": [
+                {
+                    "transcript": text,
+                    "confidence": 0.9,
+                    "words": [
+                        {"word": w, "start": start + i * step, "end": start + (i + 1) * step, "confidence": 0.9}
+                        for i, w in enumerate(words)
+                    ],
+                }
+            ]
+        },
+    }

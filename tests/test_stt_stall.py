@@ -1,0 +1,91 @@
+"""Streaming STT under the stall deadline: the real livekit-plugins-deepgram against a fake
+Deepgram server on 127.0.0.1, in the whole voice pipeline (VAD, turns, brain, local TTS)."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from providers import SpeechSettings
+
+from .agent_fakes import AUDIO, play_and_settle, settings
+from .fakes.deepgram_server import FakeDeepgram
+
+
+@pytest.fixture
+async def fake_deepgram() -> AsyncIterator[FakeDeepgram]:
+    fake = FakeDeepgram()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.aclose()
+
+
+def _simulation(fake: FakeDeepgram, events: io.StringIO, **overrides: Any) -> Any:
+    from agent.simulate import Simulation
+    from agent.turns import TurnSettings
+    from agent.worker import load_vad
+
+    speech = SpeechSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        STT_PROVIDERS="deepgram",
+        TTS_PROVIDERS="local",
+        DEEPGRAM_API_KEY="dg-placeholder",
+        DEEPGRAM_BASE_URL=fake.base_url,
+    )
+    turn = TurnSettings(_env_file=None, min_endpointing_delay=1.6)  # type: ignore[call-arg]  # JFK's pauses are mid-turn
+    s = settings(speech=speech, turn=turn, **overrides)
+    return Simulation(s, vad=load_vad(s), speed=1.0, conversation_id="stall", events=events)
+
+
+def _envelopes(events: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in events.getvalue().splitlines() if x.startswith("{")]
+
+
+async def test_deepgram_stream_answers_turns(fake_deepgram: FakeDeepgram) -> None:
+    """A healthy streaming connection: one connection, the words arrive, no stall is reported."""
+    from agent.audio_files import decode_file
+    from agent.simulate import INPUT_RATE
+    from agent.stream_guard import StallGuardSTT
+
+    events = io.StringIO()
+    sim = _simulation(fake_deepgram, events, provider_timeout=1.5)
+    assert isinstance(sim.session.stt, StallGuardSTT)
+    assert await play_and_settle(sim, decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE), limit=40)
+    assert len(fake_deepgram.connections) == 1
+    conn = fake_deepgram.connections[0]
+    assert conn.authorization == "Token dg-placeholder" and conn.query["model"] == "nova-3"
+    heard = " ".join(sim.result.user_turns).lower()
+    assert "country" in heard and "fellow" in heard, heard
+    assert sim.result.reply_seconds > 0.5
+    assert [e for e in _envelopes(events) if e["type"] == "error"] == []
+
+
+async def test_stalled_deepgram_connection_is_replaced_and_loses_no_words(fake_deepgram: FakeDeepgram) -> None:
+    """The first connection takes the audio and never answers. After the VAD's first segment
+    ends the transcript is owed; past the deadline the connection counts as stalled, a new one
+    is opened and given the unanswered speech, so the words spoken into the dead connection
+    ("and so my fellow americans") still reach the brain, and clients hear of the timeout."""
+    from agent.audio_files import decode_file
+    from agent.simulate import INPUT_RATE
+
+    fake_deepgram.modes = ["stall"]
+    events = io.StringIO()
+    sim = _simulation(fake_deepgram, events, provider_timeout=1.5)
+    assert await play_and_settle(sim, decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE), limit=40)
+    first, *others = fake_deepgram.connections
+    # the dead connection was open while "and so my fellow americans" (0.35-2.24 s) was spoken
+    assert first.mode == "stall" and first.audio_seconds > 2.5 and first.transcripts == []
+    assert len(others) == 1
+    assert "fellow" in others[0].transcripts[0], others[0].transcripts  # ...and it was replayed
+    heard = " ".join(sim.result.user_turns).lower()
+    assert "fellow" in heard and "country" in heard, heard
+    errors = [e["data"] for e in _envelopes(events) if e["type"] == "error"]
+    assert [e["code"] for e in errors] == ["timeout"], errors
+    assert "no transcript within 1.5 s" in errors[0]["message"]
+    assert sim.result.reply_seconds > 0.5
