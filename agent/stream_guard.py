@@ -59,7 +59,8 @@ class StallGuardSTT(stt.STT):
         endpoints faster answers before the segment is closed, and that answer counts."""
         self._label = inner.label
         self._streams: weakref.WeakSet[GuardedStream] = weakref.WeakSet()
-        tag_provider(self, provider_name(inner))
+        chain = getattr(inner, "_stt_instances", None) if isinstance(inner, stt.FallbackAdapter) else None
+        tag_provider(self, ",".join(provider_name(i) for i in chain) if chain else provider_name(inner))
         inner.on("metrics_collected", self._forward_metrics)
 
     @property
@@ -82,6 +83,28 @@ class StallGuardSTT(stt.STT):
         """The agent's VAD closed a speech segment: a transcript is owed from now."""
         for stream in list(self._streams):
             stream.speech_ended()
+
+    def give_up_on_current_provider(self) -> None:
+        """After a stall, make a fallback chain start its next stream with the next provider.
+
+        livekit's `stt.FallbackAdapter` moves on only when a provider's stream *fails*; a stalled
+        one fails in this guard instead, so the guard marks the provider the chain is using (its
+        first available one) unavailable, as the adapter itself would, announcing it with the
+        adapter's `stt_availability_changed` event. The adapter's own recovery stream brings the
+        provider back once it transcribes again.
+        """
+        chain = self.inner
+        if not isinstance(chain, stt.FallbackAdapter):
+            return
+        instances, statuses = getattr(chain, "_stt_instances", None), getattr(chain, "_status", None)
+        if instances is None or statuses is None:  # not the livekit-agents 1.x adapter
+            return
+        for instance, status in zip(instances, statuses, strict=True):
+            if status.available:
+                status.available = False
+                log.warning("%s stalled; the chain moves on to its next provider", provider_name(instance))
+                chain.emit("stt_availability_changed", stt.AvailabilityChangedEvent(stt=instance, available=False))
+                return
 
     async def _recognize_impl(
         self,
@@ -235,6 +258,7 @@ class GuardedStream(stt.RecognizeStream):
             while not events_task.done():
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 if stall_task in done and not events_task.done():
+                    self._guard.give_up_on_current_provider()
                     raise APITimeoutError(
                         f"no transcript within {self._guard.timeout:g} s of the end of speech"
                     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,14 +27,14 @@ async def fake_deepgram() -> AsyncIterator[FakeDeepgram]:
         await fake.aclose()
 
 
-def _simulation(fake: FakeDeepgram, events: io.StringIO, **overrides: Any) -> Any:
+def _simulation(fake: FakeDeepgram, events: io.StringIO, stt_providers: str = "deepgram", **overrides: Any) -> Any:
     from agent.simulate import Simulation
     from agent.turns import TurnSettings
     from agent.worker import load_vad
 
     speech = SpeechSettings(
         _env_file=None,  # type: ignore[call-arg]
-        STT_PROVIDERS="deepgram",
+        STT_PROVIDERS=stt_providers,
         TTS_PROVIDERS="local",
         DEEPGRAM_API_KEY="dg-placeholder",
         DEEPGRAM_BASE_URL=fake.base_url,
@@ -88,4 +89,27 @@ async def test_stalled_deepgram_connection_is_replaced_and_loses_no_words(fake_d
     errors = [e["data"] for e in _envelopes(events) if e["type"] == "error"]
     assert [e["code"] for e in errors] == ["timeout"], errors
     assert "no transcript within 1.5 s" in errors[0]["message"]
+    assert sim.result.reply_seconds > 0.5
+
+
+async def test_stalled_provider_in_a_chain_hands_over_to_the_next(fake_deepgram: FakeDeepgram) -> None:
+    """STT_PROVIDERS=deepgram,local and Deepgram stalls on every connection: after the first
+    stall the chain moves on to the local STT, which is given the unanswered speech, so the
+    whole sentence is transcribed; clients hear of the timeout and of Deepgram going away."""
+    from agent.audio_files import decode_file
+    from agent.simulate import INPUT_RATE
+
+    fake_deepgram.modes = ["stall"] * 10
+    events = io.StringIO()
+    sim = _simulation(fake_deepgram, events, provider_timeout=1.5, stt_providers="deepgram,local")
+    assert await play_and_settle(sim, decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE), limit=40)
+    assert all(c.transcripts == [] for c in fake_deepgram.connections)
+    heard = " ".join(sim.result.user_turns).lower()
+    # the sentence from its first words, spoken into the stalled connection, as pocketsphinx
+    # hears them ("and so my fellow americans ... what you can do for your country")
+    assert re.search(r"\band \w+ my fellow american", heard) and "what you can do for" in heard, heard
+    errors = [e["data"] for e in _envelopes(events) if e["type"] == "error"]
+    assert sorted(e["code"] for e in errors) == ["timeout", "unavailable"], errors
+    assert any(e["message"].startswith("deepgram,local: no transcript within") for e in errors), errors
+    assert any(e["code"] == "unavailable" and "deepgram" in e["message"] for e in errors), errors
     assert sim.result.reply_seconds > 0.5
