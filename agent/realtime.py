@@ -384,6 +384,11 @@ class RealtimeTurnTracker:
         t.watchdog = None
         if t.done:
             return
+        if t.handle is not None and getattr(t.handle, "_authorized_at", 0.0) is None:
+            # still queued behind another reply (e.g. the apology behind a stalled reply that
+            # Gemini cannot cancel): the model owes nothing until this one runs
+            self._arm(t)
+            return
         session = self._session
         report = ProviderErrorReport(
             provider=provider_name(session.llm if session is not None else None),

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from providers.realtime import RealtimeSettings, create_realtime_model
 from tests.fakes.openai_server import FakeOpenAIServer, text_reply
 from tests.fakes.scripted import Close, HttpError, Sleep, Stream
 from tests.fakes_realtime import ClockedAudioSink, QueueAudioInput, Say, read_wav
+from tests.fakes_realtime.gemini_live_server import FakeGeminiLiveServer, GeminiFault
 from tests.fakes_realtime.openai_realtime_server import (
     CHUNK_MS,
     SAMPLE_RATE,
@@ -468,11 +470,37 @@ def realtime_reply_fault(fault: str) -> Any:
     raise ValueError(fault)
 
 
-class RealtimeRig:
-    """`RealtimeVoiceSession` (agent layer) on the real OpenAI realtime plugin and the fake server."""
+def gemini_reply_fault(fault: str) -> GeminiFault:
+    """The scripted Gemini Live reply that fails the way `fault` says. Gemini reports failures
+    by closing the socket (1011 with the status in the reason), not with an error event."""
+    if fault == "start":
+        return GeminiFault("close", chunks=0, reason="Internal error encountered.")
+    if fault == "mid_stream":
+        return GeminiFault("close", chunks=2, reason="Internal error encountered.")
+    if fault == "stall":
+        return GeminiFault("stall")
+    if fault == "rate_limit":
+        return GeminiFault("close", chunks=0, reason="RESOURCE_EXHAUSTED: You exceeded your current quota.")
+    if fault == "disconnect":
+        return GeminiFault("drop", chunks=2)
+    raise ValueError(fault)
 
-    def __init__(self, *, tools: list[Any] | None = None, approval_policy: Any = None, bridge_options: BridgeOptions | None = BRIDGE_OPTIONS) -> None:
-        self.server = FaultyRealtimeServer()
+
+class RealtimeRig:
+    """`RealtimeVoiceSession` (agent layer) on a real realtime plugin (livekit-plugins-openai or
+    livekit-plugins-google) and its fake server."""
+
+    def __init__(
+        self,
+        *,
+        provider: str = "openai-realtime",
+        tools: list[Any] | None = None,
+        approval_policy: Any = None,
+        bridge_options: BridgeOptions | None = BRIDGE_OPTIONS,
+    ) -> None:
+        self.provider = provider
+        self.server: Any = FaultyRealtimeServer() if provider == "openai-realtime" else FakeGeminiLiveServer()
+        self._saved_cert_env: str | None = None
         self.transport = FaultTransport()
         self.loop_errors = LoopErrors()
         self.tools = tools or []
@@ -488,9 +516,15 @@ class RealtimeRig:
         from agent.realtime_session import RealtimeVoiceSession, build_realtime_session
 
         await self.server.start()
+        if self.provider == "openai-realtime":
+            keys: dict[str, Any] = {"openai_api_key": "test-key", "openai_base_url": self.server.base_url}
+        else:
+            keys = {"gemini_api_key": "test-key", "gemini_base_url": self.server.base_url}
+            # google-genai always dials wss:// and reads SSL_CERT_FILE when it builds its client
+            self._saved_cert_env = os.environ.get("SSL_CERT_FILE")
+            os.environ["SSL_CERT_FILE"] = str(self.server.cert_file)
         rt = RealtimeSettings(
-            _env_file=None, provider="openai-realtime", openai_api_key="test-key", openai_base_url=self.server.base_url,
-            max_retry=3, retry_interval=0.1, connect_timeout=5.0,
+            _env_file=None, provider=self.provider, max_retry=3, retry_interval=0.1, connect_timeout=5.0, **keys,
         )
         brain_cfg = BrainConfig(_env_file=None, backend="offline", tools=[], apology=APOLOGY, hitl_timeout=10.0)  # type: ignore[call-arg]
         self.settings = settings(mode="realtime", realtime=rt, brain=brain_cfg, provider_timeout=TIMEOUT)
@@ -517,10 +551,15 @@ class RealtimeRig:
             await self.server.aclose()
         finally:
             self.loop_errors.uninstall()
+            if self.provider != "openai-realtime":
+                if self._saved_cert_env is None:
+                    os.environ.pop("SSL_CERT_FILE", None)
+                else:
+                    os.environ["SSL_CERT_FILE"] = self._saved_cert_env
 
     def arm(self, stage: str, fault: str) -> None:
         if stage == "realtime":
-            self.faulty_reply = realtime_reply_fault(fault)
+            self.faulty_reply = realtime_reply_fault(fault) if self.provider == "openai-realtime" else gemini_reply_fault(fault)
             # the fake plays this next whatever it is asked: `apology_problems` checks that the
             # agent did ask for the apology
             self.scripted_apology = Say(APOLOGY, audio_ms=300)
@@ -552,10 +591,15 @@ class RealtimeRig:
         request = self.server.started_by(self.scripted_apology)
         if request is None:
             return ["the agent never requested the apology: the server started the scripted one itself"]
-        instructions = str((request.get("response") or {}).get("instructions") or "")
+        if self.provider == "openai-realtime":
+            instructions = str((request.get("response") or {}).get("instructions") or "")
+            asked_for = self.server.requested_instructions()
+        else:  # Gemini: the request is a `clientContent` turn carrying the instructions
+            instructions = " ".join(p.get("text", "") for t in request.get("turns", []) for p in t.get("parts", []))
+            asked_for = self.server.requested_texts()
         if apology not in instructions:
-            return [f"the response.create after the fault did not ask for {apology!r} (instructions {instructions!r})"]
-        asked = [i for i in self.server.requested_instructions() if apology in i]
+            return [f"the request after the fault did not ask for {apology!r} (instructions {instructions!r})"]
+        asked = [i for i in asked_for if apology in i]
         if len(asked) != 1:
             return [f"the apology was requested {len(asked)} times"]
         return []

@@ -1,12 +1,13 @@
 """Fault matrix: every stage x every fault, in both modes, offline (see RELIABILITY.md).
 
-Stages: STT, brain (LLM), TTS, realtime model, bridge transport. Faults: exception at start,
+Stages: STT, brain (LLM), TTS, realtime model (OpenAI Realtime and Gemini Live), bridge transport. Faults: exception at start,
 exception mid-stream, stall past the timeout, rate limit, abrupt disconnect. For every cell:
 the session (and the process: no unhandled exception) survives, the user hears a short apology
 (or, for a bridge fault, the answer itself), the client gets an `error` envelope with the
 expected code (never `fatal`) and exactly one `turn.done` per turn, and the next turn works.
 A realtime-model fault's apology is scripted in the fake, so those cells also check that the
-agent requested it (a `response.create` whose instructions carry BRAIN_APOLOGY).
+agent requested it (a `response.create`, or for Gemini a `clientContent` turn, whose instructions
+carry BRAIN_APOLOGY).
 
 Cells that cannot apply are listed with the reason. `pytest tests/test_faults_matrix.py` prints
 the matrix and writes it to out/fault_matrix.md (the table in RELIABILITY.md comes from there).
@@ -43,17 +44,20 @@ STAGES = {
     "brain": "brain / LLM (OpenAI backend, SDK)",
     "tts": "TTS (livekit-plugins-openai, HTTP)",
     "realtime": "realtime model (OpenAI Realtime, WebSocket)",
+    "gemini": "realtime model (Gemini Live, WebSocket)",
     "bridge": "bridge transport",
 }
 NOT_APPLICABLE = {
     ("pipeline", "realtime"): "pipeline mode has no realtime model",
+    ("pipeline", "gemini"): "pipeline mode has no realtime model",
     ("realtime", "stt"): "the realtime model transcribes the user itself; livekit-plugins-openai only logs a "
                          "failed input transcription (no session error to report) and the reply is unaffected",
     ("realtime", "brain"): "the brain's model backend is not used in realtime mode (the realtime model answers; "
                            "the brain runs only tools and approvals)",
     ("realtime", "tts"): "the realtime model speaks itself: audio failures are realtime-model faults",
 }
-HEARD = {"stt": (STT_APOLOGY,), "brain": (APOLOGY,), "tts": (APOLOGY,), "realtime": (APOLOGY,), "bridge": (ANSWER,)}
+HEARD = {"stt": (STT_APOLOGY,), "brain": (APOLOGY,), "tts": (APOLOGY,), "realtime": (APOLOGY,), "gemini": (APOLOGY,),
+         "bridge": (ANSWER,)}
 
 RESULTS: dict[tuple[str, str, str], CellResult] = {}
 OUT = Path(__file__).resolve().parents[1] / "out" / "fault_matrix.md"
@@ -88,12 +92,13 @@ async def test_cell(vad, mode: str, stage: str, fault: str) -> None:
             first = await rig.turn()
             second = await rig.turn()
     else:
-        async with RealtimeRig() as rig:
-            rig.arm(stage, fault)
+        provider = "gemini-live" if stage == "gemini" else "openai-realtime"
+        async with RealtimeRig(provider=provider) as rig:
+            rig.arm("realtime" if stage == "gemini" else stage, fault)
             # a broken reply is followed by the apology: two turns
             first = await rig.turn(expect_turns=1 if stage == "bridge" else 2)
             # the fake speaks the scripted apology whatever it is asked: the agent must ask for it
-            if stage == "realtime":
+            if stage in ("realtime", "gemini"):
                 requested = rig.apology_problems()
             rig.script_answer()
             second = await rig.turn()

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import ipaddress
 import json
 import ssl
 import tempfile
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,6 +29,20 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 from .openai_realtime_server import CallTool, Reply, Say, tone
+
+
+@dataclass
+class GeminiFault:
+    """A reply that goes wrong: after `chunks` audio chunks (and words), the server closes the
+    socket with `code` / `reason` ("close"), drops the TCP connection without a close frame
+    ("drop"), or sends nothing more until the client goes away ("stall")."""
+
+    kind: str
+    text: str = "It is sunny and warm and"
+    chunks: int = 0
+    code: int = 1011
+    reason: str = "Internal error encountered."
+
 
 INPUT_RATE = 16000
 CHUNK_MS = 100
@@ -75,6 +91,10 @@ class FakeGeminiLiveServer:
         self.received: list[dict[str, Any]] = []
         self.setups: list[dict[str, Any]] = []
         self.connections = 0
+        self.faults_played = 0
+        self.started: list[tuple[Any, dict[str, Any] | None]] = []
+        """Every reply played, with the client request that started it (None: the user's turn)."""
+        self._transport: asyncio.BaseTransport | None = None
         self._tmp = tempfile.TemporaryDirectory(prefix="fake-gemini-live-")
         self.cert_file, self._key_file = _self_signed(Path(self._tmp.name))
         self._runner: web.AppRunner | None = None
@@ -133,6 +153,7 @@ class FakeGeminiLiveServer:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self._ws = ws
+        self._transport = request.transport
         self.connections += 1
         async for msg in ws:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -157,6 +178,15 @@ class FakeGeminiLiveServer:
         elif "toolResponse" in message or "tool_response" in message:
             # Gemini answers tool results by itself
             self._start_reply(transcript=None)
+        elif (content := message.get("clientContent") or message.get("client_content")) is not None:
+            # the client asks for a reply (livekit's generate_reply): text turns, turn complete.
+            # Like Gemini, client content interrupts the generation in progress.
+            if content.get("turnComplete") or content.get("turn_complete"):
+                if self._responding is not None and not self._responding.done():
+                    self._responding.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._responding
+                self._start_reply(transcript=None, request=content)
 
     async def _on_audio(self, pcm: bytes) -> None:
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32)
@@ -176,9 +206,22 @@ class FakeGeminiLiveServer:
             self._in_speech, self._speech_ms = False, 0.0
             self._start_reply(transcript=self.transcripts.popleft() if self.transcripts else "(unscripted)")
 
-    def _start_reply(self, transcript: str | None) -> None:
+    def _start_reply(self, transcript: str | None, request: dict[str, Any] | None = None) -> None:
         reply = self.script.popleft() if self.script else Say("(unscripted reply)", audio_ms=200)
+        self.started.append((reply, request))
         self._responding = asyncio.ensure_future(self._reply(reply, transcript))
+
+    def started_by(self, reply: Any) -> dict[str, Any] | None:
+        """The client's `clientContent` that started `reply` (None: the user's speech did)."""
+        return next((req for r, req in self.started if r is reply), None)
+
+    def requested_texts(self) -> list[str]:
+        """The text of every reply the client asked for."""
+        out = []
+        for _, req in self.started:
+            if req is not None:
+                out.append(" ".join(p.get("text", "") for t in req.get("turns", []) for p in t.get("parts", [])))
+        return out
 
     async def _reply(self, reply: Reply, transcript: str | None) -> None:
         if transcript is not None:
@@ -186,6 +229,9 @@ class FakeGeminiLiveServer:
         if isinstance(reply, CallTool):
             call = {"id": reply.call_id, "name": reply.name, "args": reply.arguments}
             await self._send({"toolCall": {"functionCalls": [call]}})
+            return
+        if isinstance(reply, GeminiFault):
+            await self._fail(reply)
             return
         if not isinstance(reply, Say):
             raise TypeError(f"the Gemini fake cannot play {type(reply).__name__}")
@@ -208,3 +254,26 @@ class FakeGeminiLiveServer:
         except asyncio.CancelledError:
             await self._send({"serverContent": {"interrupted": True}})
         await self._send({"serverContent": {"turnComplete": True}})
+
+    async def _fail(self, fault: GeminiFault) -> None:
+        self.faults_played += 1
+        words = fault.text.split(" ")
+        step = 24000 * 2 * CHUNK_MS // 1000
+        audio = tone(CHUNK_MS * max(1, fault.chunks))
+        for i in range(fault.chunks):
+            data = base64.b64encode(audio[i * step : (i + 1) * step]).decode()
+            await self._send({"serverContent": {"modelTurn": {"parts": [{"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": data}}]}}})
+            if i < len(words):
+                await self._send({"serverContent": {"outputTranscription": {"text": (" " if i else "") + words[i]}}})
+            await asyncio.sleep(0)
+        ws = self._ws
+        if fault.kind == "close" and ws is not None:
+            await ws.close(code=fault.code, message=fault.reason.encode())
+        elif fault.kind == "drop" and ws is not None and self._transport is not None:
+            self._transport.close()  # no close frame: what a dead network looks like
+        elif fault.kind == "stall":
+            try:
+                await asyncio.Event().wait()  # until the client's next request interrupts it
+            except asyncio.CancelledError:
+                await self._send({"serverContent": {"interrupted": True}})
+                await self._send({"serverContent": {"turnComplete": True}})
