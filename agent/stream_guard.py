@@ -41,6 +41,7 @@ PRE_ROLL = 1.0
 """Seconds of audio kept before a segment's start: the VAD reports speech after it began."""
 MAX_REPLAY = 120.0
 """At most this much unanswered audio is kept for the next connection."""
+_EPSILON = 1e-6  # positions are sums of frame durations: compare them with some slack
 _ANSWERS = (stt.SpeechEventType.FINAL_TRANSCRIPT, stt.SpeechEventType.END_OF_SPEECH)
 
 
@@ -208,14 +209,14 @@ class GuardedStream(stt.RecognizeStream):
         since = self._unanswered_since
         start = self._position - PRE_ROLL if since is None else since - PRE_ROLL
         start = max(start, self._position - MAX_REPLAY)
-        while self._kept and self._kept[0][0] < start:
+        while self._kept and self._kept[0][0] < start - _EPSILON:
             self._kept.popleft()
 
     def _replay(self) -> list[rtc.AudioFrame]:
         if self._unanswered_since is None:
             return []
         start = self._unanswered_since - PRE_ROLL
-        return [frame for position, frame in self._kept if position >= start]
+        return [frame for position, frame in self._kept if position >= start - _EPSILON]
 
     # -- one attempt ---------------------------------------------------------------------------
 

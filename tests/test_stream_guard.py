@@ -1,0 +1,149 @@
+"""`StallGuardSTT` on an in-process streaming STT: what is owed, when a stall is declared, and
+exactly which audio the next connection is given."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+from livekit import rtc
+from livekit.agents import APIConnectOptions, stt, utils
+from livekit.agents.types import NOT_GIVEN, NotGivenOr
+
+from agent.stream_guard import PRE_ROLL, StallGuardSTT
+
+RATE = 16000
+FRAME = 0.1  # seconds per test frame
+
+
+class ScriptedStream(stt.RecognizeStream):
+    def __init__(self, owner: ScriptedSTT, conn_options: APIConnectOptions) -> None:
+        super().__init__(stt=owner, conn_options=conn_options)
+        self.frames: list[int] = []
+        """The index carried by each frame this connection was given."""
+
+    async def _run(self) -> None:
+        async for item in self._input_ch:
+            if isinstance(item, rtc.AudioFrame):
+                self.frames.append(int(np.frombuffer(item.data, dtype=np.int16)[0]))
+
+    def answer(self, text: str) -> None:
+        alt = stt.SpeechData(language="en", text=text)  # type: ignore[arg-type]
+        self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.FINAL_TRANSCRIPT, alternatives=[alt]))
+
+
+class ScriptedSTT(stt.STT):
+    """A streaming STT whose connections answer only when the test says so."""
+
+    def __init__(self) -> None:
+        super().__init__(capabilities=stt.STTCapabilities(streaming=True, interim_results=False))
+        self.streams: list[ScriptedStream] = []
+
+    async def _recognize_impl(self, buffer: utils.AudioBuffer, *, language: NotGivenOr[str] = NOT_GIVEN,
+                              conn_options: APIConnectOptions) -> stt.SpeechEvent:
+        raise NotImplementedError
+
+    def stream(self, *, language: NotGivenOr[str] = NOT_GIVEN, conn_options: Any = None) -> ScriptedStream:
+        s = ScriptedStream(self, conn_options or APIConnectOptions())
+        self.streams.append(s)
+        return s
+
+
+def _frame(index: int) -> rtc.AudioFrame:
+    n = int(RATE * FRAME)
+    return rtc.AudioFrame(np.full(n, index, dtype=np.int16).tobytes(), RATE, 1, n)
+
+
+class Feed:
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.index = 0
+
+    async def seconds(self, s: float) -> None:
+        for _ in range(round(s / FRAME)):
+            self.index += 1
+            self.stream.push_frame(_frame(self.index))
+        await asyncio.sleep(0.05)  # let the guard forward them
+
+
+async def test_replay_holds_exactly_the_unanswered_speech() -> None:
+    inner = ScriptedSTT()
+    guard = StallGuardSTT(inner, timeout=1.0)
+    stream = guard.stream(conn_options=APIConnectOptions(max_retry=1, retry_interval=0.0))
+    events: list[stt.SpeechEvent] = []
+    errors: list[Any] = []
+    guard.on("error", errors.append)
+    reader = asyncio.create_task(_read(stream, events))
+    feed = Feed(stream)
+    try:
+        await feed.seconds(2.0)  # frames 1-20: quiet room
+        guard.speech_started()  # utterance A: frames 21-30
+        await feed.seconds(1.0)
+        guard.speech_ended()
+        await asyncio.sleep(0.05)
+        inner.streams[0].answer("utterance a")  # answered: nothing owed, A is never replayed
+        await feed.seconds(0.5)  # frames 31-35
+        guard.speech_started()  # utterance B: frames 36-45, never answered
+        await feed.seconds(1.0)
+        guard.speech_ended()
+        await _until(lambda: len(inner.streams) == 2)  # the stall, once the deadline passed
+        await asyncio.sleep(0.05)
+        # B from PRE_ROLL before its start (frame 36 - 10 = 26) to the end, nothing of the
+        # answered A before that
+        first = 36 - round(PRE_ROLL / FRAME)
+        assert inner.streams[1].frames[: 45 - first + 1] == list(range(first, 46))
+        await feed.seconds(0.3)  # the new connection gets the live audio after the replay
+        assert inner.streams[1].frames[-3:] == [46, 47, 48]
+        inner.streams[1].answer("utterance b")
+        await asyncio.sleep(0.05)
+        assert [e.alternatives[0].text for e in events if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT] == [
+            "utterance a", "utterance b"]
+        assert [type(e.error).__name__ for e in errors] == ["APITimeoutError"]
+        assert errors[0].recoverable
+    finally:
+        reader.cancel()
+        await stream.aclose()
+
+
+async def test_an_answer_before_the_vad_closes_the_segment_counts() -> None:
+    """Providers endpoint faster than the VAD's minimum silence: that answer settles the segment."""
+    inner = ScriptedSTT()
+    guard = StallGuardSTT(inner, timeout=0.2, end_of_speech_lag=0.5)
+    stream = guard.stream(conn_options=APIConnectOptions(max_retry=1, retry_interval=0.0))
+    reader = asyncio.create_task(_read(stream, []))
+    feed = Feed(stream)
+    try:
+        guard.speech_started()
+        await feed.seconds(1.0)
+        await feed.seconds(0.2)  # the speech ended; the provider answers at once
+        inner.streams[0].answer("quick")
+        await asyncio.sleep(0.05)
+        await feed.seconds(0.3)
+        guard.speech_ended()  # the VAD closes the segment 0.5 s after the speech
+        await asyncio.sleep(0.5)
+        assert len(inner.streams) == 1  # no stall: nothing was owed
+        # but an answer long before the end of a segment does not settle it
+        guard.speech_started()
+        await feed.seconds(0.5)
+        inner.streams[0].answer("first half")
+        await asyncio.sleep(0.05)
+        await feed.seconds(1.5)
+        guard.speech_ended()
+        await _until(lambda: len(inner.streams) == 2)
+    finally:
+        reader.cancel()
+        await stream.aclose()
+
+
+async def _until(predicate: Any, within: float = 10.0) -> None:
+    async def poll() -> None:
+        while not predicate():  # noqa: ASYNC110 - polling a condition of several objects
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), within)
+
+
+async def _read(stream: Any, out: list[stt.SpeechEvent]) -> None:
+    async for ev in stream:
+        out.append(ev)
