@@ -19,39 +19,25 @@ import asyncio
 import contextlib
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from typing import Any
 
 from livekit import rtc
 from livekit.agents import APITimeoutError, stt, utils
 from livekit.agents.types import NOT_GIVEN, APIConnectOptions, NotGivenOr
 
-from providers.provider_errors import provider_name, tag_provider
+from providers.provider_errors import provider_name
+
+from .stt_wrapper import WrappedSTT
 
 
-class DeadlineSTT(stt.STT):
+class DeadlineSTT(WrappedSTT):
     """A non-streaming STT whose recognitions must finish within `timeout` seconds plus the
     duration of the audio (an upload, or a local recogniser, takes longer on long utterances)."""
 
     def __init__(self, inner: stt.STT, timeout: float) -> None:
         if inner.capabilities.streaming:
             raise ValueError("DeadlineSTT wraps non-streaming STTs only")
-        super().__init__(capabilities=inner.capabilities)
-        self.inner = inner
+        super().__init__(inner, provider_name(inner))  # error reports name the wrapped provider
         self.timeout = timeout
-        self._label = inner.label
-        tag_provider(self, provider_name(inner))  # error reports name the wrapped provider
-        inner.on("metrics_collected", self._forward_metrics)
-
-    @property
-    def model(self) -> str:
-        return self.inner.model
-
-    @property
-    def provider(self) -> str:
-        return self.inner.provider
-
-    def _forward_metrics(self, *args: Any) -> None:
-        self.emit("metrics_collected", *args)
 
     async def _recognize_impl(
         self,
@@ -70,13 +56,6 @@ class DeadlineSTT(stt.STT):
             )
         except TimeoutError:
             raise APITimeoutError(f"no transcript within {deadline:.1f} s") from None
-
-    def prewarm(self) -> None:
-        self.inner.prewarm()
-
-    async def aclose(self) -> None:
-        self.inner.off("metrics_collected", self._forward_metrics)
-        await self.inner.aclose()
 
 
 def _duration(buffer: utils.AudioBuffer) -> float:

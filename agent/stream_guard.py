@@ -25,7 +25,7 @@ from dataclasses import replace
 from typing import Any
 
 from livekit import rtc
-from livekit.agents import APITimeoutError, stt, utils
+from livekit.agents import APITimeoutError, stt
 from livekit.agents.types import (
     DEFAULT_API_CONNECT_OPTIONS,
     NOT_GIVEN,
@@ -33,7 +33,9 @@ from livekit.agents.types import (
     NotGivenOr,
 )
 
-from providers.provider_errors import provider_name, tag_provider
+from providers.provider_errors import provider_name
+
+from .stt_wrapper import WrappedSTT
 
 log = logging.getLogger("agent.stream_guard")
 
@@ -45,35 +47,20 @@ _EPSILON = 1e-6  # positions are sums of frame durations: compare them with some
 _ANSWERS = (stt.SpeechEventType.FINAL_TRANSCRIPT, stt.SpeechEventType.END_OF_SPEECH)
 
 
-class StallGuardSTT(stt.STT):
+class StallGuardSTT(WrappedSTT):
     """A streaming STT whose streams must answer each speech segment within `timeout` seconds
     of its end, and which hand unanswered speech to the next connection."""
 
     def __init__(self, inner: stt.STT, timeout: float, *, end_of_speech_lag: float = 0.5) -> None:
         if not inner.capabilities.streaming:
             raise ValueError("StallGuardSTT wraps streaming STTs only")
-        super().__init__(capabilities=inner.capabilities)
-        self.inner = inner
+        chain = getattr(inner, "_stt_instances", None) if isinstance(inner, stt.FallbackAdapter) else None
+        super().__init__(inner, ",".join(provider_name(i) for i in chain) if chain else provider_name(inner))
         self.timeout = timeout
         self.end_of_speech_lag = end_of_speech_lag
         """How long after the speech ends the VAD says so (its minimum silence): a provider that
         endpoints faster answers before the segment is closed, and that answer counts."""
-        self._label = inner.label
         self._streams: weakref.WeakSet[GuardedStream] = weakref.WeakSet()
-        chain = getattr(inner, "_stt_instances", None) if isinstance(inner, stt.FallbackAdapter) else None
-        tag_provider(self, ",".join(provider_name(i) for i in chain) if chain else provider_name(inner))
-        inner.on("metrics_collected", self._forward_metrics)
-
-    @property
-    def model(self) -> str:
-        return self.inner.model
-
-    @property
-    def provider(self) -> str:
-        return self.inner.provider
-
-    def _forward_metrics(self, *args: Any) -> None:
-        self.emit("metrics_collected", *args)
 
     def speech_started(self) -> None:
         """The agent's VAD hears the user (from the session's user state)."""
@@ -107,15 +94,6 @@ class StallGuardSTT(stt.STT):
                 chain.emit("stt_availability_changed", stt.AvailabilityChangedEvent(stt=instance, available=False))
                 return
 
-    async def _recognize_impl(
-        self,
-        buffer: utils.AudioBuffer,
-        *,
-        language: NotGivenOr[str] = NOT_GIVEN,
-        conn_options: APIConnectOptions,
-    ) -> stt.SpeechEvent:
-        return await self.inner._recognize_impl(buffer, language=language, conn_options=conn_options)
-
     def stream(
         self,
         *,
@@ -126,12 +104,6 @@ class StallGuardSTT(stt.STT):
         self._streams.add(stream)
         return stream
 
-    def prewarm(self) -> None:
-        self.inner.prewarm()
-
-    async def aclose(self) -> None:
-        self.inner.off("metrics_collected", self._forward_metrics)
-        await self.inner.aclose()
 
 
 class GuardedStream(stt.RecognizeStream):
