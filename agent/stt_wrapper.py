@@ -43,6 +43,12 @@ class WrappedSTT(stt.STT):
         # retries and reports errors, once
         return await self.inner._recognize_impl(buffer, language=language, conn_options=conn_options)
 
+    def _update_session_keyterms(self, keyterms: list[str]) -> None:
+        self.inner._update_session_keyterms(keyterms)
+
+    def _push_conversation_item(self, ev: Any) -> None:
+        self.inner._push_conversation_item(ev)
+
     def prewarm(self) -> None:
         self.inner.prewarm()
 

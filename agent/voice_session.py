@@ -42,7 +42,9 @@ from .config import AgentSettings
 from .guards import guard_stt
 from .latency import LatencyCollector
 from .session_errors import ErrorBudget, error_kind, report_for
+from .shared_vad import SegmentedSTT, SharedVAD
 from .stream_guard import StallGuardSTT
+from .stt_wrapper import WrappedSTT
 from .turn_tracker import TrackedTurn, TurnTracker
 from .turns import session_turn_kwargs
 
@@ -77,9 +79,13 @@ def build_agent_session(
         kwargs["aec_warmup_duration"] = None
     if time_scale != 1.0:  # on close, livekit waits this long (wall time) for a last transcript
         kwargs["session_close_transcript_timeout"] = DEFAULT_CLOSE_TRANSCRIPT_TIMEOUT / time_scale
+    engine = guard_stt(stt, settings.provider_timeout, end_of_speech_lag=settings.turn.vad_min_silence_duration)
+    if not engine.capabilities.streaming:  # one Silero pass: the batch STT gets the session's segments
+        shared = SharedVAD(vad)
+        vad, engine = shared, SegmentedSTT(engine, shared)
     return AgentSession(
         vad=vad,
-        stt=guard_stt(stt, settings.provider_timeout, end_of_speech_lag=settings.turn.vad_min_silence_duration),
+        stt=engine,
         tts=tts,
         llm=BrainLLM(),
         user_away_timeout=away,
@@ -254,7 +260,9 @@ class BaseVoiceSession:
     def _watch_fallback_chains(self) -> None:
         """livekit's fallback adapters hand over to the next provider without a session error;
         clients and the log still hear which provider failed (the turn carries on)."""
-        stt_chain = getattr(self.session.stt, "inner", self.session.stt)  # DeadlineSTT wraps a chain
+        stt_chain = self.session.stt
+        while isinstance(stt_chain, WrappedSTT):  # the agent's guards wrap a chain
+            stt_chain = stt_chain.inner
         if isinstance(stt_chain, stt.FallbackAdapter):
             stt_chain.on("stt_availability_changed", self._on_availability_changed)
         if isinstance(self.session.tts, tts.FallbackAdapter):

@@ -113,8 +113,8 @@ class BatchFallbackSTT(stt.FallbackAdapter):
 
     livekit's adapter always streams: each provider runs behind its own VAD `StreamAdapter`,
     and the utterance the primary was recognising when it failed is lost in the hand-over.
-    Reported as non-streaming, the chain is wrapped by the session's own `StreamAdapter`
-    instead, which hands each whole utterance to `recognize()`: the adapter tries the
+    Reported as non-streaming, the chain is handed each whole utterance the session's VAD cut
+    (the agent's `SegmentedSTT`, or livekit's `StreamAdapter`), through `recognize()`: the adapter tries the
     providers in order on the same audio, so a failing primary costs time, not words.
     """
 

@@ -1,0 +1,191 @@
+"""One VAD pass per session, shared by turn handling and a batch STT.
+
+livekit-agents runs a non-streaming STT (the local pocketsphinx one, OpenAI's, a chain of them)
+behind its `StreamAdapter`, which runs a Silero stream of its own over the same microphone
+audio the session's VAD already analyses: two Silero streams per session, the second one only
+to cut the utterances the first one has already found. Here the session's VAD stream hands its
+speech segments to the STT instead:
+
+- `SharedVAD` wraps the session's VAD; the streams it makes are the inner VAD's streams,
+  and each start / end of speech they yield to the session is also published to subscribers.
+- `SegmentedSTT` is a streaming STT over a batch one: its stream recognises the audio of each
+  segment the `SharedVAD` ends (the VAD event's frames, as livekit's adapter does), and reports
+  START / END_OF_SPEECH and the final transcript the same way.
+
+The VAD's metrics go to the wrapped VAD (which all sessions of a process share), not to the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+from livekit import rtc
+from livekit.agents import APIConnectOptions, stt, utils, vad
+from livekit.agents.stt.stream_adapter import DEFAULT_STREAM_ADAPTER_API_CONNECT_OPTIONS
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
+
+from providers.provider_errors import provider_name
+
+from .stt_wrapper import WrappedSTT
+
+_SEGMENT_EVENTS = (vad.VADEventType.START_OF_SPEECH, vad.VADEventType.END_OF_SPEECH)
+
+
+class SharedVAD(vad.VAD):
+    def __init__(self, inner: vad.VAD) -> None:
+        super().__init__(capabilities=inner.capabilities)
+        self.inner = inner
+        self._label = inner._label
+        self._listeners: list[Callable[[vad.VADEvent], None]] = []
+
+    @property
+    def model(self) -> str:
+        return self.inner.model
+
+    @property
+    def provider(self) -> str:
+        return self.inner.provider
+
+    def subscribe(self, listener: Callable[[vad.VADEvent], None]) -> Callable[[], None]:
+        """Call `listener` with each start / end of speech the session's VAD stream yields."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def stream(self) -> vad.VADStream:
+        # the inner stream itself, observed where the session reads it: no extra task or channel
+        return cast(vad.VADStream, _PublishingStream(self.inner.stream(), self))
+
+    def publish(self, event: vad.VADEvent) -> None:
+        for listener in list(self._listeners):
+            listener(event)
+
+
+class _PublishingStream:
+    """The inner VAD stream, publishing its speech events as the session consumes them."""
+
+    def __init__(self, inner: vad.VADStream, shared: SharedVAD) -> None:
+        self._inner = inner
+        self._shared = shared
+
+    def push_frame(self, frame: rtc.AudioFrame) -> None:
+        self._inner.push_frame(frame)
+
+    def flush(self) -> None:
+        self._inner.flush()
+
+    def end_input(self) -> None:
+        self._inner.end_input()
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def __aiter__(self) -> _PublishingStream:
+        return self
+
+    async def __anext__(self) -> vad.VADEvent:
+        event = await self._inner.__anext__()
+        if event.type in _SEGMENT_EVENTS:
+            self._shared.publish(event)
+        return event
+
+
+class SegmentedSTT(WrappedSTT):
+    """A batch STT as a streaming one, on the speech segments of a `SharedVAD`."""
+
+    def __init__(self, inner: stt.STT, shared_vad: SharedVAD) -> None:
+        if inner.capabilities.streaming:
+            raise ValueError("SegmentedSTT wraps non-streaming STTs only")
+        super().__init__(inner, provider_name(inner))
+        self._capabilities = stt.STTCapabilities(
+            streaming=True,
+            interim_results=False,
+            keyterms=inner.capabilities.keyterms,
+            chat_context=inner.capabilities.chat_context,
+        )
+        self.shared_vad = shared_vad
+        # the recognitions' failures are the session's to hear (livekit listens on session.stt)
+        inner.on("error", self._forward_error)
+
+    def _forward_error(self, *args: Any) -> None:
+        self.emit("error", *args)
+
+    def stream(
+        self,
+        *,
+        language: NotGivenOr[str] = NOT_GIVEN,
+        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
+    ) -> stt.RecognizeStream:
+        return _SegmentStream(self, language=language, conn_options=conn_options)
+
+    async def aclose(self) -> None:
+        self.inner.off("error", self._forward_error)
+        await super().aclose()
+
+
+class _SegmentStream(stt.RecognizeStream):
+    def __init__(self, owner: SegmentedSTT, *, language: NotGivenOr[str], conn_options: APIConnectOptions) -> None:
+        # as livekit's adapter: no retries of the stream itself; each recognition is retried
+        # with the session's options and reports its own failures
+        super().__init__(stt=owner, conn_options=DEFAULT_STREAM_ADAPTER_API_CONNECT_OPTIONS)
+        self._owner = owner
+        self._language = language
+        self._recognize_options = conn_options
+
+    async def _run(self) -> None:
+        segments: asyncio.Queue[vad.VADEvent] = asyncio.Queue()
+        unsubscribe = self._owner.shared_vad.subscribe(segments.put_nowait)
+
+        async def drain_input() -> None:
+            async for _ in self._input_ch:  # the audio arrives with the VAD's events
+                pass
+
+        drain = asyncio.create_task(drain_input(), name="segmented-stt-input")
+        try:
+            while True:
+                get = asyncio.ensure_future(segments.get())
+                done, _ = await asyncio.wait({get, drain}, return_when=asyncio.FIRST_COMPLETED)
+                if get not in done:
+                    get.cancel()
+                    break  # input ended
+                await self._on_vad_event(get.result())
+            while not segments.empty():
+                await self._on_vad_event(segments.get_nowait())
+        finally:
+            unsubscribe()
+            drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await drain
+
+    async def _on_vad_event(self, event: vad.VADEvent) -> None:
+        if event.type == vad.VADEventType.START_OF_SPEECH:
+            self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH))
+            return
+        speech_end_time = time.time() - event.silence_duration - event.inference_duration
+        self._event_ch.send_nowait(
+            stt.SpeechEvent(type=stt.SpeechEventType.END_OF_SPEECH, speech_end_time=speech_end_time)
+        )
+        if not event.frames:
+            return
+        result = await self._owner.inner.recognize(
+            buffer=utils.merge_frames(event.frames), language=self._language, conn_options=self._recognize_options
+        )
+        if not result.alternatives or not result.alternatives[0].text:
+            return
+        self._event_ch.send_nowait(
+            stt.SpeechEvent(
+                type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+                alternatives=[result.alternatives[0]],
+                speech_end_time=result.speech_end_time if result.speech_end_time is not None else speech_end_time,
+            )
+        )
+
+    def _emit_error(self, api_error: Exception, recoverable: bool) -> None:
+        pass  # the recognition that failed has already reported it (through SegmentedSTT)
+
+    async def _metrics_monitor_task(self, event_aiter: Any) -> None:
+        async for _ in event_aiter:  # usage is reported by the recognitions themselves
+            pass
