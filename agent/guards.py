@@ -26,6 +26,7 @@ from livekit.agents.types import NOT_GIVEN, APIConnectOptions, NotGivenOr
 
 from providers.provider_errors import provider_name
 
+from .stream_guard import StallGuardSTT
 from .stt_wrapper import WrappedSTT
 
 
@@ -66,8 +67,6 @@ def _duration(buffer: utils.AudioBuffer) -> float:
 def guard_stt(engine: stt.STT, timeout: float, *, end_of_speech_lag: float = 0.5) -> stt.STT:
     """`engine` under the stall deadline: per recognition if it is a non-streaming STT, per
     speech segment (`StallGuardSTT`) if it streams."""
-    from .stream_guard import StallGuardSTT
-
     if isinstance(engine, (DeadlineSTT, StallGuardSTT)):
         return engine
     if engine.capabilities.streaming:
