@@ -136,24 +136,18 @@ class _SegmentStream(stt.RecognizeStream):
         self._recognize_options = conn_options
 
     async def _run(self) -> None:
-        segments: asyncio.Queue[vad.VADEvent] = asyncio.Queue()
+        segments: asyncio.Queue[vad.VADEvent | None] = asyncio.Queue()  # None: the input ended
         unsubscribe = self._owner.shared_vad.subscribe(segments.put_nowait)
 
         async def drain_input() -> None:
             async for _ in self._input_ch:  # the audio arrives with the VAD's events
                 pass
+            segments.put_nowait(None)
 
         drain = asyncio.create_task(drain_input(), name="segmented-stt-input")
         try:
-            while True:
-                get = asyncio.ensure_future(segments.get())
-                done, _ = await asyncio.wait({get, drain}, return_when=asyncio.FIRST_COMPLETED)
-                if get not in done:
-                    get.cancel()
-                    break  # input ended
-                await self._on_vad_event(get.result())
-            while not segments.empty():
-                await self._on_vad_event(segments.get_nowait())
+            while (event := await segments.get()) is not None:
+                await self._on_vad_event(event)
         finally:
             unsubscribe()
             drain.cancel()
