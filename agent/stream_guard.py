@@ -7,7 +7,9 @@ agent can tell, because its own VAD heard the user: `StallGuardSTT` is told when
 speech segments start and end, and after a segment ends the stream owes a transcript
 (a final transcript or the provider's end of speech). If none arrives within the deadline the
 connection counts as stalled: the attempt fails with `APITimeoutError`, which livekit-agents
-reports and retries like any other provider failure.
+reports and retries like any other provider failure. An interim transcript restarts the
+deadline (a provider with long endpointing finalises only when the user's whole turn ends,
+but shows progress meanwhile).
 
 Every new connection (after a stall, a dropped socket or a provider error) is first given the
 audio of the speech that has not been answered yet, from just before the earliest unanswered
@@ -45,6 +47,7 @@ MAX_REPLAY = 120.0
 """At most this much unanswered audio is kept for the next connection."""
 _EPSILON = 1e-6  # positions are sums of frame durations: compare them with some slack
 _ANSWERS = (stt.SpeechEventType.FINAL_TRANSCRIPT, stt.SpeechEventType.END_OF_SPEECH)
+_PROGRESS = (stt.SpeechEventType.INTERIM_TRANSCRIPT, stt.SpeechEventType.START_OF_SPEECH)
 
 
 class StallGuardSTT(WrappedSTT):
@@ -165,6 +168,12 @@ class GuardedStream(stt.RecognizeStream):
         else:
             self._arm()
 
+    def _progressed(self) -> None:
+        """An interim transcript: the provider is alive and working on the speech, which stays
+        unanswered (replayed after a stall) until its final transcript; the deadline restarts."""
+        if self._owed_since is not None:
+            self._owed_since = self._loop.time()
+
     def _answered(self) -> None:
         self._answered_at = self._position
         self._owed_since = None
@@ -221,6 +230,8 @@ class GuardedStream(stt.RecognizeStream):
             async for ev in inner:
                 if ev.type in _ANSWERS:
                     self._answered()
+                elif ev.type in _PROGRESS:
+                    self._progressed()
                 self._event_ch.send_nowait(ev)
 
         input_task = asyncio.create_task(forward_input(), name="stt-guard-input")

@@ -28,9 +28,10 @@ class ScriptedStream(stt.RecognizeStream):
             if isinstance(item, rtc.AudioFrame):
                 self.frames.append(int(np.frombuffer(item.data, dtype=np.int16)[0]))
 
-    def answer(self, text: str) -> None:
+    def answer(self, text: str, *, final: bool = True) -> None:
         alt = stt.SpeechData(language="en", text=text)  # type: ignore[arg-type]
-        self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.FINAL_TRANSCRIPT, alternatives=[alt]))
+        kind = stt.SpeechEventType.FINAL_TRANSCRIPT if final else stt.SpeechEventType.INTERIM_TRANSCRIPT
+        self._event_ch.send_nowait(stt.SpeechEvent(type=kind, alternatives=[alt]))
 
 
 class ScriptedSTT(stt.STT):
@@ -131,6 +132,32 @@ async def test_an_answer_before_the_vad_closes_the_segment_counts() -> None:
         await feed.seconds(1.5)
         guard.speech_ended()
         await _until(lambda: len(inner.streams) == 2)
+    finally:
+        reader.cancel()
+        await stream.aclose()
+
+
+async def test_interim_transcripts_restart_the_deadline_but_do_not_answer() -> None:
+    """A provider that finalises only at the end of the user's turn shows progress with interim
+    transcripts: no stall while they come; once they stop, the stall, and the segment (never
+    finalised) is replayed."""
+    inner = ScriptedSTT()
+    guard = StallGuardSTT(inner, timeout=2.0)
+    stream = guard.stream(conn_options=APIConnectOptions(max_retry=1, retry_interval=0.0))
+    reader = asyncio.create_task(_read(stream, []))
+    feed = Feed(stream)
+    try:
+        await feed.seconds(1.0)  # frames 1-10
+        guard.speech_started()  # frames 11-20
+        await feed.seconds(1.0)
+        guard.speech_ended()
+        for _ in range(6):  # 3 s of interims (past the first deadline), 0.5 s apart
+            await asyncio.sleep(0.5)
+            inner.streams[0].answer("partial", final=False)
+        assert len(inner.streams) == 1
+        await _until(lambda: len(inner.streams) == 2)  # they stopped: stalled
+        await asyncio.sleep(0.05)
+        assert inner.streams[1].frames[:20] == list(range(1, 21))  # pre-roll and the segment
     finally:
         reader.cancel()
         await stream.aclose()

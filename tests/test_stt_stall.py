@@ -1,5 +1,6 @@
-"""Streaming STT under the stall deadline: the real livekit-plugins-deepgram against a fake
-Deepgram server on 127.0.0.1, in the whole voice pipeline (VAD, turns, brain, local TTS)."""
+"""Streaming STT: the real livekit-plugins-deepgram against a fake Deepgram server on 127.0.0.1,
+in the whole voice pipeline (VAD, turns, brain, local TTS): turns, the stall deadline, the
+hand-over in a chain, and `TURN_MODE=stt`."""
 
 from __future__ import annotations
 
@@ -27,7 +28,9 @@ async def fake_deepgram() -> AsyncIterator[FakeDeepgram]:
         await fake.aclose()
 
 
-def _simulation(fake: FakeDeepgram, events: io.StringIO, stt_providers: str = "deepgram", **overrides: Any) -> Any:
+def _simulation(
+    fake: FakeDeepgram, events: io.StringIO, stt_providers: str = "deepgram", turn_mode: str = "vad", **overrides: Any
+) -> Any:
     from agent.simulate import Simulation
     from agent.turns import TurnSettings
     from agent.worker import load_vad
@@ -39,7 +42,10 @@ def _simulation(fake: FakeDeepgram, events: io.StringIO, stt_providers: str = "d
         DEEPGRAM_API_KEY="dg-placeholder",
         DEEPGRAM_BASE_URL=fake.base_url,
     )
-    turn = TurnSettings(_env_file=None, min_endpointing_delay=1.6)  # type: ignore[call-arg]  # JFK's pauses are mid-turn
+    if turn_mode == "vad":
+        turn = TurnSettings(_env_file=None, min_endpointing_delay=1.6)  # type: ignore[call-arg]  # JFK's pauses are mid-turn
+    else:
+        turn = TurnSettings(_env_file=None, mode=turn_mode)  # type: ignore[call-arg]
     s = settings(speech=speech, turn=turn, **overrides)
     return Simulation(s, vad=load_vad(s), speed=1.0, conversation_id="stall", events=events)
 
@@ -113,3 +119,22 @@ async def test_stalled_provider_in_a_chain_hands_over_to_the_next(fake_deepgram:
     assert any(e["message"].startswith("deepgram,local: no transcript within") for e in errors), errors
     assert any(e["code"] == "unavailable" and "deepgram" in e["message"] for e in errors), errors
     assert sim.result.reply_seconds > 0.5
+
+
+async def test_stt_turn_mode_follows_the_providers_endpoints(fake_deepgram: FakeDeepgram) -> None:
+    """TURN_MODE=stt: the provider's end of speech ends the turn. This provider waits for 1.5 s
+    of quiet, so JFK's two 1 s pauses stay inside one turn, where the default VAD rule (0.86 s)
+    answers in them (BENCHMARKS.md, config (d): 2 premature replies on JFK)."""
+    from agent.audio_files import decode_file
+    from agent.simulate import INPUT_RATE
+
+    fake_deepgram.endpoint = 1.5
+    events = io.StringIO()
+    sim = _simulation(fake_deepgram, events, turn_mode="stt", provider_timeout=3.0)
+    assert sim.session.turn_detection == "stt"
+    assert await play_and_settle(sim, decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE), limit=40)
+    assert len(sim.result.user_turns) == 1, sim.result.user_turns
+    heard = " ".join(sim.result.user_turns).lower()
+    assert "fellow" in heard and "country" in heard, heard
+    assert sim.result.reply_seconds > 0.5
+    assert [e for e in _envelopes(events) if e["type"] == "error"] == []

@@ -2,9 +2,10 @@
 
 `/v1/listen` takes the plugin's WebSocket: binary PCM16 audio and `KeepAlive` / `Finalize` /
 `CloseStream` text messages. It answers like Deepgram's live API does, with `Results`
-messages: it finds speech by energy, and after `endpoint` seconds of quiet it sends the
-segment's transcript as a final result (`is_final` and `speech_final`). The words are real:
-each segment is transcribed by the project's local STT (pocketsphinx, in its own process).
+messages: it finds speech by energy, sends an interim result (the segment so far) every
+`interim_every` seconds of audio while a segment is open, and after `endpoint` seconds of quiet the segment's
+transcript as a final result (`is_final` and `speech_final`). The words are real: they are
+transcribed by the project's local STT (pocketsphinx, in its own process).
 
 Each connection behaves as the next entry of `modes` says (then "ok"):
 "ok" answers as above; "stall" accepts the audio and never answers (the socket stays up and
@@ -33,12 +34,15 @@ class Connection:
     authorization: str
     audio_seconds: float = 0.0
     transcripts: list[str] = field(default_factory=list)
+    """The final transcripts sent."""
+    interims: int = 0
 
 
 @dataclass
 class FakeDeepgram:
     modes: list[str] = field(default_factory=list)
     endpoint: float = 0.3
+    interim_every: float = 1.0
     connections: list[Connection] = field(default_factory=list)
     _recognizer: stt.STT | None = None
     _runner: web.AppRunner | None = None
@@ -74,47 +78,56 @@ class FakeDeepgram:
         )
         self.connections.append(conn)
         rate = int(request.query.get("sample_rate", "16000"))
-        segment = _Segmenter(rate, self.endpoint)
+        segment = _Segmenter(rate, self.endpoint, self.interim_every)
         async for msg in ws:
             if msg.type == WSMsgType.BINARY:
                 conn.audio_seconds += len(msg.data) / 2 / rate
                 if conn.mode == "stall":
                     continue
-                for pcm, start in segment.push(msg.data):
-                    await self._answer(ws, conn, pcm, start, rate)
+                for pcm, start, final in segment.push(msg.data):
+                    await self._answer(ws, conn, pcm, start, rate, final=final)
             elif msg.type == WSMsgType.TEXT:
                 kind = json.loads(msg.data).get("type")
                 if conn.mode != "stall" and kind in ("Finalize", "CloseStream"):
-                    for pcm, start in segment.finish():
-                        await self._answer(ws, conn, pcm, start, rate)
+                    for pcm, start, final in segment.finish():
+                        await self._answer(ws, conn, pcm, start, rate, final=final)
                 if kind == "CloseStream":
                     break
         await ws.close()
         return ws
 
-    async def _answer(self, ws: web.WebSocketResponse, conn: Connection, pcm: bytes, start: float, rate: int) -> None:
+    async def _answer(
+        self, ws: web.WebSocketResponse, conn: Connection, pcm: bytes, start: float, rate: int, *, final: bool
+    ) -> None:
         assert self._recognizer is not None
         frame = rtc.AudioFrame(pcm, rate, 1, len(pcm) // 2)
         event = await self._recognizer.recognize(frame)
         text = event.alternatives[0].text if event.alternatives else ""
-        conn.transcripts.append(text)
-        await ws.send_str(json.dumps(_results(text, start, len(pcm) / 2 / rate)))
+        if final:
+            conn.transcripts.append(text)
+        else:
+            conn.interims += 1
+        await ws.send_str(json.dumps(_results(text, start, len(pcm) / 2 / rate, final=final)))
 
 
 class _Segmenter:
-    """Speech segments by energy: a segment ends after `endpoint` seconds below the threshold."""
+    """Speech segments by energy: a segment ends after `endpoint` seconds below the threshold.
+    Yields (audio, start, final): the segment so far every `interim_every` seconds while it is
+    open, and the whole segment when it ends."""
 
-    def __init__(self, rate: int, endpoint: float) -> None:
+    def __init__(self, rate: int, endpoint: float, interim_every: float) -> None:
         self.window = int(rate * WINDOW) * 2
         self.quiet_needed = int(endpoint / WINDOW)
+        self.interim_windows = int(interim_every / WINDOW)
         self.pending = b""
         self.speech = bytearray()
         self.position = 0.0
         self.start = 0.0
         self.quiet = 0
+        self.since_interim = 0
 
-    def push(self, data: bytes) -> list[tuple[bytes, float]]:
-        out: list[tuple[bytes, float]] = []
+    def push(self, data: bytes) -> list[tuple[bytes, float, bool]]:
+        out: list[tuple[bytes, float, bool]] = []
         self.pending += data
         while len(self.pending) >= self.window:
             chunk, self.pending = self.pending[: self.window], self.pending[self.window :]
@@ -126,31 +139,34 @@ class _Segmenter:
                 self.quiet = 0
             if self.speech or loud:
                 self.speech += chunk
+                self.since_interim += 1
                 if not loud:
                     self.quiet += 1
-                    if self.quiet >= self.quiet_needed:
-                        out.append((bytes(self.speech), self.start))
-                        self.speech.clear()
-                        self.quiet = 0
+                if self.quiet >= self.quiet_needed:
+                    out.extend(self.finish())
+                elif self.since_interim >= self.interim_windows:
+                    self.since_interim = 0
+                    out.append((bytes(self.speech), self.start, False))
             self.position += WINDOW
         return out
 
-    def finish(self) -> list[tuple[bytes, float]]:
+    def finish(self) -> list[tuple[bytes, float, bool]]:
         if not self.speech:
             return []
-        out = [(bytes(self.speech), self.start)]
+        out = [(bytes(self.speech), self.start, True)]
         self.speech.clear()
         self.quiet = 0
+        self.since_interim = 0
         return out
 
 
-def _results(text: str, start: float, duration: float) -> dict[str, Any]:
+def _results(text: str, start: float, duration: float, *, final: bool) -> dict[str, Any]:
     words = text.split()
     step = duration / max(1, len(words))
     return {
         "type": "Results",
-        "is_final": True,
-        "speech_final": True,
+        "is_final": final,
+        "speech_final": final,
         "start": start,
         "duration": duration,
         "metadata": {"request_id": "fake-request"},
