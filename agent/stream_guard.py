@@ -134,6 +134,11 @@ class GuardedStream(stt.RecognizeStream):
         self.replayed_seconds = 0.0
         """Audio handed to new connections so far (for tests and diagnostics)."""
 
+    @property
+    def deadline(self) -> float | None:
+        """Loop time at which this connection counts as stalled (None: no transcript is owed)."""
+        return None if self._owed_since is None else self._owed_since + self._guard.timeout
+
     # -- what the agent's VAD says ---------------------------------------------------------------
 
     def speech_started(self) -> None:
@@ -155,15 +160,17 @@ class GuardedStream(stt.RecognizeStream):
             self._arm()
 
     def _arm(self) -> None:
-        if self._timer is None and self._owed_since is not None:
-            delay = self._owed_since + self._guard.timeout - self._loop.time()
-            self._timer = self._loop.call_later(max(0.0, delay), self._check)
+        """One timer per owed transcript: progress only moves the deadline, and the timer, when
+        it fires early, re-arms itself for the new one."""
+        if self._timer is None and (deadline := self.deadline) is not None:
+            self._timer = self._loop.call_later(max(0.0, deadline - self._loop.time()), self._check)
 
     def _check(self) -> None:
         self._timer = None
-        if self._owed_since is None:
+        deadline = self.deadline
+        if deadline is None:
             return
-        if self._loop.time() >= self._owed_since + self._guard.timeout:
+        if self._loop.time() >= deadline:
             self._stalled.set()
         else:
             self._arm()
@@ -186,7 +193,7 @@ class GuardedStream(stt.RecognizeStream):
 
     def _keep(self, frame: rtc.AudioFrame) -> None:
         self._kept.append((self._position, frame))
-        self._position += frame.samples_per_channel / frame.sample_rate
+        self._position += frame.duration
         since = self._unanswered_since
         start = self._position - PRE_ROLL if since is None else since - PRE_ROLL
         start = max(start, self._position - MAX_REPLAY)
@@ -206,9 +213,9 @@ class GuardedStream(stt.RecognizeStream):
         inner = self._guard.inner.stream(
             language=self._language, conn_options=replace(self._conn_options, max_retry=0)
         )
-        inner.start_time_offset = max(0.0, self._position - sum(f.duration for f in replay))
+        seconds = sum(f.duration for f in replay)
+        inner.start_time_offset = max(0.0, self._position - seconds)
         if replay:
-            seconds = sum(f.duration for f in replay)
             self.replayed_seconds += seconds
             log.info("giving %.1f s of unanswered speech to the new %s connection", seconds, provider_name(self._guard))
         for frame in replay:
@@ -246,11 +253,7 @@ class GuardedStream(stt.RecognizeStream):
                     raise APITimeoutError(
                         f"no transcript within {self._guard.timeout:g} s of the end of speech"
                     )
-                if input_task in done and input_task.exception() is not None and not events_task.done():
-                    # the inner stream closed under us: its own error (from events) says why
-                    await asyncio.wait({events_task, stall_task}, return_when=asyncio.FIRST_COMPLETED)
-                    if not events_task.done():
-                        raise APITimeoutError("the STT stream stopped taking audio")
+                # input ended (or the inner stream closed under it: its events end with its error)
                 tasks -= done
             events_task.result()
         finally:

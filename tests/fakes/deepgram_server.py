@@ -2,8 +2,9 @@
 
 `/v1/listen` takes the plugin's WebSocket: binary PCM16 audio and `KeepAlive` / `Finalize` /
 `CloseStream` text messages. It answers like Deepgram's live API does, with `Results`
-messages: it finds speech by energy, sends an interim result (the segment so far) every
-`interim_every` seconds of audio while a segment is open, and after `endpoint` seconds of quiet the segment's
+messages: it finds speech by energy, sends an interim result (the words of the last
+`interim_every` seconds: a short decode, so interims keep their pace however long the segment)
+every `interim_every` seconds of audio while a segment is open, and after `endpoint` seconds of quiet the segment's
 transcript as a final result (`is_final` and `speech_final`). The words are real: they are
 transcribed by the project's local STT (pocketsphinx, in its own process).
 
@@ -112,8 +113,8 @@ class FakeDeepgram:
 
 class _Segmenter:
     """Speech segments by energy: a segment ends after `endpoint` seconds below the threshold.
-    Yields (audio, start, final): the segment so far every `interim_every` seconds while it is
-    open, and the whole segment when it ends."""
+    Yields (audio, start, final): the last `interim_every` seconds every `interim_every` seconds
+    while a segment is open, and the whole segment when it ends."""
 
     def __init__(self, rate: int, endpoint: float, interim_every: float) -> None:
         self.window = int(rate * WINDOW) * 2
@@ -146,7 +147,8 @@ class _Segmenter:
                     out.extend(self.finish())
                 elif self.since_interim >= self.interim_windows:
                     self.since_interim = 0
-                    out.append((bytes(self.speech), self.start, False))
+                    recent = self.speech[-self.interim_windows * self.window :]
+                    out.append((bytes(recent), self.start, False))
             self.position += WINDOW
         return out
 
