@@ -14,6 +14,9 @@ but shows progress meanwhile).
 Every new connection (after a stall, a dropped socket or a provider error) is first given the
 audio of the speech that has not been answered yet, from just before the earliest unanswered
 segment began, so an utterance spoken into a dead connection still reaches the next one whole.
+For a fallback chain that includes the chain dropping a failed provider: livekit's adapter
+would go on to the next provider with only the audio from then on, so the guard opens a new
+stream of the chain instead, which starts with that next provider and gets the replay.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from livekit.agents.types import (
     APIConnectOptions,
     NotGivenOr,
 )
+from livekit.agents.utils import aio
 
 from providers.provider_errors import provider_name
 
@@ -131,6 +135,7 @@ class GuardedStream(stt.RecognizeStream):
         """Position when the last transcript arrived."""
         self._timer: asyncio.TimerHandle | None = None
         self._stalled = asyncio.Event()
+        self._handed_over = asyncio.Event()
         self.replayed_seconds = 0.0
         """Audio handed to new connections so far (for tests and diagnostics)."""
 
@@ -209,6 +214,30 @@ class GuardedStream(stt.RecognizeStream):
     # -- one attempt ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        self._stalled.clear()
+        if self._owed_since is not None:  # the new connection gets the whole deadline
+            self._owed_since = self._loop.time()
+        chain = self._guard.inner if isinstance(self._guard.inner, stt.FallbackAdapter) else None
+        if chain is not None:
+            chain.on("stt_availability_changed", self._on_availability)
+        try:
+            while await self._connect():
+                pass
+        finally:
+            if chain is not None:
+                chain.off("stt_availability_changed", self._on_availability)
+
+    def _on_availability(self, ev: stt.AvailabilityChangedEvent) -> None:
+        """A provider of the chain failed. livekit's adapter goes on to the next provider within
+        the same stream, giving it only the audio from then on; a new stream of the chain, which
+        starts with that same next provider, is given the unanswered speech first."""
+        if not ev.available:
+            self._handed_over.set()
+
+    async def _connect(self) -> bool:
+        """One connection of the inner STT, given the unanswered speech first. True: the chain
+        dropped a provider, and a new connection should take over."""
+        self._handed_over.clear()
         replay = self._replay()
         inner = self._guard.inner.stream(
             language=self._language, conn_options=replace(self._conn_options, max_retry=0)
@@ -220,9 +249,6 @@ class GuardedStream(stt.RecognizeStream):
             log.info("giving %.1f s of unanswered speech to the new %s connection", seconds, provider_name(self._guard))
         for frame in replay:
             inner.push_frame(frame)
-        self._stalled.clear()
-        if self._owed_since is not None:  # the new connection gets the whole deadline
-            self._owed_since = self._loop.time()
 
         async def forward_input() -> None:
             async for item in self._input_ch:
@@ -244,7 +270,8 @@ class GuardedStream(stt.RecognizeStream):
         input_task = asyncio.create_task(forward_input(), name="stt-guard-input")
         events_task = asyncio.create_task(forward_events(), name="stt-guard-events")
         stall_task = asyncio.create_task(self._stalled.wait(), name="stt-guard-stall")
-        tasks: set[asyncio.Task[Any]] = {input_task, events_task, stall_task}
+        handover_task = asyncio.create_task(self._handed_over.wait(), name="stt-guard-handover")
+        tasks: set[asyncio.Task[Any]] = {input_task, events_task, stall_task, handover_task}
         try:
             while not events_task.done():
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -253,15 +280,31 @@ class GuardedStream(stt.RecognizeStream):
                     raise APITimeoutError(
                         f"no transcript within {self._guard.timeout:g} s of the end of speech"
                     )
+                if handover_task in done and not events_task.done():
+                    return True
                 # input ended (or the inner stream closed under it: its events end with its error)
                 tasks -= done
             events_task.result()
+            return False
         finally:
-            for task in (input_task, events_task, stall_task):
+            for task in tasks | {input_task, events_task, stall_task, handover_task}:
                 task.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
-                await asyncio.gather(input_task, events_task, stall_task, return_exceptions=True)
+                await asyncio.gather(input_task, events_task, stall_task, handover_task, return_exceptions=True)
             await inner.aclose()
+            await self._end_recovery_probes()
+
+    async def _end_recovery_probes(self) -> None:
+        """livekit's chain probes a failed provider with a stream fed by the chain's stream that
+        dropped it; with that stream closed the probe would hear nothing and, still pending, keep
+        the next stream from starting its own. End the probes so the next stream starts fresh ones."""
+        chain = self._guard.inner
+        if not isinstance(chain, stt.FallbackAdapter):
+            return
+        for status in getattr(chain, "_status", ()):
+            task = getattr(status, "recovering_stream_task", None)
+            if task is not None and not task.done():
+                await aio.cancel_and_wait(task)
 
     async def _metrics_monitor_task(self, event_aiter: Any) -> None:
         # the inner stream reports usage on the inner STT, forwarded by StallGuardSTT; emitting

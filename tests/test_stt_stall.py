@@ -47,7 +47,8 @@ def _simulation(
     else:
         turn = TurnSettings(_env_file=None, mode=turn_mode)  # type: ignore[call-arg]
     s = settings(speech=speech, turn=turn, **overrides)
-    return Simulation(s, vad=load_vad(s), speed=1.0, conversation_id="stall", events=events)
+    # faster than real time: the deadlines are wall-clock seconds, the fake endpoints on audio time
+    return Simulation(s, vad=load_vad(s), speed=2.5, conversation_id="stall", events=events)
 
 
 def _envelopes(events: io.StringIO) -> list[dict[str, Any]]:
@@ -120,6 +121,51 @@ async def test_stalled_provider_in_a_chain_hands_over_to_the_next(fake_deepgram:
     assert any(e["message"].startswith("deepgram,local: no transcript within") for e in errors), errors
     assert any(e["code"] == "unavailable" and "deepgram" in e["message"] for e in errors), errors
     assert sim.result.reply_seconds > 0.5
+
+
+async def test_failed_provider_in_a_chain_hands_its_unanswered_speech_to_the_next(fake_deepgram: FakeDeepgram) -> None:
+    """STT_PROVIDERS=deepgram,local and every Deepgram connection closes with 1011 after 2.5 s of
+    audio it never answered. livekit's chain moves on to the local STT by itself, but would give
+    it only the audio from then on; the guard hands the new provider the unanswered speech, so
+    the words spoken into the failed connection ("and so my fellow americans") are transcribed."""
+    from agent.audio_files import decode_file
+    from agent.simulate import INPUT_RATE
+
+    fake_deepgram.modes = ["fail"] * 10
+    events = io.StringIO()
+    sim = _simulation(fake_deepgram, events, stt_providers="deepgram,local")
+    assert await play_and_settle(sim, decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE), limit=40)
+    first = fake_deepgram.connections[0]
+    assert first.mode == "fail" and first.audio_seconds >= 2.5 and first.transcripts == []
+    heard = " ".join(sim.result.user_turns).lower()
+    assert re.search(r"\band \w+ my fellow american", heard) and "what you can do for" in heard, heard
+    errors = [e["data"] for e in _envelopes(events) if e["type"] == "error"]
+    assert [e["code"] for e in errors] == ["unavailable"], errors
+    assert "deepgram" in errors[0]["message"], errors
+    assert sim.result.reply_seconds > 0.5
+
+
+async def test_failed_provider_recovers_while_the_chain_runs_on_the_next(fake_deepgram: FakeDeepgram) -> None:
+    """Deepgram's first connection fails, later ones work: the chain hands over to the local STT
+    (with the unanswered speech) and keeps probing Deepgram with the live audio; the probe's
+    first transcript makes Deepgram available again. (The probe that livekit's chain opened at
+    the failure belonged to the stream the guard closed; the next stream must start its own.)"""
+    from agent.audio_files import decode_file
+    from agent.simulate import INPUT_RATE
+    from agent.stt_wrapper import WrappedSTT
+
+    fake_deepgram.modes = ["fail"]
+    events = io.StringIO()
+    sim = _simulation(fake_deepgram, events, stt_providers="deepgram,local")
+    assert await play_and_settle(sim, decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE), limit=40)
+    heard = " ".join(sim.result.user_turns).lower()
+    assert "fellow american" in heard and "what you can do for" in heard, heard
+    probes = [c for c in fake_deepgram.connections[1:] if c.transcripts]
+    assert probes, [(c.mode, c.audio_seconds) for c in fake_deepgram.connections]
+    chain = sim.session.stt
+    while isinstance(chain, WrappedSTT):
+        chain = chain.inner
+    assert [status.available for status in chain._status] == [True, True]
 
 
 async def test_stt_turn_mode_follows_the_providers_endpoints(fake_deepgram: FakeDeepgram) -> None:

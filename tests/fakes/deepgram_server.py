@@ -10,7 +10,9 @@ transcribed by the project's local STT (pocketsphinx, in its own process).
 
 Each connection behaves as the next entry of `modes` says (then "ok"):
 "ok" answers as above; "stall" accepts the audio and never answers (the socket stays up and
-pings are answered: what a provider stuck mid-session looks like to the client).
+pings are answered: what a provider stuck mid-session looks like to the client); "fail" accepts
+`fail_after` seconds of audio without answering, then closes the socket with 1011 (an internal
+error: what a provider crashing mid-utterance looks like).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class FakeDeepgram:
     modes: list[str] = field(default_factory=list)
     endpoint: float = 0.3
     interim_every: float = 1.0
+    fail_after: float = 2.5
     connections: list[Connection] = field(default_factory=list)
     _recognizer: stt.STT | None = None
     _runner: web.AppRunner | None = None
@@ -83,13 +86,16 @@ class FakeDeepgram:
         async for msg in ws:
             if msg.type == WSMsgType.BINARY:
                 conn.audio_seconds += len(msg.data) / 2 / rate
-                if conn.mode == "stall":
+                if conn.mode == "fail" and conn.audio_seconds >= self.fail_after:
+                    await ws.close(code=1011, message=b"internal error")
+                    return ws
+                if conn.mode in ("stall", "fail"):
                     continue
                 for pcm, start, final in segment.push(msg.data):
                     await self._answer(ws, conn, pcm, start, rate, final=final)
             elif msg.type == WSMsgType.TEXT:
                 kind = json.loads(msg.data).get("type")
-                if conn.mode != "stall" and kind in ("Finalize", "CloseStream"):
+                if conn.mode == "ok" and kind in ("Finalize", "CloseStream"):
                     for pcm, start, final in segment.finish():
                         await self._answer(ws, conn, pcm, start, rate, final=final)
                 if kind == "CloseStream":
