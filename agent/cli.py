@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    from .log_redaction import install as redact_logs
+
+    redact_logs()
     if command not in LIVEKIT_COMMANDS:
         logging.basicConfig(
             level=log_level(),

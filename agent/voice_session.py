@@ -33,7 +33,14 @@ from livekit.agents.voice.events import (
 from brain import TextDelta, TurnDone, TurnStarted, VoiceBrain
 from brain.turn import new_turn_id
 from bridge import BridgeOptions, EventBridge, attach_event_bridge
-from providers.provider_errors import ProviderErrorReport, log_provider_error, provider_name
+from providers.provider_errors import (
+    ProviderErrorReport,
+    classify_provider_error,
+    log_provider_error,
+    provider_name,
+    safe_message,
+    unwrap_provider_error,
+)
 
 from . import apology
 from .audio_io import MonoInput
@@ -157,6 +164,8 @@ class BaseVoiceSession:
         self.errors: list[ProviderErrorReport] = []
         """Every provider failure reported in this session (for tests and diagnostics)."""
         self._budget = ErrorBudget(session)
+        self._last_member_error: dict[int, Any] = {}
+        """The last error event of each provider inside a fallback chain, by id()."""
         self._close_callbacks: list[Callable[[str], None]] = []
         self._goodbye_task: asyncio.Task[None] | None = None
         self.bridge: EventBridge | None = None
@@ -259,26 +268,36 @@ class BaseVoiceSession:
 
     def _watch_fallback_chains(self) -> None:
         """livekit's fallback adapters hand over to the next provider without a session error;
-        clients and the log still hear which provider failed (the turn carries on)."""
+        clients and the log still hear which provider failed and why (the turn carries on)."""
         stt_chain = self.session.stt
         while isinstance(stt_chain, WrappedSTT):  # the agent's guards wrap a chain
             stt_chain = stt_chain.inner
+        chains: list[tuple[Any, str, str]] = []
         if isinstance(stt_chain, stt.FallbackAdapter):
-            stt_chain.on("stt_availability_changed", self._on_availability_changed)
+            chains.append((stt_chain, "stt_availability_changed", "_stt_instances"))
         if isinstance(self.session.tts, tts.FallbackAdapter):
-            self.session.tts.on("tts_availability_changed", self._on_availability_changed)
+            chains.append((self.session.tts, "tts_availability_changed", "_tts_instances"))
+        for chain, event, members in chains:
+            chain.on(event, self._on_availability_changed)
+            for member in getattr(chain, members, ()):  # livekit-agents 1.x keeps them there
+                member.on("error", lambda ev, member=member: self._last_member_error.__setitem__(id(member), ev))
 
     def _on_availability_changed(self, ev: Any) -> None:
-        provider = provider_name(getattr(ev, "stt", None) or getattr(ev, "tts", None))
+        member = getattr(ev, "stt", None) or getattr(ev, "tts", None)
+        provider = provider_name(member)
+        cause = self._last_member_error.pop(id(member), None)
         if ev.available:
             log.info("provider %s is available again", provider)
             return
+        # the member's own last error says why (a bad key reads `auth`, not just `unavailable`)
+        code, retryable = classify_provider_error(cause) if cause is not None else ("unavailable", True)
+        why = f" ({safe_message(unwrap_provider_error(cause))})" if cause is not None else ""
         report = ProviderErrorReport(
             provider=provider,
-            code="unavailable",
-            message=f"{provider} failed; the next provider in the chain takes over",
+            code=code,
+            message=f"{provider} failed{why}; the next provider in the chain takes over",
             recoverable=True,
-            retryable=True,
+            retryable=retryable,
         )
         log_provider_error(report, log)
         self.publish_report(report)

@@ -33,6 +33,7 @@ from brain import create_voice_brain
 from .allocator import pin_mmap_threshold
 from .config import AgentSettings
 from .health import VoiceAgentServer
+from .log_redaction import install as redact_logs
 from .startup_checks import check_configuration
 from .turns import vad_load_kwargs
 from .voice_session import BaseVoiceSession, VoiceSession, build_agent_session
@@ -110,6 +111,7 @@ class VoiceWorker:
         mid-session, and its pages stay shared with the forkserver.
         """
         pin_mmap_threshold()  # VAD speech buffers go back to the system when sessions end
+        redact_logs()  # a job process's own log records too (agent.log_redaction)
         if self.settings.mode == "pipeline":
             proc.userdata["vad"] = load_vad(self.settings)
         gc.collect()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Literal
 
 ErrorCode = Literal[
@@ -18,6 +19,25 @@ ErrorCode = Literal[
 ]
 
 
+_SECRET_PATTERNS = [
+    (re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-*]{6,}"), "[redacted]"),  # OpenAI-style keys, masked or not
+    (re.compile(r"\bAIza[0-9A-Za-z_\-]{10,}"), "[redacted]"),  # Google API keys
+    (re.compile(r"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), "[redacted]"),  # JWTs (LiveKit tokens)
+    (re.compile(r"\b(Bearer|Token|Basic)\s+[A-Za-z0-9_\-.*=+/]{8,}"), r"\1 [redacted]"),
+    (re.compile(r"([?&](?:key|api_key|apikey|token|access_token)=)[^&\s'\"]+", re.I), r"\1[redacted]"),
+    (re.compile(r"\b[0-9a-fA-F]{32,}\b"), "[redacted]"),  # hex keys (Deepgram, ...)
+]
+
+
+def redact_secrets(text: str) -> str:
+    """`text` with anything shaped like a credential replaced: provider error messages echo
+    keys (OpenAI's 401 names the key it got, masked but for its last characters), URLs carry
+    `?key=`, and these messages go to logs and to clients."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
 class BrainError(Exception):
     """Base class. `code` is stable across releases; `message` is for humans."""
 
@@ -25,6 +45,7 @@ class BrainError(Exception):
     retryable: ClassVar[bool] = False
 
     def __init__(self, message: str, *, provider: str | None = None, status: int | None = None):
+        message = redact_secrets(message)
         super().__init__(message)
         self.message = message
         self.provider = provider

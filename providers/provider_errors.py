@@ -20,6 +20,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from brain.errors import redact_secrets
+
 ProviderErrorCode = Literal["auth", "rate_limited", "timeout", "unavailable", "bad_request", "protocol"]
 
 RETRYABLE: dict[str, bool] = {
@@ -186,7 +188,7 @@ def _classify_one(exc: BaseException) -> ProviderErrorCode | None:
 
 def classify_provider_error(error: Any) -> tuple[ProviderErrorCode, bool]:
     """`(code, retryable)` for an exception (or an LLMError/STTError/TTSError/RealtimeModelError)."""
-    exc = _unwrap(error)
+    exc = unwrap_provider_error(error)
     if exc is None:
         return "unavailable", True
     chain = _chain(exc)
@@ -202,14 +204,15 @@ def classify_provider_error(error: Any) -> tuple[ProviderErrorCode, bool]:
     return "unavailable", True
 
 
-def _unwrap(error: Any) -> BaseException | None:
+def unwrap_provider_error(error: Any) -> BaseException | None:
+    """The exception inside a livekit `*Error` model or `ErrorEvent` (or `error` itself)."""
     if isinstance(error, BaseException):
         return error
     inner = getattr(error, "error", None)  # livekit's *Error models and ErrorEvent
     if isinstance(inner, BaseException):
         return inner
     if inner is not None:
-        return _unwrap(inner)
+        return unwrap_provider_error(inner)
     return None
 
 
@@ -224,7 +227,7 @@ def safe_message(exc: BaseException | None, *, limit: int = _MAX_MESSAGE) -> str
         text = message if str(status) in message or status < 0 else f"{message} (HTTP {status})"
     else:
         text = str(exc).strip() or type(exc).__name__
-    text = " ".join(text.split())
+    text = redact_secrets(" ".join(text.split()))
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return text
@@ -262,7 +265,7 @@ def describe_session_error(event: Any) -> ProviderErrorReport:
     exception; `event.source` is the plugin instance (its tagged name is used when known).
     """
     wrapped = getattr(event, "error", event)
-    exc = _unwrap(wrapped)
+    exc = unwrap_provider_error(wrapped)
     code, retryable = classify_provider_error(exc if exc is not None else wrapped)
     recoverable = bool(getattr(wrapped, "recoverable", True))
     name = provider_name(getattr(event, "source", None))

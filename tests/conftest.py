@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 from collections.abc import Iterator
 
 import pytest
@@ -16,3 +17,20 @@ def _no_frozen_heap() -> Iterator[None]:
     yield
     if gc.get_freeze_count():
         gc.unfreeze()
+
+
+@pytest.fixture(autouse=True)
+def _default_log_records() -> Iterator[None]:
+    """`VoiceWorker.setup` and the CLI install the redacting log-record factory process-wide
+    (right for a worker, not for the test run): put the previous one back after every test."""
+    factory = logging.getLogRecordFactory()
+    yield
+    logging.setLogRecordFactory(factory)
+
+
+@pytest.fixture
+def redacted_logs() -> None:
+    """The agent's log redaction, as the CLI and the worker install it (undone after the test)."""
+    from agent.log_redaction import install
+
+    install()

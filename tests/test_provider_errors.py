@@ -134,3 +134,36 @@ def test_untagged_source_and_unrecoverable_error() -> None:
     assert (report.provider, report.code, report.recoverable) == ("api.example.com", "timeout", False)
     status = APIStatusError("quota exceeded", status_code=429, body={"detail": "x" * 1000})
     assert describe_session_error(SessionErrorEvent(error=status, source=None)).message == "quota exceeded (HTTP 429)"
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        # OpenAI's 401 names the key it was given, masked but for its last characters
+        ("Incorrect API key provided: sk-proj-****************************wXyZ. You can find...", "wXyZ"),
+        ("invalid key sk-abcdef0123456789", "abcdef0123456789"),
+        ("GET https://generativelanguage.googleapis.com/ws?key=AIzaSyD-0123456789abcdefghij failed", "AIzaSy"),
+        ("request with ?alt=sse&key=plain-secret-value refused", "plain-secret-value"),
+        ("Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyIn0.c2lnbmF0dXJl", "eyJ"),
+        ("Token 0123456789abcdef0123456789abcdef01234567 rejected", "0123456789abcdef"),
+    ],
+)
+def test_credentials_in_provider_messages_are_redacted(text: str, secret: str) -> None:
+    """Provider messages reach logs and clients: whatever is shaped like a credential is
+    replaced, in the provider report and in brain errors alike; the rest of the message stays."""
+    from brain.errors import AuthError
+
+    report = describe_session_error(SessionErrorEvent(error=APIStatusError(text, status_code=401), source=None))
+    assert secret not in report.message and "[redacted]" in report.message, report.message
+    assert report.code == "auth"
+    brain_error = AuthError(text, provider="openai")
+    assert secret not in brain_error.message and secret not in str(brain_error)
+    assert text.split()[0] in report.message  # the words around it are kept
+
+
+def test_redaction_leaves_ordinary_messages_alone() -> None:
+    from brain.errors import redact_secrets
+
+    for text in ("OPENAI_API_KEY is not set", "deepgram connection closed unexpectedly (HTTP 1011)",
+                 "Incorrect API key provided. See https://platform.openai.com/account/api-keys"):
+        assert redact_secrets(text) == text

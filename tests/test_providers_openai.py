@@ -61,6 +61,7 @@ class FakeOpenAIAudio:
 
     transcript: str = "hello from the fake server"
     stt_status: int = 200
+    stt_error: str = "boom"
     tts_mode: str = "ok"  # ok | drop: accept the request, then close before any audio
     requests: list[dict[str, Any]] = field(default_factory=list)
     base_url: str = ""
@@ -80,7 +81,7 @@ class FakeOpenAIAudio:
         )
         if self.stt_status != 200:
             body = {
-                "error": {"message": "boom", "type": "server_error", "param": None, "code": None}
+                "error": {"message": self.stt_error, "type": "server_error", "param": None, "code": None}
             }
             return web.json_response(body, status=self.stt_status)
         return web.json_response({"text": self.transcript})
@@ -206,6 +207,49 @@ async def test_stt_fallback_hands_the_turn_to_the_next_provider(
     assert len(fake_openai.requests) >= 1  # the primary was asked first and failed
     assert "country" in event.alternatives[0].text.split()  # ...the local STT answered
     assert (changes[0][1], len(changes)) == (False, 1)
+
+
+@pytest.mark.usefixtures("redacted_logs")
+async def test_a_failing_chain_member_is_reported_with_its_own_code_and_no_key(
+    fake_openai: FakeOpenAIAudio, caplog: pytest.LogCaptureFixture
+) -> None:
+    """STT_PROVIDERS=openai,local and openai answers 401 naming the (masked) key, as OpenAI does:
+    the local STT transcribes, and clients get one `auth` error envelope (not a bare
+    `unavailable`) naming openai, with no part of the key in it, nor in the log (livekit's
+    adapter logs the provider's message too)."""
+    from agent.voice_session import VoiceSession, build_agent_session
+    from agent.worker import load_vad
+    from brain import create_voice_brain
+    from bridge import MemoryTransport
+    from providers import LocalTTS
+
+    from .agent_fakes import settings
+
+    fake_openai.stt_status = 401
+    fake_openai.stt_error = "Incorrect API key provided: sk-plac*******lder. You can find your API key at https://platform.openai.com/account/api-keys."
+    s = settings(speech=_settings(fake_openai, STT_PROVIDERS="openai,local", TTS_PROVIDERS="local"))
+    vad = load_vad(s)
+    engine = create_stt(s.speech, vad=vad)
+    session = build_agent_session(s, vad=vad, stt=engine, tts=LocalTTS())
+    voice = VoiceSession(s, brain=create_voice_brain(s.brain), session=session, conversation_id="auth")
+    transport = MemoryTransport(participants=["user"])
+    bridge = voice.attach_bridge(transport, served_identity="user")
+    assert bridge is not None
+    try:
+        event = await engine.recognize(_jfk())
+        await bridge.aclose()
+    finally:
+        await session.aclose()
+        await engine.aclose()
+    assert fake_openai.requests and "country" in event.alternatives[0].text.split()
+    errors = [e["data"] for e in map(json.loads, (x.envelope_json for x in transport.sent)) if e["type"] == "error"]
+    assert [(e["code"], e["fatal"]) for e in errors] == [("auth", False)], errors
+    message = errors[0]["message"]
+    assert message.startswith("openai failed (") and "Incorrect API key provided: [redacted]" in message, message
+    assert "next provider" in message and "plac" not in message and "lder" not in message
+    assert [(r.provider, r.code) for r in voice.errors] == [("openai", "auth")]
+    assert "switching to next STT" in caplog.text and "provider=openai code=auth" in caplog.text
+    assert "plac" not in caplog.text and "lder" not in caplog.text
 
 
 async def test_stt_chain_failing_mid_session_loses_no_words(fake_openai: FakeOpenAIAudio) -> None:
