@@ -60,10 +60,10 @@ class TurnSettings(BaseSettings):
 
     # Silero VAD
     vad_engine: VadEngine = Field(
-        default="plugin",
-        description="Which Silero runs: 'plugin' (livekit-plugins-silero, ONNX Runtime) or 'native' "
-        "(livekit-local-inference's build, bundled with livekit-agents: same model and knobs, "
-        "1-2 % of a core less per session, BENCHMARKS.md 'Density').",
+        default="native",
+        description="Which Silero runs: 'native' (livekit-local-inference's build, bundled with "
+        "livekit-agents: a quarter less CPU per session, the same turns; BENCHMARKS.md 'Density') "
+        "or 'plugin' (livekit-plugins-silero on ONNX Runtime).",
     )
     vad_min_silence_duration: float = Field(default=0.5, gt=0.0)
     vad_min_speech_duration: float = Field(default=0.05, gt=0.0)

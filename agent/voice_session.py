@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,9 @@ from .turn_tracker import TrackedTurn, TurnTracker
 from .turns import session_turn_kwargs
 
 log = logging.getLogger("agent.session")
+_CAUSE_MAX_AGE = 30.0
+"""Seconds a chain member's error explains its dropping out of the chain (livekit fails over
+within its retries, seconds after the error)."""
 
 DEFAULT_FALSE_INTERRUPTION_TIMEOUT = 2.0  # livekit-agents' default (voice/turn.py)
 DEFAULT_CLOSE_TRANSCRIPT_TIMEOUT = 2.0  # livekit-agents' default (AgentSession)
@@ -286,6 +290,8 @@ class BaseVoiceSession:
         member = getattr(ev, "stt", None) or getattr(ev, "tts", None)
         provider = provider_name(member)
         cause = self._last_member_error.pop(id(member), None)
+        if cause is not None and time.time() - getattr(cause, "timestamp", 0.0) > _CAUSE_MAX_AGE:
+            cause = None  # an old, retried error: not why the provider dropped out now (a stall)
         if ev.available:
             log.info("provider %s is available again", provider)
             return

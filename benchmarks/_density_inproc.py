@@ -13,7 +13,6 @@ from _density_session import (
     density_settings,
     load_clip,
     loop_thread_cpu_seconds,
-    make_vad,
     memory_mb,
     pct,
     stagger,
@@ -21,11 +20,13 @@ from _density_session import (
 
 
 async def run_inproc(
-    k: int, *, spread: float = 2.0, stack: str = "ours", vad_kind: str = "silero", input_rate: int = 24_000
+    k: int, *, spread: float = 2.0, stack: str = "ours", input_rate: int = 24_000
 ) -> dict[str, Any]:
+    from agent.worker import load_vad
+
     settings = density_settings()
     clip = load_clip(input_rate)
-    vad = make_vad(vad_kind, settings)
+    vad = load_vad(settings)  # as the worker's setup does
     idle = memory_mb()
     sessions = [DensitySession(i, vad, settings, clip, stack=stack) for i in range(k)]
     await asyncio.gather(*(s.start() for s in sessions))
@@ -51,7 +52,7 @@ async def run_inproc(
     return {
         "mode": "inproc",
         "stack": stack,
-        "vad": vad_kind,
+        "vad": settings.turn.vad_engine,
         "input_rate": input_rate,
         "k": k,
         "clip_s": clip.duration,

@@ -195,7 +195,7 @@ async def run_jobs(
     return {
         "mode": "jobs",
         "stack": stack,
-        "vad": "silero",
+        "vad": settings.turn.vad_engine,
         "input_rate": input_rate,
         "k": k,
         "warm_s": warm_s,

@@ -190,8 +190,14 @@ class SessionResult:
         return d
 
 
+ENV_VAD_ENGINE = "DENSITY_VAD_ENGINE"
+"""Set by the benchmark when it asks for a VAD engine other than the default (job processes
+inherit it)."""
+
+
 def density_settings() -> Any:
-    """The project's defaults (no .env): turn handling, bridge; offline brain, no greeting."""
+    """The project's defaults (no .env): turn handling, bridge; offline brain, no greeting.
+    The VAD engine is the default unless `DENSITY_VAD_ENGINE` names one."""
     from agent.config import AgentSettings
     from agent.turns import TurnSettings
     from brain import BrainConfig
@@ -200,33 +206,16 @@ def density_settings() -> Any:
 
     for var in [v for v in os.environ if v.startswith(("TURN_", "BRAIN_", "BRIDGE_", "AGENT_"))]:
         del os.environ[var]  # measure the code's defaults, not this shell's
+    engine = {"vad_engine": os.environ[ENV_VAD_ENGINE]} if os.environ.get(ENV_VAD_ENGINE) else {}
     return AgentSettings(
         _env_file=None,  # type: ignore[call-arg]
         brain=BrainConfig(_env_file=None, backend="offline"),  # type: ignore[call-arg]
         speech=SpeechSettings(_env_file=None),  # type: ignore[call-arg]
-        turn=TurnSettings(_env_file=None),  # type: ignore[call-arg]
+        turn=TurnSettings(_env_file=None, **engine),  # type: ignore[call-arg]
         bridge=BridgeConfig(_env_file=None),  # type: ignore[call-arg]
         greeting_mode="off",
         inactivity_timeout=0,
     )
-
-
-VADS = ("silero", "local")
-
-
-def make_vad(kind: str, settings: Any) -> Any:
-    """`silero`: what the worker loads (livekit-plugins-silero, ONNX in the loop's executor).
-    `local`: livekit-local-inference's native Silero (`livekit.agents.inference.VAD`), same knobs."""
-    from agent.turns import vad_load_kwargs
-    from agent.worker import load_vad
-
-    if kind == "silero":
-        return load_vad(settings)
-    if kind == "local":
-        from livekit.agents import inference
-
-        return inference.VAD(**vad_load_kwargs(settings.turn))
-    raise ValueError(f"vad must be one of {VADS}, got {kind!r}")
 
 
 STACKS = ("ours", "bare")

@@ -55,18 +55,18 @@ class _ErrorCounter(logging.Handler):
 
 def _child(mode: str, k: int, spread: float, stack: str, vad: str, rate: int, out: Path) -> None:
     logging.basicConfig(level=logging.ERROR)
+    if vad:  # read by density_settings, here and in the job processes
+        os.environ["DENSITY_VAD_ENGINE"] = vad
     errors = _ErrorCounter()
     logging.getLogger().addHandler(errors)
     if mode == "inproc":
         from _density_inproc import run_inproc
 
-        result = asyncio.run(run_inproc(k, spread=spread, stack=stack, vad_kind=vad, input_rate=rate))
+        result = asyncio.run(run_inproc(k, spread=spread, stack=stack, input_rate=rate))
     else:
         from _density_jobs import run_jobs
 
         with tempfile.TemporaryDirectory(prefix="density-") as d:
-            if vad != "silero":
-                raise SystemExit("--vad local is for --modes inproc (job processes run the worker's own setup)")
             result = asyncio.run(run_jobs(k, Path(d), spread=spread, stack=stack, input_rate=rate))
     result["logged_errors"] = errors.counts  # e.g. livekit's "error initializing process" (retried)
     out.write_text(json.dumps(result))
@@ -104,7 +104,7 @@ def summarize(r: dict[str, Any]) -> dict[str, Any]:
         "mode": r["mode"],
         "stack": ", ".join(
             [r["stack"]]
-            + ([f"{r['vad']} VAD"] if r.get("vad", "silero") != "silero" else [])
+            + ([f"{r['vad']} VAD"] if r.get("vad") else [])
             + ([f"{r['input_rate'] // 1000} kHz in"] if r.get("input_rate", 24_000) != 24_000 else [])
         ),
         "k": k,
@@ -190,8 +190,9 @@ def main() -> None:
     p.add_argument("--stacks", default="ours",
                    help="ours (brain + bridge) and/or bare (the same session with a plain livekit Agent)")
     p.add_argument("--json", type=Path, help="write raw results and the summary here")
-    p.add_argument("--vad", default="silero", choices=["silero", "local"],
-                   help="silero: the worker's (default); local: livekit-local-inference's native VAD (inproc only)")
+    p.add_argument("--vad", default="", choices=["", "native", "plugin"],
+                   help="Silero engine (TURN_VAD_ENGINE): native (livekit-local-inference's, the default) "
+                   "or plugin (livekit-plugins-silero); both modes")
     p.add_argument("--input-rate", type=int, default=24_000,
                    help="microphone rate: 24000 (RoomIO's default) or e.g. 16000 (the VAD's own rate)")
     p.add_argument("--child", choices=["inproc", "jobs"], help=argparse.SUPPRESS)

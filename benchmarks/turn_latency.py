@@ -98,7 +98,12 @@ def _project(overrides: dict[str, str]) -> Callable[[], SessionFactory]:
         extra: dict[str, Any] = dict(overrides)
         settings = TurnSettings(_env_file=None, **extra)  # type: ignore[call-arg]
         logging.getLogger("turn_latency").info("project settings: %s", settings.model_dump())
-        vad = silero.VAD.load(**vad_load_kwargs(settings))
+        if settings.vad_engine == "native":  # as agent.worker.load_vad does
+            from livekit.agents import inference
+
+            vad: Any = inference.VAD(**vad_load_kwargs(settings))
+        else:
+            vad = silero.VAD.load(**vad_load_kwargs(settings))
         return lambda **kw: AgentSession(
             vad=vad, **session_turn_kwargs(settings, stt_streaming=False), **kw
         )
