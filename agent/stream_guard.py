@@ -287,7 +287,7 @@ class GuardedStream(stt.RecognizeStream):
             events_task.result()
             return False
         finally:
-            for task in tasks | {input_task, events_task, stall_task, handover_task}:
+            for task in (input_task, events_task, stall_task, handover_task):
                 task.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.gather(input_task, events_task, stall_task, handover_task, return_exceptions=True)

@@ -23,7 +23,8 @@ _SECRET_PATTERNS = [
     (re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-*]{6,}"), "[redacted]"),  # OpenAI-style keys, masked or not
     (re.compile(r"\bAIza[0-9A-Za-z_\-]{10,}"), "[redacted]"),  # Google API keys
     (re.compile(r"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), "[redacted]"),  # JWTs (LiveKit tokens)
-    (re.compile(r"\b(Bearer|Token|Basic)\s+[A-Za-z0-9_\-.*=+/]{8,}"), r"\1 [redacted]"),
+    # a scheme and a credential-like value (with a digit: "Token estimation failed" stays)
+    (re.compile(r"\b(Bearer|Token|Basic)\s+(?=[A-Za-z_\-.*=+/]*\d)[A-Za-z0-9_\-.*=+/]{8,}"), r"\1 [redacted]"),
     (re.compile(r"([?&](?:key|api_key|apikey|token|access_token)=)[^&\s'\"]+", re.I), r"\1[redacted]"),
     (re.compile(r"\b[0-9a-fA-F]{32,}\b"), "[redacted]"),  # hex keys (Deepgram, ...)
 ]

@@ -165,5 +165,6 @@ def test_redaction_leaves_ordinary_messages_alone() -> None:
     from brain.errors import redact_secrets
 
     for text in ("OPENAI_API_KEY is not set", "deepgram connection closed unexpectedly (HTTP 1011)",
-                 "Incorrect API key provided. See https://platform.openai.com/account/api-keys"):
+                 "Incorrect API key provided. See https://platform.openai.com/account/api-keys",
+                 "Token estimation failed for the prompt"):
         assert redact_secrets(text) == text
