@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -284,7 +285,10 @@ class BaseVoiceSession:
         for chain, event, members in chains:
             chain.on(event, self._on_availability_changed)
             for member in getattr(chain, members, ()):  # livekit-agents 1.x keeps them there
-                member.on("error", lambda ev, member=member: self._last_member_error.__setitem__(id(member), ev))
+                member.on("error", functools.partial(self._remember_member_error, member))
+
+    def _remember_member_error(self, member: Any, ev: Any) -> None:
+        self._last_member_error[id(member)] = ev
 
     def _on_availability_changed(self, ev: Any) -> None:
         member = getattr(ev, "stt", None) or getattr(ev, "tts", None)

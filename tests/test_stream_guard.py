@@ -142,7 +142,7 @@ async def test_interim_transcripts_restart_the_deadline_but_do_not_answer() -> N
     transcripts: each one moves the deadline; once they stop, the stall, and the segment (never
     finalised) is replayed."""
     inner = ScriptedSTT()
-    guard = StallGuardSTT(inner, timeout=1.0)
+    guard = StallGuardSTT(inner, timeout=3.0)  # ample for the interim to arrive first, even on a loaded machine
     stream = guard.stream(conn_options=APIConnectOptions(max_retry=1, retry_interval=0.0))
     reader = asyncio.create_task(_read(stream, []))
     feed = Feed(stream)
