@@ -5,8 +5,11 @@ messages echo credentials (OpenAI's 401 names the key it was given, masked but f
 characters; Google's URLs carry `?key=`). The agent's own reports are redacted where they are
 built (`brain.errors.redact_secrets`); this catches the rest: every log record created in the
 process has its message and its exception's traceback redacted before any handler (plain,
-livekit's pretty or JSON formatter) sees it. (`extra={...}` fields are not covered: the logger
-sets them after the record is made.)
+livekit's pretty or JSON formatter) sees it.
+
+`extra={...}` fields (livekit logs `extra={"error": str(e)}`) are set by the logger after the
+record is made, so they are redacted when the message is first read: every formatter, and
+livekit's job-process log forwarder, reads the message before the extra fields.
 """
 
 from __future__ import annotations
@@ -16,10 +19,17 @@ from typing import Any
 
 from brain.errors import redact_secrets
 
+_STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+}
+_MAX_DEPTH = 4
+
 
 class RedactedRecord(logging.LogRecord):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._extras_redacted = False
         try:
             message = super().getMessage()
         except Exception:  # noqa: BLE001 - bad arguments: the handler reports it, as without us
@@ -34,6 +44,40 @@ class RedactedRecord(logging.LogRecord):
                 # every formatter prints `exc_text` when there is no `exc_info` to format; the
                 # exception object itself (and its message) is dropped only when it held a secret
                 self.exc_info, self.exc_text = None, clean
+
+    def getMessage(self) -> str:  # noqa: N802 - logging's name
+        if not self._extras_redacted:
+            self._extras_redacted = True
+            for key, value in list(self.__dict__.items()):
+                if key not in _STANDARD_ATTRIBUTES and not key.startswith("_"):
+                    clean = redact_value(value)
+                    if clean is not value:
+                        self.__dict__[key] = clean
+        return super().getMessage()
+
+
+def redact_value(value: Any, depth: int = 0) -> Any:
+    """`value` itself when it holds nothing credential-shaped; else a redacted copy (strings and
+    containers keep their shape; any other object becomes its redacted `str()`)."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        clean = redact_secrets(value)
+        return value if clean == value else clean
+    if depth < _MAX_DEPTH and isinstance(value, dict):
+        items = {k: redact_value(v, depth + 1) for k, v in value.items()}
+        return value if all(items[k] is v for k, v in value.items()) else items
+    if depth < _MAX_DEPTH and isinstance(value, list | tuple):
+        parts = [redact_value(v, depth + 1) for v in value]
+        if all(p is v for p, v in zip(parts, value, strict=True)):
+            return value
+        return parts if isinstance(value, list) else tuple(parts)
+    try:
+        text = str(value)
+    except Exception:  # noqa: BLE001 - an object that cannot print itself carries no text to leak
+        return value
+    clean = redact_secrets(text)
+    return value if clean == text else clean
 
 
 def install() -> None:

@@ -9,7 +9,9 @@ import logging
 
 import pytest
 from livekit.agents import APIStatusError
-from livekit.agents.cli.log import JsonFormatter
+from livekit.agents.cli.log import ColoredFormatter, JsonFormatter
+
+from brain.errors import redact_secrets
 
 KEY_ECHO = "Incorrect API key provided: sk-plac*******lder. You can find your API key at the dashboard."
 
@@ -66,3 +68,49 @@ def test_without_the_redaction_the_key_would_be_logged() -> None:
     logger, out = _logger(logging.Formatter("%(message)s"))
     logger.warning("%s", KEY_ECHO)
     assert "sk-plac*******lder" in out.getvalue()
+
+
+@pytest.mark.usefixtures("redacted_logs")
+@pytest.mark.parametrize(
+    "formatter",
+    [JsonFormatter(), ColoredFormatter("%(levelname)s %(name)s %(message)s %(extra)s")],
+    ids=["json", "colored"],
+)
+def test_extra_fields_lose_their_credentials(formatter: logging.Formatter) -> None:
+    """livekit logs a failed reply with `extra={"error": str(e)}`, its session close with the
+    error object, realtime errors as dicts: each one is redacted, the rest of the field kept."""
+    logger, out = _logger(formatter)
+    error = APIStatusError(KEY_ECHO, status_code=401)
+    logger.error("failed to generate a reply", extra={"error": str(error)})
+    logger.debug("session closed", extra={"reason": "error", "error": error})
+    logger.error("realtime error", extra={"event": {"error": {"message": KEY_ECHO, "code": 401}}, "attempt": 2})
+    text = out.getvalue()
+    assert "plac" not in text and "lder" not in text, text
+    assert text.count("[redacted]") >= 3, text
+    assert "Incorrect API key provided" in text and "failed to generate a reply" in text
+    if isinstance(formatter, JsonFormatter):
+        lines = [json.loads(line) for line in text.splitlines()]
+        assert lines[1]["reason"] == "error"
+        assert lines[2]["event"]["error"]["code"] == 401 and lines[2]["attempt"] == 2
+
+
+@pytest.mark.usefixtures("redacted_logs")
+def test_extra_fields_without_credentials_are_the_same_objects() -> None:
+    logger, out = _logger(JsonFormatter())
+    payload = {"stt": "local", "attempt": 1, "words": ["a", "b"]}
+    records: list[logging.LogRecord] = []
+    logger.addFilter(lambda r: records.append(r) or True)
+    logger.warning("retrying", extra={"payload": payload, "where": ("a", 1)})
+    assert records[0].__dict__["payload"] is payload
+    assert json.loads(out.getvalue())["payload"] == payload
+
+
+def test_redact_value_keeps_shapes() -> None:
+    from agent.log_redaction import redact_value
+
+    assert redact_value(("x", KEY_ECHO)) == ("x", redact_secrets(KEY_ECHO))
+    assert redact_value([1, {"k": KEY_ECHO}]) == [1, {"k": redact_secrets(KEY_ECHO)}]
+    error = APIStatusError(KEY_ECHO, status_code=401)
+    assert redact_value(error) == redact_secrets(str(error)) != str(error)
+    clean = ValueError("nothing secret")
+    assert redact_value(clean) is clean
