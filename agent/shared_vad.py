@@ -25,11 +25,14 @@ from typing import Any, cast
 
 from livekit import rtc
 from livekit.agents import APIConnectOptions, stt, utils, vad
+from livekit.agents.metrics import STTMetrics
+from livekit.agents.metrics.base import Metadata
 from livekit.agents.stt.stream_adapter import DEFAULT_STREAM_ADAPTER_API_CONNECT_OPTIONS
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 
 from providers.provider_errors import provider_name
 
+from .early_recognition import EarlyRecognition, EarlyStats, free_recognitions
 from .stt_wrapper import WrappedSTT
 
 _SEGMENT_EVENTS = (vad.VADEventType.START_OF_SPEECH, vad.VADEventType.END_OF_SPEECH)
@@ -41,6 +44,7 @@ class SharedVAD(vad.VAD):
         self.inner = inner
         self._label = inner._label
         self._listeners: list[Callable[[vad.VADEvent], None]] = []
+        self._window_listeners: list[Callable[[vad.VADEvent], None]] = []
 
     @property
     def model(self) -> str:
@@ -50,18 +54,24 @@ class SharedVAD(vad.VAD):
     def provider(self) -> str:
         return self.inner.provider
 
-    def subscribe(self, listener: Callable[[vad.VADEvent], None]) -> Callable[[], None]:
-        """Call `listener` with each start / end of speech the session's VAD stream yields."""
-        self._listeners.append(listener)
-        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+    def subscribe(self, listener: Callable[[vad.VADEvent], None], *, windows: bool = False) -> Callable[[], None]:
+        """Call `listener` with each start / end of speech the session's VAD stream yields (and
+        each inference window's event too, with `windows`)."""
+        group = self._window_listeners if windows else self._listeners
+        group.append(listener)
+        return lambda: group.remove(listener) if listener in group else None
 
     def stream(self) -> vad.VADStream:
         # the inner stream itself, observed where the session reads it: no extra task or channel
         return cast(vad.VADStream, _PublishingStream(self.inner.stream(), self))
 
     def publish(self, event: vad.VADEvent) -> None:
-        for listener in list(self._listeners):
-            listener(event)
+        if event.type in _SEGMENT_EVENTS:
+            for listener in list(self._listeners):
+                listener(event)
+        if self._window_listeners:
+            for listener in list(self._window_listeners):
+                listener(event)
 
 
 class _PublishingStream:
@@ -88,8 +98,7 @@ class _PublishingStream:
 
     async def __anext__(self) -> vad.VADEvent:
         event = await self._inner.__anext__()
-        if event.type in _SEGMENT_EVENTS:
-            self._shared.publish(event)
+        self._shared.publish(event)
         return event
 
 
@@ -107,6 +116,8 @@ class SegmentedSTT(WrappedSTT):
             chat_context=inner.capabilities.chat_context,
         )
         self.shared_vad = shared_vad
+        self.early = EarlyStats()
+        """Early recognitions (`agent.early_recognition`) used / dropped, when the STT allows them."""
         # the recognitions' failures are the session's to hear (livekit listens on session.stt)
         inner.on("error", self._forward_error)
 
@@ -137,7 +148,8 @@ class _SegmentStream(stt.RecognizeStream):
 
     async def _run(self) -> None:
         segments: asyncio.Queue[vad.VADEvent | None] = asyncio.Queue()  # None: the input ended
-        unsubscribe = self._owner.shared_vad.subscribe(segments.put_nowait)
+        early = EarlyRecognition(self._recognize_early, stats=self._owner.early) if free_recognitions(self._owner.inner) else None
+        unsubscribe = self._owner.shared_vad.subscribe(segments.put_nowait, windows=early is not None)
 
         async def drain_input() -> None:
             async for _ in self._input_ch:  # the audio arrives with the VAD's events
@@ -147,14 +159,25 @@ class _SegmentStream(stt.RecognizeStream):
         drain = asyncio.create_task(drain_input(), name="segmented-stt-input")
         try:
             while (event := await segments.get()) is not None:
-                await self._on_vad_event(event)
+                if early is not None:
+                    early.on_vad_event(event)
+                if event.type in _SEGMENT_EVENTS:
+                    await self._on_vad_event(event, early)
         finally:
             unsubscribe()
             drain.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await drain
+            if early is not None:
+                await early.aclose()
 
-    async def _on_vad_event(self, event: vad.VADEvent) -> None:
+    async def _recognize_early(self, frames: list[rtc.AudioFrame]) -> stt.SpeechEvent:
+        # the provider's implementation: no retries, no error report, no metrics (see take())
+        return await self._owner.inner._recognize_impl(
+            utils.merge_frames(frames), language=self._language, conn_options=self._recognize_options
+        )
+
+    async def _on_vad_event(self, event: vad.VADEvent, early: EarlyRecognition | None) -> None:
         if event.type == vad.VADEventType.START_OF_SPEECH:
             self._event_ch.send_nowait(stt.SpeechEvent(type=stt.SpeechEventType.START_OF_SPEECH))
             return
@@ -164,9 +187,14 @@ class _SegmentStream(stt.RecognizeStream):
         )
         if not event.frames:
             return
-        result = await self._owner.inner.recognize(
-            buffer=utils.merge_frames(event.frames), language=self._language, conn_options=self._recognize_options
-        )
+        taken = await early.take() if early is not None else None
+        if taken is not None:
+            result, took = taken
+            self._report_early(result, took, event.frames)
+        else:
+            result = await self._owner.inner.recognize(
+                buffer=utils.merge_frames(event.frames), language=self._language, conn_options=self._recognize_options
+            )
         if not result.alternatives or not result.alternatives[0].text:
             return
         self._event_ch.send_nowait(
@@ -175,6 +203,22 @@ class _SegmentStream(stt.RecognizeStream):
                 alternatives=[result.alternatives[0]],
                 speech_end_time=result.speech_end_time if result.speech_end_time is not None else speech_end_time,
             )
+        )
+
+    def _report_early(self, result: stt.SpeechEvent, took: float, frames: list[rtc.AudioFrame]) -> None:
+        """The usage metrics `recognize()` would have reported for the segment."""
+        inner = self._owner.inner
+        inner.emit(
+            "metrics_collected",
+            STTMetrics(
+                request_id=result.request_id,
+                timestamp=time.time(),
+                duration=took,
+                label=inner.label,
+                audio_duration=sum(f.samples_per_channel / f.sample_rate for f in frames if f.sample_rate),
+                streamed=False,
+                metadata=Metadata(model_name=inner.model, model_provider=inner.provider),
+            ),
         )
 
     def _emit_error(self, api_error: Exception, recoverable: bool) -> None:

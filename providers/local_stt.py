@@ -163,7 +163,8 @@ def to_mono_16k(frames: list[rtc.AudioFrame]) -> bytes:
 class LocalSTT(stt.STT):
     """pocketsphinx speech recognition, fully offline, English only."""
 
-    def __init__(self, *, profile: Profile = "fast", max_decoders: int = 1) -> None:
+
+    def __init__(self, *, profile: Profile = "fast", max_decoders: int = 1, early: bool = True) -> None:
         super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
         if profile not in PROFILES:
             raise ValueError(
@@ -172,6 +173,9 @@ class LocalSTT(stt.STT):
         if max_decoders < 1:
             raise ValueError("max_decoders must be at least 1")
         self._profile = profile
+        self.free_recognitions = early
+        """A recognition costs only local CPU, so the agent may start one at a short pause and
+        drop it if the user goes on (`agent.early_recognition`)."""
         # pocketsphinx logs every empty utterance as an ERROR on stderr; keep it quiet
         self._pool = _DecoderProcesses({"loglevel": "FATAL", **PROFILES[profile]}, max_decoders)
         self._prewarm_task: asyncio.Future[None] | None = None

@@ -14,6 +14,7 @@ class LocalSTTOptions(ProviderOptions):
     language: str = Field("en", validation_alias=AliasChoices("LOCAL_STT_LANGUAGE", "STT_LANGUAGE"))
     profile: Literal["fast", "accurate"] = Field("fast", validation_alias="LOCAL_STT_PROFILE")
     decoders: int = Field(1, ge=1, le=8, validation_alias="LOCAL_STT_DECODERS")
+    early: bool = Field(True, validation_alias="LOCAL_STT_EARLY")
 
     @field_validator("language")
     @classmethod
@@ -37,7 +38,7 @@ class LocalTTSOptions(ProviderOptions):
 def _build_stt(o: LocalSTTOptions) -> stt.STT:
     from ..local_stt import LocalSTT
 
-    return LocalSTT(profile=o.profile, max_decoders=o.decoders)
+    return LocalSTT(profile=o.profile, max_decoders=o.decoders, early=o.early)
 
 
 def _build_tts(o: LocalTTSOptions) -> tts.TTS:
