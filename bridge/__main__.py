@@ -48,8 +48,8 @@ async def example_session() -> list[dict[str, object]]:
         lines.append({"dir": "reply", "to": sender, "msg": json.loads(reply)})
 
     text = "book a table for two"
-    bridge.publish_transcript("book a table", final=False, turn_id="turn_1")
-    bridge.publish_transcript(text, final=True, turn_id="turn_1")
+    bridge.publish_transcript("book a table", final=False)  # the agent's transcripts precede their turn
+    bridge.publish_transcript(text, final=True)
     turn = asyncio.create_task(_consume(brain.stream_reply(Turn(text, "room-42", turn_id="turn_1", user_id="user-1"))))
     while not gate.pending("room-42"):  # noqa: ASYNC110 - waiting on the brain's task
         await asyncio.sleep(0.001)
@@ -60,7 +60,8 @@ async def example_session() -> list[dict[str, object]]:
                                   "data": {"request_id": rid, "decision": "approve",
                                            "arguments": {"restaurant": "Luigi's", "party_size": 3, "time": "20:00"}}})
     await turn
-    bridge.publish_metrics("turn_1", {"stt_final_ms": 180, "llm_first_token_ms": 420, "tts_first_audio_ms": 150, "e2e_ms": 790})
+    bridge.publish_metrics("turn_1", {"e2e_ms": 790, "end_of_turn_ms": 560, "transcription_ms": 180,
+                                      "first_text_ms": 420, "first_audio_ms": 150, "interrupted": False})
     await client_sends("user-1", {"v": 1, "id": "m2", "type": "hitl.respond",
                                   "data": {"request_id": rid, "decision": "reject"}})
     await bridge.aclose()

@@ -110,7 +110,7 @@ MetricsData = dict[str, JsonScalar]
 
 class _Envelope(_Model):
     v: Literal[1] = 1
-    seq: int = Field(ge=1, description="per-session counter, +1 per envelope, no gaps")
+    seq: int = Field(ge=1, description="per-session counter, +1 per envelope; a missing number is an envelope that could not be delivered (reported as publish_failed)")
     ts: int = Field(description="epoch milliseconds when the event happened")
     turn: str | None = None
 

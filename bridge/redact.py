@@ -19,9 +19,14 @@ MASK = "***"
 
 _SECRET_KEY = re.compile(r"key|secret|token|passw|pwd|credential|authorization|cookie", re.I)
 _SECRET_VALUE = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{12,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{20,}|gh[pousr]_[A-Za-z0-9]{20,}"
+    r"(\b[spr]k-[A-Za-z0-9_\-*]{6,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{20,}|gh[pousr]_[A-Za-z0-9]{20,}"
     r"|xox[abpr]-[A-Za-z0-9\-]{10,}|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"
-    r"|(?i:bearer)\s+[A-Za-z0-9._~+/\-]{8,}=*)"
+    r"|(?i:bearer)\s+[A-Za-z0-9._~+/\-*]{8,}=*|\b[0-9a-fA-F]{32,}\b)"
+)
+# a value after a scheme word or in a query parameter: the prefix stays, so the reader sees what it was
+_SECRET_AFTER = re.compile(
+    r"(\b(?i:token|basic)\s+)(?=[A-Za-z_\-.*=+/]*\d)[A-Za-z0-9._~+/\-*]{8,}=*"  # "Token estimation" stays
+    r"|([?&](?i:key|api_key|apikey|token|access_token)=)[^&\s'\"]+"
 )
 _MAX_DEPTH = 8
 _MAX_ITEMS = 200
@@ -44,6 +49,7 @@ def scrub_text(text: str, limit: int = _MAX_STR) -> str:
     """Mask token-looking substrings and cap the length."""
     if len(text) >= 8:  # shorter strings cannot hold any of the token shapes
         text = _SECRET_VALUE.sub(MASK, text)
+        text = _SECRET_AFTER.sub(lambda m: next(g for g in m.groups() if g) + MASK, text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -217,3 +217,23 @@ async def test_recorded_example_session_is_valid_and_current() -> None:
     fresh = await example_session()
     shape = [(x["dir"], x["msg"]["type"]) for x in recorded]  # type: ignore[index]
     assert [(x["dir"], x["msg"]["type"]) for x in fresh] == shape, "run: python -m bridge example > " + str(FIXTURE)  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("GET https://x.test/v1?key=AIzaSyA1234567890abcdefgh&alt=sse failed", "GET https://x.test/v1?key=*** failed"),
+        ("Token abcd1234efgh rejected", "Token *** rejected"),
+        ("deepgram key 0123456789abcdef0123456789abcdef refused", "deepgram key *** refused"),
+        ("Incorrect API key provided: sk-****abcd.", "Incorrect API key provided: ***."),
+        ("restricted rk-abcdefgh1234 key", "restricted *** key"),
+        ("Token estimation failed", "Token estimation failed"),
+        ("a task-force plan for 2 people", "a task-force plan for 2 people"),
+    ],
+)
+def test_tool_text_loses_every_credential_shape(text: str, kept: str) -> None:
+    """Tool errors and results reach clients through the bridge's scrubber: the same shapes as
+    the brain's own redaction (provider messages echo masked keys, URLs carry ?key=)."""
+    from bridge.redact import scrub_text
+
+    assert scrub_text(text).replace("&alt=sse", "") == kept
