@@ -115,6 +115,14 @@ class AgentSettings(BaseSettings):
     def _strip(cls, v: object) -> object:
         return v.strip() if isinstance(v, str) else v
 
+    def effective_brain(self) -> BrainConfig:
+        """The brain config the worker builds: in realtime mode the realtime model answers, so a
+        built-in model backend (openai, gemini) is replaced by the offline one and needs no key;
+        the tools, approvals and prompt stay. A custom brain is kept as it is."""
+        if self.mode == "realtime" and self.brain.backend in ("openai", "gemini"):
+            return self.brain.model_copy(update={"backend": "offline"})
+        return self.brain
+
     def missing_livekit(self) -> list[str]:
         """The LiveKit connection variables that are not set."""
         return [

@@ -14,7 +14,7 @@ from .config import AgentSettings
 
 def check_configuration(settings: AgentSettings) -> None:
     """Raise a ValueError (ConfigError / ProviderConfigError) naming what to fix."""
-    brain = settings.brain
+    brain = settings.effective_brain()
     brain.require_keys()
     if ":" in brain.backend:  # a custom brain by import path
         load_factory(brain.backend)

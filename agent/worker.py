@@ -137,7 +137,7 @@ class VoiceWorker:
             tts = create_tts(s.speech)
             stt.prewarm()  # e.g. build the local recogniser while we wait for the user
             tts.prewarm()
-        brain = create_voice_brain(s.brain)
+        brain = create_voice_brain(s.effective_brain())
         ctx.add_shutdown_callback(brain.aclose)
 
         await ctx.connect()

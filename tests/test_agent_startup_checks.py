@@ -48,6 +48,21 @@ def test_realtime_mode_checks_the_realtime_provider(monkeypatch) -> None:
     define_voice_agent(settings(mode="realtime", realtime=realtime), check=False)  # opt-out: builds
 
 
+def test_realtime_mode_does_not_need_the_unused_brain_models_key(monkeypatch) -> None:
+    """In realtime mode the realtime model answers: BRAIN_BACKEND=openai next to gemini-live
+    needs no OPENAI_API_KEY, and the worker's brain keeps its tools on the offline backend."""
+    for var in ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    pytest.importorskip("livekit.plugins.google")
+    realtime = RealtimeSettings(_env_file=None, REALTIME_PROVIDER="gemini-live", GEMINI_API_KEY="g-placeholder")  # type: ignore[call-arg]
+    s = settings(mode="realtime", realtime=realtime, brain=BrainConfig(_env_file=None, backend="openai"))  # type: ignore[call-arg]
+    define_voice_agent(s)  # no OPENAI_API_KEY error
+    brain = s.effective_brain()
+    assert brain.backend == "offline" and brain.tools == s.brain.tools
+    pipeline = settings(brain=BrainConfig(_env_file=None, backend="openai"))  # type: ignore[call-arg]
+    assert pipeline.effective_brain() is pipeline.brain
+
+
 def test_offline_default_passes_and_a_good_chain_with_keys_too() -> None:
     define_voice_agent(settings())
     good = _speech(STT_PROVIDERS="openai,local", TTS_PROVIDERS="openai,local", OPENAI_API_KEY=SECRET)
