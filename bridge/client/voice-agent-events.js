@@ -1,6 +1,7 @@
 // Browser helper for the voice-agent bridge, protocol v1 (see docs/protocol.md).
-// A plain ES module with no build step and no dependencies: pass it a connected
-// `livekit-client` Room.
+// A plain ES module with no build step and no dependencies: pass it a `livekit-client` Room
+// and call `start()` before `room.connect()`, so the client gets its own first `session.hello`
+// (docs/protocol.md: register before connecting).
 //
 //   import { VoiceAgentEvents } from "./voice-agent-events.js";
 //   const events = new VoiceAgentEvents(room).start();
@@ -17,7 +18,8 @@
 // and moves on. A client that joins mid-session starts at seq 1 or its own `session.hello`
 // (or, failing both, at the lowest seq seen within `gapTimeoutMs`). Control messages go to the agent over RPC; the promise resolves with the
 // agent's reply ({type: "ack"} or {type: "error", data: {code, message}}), which only the
-// sender receives. It rejects only when the RPC itself fails (timeout, agent gone).
+// sender receives. It rejects when the RPC itself fails (timeout, agent gone), when the agent
+// identity is not known yet, on an invalid `decision` argument, or when the reply is not JSON.
 
 export const PROTOCOL_VERSION = 1;
 export const DEFAULT_TOPIC = "voice-agent.events";
