@@ -109,7 +109,7 @@ class EarlyRecognition:
 
     def _start(self) -> None:
         if self._task is not None and not self._task.done():
-            return  # a dropped one still holds the decoder: start at a later window, after it
+            return  # a dropped one is still winding down: start at a later window, after it
         self._started_at = time.perf_counter()
         self._task = asyncio.ensure_future(self._recognize(list(self._frames)))
         self._task.add_done_callback(_retrieve)
@@ -118,7 +118,10 @@ class EarlyRecognition:
     def _invalidate(self) -> None:
         if self._valid:
             self.stats.dropped += 1
-        # a running recognition cannot be stopped mid-decode: it is left to finish, ignored
+            if self._task is not None and not self._task.done():
+                # the provider may stop its work (the local STT stops its decoder process);
+                # one that cannot still holds its decoder until it finishes
+                self._task.cancel()
         self._valid = False
 
     async def take(self) -> tuple[stt.SpeechEvent, float] | None:

@@ -123,6 +123,8 @@ class Simulation:
         self.clock = SimClock(speed)
         self.stt = stt or create_stt(settings.speech, vad=vad)
         self.tts = tts or create_tts(settings.speech)
+        self._owned = [x for x, given in ((self.stt, stt), (self.tts, tts)) if given is None]
+        """The providers this simulation built, and closes."""
         self.brain = brain or create_voice_brain(
             settings.brain, approvals=InProcessApprovalGate(policy=approval_policy(approval))
         )
@@ -202,6 +204,8 @@ class Simulation:
         await self.voice.aclose()
         await self.io.aclose()
         await self.brain.aclose()
+        for provider in self._owned:
+            await provider.aclose()
         await self._http.aclose()
 
     def write_wav(self, path: Path, *, duration: float | None = None) -> Path:

@@ -22,6 +22,7 @@ import asyncio
 import gc
 import logging
 import os
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from livekit import rtc
@@ -172,7 +173,8 @@ class VoiceWorker:
                 user_id=participant.identity,
             )
         voice.attach_bridge(ctx.room, served_identity=participant.identity)
-        attach_session_life(ctx, voice)
+        # the speech providers close after the session (e.g. the local recogniser's processes)
+        attach_session_life(ctx, voice, then=() if realtime else (stt.aclose, tts.aclose))
 
         await voice.start(
             room=ctx.room,
@@ -182,14 +184,19 @@ class VoiceWorker:
         return voice
 
 
-def attach_session_life(ctx: JobContext, voice: BaseVoiceSession) -> LastParticipantWatcher:
-    """The job ends with the session; the session ends when the last user has left the room."""
+def attach_session_life(
+    ctx: JobContext, voice: BaseVoiceSession, *, then: Sequence[Callable[[], Awaitable[None]]] = ()
+) -> LastParticipantWatcher:
+    """The job ends with the session; the session ends when the last user has left the room.
+    On shutdown, `then` runs after the session has closed."""
     voice.on_close(lambda reason: ctx.shutdown(reason=f"session closed: {reason}"))
     watcher = LastParticipantWatcher(ctx.room, lambda: voice.end("last participant left"))
 
     async def on_shutdown() -> None:
         watcher.close()
         await voice.aclose()  # the bridge tells clients pending approvals are cancelled
+        for close in then:
+            await close()
 
     ctx.add_shutdown_callback(on_shutdown)
     return watcher

@@ -58,6 +58,7 @@ async def run_once(settings: AgentSettings, vad: Any, audio: DecodedAudio, *, ea
         await sim.settle(limit=30)
     finally:
         await sim.aclose()
+        await stt.aclose()
     answered = [r for r in sim.result.latency if r.e2e is not None]
     stats = getattr(sim.session.stt, "early", None)
     return {

@@ -73,6 +73,10 @@ class _WorkerProcess:
     def alive(self) -> bool:
         return self._proc.poll() is None
 
+    def kill(self) -> None:
+        """Stop a decode in progress (the blocked `decode()` then raises APIConnectionError)."""
+        self._proc.kill()
+
     def close(self) -> None:
         for pipe in (self._stdin, self._stdout):
             try:
@@ -86,6 +90,26 @@ class _WorkerProcess:
             self._proc.wait()
 
 
+class DecodeJob:
+    """One decode, abortable from another thread: `abort()` kills the process decoding it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._worker: _WorkerProcess | None = None
+        self.aborted = False
+
+    def attach(self, worker: _WorkerProcess | None) -> bool:
+        with self._lock:
+            self._worker = worker
+            return not self.aborted
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborted = True
+            if self._worker is not None:
+                self._worker.kill()
+
+
 class _DecoderProcesses:
     """Up to `size` worker processes, started on demand; a caller blocks while all are busy."""
 
@@ -95,12 +119,16 @@ class _DecoderProcesses:
         self._idle: queue.SimpleQueue[_WorkerProcess] = queue.SimpleQueue()
         self._all: list[_WorkerProcess] = []
         self._lock = threading.Lock()
+        self._closed = False
 
     def _new(self) -> _WorkerProcess:
         worker = _WorkerProcess(self._options)
         with self._lock:
-            self._all.append(worker)
-        return worker
+            if not self._closed:
+                self._all.append(worker)
+                return worker
+        worker.close()  # shut down while this one started
+        raise APIConnectionError("the local STT is closed")
 
     def warm(self) -> None:
         """Start one worker now, if none exists yet."""
@@ -109,19 +137,32 @@ class _DecoderProcesses:
                 return
         self._idle.put(self._new())
 
-    def decode(self, pcm: bytes) -> str:
+    def decode(self, pcm: bytes, job: DecodeJob | None = None) -> str:
+        job = job or DecodeJob()
         with self._slots:
             try:
                 worker = self._idle.get_nowait()
             except queue.Empty:
                 worker = self._new()
+            if not job.attach(worker):
+                self._idle.put(worker)
+                raise APIConnectionError("decode aborted")
             try:
                 text = worker.decode(pcm)
             except APIConnectionError:
-                self._discard(worker)  # the next call starts a fresh process
-                raise
-            self._idle.put(worker)
-            return text
+                text = None
+            job.attach(None)
+            if text is not None and not job.aborted:
+                self._idle.put(worker)
+                return text
+            self._discard(worker)  # died, or killed by abort() (maybe just after it answered)
+            if job.aborted:
+                if not self._closed:
+                    # the replacement starts now, while this slot is held: the next call waits
+                    # for it rather than spawning one itself
+                    self._idle.put(self._new())
+                raise APIConnectionError("decode aborted")
+            raise APIConnectionError("the pocketsphinx worker process died")
 
     def _discard(self, worker: _WorkerProcess) -> None:
         with self._lock:
@@ -131,6 +172,7 @@ class _DecoderProcesses:
 
     def shutdown(self) -> None:
         with self._lock:
+            self._closed = True
             workers, self._all = self._all, []
         while True:
             try:
@@ -199,11 +241,11 @@ class LocalSTT(stt.STT):
             return
         self._prewarm_task = asyncio.ensure_future(asyncio.to_thread(self._pool.warm))
 
-    def recognize_pcm(self, pcm: bytes) -> str:
+    def recognize_pcm(self, pcm: bytes, job: DecodeJob | None = None) -> str:
         """Blocking: decode 16 kHz mono 16-bit PCM to text ("" for silence / no audio)."""
         if not pcm:
             return ""
-        return self._pool.decode(pcm)
+        return self._pool.decode(pcm, job)
 
     async def _recognize_impl(
         self,
@@ -215,7 +257,7 @@ class LocalSTT(stt.STT):
         frames = buffer if isinstance(buffer, list) else [buffer]
         pcm = await asyncio.to_thread(to_mono_16k, frames)
         duration = len(pcm) / 2 / SAMPLE_RATE
-        text = await asyncio.to_thread(self.recognize_pcm, pcm) if pcm else ""
+        text = await self._decode(pcm) if pcm else ""
         return stt.SpeechEvent(
             type=stt.SpeechEventType.FINAL_TRANSCRIPT,
             request_id=utils.shortuuid(),
@@ -225,6 +267,16 @@ class LocalSTT(stt.STT):
                 )
             ],
         )
+
+    async def _decode(self, pcm: bytes) -> str:
+        job = DecodeJob()
+        try:
+            return await asyncio.to_thread(self.recognize_pcm, pcm, job)
+        except asyncio.CancelledError:
+            # nobody wants this transcript any more (e.g. a dropped early recognition): stop the
+            # decoder instead of keeping it busy; a fresh one replaces it
+            job.abort()
+            raise
 
     async def aclose(self) -> None:
         if self._prewarm_task is not None:

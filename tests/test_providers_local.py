@@ -139,6 +139,31 @@ async def test_local_stt_decodes_in_another_process_and_survives_its_death(
     assert all(not w.alive() for w in workers)
 
 
+async def test_a_cancelled_recognition_stops_its_decoder_and_a_fresh_one_takes_over(
+    jfk: list[rtc.AudioFrame],
+) -> None:
+    """A recognition nobody waits for (a dropped early recognition) does not keep the session's
+    only decoder busy: its process is killed and replaced, and the next recognition runs."""
+    engine = LocalSTT()
+    long = jfk * 4  # 44 s of speech: seconds of decoding
+    try:
+        await engine.recognize(jfk[:20])
+        busy = engine._pool._all[0]
+        task = asyncio.ensure_future(engine.recognize(long))
+        while engine._pool._idle.qsize():  # noqa: ASYNC110 - until the decoder has the long buffer
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        event = await engine.recognize(jfk)
+        for word in JFK_WORDS_16K:
+            assert word in event.alternatives[0].text.split()
+        assert busy._proc.wait(timeout=5) == -9  # killed mid-decode, not left to finish
+        assert engine._pool._all and engine._pool._all[0] is not busy
+    finally:
+        await engine.aclose()
+
+
 SENTENCES = [
     "The first sentence is spoken right away.",
     "A second sentence follows after it.",
