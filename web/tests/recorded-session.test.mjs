@@ -66,7 +66,8 @@ test('a recorded bridge session renders tools, the approval outcome and latency'
   const row = page.locator(`#latency tr[data-turn="${metrics.turn}"]`);
   for (const [name, value] of Object.entries(metrics.data)) {
     const label = name.replace(/_ms$/, '').replace(/_/g, ' ');
-    assert.equal(await row.locator(`[data-metric="${name}"]`).innerText(), `${label} ${value} ms`);
+    const shown = name.endsWith('_ms') ? `${label} ${value} ms` : `${label} ${value}`; // e.g. interrupted false
+    assert.equal(await row.locator(`[data-metric="${name}"]`).innerText(), shown);
   }
 
   // nothing was lost or rejected by the helper on the way
