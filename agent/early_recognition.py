@@ -1,18 +1,19 @@
 """Start a free batch recognition at a short pause, before the VAD closes the speech segment.
 
 A batch STT can only start when the VAD ends a segment (`TURN_VAD_MIN_SILENCE_DURATION` of
-silence, 0.5 s by default), and the local pocketsphinx one then needs about 0.15-0.3x the
+silence, 0.5 s by default), and the local pocketsphinx one then needs about 0.15-0.4x the
 segment's length to decode it: on the offline default, transcription is most of the reply
 latency. When the provider says recognitions cost nothing but CPU (`free_recognitions`, the
 local STT), the segment's audio so far is recognised as soon as the VAD has heard
 `EARLY_AFTER_SILENCE` of silence; if the segment then ends with no speech in between, that
 result is the segment's transcript, `min_silence - EARLY_AFTER_SILENCE` sooner. If the user
-speaks again, the early result is dropped and the whole segment is recognised as usual.
+speaks again, the early attempt is cancelled (the local STT then kills its decoder process and
+starts a fresh one, so the next recognition does not wait behind it) and the whole segment is
+recognised as usual at its end.
 
-Bounded: only segments up to `EARLY_MAX_AUDIO` seconds (a stale recognition occupies the
-decoder for about a fifth of that), and one early recognition in flight at a time. It runs the
-provider's implementation directly: a failed or dropped early attempt is not the session's error
-(the normal recognition at the end of the segment reports its own).
+Bounded: only segments up to `EARLY_MAX_AUDIO` seconds, and one early attempt in flight at a
+time. It runs the provider's implementation directly: a failed or dropped early attempt is not
+the session's error (the normal recognition at the end of the segment reports its own).
 """
 
 from __future__ import annotations
