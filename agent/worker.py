@@ -148,6 +148,9 @@ class VoiceWorker:
             )
         except TimeoutError:
             log.info("nobody joined %s within %.0f s; leaving", ctx.room.name, s.join_timeout)
+            if not realtime:
+                await stt.aclose()  # the prewarmed providers (e.g. the local recogniser's process)
+                await tts.aclose()
             ctx.shutdown(reason="nobody joined")
             return None
 

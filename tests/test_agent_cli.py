@@ -150,6 +150,46 @@ def test_worker_preloads_end_of_turn_weights_only_when_used(
     assert os.environ.get(PRELOAD_LOCAL_INFERENCE) == expected
 
 
+def _decoder_processes() -> list[int]:
+    """This process's pocketsphinx worker children (the local STT's decoders)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                stat = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+                cmdline = (proc / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat[1]) == os.getpid() and b"providers._sphinx_worker" in cmdline:
+                pids.append(int(proc.name))
+    return pids
+
+
+async def test_room_entrypoint_leaves_when_nobody_joins_and_closes_its_providers() -> None:
+    from livekit.agents.ipc.mock_room import create_mock_room
+    from livekit.agents.testing import fake_job_context
+
+    from agent.worker import VoiceWorker
+
+    room = create_mock_room()
+    present = dict(room.remote_participants)
+    room.remote_participants.clear()  # nobody comes (the mock rooms share this dict: put it back)
+    worker = VoiceWorker(settings(greeting_mode="off", join_timeout=0.5))
+    shutdowns: list[str] = []
+    before = set(_decoder_processes())
+    try:
+        with fake_job_context(room=room) as ctx:
+            worker.setup(ctx.proc)
+            ctx.shutdown = lambda reason="": shutdowns.append(reason)  # type: ignore[method-assign]
+            assert await asyncio.wait_for(worker.run_session(ctx), 30) is None
+    finally:
+        room.remote_participants.update(present)
+    assert shutdowns == ["nobody joined"]
+    # the local STT's prewarmed decoder process was closed with it, not left to the job's exit
+    assert set(_decoder_processes()) <= before
+    room.reset_mock()
+
+
 async def test_room_entrypoint_on_livekits_mock_room() -> None:
     """The per-room entrypoint end to end on the mock room livekit-agents' console mode uses."""
     from livekit.agents.ipc.mock_room import create_mock_room
