@@ -109,3 +109,26 @@ async def test_session_ends_when_the_last_user_leaves(vad) -> None:
             await sim.aclose()
     assert sim.voice.close_reason == "last participant left"
     assert shutdowns == ["session closed: last participant left"]
+
+
+async def test_job_shutdown_closes_the_providers_after_the_session(vad) -> None:
+    """The worker hands its STT / TTS closers to `attach_session_life`: they run on job
+    shutdown, after the session has closed (never while it may still use them)."""
+    room = FakeRoom("room-8")
+    room.join("alice")
+    order: list[str] = []
+    with fake_job_context(room=room) as ctx:  # type: ignore[arg-type]
+        ctx.shutdown = lambda reason="": None  # type: ignore[method-assign]
+        sim = Simulation(settings(), vad=vad, speed=4.0, conversation_id=room.name)
+        try:
+            await sim.start()
+
+            async def close_stt() -> None:
+                order.append(f"stt closed, session closed: {sim.voice.closed.is_set()}")
+
+            attach_session_life(ctx, sim.voice, then=(close_stt,))
+            for callback in ctx._shutdown_callbacks:  # what livekit runs when the job ends
+                await callback("test")
+        finally:
+            await sim.aclose()
+    assert order == ["stt closed, session closed: True"]
