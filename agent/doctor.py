@@ -104,10 +104,46 @@ def unusable_chosen(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [r for r in rows if r["chosen"] and not (r["installed"] and r["configured"])]
 
 
+def chosen_options(settings: AgentSettings) -> dict[str, dict[str, Any]]:
+    """Each chosen speech provider's effective options, by variable name (defaults included,
+    secrets masked): what `LOCAL_STT_EARLY` or `DEEPGRAM_STT_MODEL` is when nobody set it."""
+    from pydantic import SecretStr
+
+    from providers.factory import resolve_options
+    from providers.registry import get_spec
+    from providers.spec import Kind
+
+    out: dict[str, dict[str, Any]] = {}
+    if settings.mode != "pipeline":
+        return out
+    speech = settings.speech
+    chains: tuple[tuple[Kind, list[str]], ...] = (("stt", speech.stt_providers), ("tts", speech.tts_providers))
+    for kind, chain in chains:
+        for name in chain:
+            try:
+                spec = get_spec(kind, name)
+            except ValueError as e:
+                out[f"{kind} {name}"] = {"error": str(e)}
+                continue
+            options, problem = resolve_options(spec, speech)
+            if options is None:
+                out[f"{kind} {name}"] = {"error": problem}
+                continue
+            values: dict[str, Any] = {}
+            for field in type(options).model_fields:
+                value = getattr(options, field)
+                if isinstance(value, SecretStr):
+                    value = "***" if value.get_secret_value() else None
+                values[spec.options.variable(field)] = value
+            out[f"{kind} {name}"] = values
+    return out
+
+
 def report(settings: AgentSettings) -> dict[str, Any]:
     return {
         "mode": settings.mode,
         "providers": provider_rows(settings),
+        "provider_options": chosen_options(settings),
         "config": settings.masked(),
     }
 
@@ -119,6 +155,11 @@ def format_report(data: dict[str, Any]) -> str:
         state = "ok" if row["installed"] and row["configured"] else "unusable"
         reason = f"  ({row['reason']})" if row["reason"] else ""
         lines.append(f" {mark} {row['kind']:<8} {row['name']:<16} {state}{reason}")
+    for provider, values in data.get("provider_options", {}).items():
+        lines.append("")
+        lines.append(f"{provider} (chosen):")
+        for key, value in values.items():
+            lines.append(f"  {key} = {json.dumps(value, default=str)}")
     lines.append("")
     lines.append("effective configuration (secrets masked):")
     for section, values in data["config"].items():

@@ -100,3 +100,21 @@ def test_doctor_fails_when_a_chosen_provider_is_unusable(monkeypatch) -> None:
     out = io.StringIO()
     assert doctor_command([], out=out) == 1
     assert "OPENAI_API_KEY" in out.getvalue()
+
+
+def test_doctor_shows_each_chosen_providers_effective_options(monkeypatch) -> None:
+    """Defaults included (nobody set LOCAL_STT_EARLY), by variable name, keys masked."""
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("STT_PROVIDERS", "openai,local")
+    monkeypatch.setenv("LOCAL_STT_DECODERS", "2")
+    out = io.StringIO()
+    assert doctor_command(["--json"], out=out) == 0
+    options = json.loads(out.getvalue())["provider_options"]
+    assert set(options) == {"stt openai", "stt local", "tts local"}
+    assert options["stt local"]["LOCAL_STT_EARLY"] is True and options["stt local"]["LOCAL_STT_DECODERS"] == 2
+    assert options["stt openai"]["OPENAI_API_KEY"] == "***"
+    out = io.StringIO()
+    doctor_command([], out=out)
+    text = out.getvalue()
+    assert "stt local (chosen):" in text and "  LOCAL_STT_EARLY = true" in text
+    assert SECRET not in text
