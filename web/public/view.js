@@ -241,6 +241,13 @@ export class View {
     for (const [name, value] of Object.entries(data)) {
       if (value === null || value === undefined) continue;
       let metric = cell.querySelector(`[data-metric="${CSS.escape(name)}"]`);
+      if (typeof value === 'boolean') {
+        // a flag (e.g. `interrupted`): its name when true, nothing when false
+        if (!value) { metric?.remove(); continue; }
+        if (!metric) cell.append((metric = el('span', { class: 'metric flag', 'data-metric': name })));
+        metric.replaceChildren(el('b', {}, name.replace(/_/g, ' ')));
+        continue;
+      }
       if (!metric) {
         metric = el('span', { class: 'metric', 'data-metric': name });
         cell.append(metric);

@@ -206,6 +206,13 @@ test('a failing tool, latency and errors are shown', async () => {
   assert.equal(await row.locator('[data-metric="e2e_latency"]').innerText(), 'e2e latency 820 ms');
   assert.equal(await row.locator('[data-metric="llm_ttft"]').innerText(), 'llm ttft 310 ms');
   assert.equal(await row.locator('[data-metric="tts_ttfb_ms"]').innerText(), 'tts ttfb 120 ms');
+  // the agent's `interrupted` flag: named when true, gone when a later report says false
+  await envelope('metrics', { e2e_ms: 900, interrupted: true }, { turn: 't2' });
+  const cut = page.locator('#latency tr[data-turn="t2"]');
+  assert.equal(await cut.locator('[data-metric="interrupted"]').innerText(), 'interrupted');
+  await envelope('metrics', { interrupted: false }, { turn: 't2' });
+  assert.equal(await cut.locator('[data-metric="interrupted"]').count(), 0);
+  assert.equal(await cut.locator('[data-metric="e2e_ms"]').innerText(), 'e2e 900 ms');
 
   await envelope('error', { code: 'tts_failed', message: 'Speech synthesis failed', fatal: false }, { turn: 't1' });
   assert.equal(await text('#errors li[data-code="tts_failed"]'), 'Speech synthesis failed (tts_failed)');

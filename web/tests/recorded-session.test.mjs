@@ -66,8 +66,13 @@ test('a recorded bridge session renders tools, the approval outcome and latency'
   const row = page.locator(`#latency tr[data-turn="${metrics.turn}"]`);
   for (const [name, value] of Object.entries(metrics.data)) {
     const label = name.replace(/_ms$/, '').replace(/_/g, ' ');
-    const shown = name.endsWith('_ms') ? `${label} ${value} ms` : `${label} ${value}`; // e.g. interrupted false
-    assert.equal(await row.locator(`[data-metric="${name}"]`).innerText(), shown);
+    const metric = row.locator(`[data-metric="${name}"]`);
+    if (typeof value === 'boolean') {  // a flag: shown by name when true, absent when false
+      if (value) assert.equal(await metric.innerText(), label);
+      else assert.equal(await metric.count(), 0);
+      continue;
+    }
+    assert.equal(await metric.innerText(), `${label} ${value} ms`);
   }
 
   // nothing was lost or rejected by the helper on the way
