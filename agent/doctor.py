@@ -133,7 +133,7 @@ def chosen_options(settings: AgentSettings) -> dict[str, dict[str, Any]]:
             for field in type(options).model_fields:
                 value = getattr(options, field)
                 if isinstance(value, SecretStr):
-                    value = "***" if value.get_secret_value() else None
+                    value = "***" if _secret_set(value) else None
                 values[spec.options.variable(field)] = value
             out[f"{kind} {name}"] = values
     return out

@@ -38,16 +38,12 @@ EARLY_MAX_AUDIO = 6.0
 
 def free_recognitions(engine: stt.STT) -> bool:
     """Whether `engine` (through the agent's wrappers) declares recognitions free to discard."""
-    seen: set[int] = set()
-    while id(engine) not in seen:
-        seen.add(id(engine))
-        if getattr(engine, "free_recognitions", False):
-            return True
+    while not getattr(engine, "free_recognitions", False):
         inner = getattr(engine, "inner", None)
         if not isinstance(inner, stt.STT):
             return False
         engine = inner
-    return False
+    return True
 
 
 @dataclass
@@ -93,7 +89,7 @@ class EarlyRecognition:
         self._invalidate()
         self._in_speech = True
         self._frames = list(frames)
-        self._seconds = sum(_seconds(f) for f in frames)
+        self._seconds = sum(f.duration for f in frames)
 
     def _on_window(self, event: vad.VADEvent) -> None:
         if event.raw_accumulated_speech > 0:
@@ -101,7 +97,7 @@ class EarlyRecognition:
         if self._seconds > self._max_audio:
             return  # too long to try early; the VAD's END frames are the segment
         self._frames.extend(event.frames)
-        self._seconds += sum(_seconds(f) for f in event.frames)
+        self._seconds += sum(f.duration for f in event.frames)
         if self._seconds > self._max_audio:
             self._frames = []
             return
@@ -148,10 +144,6 @@ class EarlyRecognition:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-
-
-def _seconds(frame: rtc.AudioFrame) -> float:
-    return frame.samples_per_channel / frame.sample_rate if frame.sample_rate else 0.0
 
 
 def _retrieve(task: asyncio.Task[stt.SpeechEvent]) -> None:

@@ -29,6 +29,7 @@ from livekit.agents.metrics import STTMetrics
 from livekit.agents.metrics.base import Metadata
 from livekit.agents.stt.stream_adapter import DEFAULT_STREAM_ADAPTER_API_CONNECT_OPTIONS
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
+from livekit.agents.utils.audio import calculate_audio_duration
 
 from providers.provider_errors import provider_name
 
@@ -215,7 +216,7 @@ class _SegmentStream(stt.RecognizeStream):
                 timestamp=time.time(),
                 duration=took,
                 label=inner.label,
-                audio_duration=sum(f.samples_per_channel / f.sample_rate for f in frames if f.sample_rate),
+                audio_duration=calculate_audio_duration(frames),
                 streamed=False,
                 metadata=Metadata(model_name=inner.model, model_provider=inner.provider),
             ),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import subprocess
 import wave
 from pathlib import Path
 
@@ -158,7 +160,9 @@ async def test_a_cancelled_recognition_stops_its_decoder_and_a_fresh_one_takes_o
         event = await engine.recognize(jfk)
         for word in JFK_WORDS_16K:
             assert word in event.alternatives[0].text.split()
-        assert busy._proc.wait(timeout=5) == -9  # killed mid-decode, not left to finish
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            busy._proc.wait(timeout=30)  # a bound for a broken abort, not a timing goal
+        assert busy._proc.returncode == -9  # killed mid-decode, not left to finish
         assert engine._pool._all and engine._pool._all[0] is not busy
     finally:
         await engine.aclose()
