@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -122,7 +123,13 @@ class InProcessApprovalGate:
                 return ResolveStatus.UNKNOWN
             return ResolveStatus.EXPIRED if outcome in ("timeout", "cancelled") else ResolveStatus.ALREADY_RESOLVED
         if entry.future.done():
-            return ResolveStatus.ALREADY_RESOLVED
+            # cancelled (the participant left) before the brain finished the request
+            cancelled = entry.future.cancelled() or isinstance(entry.future.exception(), ApprovalCancelled)
+            return ResolveStatus.EXPIRED if cancelled else ResolveStatus.ALREADY_RESOLVED
+        if time.time() * 1000 > entry.request.deadline_ms:
+            # the brain's own timer is due (late only when the event loop stalled): the request
+            # said "answer before the deadline", so a later answer must not run the tool
+            return ResolveStatus.EXPIRED
         entry.future.set_result(decision)
         return ResolveStatus.OK
 

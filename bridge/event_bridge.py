@@ -136,6 +136,27 @@ def _dumps(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
+def _data_json(data: BaseModel | dict[str, Any]) -> str:
+    """`data` as JSON. Text that is not valid Unicode (a lone surrogate: half an emoji from a
+    model, a file name decoded with `surrogateescape`) is sent with those characters replaced
+    rather than losing the envelope, which may be a `hitl.request` or `turn.done`."""
+    try:
+        return data.model_dump_json() if isinstance(data, BaseModel) else _dumps(data)
+    except (UnicodeEncodeError, ValueError):
+        plain = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
+        return _dumps(_valid_unicode(plain))
+
+
+def _valid_unicode(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_valid_unicode(k): _valid_unicode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_valid_unicode(v) for v in value]
+    return value
+
+
 class EventBridge:
     def __init__(
         self,
@@ -351,8 +372,8 @@ class EventBridge:
         if self._closed:
             return
         try:
-            data_json = data.model_dump_json() if isinstance(data, BaseModel) else _dumps(data)
-        except Exception:  # noqa: BLE001 - e.g. unencodable text; producers must never see it
+            data_json = _data_json(data)
+        except Exception:  # noqa: BLE001 - a bug in a producer; producers must never see it
             log.exception("bridge could not serialise a %s envelope", etype)
             return
         if not self._queue.put(Outgoing(etype, turn, ts, data_json), force=force):

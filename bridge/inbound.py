@@ -61,6 +61,15 @@ def _describe(exc: ValidationError) -> str:
     return f"{loc or 'message'}: {first.get('msg', 'invalid')}{more}"[:300]
 
 
+class _NotJSON(ValueError):
+    pass
+
+
+def _not_json(name: str) -> Any:
+    """Python's parser accepts NaN and Infinity; JSON has neither (and NaN passes every range check)."""
+    raise _NotJSON(f"{name} is not a JSON value")
+
+
 def parse_client_message(raw: Any, max_bytes: int) -> ParsedMessage | Rejected:
     if isinstance(raw, bytes | bytearray):
         size = len(raw)
@@ -76,10 +85,11 @@ def parse_client_message(raw: Any, max_bytes: int) -> ParsedMessage | Rejected:
     if size > max_bytes:
         return Rejected("too_large", f"message is {size} bytes; the limit is {max_bytes}")
     try:
-        obj = json.loads(raw)
+        obj = json.loads(raw, parse_constant=_not_json)
     except (ValueError, RecursionError) as exc:
         where = f" at position {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
-        return Rejected("malformed_json", f"message is not valid JSON{where}")
+        why = f": {exc}" if isinstance(exc, _NotJSON) else ""
+        return Rejected("malformed_json", f"message is not valid JSON{where}{why}")
     if not isinstance(obj, dict):
         return Rejected("invalid_message", f"message must be a JSON object, got {type(obj).__name__}")
     cid = _client_id(obj)

@@ -203,7 +203,14 @@ class EmptyData(_Model):
     pass
 
 
+def _wire_requires_v_and_type(schema: dict[str, Any]) -> None:
+    # the defaults are for building messages in Python; on the wire both are required
+    schema["required"] = sorted({*schema.get("required", []), "v", "type"})
+
+
 class _ClientMessage(_Model):
+    model_config = ConfigDict(json_schema_extra=_wire_requires_v_and_type)
+
     v: Literal[1] = 1
     id: ClientId | None = None
 

@@ -17,16 +17,25 @@ ReportLevel = Literal["none", "name", "args", "full"]
 REPORT_LEVELS: tuple[ReportLevel, ...] = ("none", "name", "args", "full")
 MASK = "***"
 
-_SECRET_KEY = re.compile(r"key|secret|token|passw|pwd|credential|authorization|cookie", re.I)
+_SECRET_KEY = re.compile(
+    r"key|secret|token|passw|pwd|credential|authorization|cookie|dsn"
+    r"|(?:^|[_\-.])(?:pass|pin|auth)(?:$|[_\-.])",  # "pass", "db_pass", "x-auth"; not "authenticated"
+    re.I,
+)
 _SECRET_VALUE = re.compile(
-    r"(\b[spr]k-[A-Za-z0-9_\-*]{6,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{20,}|gh[pousr]_[A-Za-z0-9]{20,}"
+    r"(\b[spr]k-[A-Za-z0-9_\-*]{6,}|\b(?:[spr]k|rk)_(?:live|test)_[A-Za-z0-9]{8,}|\bwhsec_[A-Za-z0-9]{16,}"
+    r"|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{20,}|gh[pousr]_[A-Za-z0-9]{20,}"
     r"|xox[abpr]-[A-Za-z0-9\-]{10,}|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/\-*]{8,}=*|\b[0-9a-fA-F]{32,}\b)"
 )
-# a value after a scheme word or in a query parameter: the prefix stays, so the reader sees what it was
+# a value after a scheme word, in a query parameter, after a secret-named field or as a URL's
+# password: the prefix stays, so the reader sees what it was
 _SECRET_AFTER = re.compile(
-    r"(\b(?i:token|basic)\s+)(?=[A-Za-z_\-.*=+/]*\d)[A-Za-z0-9._~+/\-*]{8,}=*"  # "Token estimation" stays
+    # "Token estimation" and "Basic Authentication" stay: the value needs a digit, "=" or inner capitals
+    r"(\b(?i:token|basic)\s+)(?=[A-Za-z0-9_\-.*+/]*(?:\d|=|[a-z][A-Za-z0-9_\-.*+/]*[A-Z]))[A-Za-z0-9._~+/\-*]{8,}=*"
     r"|([?&](?i:key|api_key|apikey|token|access_token)=)[^&\s'\"]+"
+    r"|(\b[A-Za-z_]*(?i:password|passwd|pwd|secret|token|apikey|[_\-]key)['\"]?\s*[:=]\s*['\"]?)[^\s'\",;&)}\]]+"
+    r"|(\b[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:)[^@\s/]+(?=@)"
 )
 _MAX_DEPTH = 8
 _MAX_ITEMS = 200
@@ -85,7 +94,7 @@ def scrub(value: Any, _depth: int = 0, *, mask_numbers: bool = True) -> Any:
             if i >= _MAX_ITEMS:
                 out["…"] = f"{len(value) - _MAX_ITEMS} more"
                 break
-            key = str(k)
+            key = scrub_text(str(k), 200)
             secret = _SECRET_KEY.search(key) and not (v is None or (isinstance(v, str) and not v))
             if secret and (mask_numbers or not isinstance(v, int | float) or isinstance(v, bool)):
                 out[key] = MASK

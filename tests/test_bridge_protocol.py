@@ -55,6 +55,33 @@ def test_committed_schema_matches_the_models() -> None:
     jsonschema.Draft202012Validator.check_schema(schema["AgentEnvelope"])
 
 
+def test_client_messages_need_v_and_type_on_the_wire() -> None:
+    """The models default `v` and `type` for building messages in Python; the schema clients
+    validate against must require them, as the parser does."""
+    v = validators()["ClientMessage"]
+    assert v.is_valid({"v": 1, "type": "agent.interrupt"})
+    for bad in ({}, {"type": "agent.interrupt"}, {"v": 1, "data": {"text": "hi"}}):
+        assert not v.is_valid(bad), bad
+
+
+async def test_text_that_is_not_valid_unicode_does_not_lose_envelopes() -> None:
+    """A lone surrogate (half an emoji) in a prompt or transcript: the envelope still goes out,
+    with the character replaced; hitl.request and turn.done must never be dropped."""
+    b, t = _bridge()
+    b.publish_transcript("caf\udce9 au lait", final=True, turn_id="t")
+    b.publish_event(ApprovalRequested(conversation_id=CONV, turn_id="t", request_id="r1", call_id="c2",
+                                      name="book_table", prompt="Book it? \ud83d", arguments={"note": "\ud83d"},
+                                      report="args", deadline_ms=1, user_id="alice"))
+    b.publish_event(TurnDone(conversation_id=CONV, turn_id="t", reason="completed"))
+    await b.aclose()
+    out = envelopes(t)
+    assert [e["type"] for e in out] == ["session.hello", "user.transcript", "hitl.request", "turn.done"]
+    assert out[1]["data"]["text"] == "caf? au lait"
+    assert out[2]["data"]["prompt"] == "Book it? ?" and out[2]["data"]["arguments"] == {"note": "?"}
+    for e in out:
+        validators()["AgentEnvelope"].validate(e)
+
+
 def test_schema_rejects_what_the_models_reject() -> None:
     v = validators()["AgentEnvelope"]
     good = {"v": 1, "seq": 3, "ts": 1, "type": "agent.text", "turn": "t", "data": {"delta": "hi"}}
@@ -229,6 +256,14 @@ async def test_recorded_example_session_is_valid_and_current() -> None:
         ("restricted rk-abcdefgh1234 key", "restricted *** key"),
         ("Token estimation failed", "Token estimation failed"),
         ("a task-force plan for 2 people", "a task-force plan for 2 people"),
+        ("could not connect to postgresql://admin:hunter2@db.internal:5432/prod",
+         "could not connect to postgresql://admin:***@db.internal:5432/prod"),
+        ("upstream said 401 for api_key=AbCdEf123456 (password: hunter2)", "upstream said 401 for api_key=*** (password: ***)"),
+        ("invalid: {'username': 'bob', 'password': 'hunter2'}", "invalid: {'username': 'bob', 'password': '***'}"),
+        ("header Authorization: Basic dXNlcjpwYXNz", "header Authorization: Basic ***"),
+        ("Basic Authentication required", "Basic Authentication required"),
+        ("stripe key sk_live_51Habcdefghijkl rejected", "stripe key *** rejected"),
+        ("max_tokens: 4096 exceeded", "max_tokens: 4096 exceeded"),
     ],
 )
 def test_tool_text_loses_every_credential_shape(text: str, kept: str) -> None:

@@ -59,6 +59,7 @@ export class VoiceAgentEvents {
     /** @type {Map<number, Envelope>} */
     this._buffer = new Map();
     this._expected = null; // next seq to deliver; null until the first envelope
+    this._lastTs = 0; // the newest `ts` delivered: tells a restarted session's hello from a re-sent one
     this._gapTimer = null;
     this._started = false;
     /** Pending approval requests by id (from hitl.request until hitl.resolved). */
@@ -134,8 +135,11 @@ export class VoiceAgentEvents {
       this._emit("protocol-error", { reason: "foreign-sender", identity: senderIdentity });
       return;
     }
-    if (env.type === "session.hello" && this._expected !== null && env.seq < this._expected) {
-      this._reset("session-restarted"); // the same agent identity started numbering again
+    if (env.type === "session.hello" && this._expected !== null && env.seq < this._expected
+        && env.ts > this._lastTs) {
+      // the same agent identity started numbering again; a hello that is not newer than what we
+      // delivered is a re-sent copy or a straggler the gap timer skipped: a duplicate below
+      this._reset("session-restarted");
     }
     if ((this._expected !== null && env.seq < this._expected) || this._buffer.has(env.seq)) {
       this._emit("duplicate", { seq: env.seq });
@@ -256,12 +260,14 @@ export class VoiceAgentEvents {
   _reset(reason) {
     this._buffer.clear();
     this._expected = null;
+    this._lastTs = 0;
     this._clearGapTimer();
     this.pendingRequests.clear();
     this._emit("reset", { reason });
   }
 
   _deliver(env) {
+    if (typeof env.ts === "number" && env.ts > this._lastTs) this._lastTs = env.ts;
     if (env.type === "session.hello") this.hello = env.data;
     if (env.type === "hitl.request") this.pendingRequests.set(env.data.request_id, env.data);
     if (env.type === "hitl.resolved") this.pendingRequests.delete(env.data.request_id);

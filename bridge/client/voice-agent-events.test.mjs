@@ -151,12 +151,17 @@ test("a fixed agent identity accepts nobody else", () => {
   assert.deepEqual(seen, [1]);
 });
 
+function later(text, ms = 5000) {
+  const parsed = JSON.parse(text);
+  return JSON.stringify({ ...parsed, ts: parsed.ts + ms });
+}
+
 test("a new session (hello numbering again, or a new agent) resets ordering", () => {
   const events = new VoiceAgentEvents(new FakeRoom());
   const { seen, problems } = collect(events);
   for (const seq of [1, 2, 3]) events.receive(env(seq), "agent");
-  events.receive(env(1, "session.hello", {}), "agent");
-  events.receive(env(2), "agent");
+  events.receive(later(env(1, "session.hello", {})), "agent");
+  events.receive(later(env(2)), "agent");
   events.receive(env(1, "session.hello", {}), "agent-2");
   assert.deepEqual(seen, [1, 2, 3, 1, 2, 1]);
   assert.deepEqual(problems.map(([t, info]) => `${t}:${info.reason}`), ["reset:session-restarted", "reset:agent-changed"]);
@@ -233,4 +238,22 @@ test("replays a real session recorded from the Python bridge, shuffled", async (
   assert.equal(reply, deltas);
   assert.equal(reply.replace(/\s+/g, ""), done.text.replace(/\s+/g, ""));
   assert.equal(events.pendingRequests.size, 0);
+});
+
+test("a re-sent or late hello is a duplicate: pending approvals and ordering stay", async () => {
+  // the agent re-sends an envelope whose send timed out but may have arrived, and a hello the
+  // gap timer skipped may still complete: neither is a new session
+  const events = new VoiceAgentEvents(new FakeRoom(), { gapTimeoutMs: 15 });
+  const { seen, problems } = collect(events);
+  const hello = env(1, "session.hello", { client: "user-1" });
+  events.receive(hello, "agent");
+  events.receive(env(2, "hitl.request", { request_id: "r1", tool: "book_table" }), "agent");
+  events.receive(hello, "agent");
+  events.receive(env(4), "agent"); // 3 (a hello) is late
+  await sleep(40);
+  events.receive(env(3, "session.hello", { client: "user-2" }), "agent");
+  events.receive(env(5), "agent");
+  assert.deepEqual(seen, [1, 2, 4, 5]);
+  assert.deepEqual(problems.map(([t, info]) => `${t}:${info.seq ?? info.expected}`), ["duplicate:1", "gap:3", "duplicate:3"]);
+  assert.deepEqual([...events.pendingRequests.keys()], ["r1"]);
 });

@@ -94,7 +94,8 @@ function wireRoom(r) {
     onHitlRequest: (data, envelope) => {
       // the deadline is on the agent's clock; count down the same span on ours
       const deadlineLocal = Date.now() + (data.deadline - envelope.ts);
-      view.hitlRequest(data, deadlineLocal, (decision) => link.respond(data.request_id, decision));
+      const mine = data.for == null || data.for === r.localParticipant?.identity;
+      view.hitlRequest(data, deadlineLocal, (decision) => link.respond(data.request_id, decision), { mine });
     },
     onHitlResolved: (data) => view.hitlResolved(data),
     onMetrics: (data, envelope) => view.metrics(envelope.turn, data),

@@ -145,12 +145,13 @@ export class View {
    * Show an approval request. `deadlineLocalMs` is the deadline on this browser's clock;
    * `onDecide(decision)` is called with 'approve' or 'reject' and returns a promise of the reply.
    */
-  hitlRequest(data, deadlineLocalMs, onDecide) {
+  /** `mine`: the request is addressed to this page's participant (or to nobody in particular). */
+  hitlRequest(data, deadlineLocalMs, onDecide, { mine = true } = {}) {
     const approvals = this.$('approvals');
     clearEmpty(approvals);
     const card = el('div', { class: 'card hitl', 'data-request-id': data.request_id, 'data-state': 'pending' });
     const title = el('div', { class: 'title' });
-    title.append(el('span', { class: 'name' }, data.tool), el('span', { class: 'status' }, 'needs your approval'));
+    title.append(el('span', { class: 'name' }, data.tool), el('span', { class: 'status' }, mine ? 'needs your approval' : `needs approval from ${data.for}`));
     card.append(title, el('p', { class: 'prompt' }, data.prompt));
     if (data.arguments) card.append(el('pre', { class: 'args' }, prettyJson(data.arguments)));
     const actions = el('div', { class: 'actions' });
@@ -169,7 +170,7 @@ export class View {
       countdown.textContent = left > 0 ? `${left} s left` : 'time is up';
       if (left <= 0) {
         clearInterval(entry.timer);
-        if (card.dataset.state === 'pending') this.#finishHitl(entry, 'expired', 'No answer in time.');
+        if (['pending', 'watching'].includes(card.dataset.state)) this.#finishHitl(entry, 'expired', 'No answer in time.');
       }
     };
     tick();
@@ -192,6 +193,12 @@ export class View {
         const final = err?.fatal || ['already_resolved', 'expired', 'unknown_request'].includes(err?.code);
         if (final) {
           this.#finishHitl(entry, 'expired', message);
+        } else if (err?.code === 'forbidden') {
+          // someone else answers this one: keep watching it until hitl.resolved or the deadline
+          card.dataset.state = 'watching';
+          card.querySelector('.actions .approve')?.remove();
+          card.querySelector('.actions .reject')?.remove();
+          card.querySelector('.status').textContent = `not yours to answer: ${message}`;
         } else {
           card.dataset.state = 'pending';
           card.querySelector('.status').textContent = `not sent: ${message}`;

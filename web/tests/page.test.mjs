@@ -277,6 +277,26 @@ test('screenshot of the whole session (kept outside the repository)', async () =
   console.log(`screenshot: ${file}`);
 });
 
+test('a request for someone else says so, and a forbidden reply leaves it watching', async () => {
+  await fake(() => {
+    window.__fakeLiveKit.rpcReply = (call) =>
+      JSON.stringify({ v: 1, type: 'error', id: JSON.parse(call.payload).id, ts: Date.now(), data: { code: 'forbidden', message: 'only bob may answer this request', fatal: false } });
+  });
+  const ts = Date.now();
+  await envelope('hitl.request', { request_id: 'req-4', call_id: 'call-5', tool: 'send_email', prompt: 'Send it?', arguments: null, deadline: ts + 15_000, for: 'bob' }, { ts });
+  const card = page.locator('.hitl[data-request-id="req-4"]');
+  assert.equal(await card.locator('.status').innerText(), 'needs approval from bob');
+  await card.locator('button.approve').click(); // an allowed supervisor could answer: the page cannot tell
+  await card.locator('.status', { hasText: 'not yours to answer: only bob may answer this request' }).waitFor();
+  assert.equal(await card.getAttribute('data-state'), 'watching');
+  assert.equal(await card.locator('button').count(), 0);
+  assert.equal(await card.locator('.countdown').count(), 1, 'the deadline still counts down');
+
+  await envelope('hitl.resolved', { request_id: 'req-4', call_id: 'call-5', tool: 'send_email', outcome: 'approved', by: 'bob', modified: false, reason: null });
+  assert.equal(await card.getAttribute('data-state'), 'approved');
+  assert.equal(await card.locator('.outcome').innerText(), 'Approved by bob');
+});
+
 test('disconnecting resets the page', async () => {
   await fake(() => window.__fakeLiveKit.disconnect());
   assert.equal(await text('#connection'), 'Disconnected');
