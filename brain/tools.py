@@ -8,11 +8,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import json
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
@@ -24,6 +26,15 @@ from .events import ReportLevel
 _TOOL_ATTR = "__voice_tool__"
 
 log = logging.getLogger("brain")
+
+
+def _describe(exc: ValidationError) -> str:
+    """Where and why, without the offending values: they may be secrets the tool's report level
+    masks (pydantic's own message quotes each input)."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in err['loc']) or 'arguments'}: {err['msg']}"
+        for err in exc.errors(include_url=False, include_input=False)
+    )
 
 
 @dataclass(frozen=True)
@@ -44,14 +55,26 @@ class Tool:
         try:
             return self.args_model.model_validate(arguments).model_dump()
         except ValidationError as exc:
-            raise ValueError(f"invalid arguments for {self.name}: {exc.errors(include_url=False)}") from exc
+            raise ValueError(f"invalid arguments for {self.name}: {_describe(exc)}") from exc
+
+    @property
+    def runs_in_thread(self) -> bool:
+        """A plain function: it runs in a worker thread, which cancellation cannot stop."""
+        return not inspect.iscoroutinefunction(self.fn)
 
     async def invoke(self, arguments: dict[str, Any]) -> Any:
-        kwargs = self.validate(arguments)
+        try:
+            checked = self.args_model.model_validate(arguments)
+        except ValidationError as exc:
+            raise ValueError(f"invalid arguments for {self.name}: {_describe(exc)}") from exc
+        # the validated values themselves: a parameter typed as a model or dataclass gets one
+        kwargs = {name: getattr(checked, name) for name in type(checked).model_fields}
         if inspect.iscoroutinefunction(self.fn):
             return await self.fn(**kwargs)
-        # plain functions run off the event loop so a slow tool never stalls audio
-        result = await asyncio.to_thread(self.fn, **kwargs)
+        # plain functions run off the event loop so a slow tool never stalls audio, in the tools'
+        # own threads: a hung tool must not take the threads asyncio resolves host names in
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(_tool_threads(), functools.partial(self.fn, **kwargs))
         if inspect.isawaitable(result):
             return await result
         return result
@@ -172,8 +195,8 @@ def load_tool_module(path: str) -> list[Tool]:
     """Every @tool-decorated function in `package.module`, in definition order."""
     try:
         module = importlib.import_module(path)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import tool module {path!r} (BRAIN_TOOLS): {exc}") from exc
+    except Exception as exc:  # ImportError, or the module itself failed (SyntaxError, a raise)
+        raise ConfigError(f"cannot import tool module {path!r} (BRAIN_TOOLS): {type(exc).__name__}: {exc}") from exc
     tools = [getattr(v, _TOOL_ATTR) for v in vars(module).values() if isinstance(getattr(v, _TOOL_ATTR, None), Tool)]
     if not tools:
         raise ConfigError(f"tool module {path!r} defines no @tool functions")
@@ -206,13 +229,34 @@ class ToolSet:
         return list(self._tools)
 
 
-def result_to_text(result: Any) -> str:
-    """What the model sees of a tool result."""
+TOOL_THREADS = 16
+"""Threads for plain-function tools, shared by every brain in the process."""
+_threads: ThreadPoolExecutor | None = None
+
+
+def _tool_threads() -> ThreadPoolExecutor:
+    global _threads
+    if _threads is None:
+        _threads = ThreadPoolExecutor(max_workers=TOOL_THREADS, thread_name_prefix="brain-tool")
+    return _threads
+
+
+MAX_RESULT_CHARS = 16_000
+"""What the model is told of one result, at most: the result is resent with every later request
+of the conversation's memory, so a 5 MB result would overflow the model's context for many turns."""
+
+
+def result_to_text(result: Any, limit: int = MAX_RESULT_CHARS) -> str:
+    """What the model sees of a tool result (cut to `limit` characters, saying so)."""
     if isinstance(result, str):
-        return result
-    if isinstance(result, BaseModel):
-        return result.model_dump_json()
-    try:
-        return json.dumps(result, default=str)
-    except (TypeError, ValueError):
-        return str(result)
+        text = result
+    elif isinstance(result, BaseModel):
+        text = result.model_dump_json()
+    else:
+        try:
+            text = json.dumps(result, default=str)
+        except (TypeError, ValueError):
+            text = str(result)
+    if len(text) > limit:
+        text = text[:limit] + f"... [cut: the result was {len(text)} characters, only the first {limit} are shown]"
+    return text

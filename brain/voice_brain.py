@@ -7,10 +7,13 @@ import contextlib
 import dataclasses
 import logging
 import time
+import traceback
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic_core import to_jsonable_python
 
 from .approvals import (
     ApprovalCancelled,
@@ -22,7 +25,7 @@ from .approvals import (
     new_request_id,
 )
 from .backends.base import ModelBackend, ModelRequest, TextChunk
-from .errors import BrainError, InternalError, ProtocolError, UnavailableError
+from .errors import BrainError, InternalError, ProtocolError, UnavailableError, redact_secrets
 from .events import (
     ApprovalRequested,
     ApprovalResolved,
@@ -39,6 +42,18 @@ from .tools import Tool, ToolSet, result_to_text
 from .turn import Turn
 
 log = logging.getLogger("brain")
+
+
+@contextlib.asynccontextmanager
+async def _closing(stream: AsyncIterator[Any]) -> AsyncIterator[AsyncIterator[Any]]:
+    """Close the backend's stream when the step ends (barge-in closes the model stream *now*,
+    not at GC); a custom backend may return any async iterator, with or without `aclose`."""
+    try:
+        yield stream
+    finally:
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,7 @@ class VoiceBrain:
         self.settings = settings or BrainSettings()
         self.events = EventHub()
         self._active: dict[str, str] = {}  # turn_id -> conversation_id, for turns in flight
+        self._locks: dict[str, asyncio.Lock] = {}  # conversation_id -> its turns, one at a time
 
     # -- public API -------------------------------------------------------------------------
 
@@ -112,6 +128,15 @@ class VoiceBrain:
         return await self._run_call(turn, call)
 
     async def stream_reply(self, turn: Turn) -> AsyncGenerator[str, None]:
+        # one turn at a time per conversation: a second turn started while one is in flight
+        # (e.g. waiting for an approval) would send the model a history with an unanswered tool
+        # call, and the first turn's continuation would follow the second's messages
+        lock = self._locks.setdefault(turn.conversation_id, asyncio.Lock())
+        async with lock, contextlib.aclosing(self._stream_reply(turn)) as deltas:
+            async for delta in deltas:
+                yield delta
+
+    async def _stream_reply(self, turn: Turn) -> AsyncGenerator[str, None]:
         emit = self.events.emit
         conv, tid = turn.conversation_id, turn.turn_id
         record = self.memory.begin_turn(conv, tid, turn.transcript)
@@ -169,7 +194,7 @@ class VoiceBrain:
             )
             calls: list[ToolCall] = []
             try:
-                async with contextlib.aclosing(self.backend.stream(request)) as stream:  # type: ignore[type-var]
+                async with _closing(self.backend.stream(request)) as stream:
                     async for out in stream:
                         if isinstance(out, TextChunk):
                             if out.text:
@@ -226,7 +251,7 @@ class VoiceBrain:
         """Run the calls of one step concurrently; fills `results` (call id -> text) as they finish."""
 
         async def one(call: ToolCall) -> None:
-            results[call.id] = await self._run_call(turn, call)
+            results[call.id] = await self._run_call(turn, call, results)
 
         tasks = [asyncio.ensure_future(one(c)) for c in calls]
         try:
@@ -238,8 +263,11 @@ class VoiceBrain:
             if any(not t.done() for t in tasks):
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run_call(self, turn: Turn, call: ToolCall) -> str:
-        """Run one call; returns what the model is told. Emits started/approval/finished events."""
+    async def _run_call(self, turn: Turn, call: ToolCall, results: dict[str, str] | None = None) -> str:
+        """Run one call; returns what the model is told. Emits started/approval/finished events.
+
+        `results`: where to leave what the model is told when the call is interrupted while a
+        plain-function tool runs (its thread cannot be stopped, so the action may still happen)."""
         emit = self.events.emit
         conv, tid = turn.conversation_id, turn.turn_id
         tool = self.tools.get(call.name)
@@ -285,7 +313,7 @@ class VoiceBrain:
                 finished("cancelled", error="turn interrupted before approval")
                 raise
             except Exception as exc:  # the gate failed: the turn fails, but the call still finishes
-                finished("error", error=f"approval failed: {type(exc).__name__}: {exc}")
+                finished("error", error=redact_secrets(f"approval failed: {type(exc).__name__}: {exc}"))
                 raise
             if decision is None:  # timed out
                 finished("cancelled", error="no decision before the deadline")
@@ -303,18 +331,41 @@ class VoiceBrain:
 
         # the per-tool timeout starts only now, after approval
         timeout = tool.timeout or self.settings.tool_timeout
+        task = asyncio.current_task()
+        cancelling = task.cancelling() if task is not None else 0
+        deadline = asyncio.timeout(timeout)
         try:
-            result = await asyncio.wait_for(tool.invoke(arguments), timeout)
+            async with deadline:
+                result = await tool.invoke(arguments)
         except asyncio.CancelledError:
-            finished("cancelled", error="turn interrupted")
+            if task is not None and task.cancelling() <= cancelling:
+                # the tool raised it itself (e.g. its own task was cancelled): a tool error
+                finished("error", error="CancelledError raised by the tool")
+                return "ERROR: the tool failed (CancelledError)"
+            if tool.runs_in_thread:
+                finished("cancelled", error="turn interrupted; the tool was already running and may still complete")
+                if results is not None:
+                    results[call.id] = ("INTERRUPTED: the user interrupted while this was running; it could not be "
+                                        "stopped, so the action may or may not have been carried out.")
+            else:
+                finished("cancelled", error="turn interrupted")
             raise
-        except TimeoutError:
+        except TimeoutError as exc:
+            if not deadline.expired():  # the tool's own timeout, not ours
+                why = redact_secrets(f"{type(exc).__name__}: {exc}".rstrip(": "))
+                finished("error", error=why)
+                return f"ERROR: {why}"
+            if tool.runs_in_thread:
+                finished("error", error=f"timed out after {timeout:g} s; the tool may still complete")
+                return (f"ERROR: {call.name} did not finish within {timeout:g} s; it could not be stopped, "
+                        "so the action may or may not have been carried out.")
             finished("error", error=f"timed out after {timeout:g} s")
             return f"ERROR: {call.name} timed out after {timeout:g} s"
         except Exception as exc:  # noqa: BLE001 - tool errors are fed back to the model
-            finished("error", error=f"{type(exc).__name__}: {exc}")
-            return f"ERROR: {type(exc).__name__}: {exc}"
-        finished("ok", result=result)
+            why = redact_secrets(f"{type(exc).__name__}: {exc}")  # nor are secrets sent to the model
+            finished("error", error=why)
+            return f"ERROR: {why}"
+        finished("ok", result=to_jsonable_python(result, fallback=str))
         return result_to_text(result)
 
     async def _approve(
@@ -389,7 +440,9 @@ class VoiceBrain:
         if cause is None:
             log.warning("turn %s failed: %s", turn.turn_id, exc)
         else:
-            log.error("turn %s failed: %s", turn.turn_id, exc, exc_info=cause)
+            # the traceback as text, redacted: exception messages and locals' reprs echo secrets
+            trace = redact_secrets("".join(traceback.format_exception(cause)).rstrip())
+            log.error("turn %s failed: %s\n%s", turn.turn_id, exc, trace)
         self.events.emit(
             ErrorEvent(
                 conversation_id=turn.conversation_id,

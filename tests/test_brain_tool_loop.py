@@ -508,8 +508,10 @@ async def test_unexpected_exception_fails_only_that_turn(
     assert booked == []
     (fin,) = log.of(ToolFinished)
     assert (fin.call_id, fin.status, fin.error) == ("call_b", "error", f"approval failed: {exc_type}: {exc_text}")
-    (logged,) = [r for r in caplog.records if r.name == "brain" and r.exc_info]
-    assert type(logged.exc_info[1]).__name__ == exc_type  # type: ignore[index]
+    # the traceback is logged as redacted text (exc_info would be formatted unredacted)
+    (logged,) = [r for r in caplog.records if r.name == "brain" and "Traceback" in r.getMessage()]
+    assert logged.levelno == logging.ERROR and logged.exc_info is None
+    assert f"\n{exc_type}: {exc_text}" in logged.getMessage()
     # the same conversation goes on; the failed call is answered in its history
     turn2 = Turn("try again", "c")
     assert "".join(await reply(brain, turn2)) == "Next turn works."
@@ -518,3 +520,45 @@ async def test_unexpected_exception_fails_only_that_turn(
     assert kit.results(nxt) == {"call_b": "ERROR: the turn failed before this finished."}
     assert kit.dialogue(nxt)[-2:] == [("assistant", "Sorry, that failed."), ("user", "try again")]
     log.check()
+
+
+def _request(deadline_ms: int) -> ApprovalRequest:
+    return ApprovalRequest(request_id="hitl_x", call_id="c1", conversation_id="c", turn_id="t",
+                           tool_name="send_email", arguments={}, prompt="Send?", deadline_ms=deadline_ms)
+
+
+async def test_an_answer_after_the_deadline_is_expired_even_before_the_brain_times_out() -> None:
+    """The brain's timer fires late when the event loop stalls; the request said "answer before
+    the deadline", so a later answer must not run the tool."""
+    import time
+
+    gate = InProcessApprovalGate()
+    late = gate.register(_request(int(time.time() * 1000) - 1))
+    assert gate.resolve("hitl_x", ApprovalDecision.approve(by="alice")) == ResolveStatus.EXPIRED
+    assert not late.done()  # the brain's own timeout reports the outcome
+    gate.finish("hitl_x", "timeout")
+
+    on_time = gate.register(dataclasses.replace(_request(int(time.time() * 1000) + 60_000), request_id="hitl_y"))
+    assert gate.resolve("hitl_y", ApprovalDecision.approve(by="alice")) == ResolveStatus.OK
+    assert on_time.result().approved
+
+
+async def test_answering_a_cancelled_request_before_the_brain_finished_it_is_expired() -> None:
+    import time
+
+    gate = InProcessApprovalGate()
+    gate.register(_request(int(time.time() * 1000) + 60_000))
+    assert gate.cancel_all("c", by="system:participant_left") == 1
+    assert gate.resolve("hitl_x", ApprovalDecision.approve(by="bob")) == ResolveStatus.EXPIRED
+
+
+def test_invalid_arguments_say_where_and_why_without_echoing_values() -> None:
+    def login(username: str, password: str, otp: int) -> str:
+        """Log in."""
+        return "ok"
+
+    with pytest.raises(ValueError) as caught:
+        make_tool(login).validate({"username": "bob", "password": "hunter2", "otp": "not-a-number"})
+    message = str(caught.value)
+    assert message.startswith("invalid arguments for login: otp: ") and "integer" in message
+    assert "hunter2" not in message and "not-a-number" not in message

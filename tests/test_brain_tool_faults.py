@@ -1,0 +1,256 @@
+"""Tools that misbehave, and turns that overlap: what the model and the events are told.
+
+Through the real openai / google-genai SDKs and the fake servers; what the model is told is read
+from the next request the fake server received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from brain import ApprovalDecision, InProcessApprovalGate, Turn, VoiceBrain, make_tool, tool
+from brain.backends.base import ModelRequest, TextChunk
+from brain.events import ToolFinished, TurnDone
+from brain.tools import MAX_RESULT_CHARS
+from tests.fakes.brain_kits import PROVIDERS, EventLog, Kit, clean_env, open_kit, reply, wait_for
+
+pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    clean_env(monkeypatch)
+
+
+@pytest.fixture(params=PROVIDERS)
+async def kit(request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
+    async with open_kit(request.param) as k:
+        yield k
+
+
+async def test_a_plain_tool_interrupted_while_running_is_reported_as_maybe_done(kit: Kit) -> None:
+    """A thread cannot be cancelled: the booking may still go through, so the model must not be
+    told it was cancelled."""
+    started, release = asyncio.Event(), threading.Event()
+    loop = asyncio.get_running_loop()
+    done: list[str] = []
+
+    def book_table(restaurant: str) -> str:
+        """Book a table."""
+        loop.call_soon_threadsafe(started.set)
+        release.wait(10)
+        done.append(restaurant)
+        return "booked"
+
+    kit.server.push(kit.calls(("call_b", "book_table", {"restaurant": "Luigi's"})))
+    kit.server.push(kit.text("Let me check."))
+    brain = kit.brain(tools=[book_table])
+    log = EventLog(brain)
+    turn = Turn("book it", "c")
+    task = asyncio.create_task(reply(brain, turn))
+    await wait_for(started)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+    (fin,) = log.of(ToolFinished)
+    assert fin.status == "cancelled" and "may still complete" in (fin.error or "")
+    await reply(brain, Turn("did it work?", "c"))
+    told = kit.results(kit.server.requests[1])["call_b"]
+    assert told.startswith("INTERRUPTED") and "may or may not have been carried out" in told
+    await asyncio.to_thread(lambda: None)
+    log.check()
+
+
+async def test_timed_out_plain_tools_do_not_starve_the_model_connection(kit: Kit) -> None:
+    """Hung plain-function tools keep their threads; they must not be the threads asyncio
+    resolves host names in, or the brain can no longer reach its model."""
+    release = threading.Event()
+
+    @tool(timeout=0.05)
+    def hang() -> str:
+        """Never returns in time."""
+        release.wait(20)
+        return "late"
+
+    default_threads = min(32, (os.cpu_count() or 1) + 4)  # asyncio's default executor size
+    calls = [(f"call_{i}", "hang", {}) for i in range(default_threads + 2)]
+    kit.server.push(kit.calls(*calls), kit.text("Those timed out."), kit.text("Still here."))
+    base = kit.server.base_url.replace("127.0.0.1", "localhost")  # a name to resolve
+    field = "openai_base_url" if kit.name == "openai" else "gemini_base_url"
+    brain = kit.brain(tools=[hang], max_tool_steps=1, **{field: base})
+    try:
+        await reply(brain, Turn("go", "c"), limit=10)
+        told = kit.results(kit.server.requests[1])
+        assert len(told) == len(calls)
+        assert all("did not finish within 0.05 s" in v and "may or may not" in v for v in told.values())
+        # every hung thread is still blocked; a new request still resolves and connects
+        assert "".join(await reply(brain, Turn("hello?", "c"), limit=10)) == "Still here."
+    finally:
+        release.set()
+
+
+async def test_a_tool_raising_its_own_timeout_or_cancellation_is_an_ordinary_tool_error(kit: Kit) -> None:
+    @tool(timeout=30)
+    async def fetch() -> str:
+        """Calls a slow service with its own short timeout."""
+        async with asyncio.timeout(0.01):
+            await asyncio.sleep(1)
+        return "never"
+
+    @tool
+    async def worker() -> str:
+        """Its own helper task gets cancelled."""
+        helper = asyncio.ensure_future(asyncio.sleep(1))
+        helper.cancel()
+        return str(await helper)
+
+    kit.server.push(kit.calls(("call_f", "fetch", {}), ("call_w", "worker", {})), kit.text("Both failed."))
+    brain = kit.brain(tools=[fetch, worker])
+    log = EventLog(brain)
+    turn = Turn("go", "c")
+    assert "".join(await reply(brain, turn)) == "Both failed."
+    told = kit.results(kit.server.requests[1])
+    assert told["call_f"] == "ERROR: TimeoutError"  # not "timed out after 30 s"
+    assert told["call_w"] == "ERROR: the tool failed (CancelledError)"
+    assert {e.call_id: e.status for e in log.of(ToolFinished)} == {"call_f": "error", "call_w": "error"}
+    assert log.done(turn.turn_id).reason == "completed"
+    log.check()
+
+
+class Party(BaseModel):
+    name: str
+    size: int
+
+
+@dataclass
+class Slot:
+    day: str
+    hour: int
+
+
+async def test_model_and_dataclass_parameters_arrive_as_such(kit: Kit) -> None:
+    got: list[Any] = []
+
+    @tool(requires_approval=True, report="args")
+    def reserve(party: Party, slot: Slot) -> str:
+        """Reserve for a party at a slot."""
+        got.extend([party, slot])
+        return f"{party.name} x{party.size} on {slot.day} at {slot.hour}"
+
+    args = {"party": {"name": "Ada", "size": "2"}, "slot": {"day": "Fri", "hour": 19}}
+    kit.server.push(kit.calls(("call_r", "reserve", args)), kit.text("Done."))
+    brain = kit.brain(tools=[reserve], approvals=InProcessApprovalGate(policy=lambda r: ApprovalDecision.approve(by="a")))
+    log = EventLog(brain)
+    await reply(brain, Turn("reserve", "c"))
+    assert got == [Party(name="Ada", size=2), Slot(day="Fri", hour=19)]
+    assert kit.results(kit.server.requests[1])["call_r"] == "Ada x2 on Fri at 19"
+    (fin,) = log.of(ToolFinished)
+    assert fin.status == "ok"
+    fin.model_dump_json()  # events stay serialisable
+    log.check()
+
+
+async def test_huge_and_unserialisable_results_are_cut_for_the_model_and_json_in_events(kit: Kit) -> None:
+    class Opaque:
+        def __str__(self) -> str:
+            return "opaque-thing"
+
+    @tool
+    def dump() -> dict[str, Any]:
+        """A big export."""
+        return {"rows": "x" * (MAX_RESULT_CHARS * 3), "handle": Opaque()}
+
+    kit.server.push(kit.calls(("call_d", "dump", {})), kit.text("Got it."))
+    brain = kit.brain(tools=[dump])
+    log = EventLog(brain)
+    await reply(brain, Turn("export", "c"))
+    told = kit.results(kit.server.requests[1])["call_d"]
+    assert len(told) < MAX_RESULT_CHARS + 200 and told.endswith("only the first 16000 are shown]")
+    (fin,) = log.of(ToolFinished)
+    assert fin.result["handle"] == "opaque-thing"
+    assert len(fin.model_dump_json()) > MAX_RESULT_CHARS  # the event keeps it; the bridge caps what leaves
+    log.check()
+
+
+async def test_turns_of_one_conversation_run_one_at_a_time(kit: Kit) -> None:
+    """A second turn while the first waits for approval: it waits its turn, so neither sends the
+    model a history with an unanswered tool call, and each answer stays with its own turn."""
+    gate = InProcessApprovalGate()
+
+    @tool(requires_approval=True)
+    def send(to: str) -> str:
+        """Send."""
+        return f"sent to {to}"
+
+    kit.server.push(kit.calls(("call_s", "send", {"to": "bob"})), kit.text("Answer to A."), kit.text("Answer to B."))
+    brain = kit.brain(tools=[send], approvals=gate)
+    log = EventLog(brain)
+    a = asyncio.create_task(reply(brain, Turn("turn A", "c")))
+    await log.wait(lambda e: type(e).__name__ == "ApprovalRequested")
+    b = asyncio.create_task(reply(brain, Turn("turn B", "c")))
+    await asyncio.sleep(0.1)
+    assert not b.done() and len(kit.server.requests) == 1  # B waits for A
+    (req,) = gate.pending()
+    gate.resolve(req.request_id, ApprovalDecision.approve(by="alice"))
+    assert "".join(await a) == "Answer to A."
+    assert "".join(await b) == "Answer to B."
+    last = kit.server.requests[2]
+    assert kit.results(last) == {"call_s": "sent to bob"}
+    assert kit.dialogue(last)[-2:] == [("assistant", "Answer to A."), ("user", "turn B")]
+    assert [e.reason for e in log.of(TurnDone)] == ["completed", "completed"]
+    log.check()
+
+
+class _IteratorOnly:
+    """An async iterator with no `aclose`: valid for the ModelBackend protocol."""
+
+    def __init__(self, items: list[str]) -> None:
+        self._items = iter(items)
+
+    def __aiter__(self) -> _IteratorOnly:
+        return self
+
+    async def __anext__(self) -> TextChunk:
+        try:
+            return TextChunk(next(self._items))
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
+class _IteratorBackend:
+    name = "iterator"
+
+    def stream(self, request: ModelRequest) -> _IteratorOnly:
+        return _IteratorOnly(["Hello ", "world."])
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_custom_backend_may_return_a_plain_async_iterator() -> None:
+    brain = VoiceBrain(_IteratorBackend())  # type: ignore[arg-type]
+    log = EventLog(brain)
+    turn = Turn("hi", "c")
+    assert await reply(brain, turn) == ["Hello ", "world."]
+    assert log.done(turn.turn_id).reason == "completed"
+
+
+def test_make_tool_keeps_plain_and_async_functions_apart() -> None:
+    async def a() -> str:
+        """Async."""
+        return "a"
+
+    def b() -> str:
+        """Plain."""
+        return "b"
+
+    assert not make_tool(a).runs_in_thread and make_tool(b).runs_in_thread
