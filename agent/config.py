@@ -46,6 +46,7 @@ class AgentSettings(BaseSettings):
     """Every field maps to an environment variable: `AGENT_<FIELD>` unless noted."""
 
     model_config = SettingsConfigDict(
+        allow_inf_nan=False,  # `inf` timeouts overflow later; NaN passes every bound
         env_prefix="AGENT_", env_file=".env", extra="ignore", populate_by_name=True
     )
 

@@ -42,7 +42,7 @@ class TokenInputError(ValueError):
 class TokenSettings(BaseSettings):
     """What token issuing reads from the environment (or `.env`)."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(allow_inf_nan=False, env_file=".env", extra="ignore", populate_by_name=True)
 
     api_key: str | None = Field(default=None, validation_alias=AliasChoices("LIVEKIT_API_KEY"))
     api_secret: SecretStr | None = Field(

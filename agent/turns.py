@@ -39,6 +39,7 @@ class TurnSettings(BaseSettings):
     """Turn handling knobs (env prefix ``TURN_``). Unset knobs take `MODE_DEFAULTS[mode]`."""
 
     model_config = SettingsConfigDict(
+        allow_inf_nan=False,  # `inf` timeouts overflow later; NaN passes every bound
         env_prefix="TURN_",
         env_file=".env",
         env_ignore_empty=True,

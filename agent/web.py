@@ -84,7 +84,7 @@ class WebPaths:
 class WebSettings(BaseSettings):
     """The web server's own settings (`WEB_*`, from the environment or `.env`)."""
 
-    model_config = SettingsConfigDict(env_prefix="WEB_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(allow_inf_nan=False, env_prefix="WEB_", env_file=".env", extra="ignore")
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from .errors import ConfigError
+from .errors import ConfigError, redact_secrets
 
 BUILTIN_BACKENDS = ("offline", "openai", "gemini")
 DEFAULT_MODELS = {"openai": "gpt-4o-mini", "gemini": "gemini-2.5-flash", "offline": "offline"}
@@ -22,6 +22,7 @@ class BrainConfig(BaseSettings):
     """Every field maps to an environment variable: `BRAIN_<FIELD>` unless noted."""
 
     model_config = SettingsConfigDict(
+        allow_inf_nan=False,  # `inf` timeouts overflow later; NaN passes every bound
         env_prefix="BRAIN_",
         env_file=".env",
         extra="ignore",
@@ -64,7 +65,10 @@ class BrainConfig(BaseSettings):
     @classmethod
     def _split_tools(cls, v: object) -> object:
         if isinstance(v, str):
-            v = [p.strip() for p in v.split(",") if p.strip()]
+            names = [p.strip() for p in v.split(",") if p.strip()]
+            if not names and v.strip():
+                raise ValueError(f"BRAIN_TOOLS={v!r} names no tool module; use BRAIN_TOOLS=none for no tools")
+            v = names
         if isinstance(v, list) and any(isinstance(p, str) and p.lower() == "none" for p in v):
             if len(v) > 1:
                 raise ValueError(f"BRAIN_TOOLS=none cannot be combined with tool modules: {v}")
@@ -99,6 +103,8 @@ class BrainConfig(BaseSettings):
         for name, value in self.model_dump().items():
             if isinstance(getattr(self, name), SecretStr):
                 out[name] = "***" if _present(getattr(self, name)) else None
+            elif isinstance(value, str) and name.endswith("base_url"):
+                out[name] = redact_secrets(value)  # https://user:password@proxy/...
             else:
                 out[name] = value
         return out

@@ -26,12 +26,41 @@ def load_factory(path: str) -> Callable[..., Any]:
         raise ConfigError(f"custom brain must look like 'package.module:factory', got {path!r} (BRAIN_BACKEND)")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import custom brain module {module_name!r} (BRAIN_BACKEND): {exc}") from exc
+    except Exception as exc:  # ImportError, or the module itself failed (SyntaxError, a raise)
+        raise ConfigError(
+            f"cannot import custom brain module {module_name!r} (BRAIN_BACKEND): {type(exc).__name__}: {exc}"
+        ) from exc
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ConfigError(f"{module_name!r} has no callable {attr!r} (BRAIN_BACKEND)")
+    if inspect.iscoroutinefunction(factory):
+        raise ConfigError(f"{path} is async; it must be a plain function returning a ModelBackend (BRAIN_BACKEND)")
     return factory
+
+
+def _call_factory(factory: Callable[..., Any], config: BrainConfig) -> Any:
+    """`factory(config)` or `factory()`, whichever its signature takes; any failure names the variable."""
+    try:
+        signature = inspect.signature(factory)
+    except ValueError:  # no signature to read (a builtin): offer the config
+        signature = None
+    args: tuple[Any, ...] = (config,)
+    if signature is not None:
+        for candidate in ((config,), ()):
+            try:
+                signature.bind(*candidate)
+            except TypeError:
+                continue
+            args = candidate
+            break
+        else:
+            raise ConfigError(f"{config.backend} must take no argument or one (the BrainConfig) (BRAIN_BACKEND)")
+    try:
+        return factory(*args)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        raise ConfigError(f"{config.backend} failed (BRAIN_BACKEND): {type(exc).__name__}: {exc}") from exc
 
 
 def build_backend(config: BrainConfig) -> ModelBackend:
@@ -59,7 +88,7 @@ def build_backend(config: BrainConfig) -> ModelBackend:
             max_retries=config.max_retries,
         )
     factory = load_factory(config.backend)
-    backend = factory(config) if inspect.signature(factory).parameters else factory()
+    backend = _call_factory(factory, config)
     if not isinstance(backend, ModelBackend):
         raise ConfigError(
             f"{config.backend} returned {type(backend).__name__}, which is not a ModelBackend "

@@ -17,6 +17,7 @@ class BridgeConfig(BaseSettings):
     """Every field maps to `BRIDGE_<FIELD>`."""
 
     model_config = SettingsConfigDict(
+        allow_inf_nan=False,  # `inf` timeouts overflow later; NaN passes every bound
         env_prefix="BRIDGE_", env_file=".env", extra="ignore", env_ignore_empty=True
     )
 

@@ -45,6 +45,7 @@ class RealtimeSettings(BaseSettings):
     """Realtime-mode configuration; every field is read from the variable named in its alias."""
 
     model_config = SettingsConfigDict(
+        allow_inf_nan=False,  # `inf` timeouts overflow later; NaN passes every bound
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",

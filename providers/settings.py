@@ -132,6 +132,7 @@ class SpeechSettings(BaseSettings):
     """Speech-provider configuration (see docs/providers.md for every variable)."""
 
     model_config = SettingsConfigDict(
+        allow_inf_nan=False,  # `inf` timeouts overflow later; NaN passes every bound
         env_file=".env",
         env_file_encoding="utf-8",
         env_ignore_empty=True,  # `NAME=` (as in .env.example) means "use the default"

@@ -26,7 +26,7 @@ class ProviderOptions(BaseModel):
     """One provider's options. Each field's `validation_alias` is its variable name
     (e.g. `DEEPGRAM_STT_MODEL`); `AliasChoices` lists fallbacks such as `STT_LANGUAGE`."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+    model_config = ConfigDict(populate_by_name=True, extra="ignore", frozen=True, allow_inf_nan=False)
 
     required: ClassVar[tuple[str, ...]] = ()
     """Field names that must be set (keys); reported by variable name when missing."""

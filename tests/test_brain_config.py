@@ -86,11 +86,34 @@ def test_brain_tools_none_with_modules_is_rejected(monkeypatch: pytest.MonkeyPat
         config_without_dotenv()
 
 
+def test_brain_tools_listing_nothing_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only `none` turns the tools off; a stray separator is a mistake, not a choice."""
+    monkeypatch.setenv("BRAIN_TOOLS", " , ")
+    with pytest.raises(ValueError, match="names no tool module; use BRAIN_TOOLS=none"):
+        config_without_dotenv()
+
+
+@pytest.mark.parametrize("variable", ["BRAIN_HITL_TIMEOUT", "BRAIN_REQUEST_TIMEOUT", "BRAIN_TOOL_TIMEOUT"])
+@pytest.mark.parametrize("value", ["inf", "nan"])
+def test_infinite_or_nan_timeouts_are_rejected(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match="finite number"):
+        config_without_dotenv()
+
+
+def test_masked_configuration_hides_credentials_in_base_urls() -> None:
+    masked = config_without_dotenv(openai_base_url="https://bob:hunter2pass@proxy.corp/v1",
+                                   gemini_base_url="https://gw.corp/v1?key=AIzaSyA1234567890abcdefgh").masked()
+    assert "hunter2pass" not in str(masked) and "AIzaSyA1234567890abcdefgh" not in str(masked)
+    assert str(masked["openai_base_url"]).startswith("https://bob:") and "proxy.corp/v1" in str(masked["openai_base_url"])
+
+
 @pytest.mark.parametrize(
     ("path", "message"),
     [
         ("tests.fakes.no_such_module", "cannot import tool module 'tests.fakes.no_such_module' (BRAIN_TOOLS)"),
         ("tests.fakes.scripted", "tool module 'tests.fakes.scripted' defines no @tool functions"),
+        ("tests.fakes.broken_plugin", "cannot import tool module 'tests.fakes.broken_plugin' (BRAIN_TOOLS): RuntimeError"),
     ],
 )
 def test_bad_tool_module_is_a_config_error(monkeypatch: pytest.MonkeyPatch, path: str, message: str) -> None:
@@ -123,6 +146,11 @@ async def test_custom_backend_from_import_path(monkeypatch: pytest.MonkeyPatch) 
         ("tests.fakes.brain_plugins:missing", "has no callable 'missing' (BRAIN_BACKEND)"),
         ("tests.fakes.brain_plugins:not_a_backend", "not a ModelBackend"),
         ("tests.fakes.brain_plugins:", "custom brain must look like 'package.module:factory'"),
+        ("tests.fakes.broken_plugin:make", "cannot import custom brain module 'tests.fakes.broken_plugin' "
+         "(BRAIN_BACKEND): RuntimeError: this module needs a setting it did not get"),
+        ("tests.fakes.brain_plugins:make_backend_wrong_signature", "must take no argument or one (the BrainConfig) (BRAIN_BACKEND)"),
+        ("tests.fakes.brain_plugins:make_backend_that_fails", "failed (BRAIN_BACKEND): RuntimeError: license server unreachable"),
+        ("tests.fakes.brain_plugins:make_backend_async", "is async; it must be a plain function"),
     ],
 )
 def test_bad_custom_backend_is_a_config_error(path: str, message: str) -> None:
@@ -189,3 +217,18 @@ def test_duplicate_tool_names_are_rejected() -> None:
 
     with pytest.raises(ConfigError, match="duplicate tool name 'same'"):
         create_voice_brain(config_without_dotenv(tools=[]), tools=[a, b])
+
+
+@pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
+async def test_gemini_brain_ignores_the_vertex_ai_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GOOGLE_GENAI_USE_VERTEXAI=true (common on GCP) would move google-genai to Vertex AI, another
+    endpoint and credential than the GEMINI_API_KEY the brain is configured with."""
+    from tests.fakes.brain_kits import open_kit
+
+    monkeypatch.setenv("GOOGLE_GENAI_USE_VERTEXAI", "true")
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "some-project")
+    async with open_kit("gemini") as kit:
+        kit.server.push(kit.text("Still the Gemini API."))
+        brain = kit.brain()
+        assert "".join(await reply(brain, Turn("hi", "c"))) == "Still the Gemini API."
+        assert len(kit.server.requests) == 1

@@ -89,7 +89,9 @@ class GeminiBackend:
             timeout=int(timeout * 1000),
             retry_options=types.HttpRetryOptions(attempts=max_retries + 1),
         )
-        self.client = genai.Client(api_key=api_key, http_options=http)
+        # vertexai=False: GOOGLE_GENAI_USE_VERTEXAI in the environment must not move this brain
+        # to Vertex AI (another endpoint, another credential) behind the GEMINI_API_KEY setting
+        self.client = genai.Client(api_key=api_key, vertexai=False, http_options=http)
 
     def _config(self, request: ModelRequest) -> types.GenerateContentConfig:
         tools: list[Any] | None = None

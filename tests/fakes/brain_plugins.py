@@ -59,3 +59,15 @@ def make_backend_no_args() -> EchoBackend:
 
 def not_a_backend() -> object:
     return object()
+
+
+def make_backend_wrong_signature(config: BrainConfig, region: str) -> EchoBackend:
+    return EchoBackend(region)
+
+
+def make_backend_that_fails(config: BrainConfig) -> EchoBackend:
+    raise RuntimeError("license server unreachable")
+
+
+async def make_backend_async(config: BrainConfig) -> EchoBackend:
+    return EchoBackend("async")
