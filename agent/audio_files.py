@@ -7,6 +7,7 @@ converts the sample format and mixes down to mono. Sample-rate conversion is liv
 
 from __future__ import annotations
 
+import os
 import wave
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -65,6 +66,8 @@ def silence(seconds: float, sample_rate: int) -> bytes:
 def decode_file(path: str | Path, sample_rate: int | None = 16_000) -> DecodedAudio:
     """Decode any audio file to mono 16-bit PCM; `sample_rate` None keeps the file's rate."""
     p = Path(path)
+    if p.is_dir():
+        raise AudioFileError(f"{p} is a directory, not an audio file")
     if not p.is_file():
         raise AudioFileError(f"audio file not found: {p}")
     try:
@@ -137,9 +140,27 @@ def write_wav(path: str | Path, pcm: bytes, sample_rate: int, channels: int = 1)
     """Write 16-bit PCM to a WAV file (parent folders are created)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(p), "wb") as w:
+    # the file is opened here, not by `wave`: a path that cannot be written then fails with
+    # the OSError alone (wave.open leaves a half-built writer that complains when collected)
+    with open(p, "wb") as f, wave.open(f, "wb") as w:
         w.setnchannels(channels)
         w.setsampwidth(2)
         w.setframerate(sample_rate)
         w.writeframes(pcm)
+    return p
+
+
+def check_writable(path: str | Path, what: str) -> Path:
+    """Fail now, naming `what` (e.g. "--out"), if a file cannot be written at `path` later."""
+    p = Path(path)
+    if str(path) in ("", ".") or p.is_dir():
+        raise ValueError(f"{what} {str(path)!r} is a directory; give a file name such as out/reply.wav")
+    parent = p.parent
+    while not parent.exists():  # the nearest folder that exists must let us create the rest
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{what} {str(path)!r}: {parent} is a file, not a folder")
+    target = p if p.exists() else parent
+    if not os.access(target, os.W_OK):
+        raise ValueError(f"{what} {str(path)!r}: {target} is not writable")
     return p

@@ -43,11 +43,21 @@ class UsageError(Exception):
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ValidationError):  # never echo the input values (they may be secrets)
-        return "invalid configuration: " + "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or e.get('type', '?')}: {e['msg']}" for e in exc.errors()
-        )
+    if isinstance(exc, ValidationError):  # name the variable; never echo its value (it may be a secret)
+        from brain.config import BrainConfig, describe_settings_error
+        from bridge.config import BridgeConfig
+        from providers.realtime import RealtimeSettings
+        from providers.settings import SpeechSettings
+
+        from .config import AgentSettings
+        from .turns import TurnSettings
+
+        classes = (AgentSettings, BrainConfig, TurnSettings, BridgeConfig, SpeechSettings, RealtimeSettings)
+        return describe_settings_error(exc, classes)
     return str(exc)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def log_level() -> str:
@@ -55,7 +65,10 @@ def log_level() -> str:
     from dotenv import dotenv_values
 
     value = os.environ.get("AGENT_LOG_LEVEL") or dotenv_values(".env").get("AGENT_LOG_LEVEL") or "WARNING"
-    return value.strip().upper()
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise UsageError(f"AGENT_LOG_LEVEL={value.strip()!r}: use one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 def _run_livekit(command: str, rest: list[str]) -> int:
@@ -109,11 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     from .log_redaction import install as redact_logs
 
     redact_logs()
+    try:
+        level = log_level()
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if command not in LIVEKIT_COMMANDS:
-        logging.basicConfig(
-            level=log_level(),
-            format="%(levelname)s %(name)s: %(message)s",
-        )
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         if command == "simulate":
             from .simulate import simulate_command

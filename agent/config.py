@@ -47,7 +47,8 @@ class AgentSettings(BaseSettings):
 
     model_config = SettingsConfigDict(
         allow_inf_nan=False,  # `inf` timeouts overflow later; NaN passes every bound
-        env_prefix="AGENT_", env_file=".env", extra="ignore", populate_by_name=True
+        env_prefix="AGENT_", env_file=".env", extra="ignore", populate_by_name=True,
+        env_ignore_empty=True,  # `AGENT_JOIN_TIMEOUT=` (as in .env.example) means "use the default"
     )
 
     # --- LiveKit connection (needed only by the commands that connect: start, dev, connect) ---

@@ -1,7 +1,7 @@
 """`python -m agent doctor`: which providers are usable, and the effective configuration.
 
 Every provider the agent can use is one row: speech (STT / TTS, from `providers`), the brain's
-model backends (`llm`) and realtime models (`realtime`), each with installed / configured /
+model backends (`llm`) and the tool modules it loads (`tools`), and realtime models (`realtime`), each with installed / configured /
 chosen and, when it is not usable, why (the variable to set or the package to install). The
 worker serves the same rows on `GET /providers` (agent.health). Nothing touches the network.
 """
@@ -13,6 +13,9 @@ import importlib.util
 import json
 import sys
 from typing import Any, TextIO
+
+from brain.errors import ConfigError, redact_secrets
+from brain.tools import load_tool_module
 
 from .config import AgentSettings
 
@@ -95,9 +98,22 @@ def realtime_rows(settings: AgentSettings) -> list[dict[str, Any]]:
     return rows
 
 
+def tool_rows(settings: AgentSettings) -> list[dict[str, Any]]:
+    """The tool modules of BRAIN_TOOLS: each must import and define tools (as at start-up)."""
+    rows = []
+    for module in settings.brain.tools:
+        try:
+            names = [t.name for t in load_tool_module(module)]
+        except ConfigError as exc:
+            rows.append(_row("tools", module, False, False, True, str(exc)))
+        else:
+            rows.append(_row("tools", module, True, True, True, ", ".join(names)))
+    return rows
+
+
 def provider_rows(settings: AgentSettings) -> list[dict[str, Any]]:
-    """Every provider: speech, brain backends, realtime models."""
-    return [*speech_rows(settings), *brain_rows(settings), *realtime_rows(settings)]
+    """Every provider: speech, brain backends and their tool modules, realtime models."""
+    return [*speech_rows(settings), *brain_rows(settings), *tool_rows(settings), *realtime_rows(settings)]
 
 
 def unusable_chosen(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -140,12 +156,23 @@ def chosen_options(settings: AgentSettings) -> dict[str, dict[str, Any]]:
 
 
 def report(settings: AgentSettings) -> dict[str, Any]:
-    return {
+    # keys are masked by name; a password inside a URL (LIVEKIT_URL, *_BASE_URL) by its shape
+    return _redacted({  # type: ignore[no-any-return]
         "mode": settings.mode,
         "providers": provider_rows(settings),
         "provider_options": chosen_options(settings),
         "config": settings.masked(),
-    }
+    })
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_secrets(value)
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
 
 
 def format_report(data: dict[str, Any]) -> str:

@@ -119,6 +119,9 @@ class SegmentedSTT(WrappedSTT):
         self.shared_vad = shared_vad
         self.early = EarlyStats()
         """Early recognitions (`agent.early_recognition`) used / dropped, when the STT allows them."""
+        self.pending = 0
+        """Speech segments that have ended but are not recognised yet (queued or in recognition):
+        while above 0, a transcript may still come (`agent.simulate` waits for it)."""
         # the recognitions' failures are the session's to hear (livekit listens on session.stt)
         inner.on("error", self._forward_error)
 
@@ -150,7 +153,14 @@ class _SegmentStream(stt.RecognizeStream):
     async def _run(self) -> None:
         segments: asyncio.Queue[vad.VADEvent | None] = asyncio.Queue()  # None: the input ended
         early = EarlyRecognition(self._recognize_early, stats=self._owner.early) if free_recognitions(self._owner.inner) else None
-        unsubscribe = self._owner.shared_vad.subscribe(segments.put_nowait, windows=early is not None)
+        owner = self._owner
+
+        def on_vad_event(event: vad.VADEvent) -> None:
+            if event.type == vad.VADEventType.END_OF_SPEECH:
+                owner.pending += 1
+            segments.put_nowait(event)
+
+        unsubscribe = self._owner.shared_vad.subscribe(on_vad_event, windows=early is not None)
 
         async def drain_input() -> None:
             async for _ in self._input_ch:  # the audio arrives with the VAD's events
@@ -163,9 +173,17 @@ class _SegmentStream(stt.RecognizeStream):
                 if early is not None:
                     early.on_vad_event(event)
                 if event.type in _SEGMENT_EVENTS:
-                    await self._on_vad_event(event, early)
+                    try:
+                        await self._on_vad_event(event, early)
+                    finally:
+                        if event.type == vad.VADEventType.END_OF_SPEECH:
+                            owner.pending -= 1
         finally:
             unsubscribe()
+            while not segments.empty():  # segments nobody will recognise now
+                left = segments.get_nowait()
+                if left is not None and left.type == vad.VADEventType.END_OF_SPEECH:
+                    owner.pending -= 1
             drain.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await drain

@@ -38,16 +38,27 @@ from brain import (
 )
 from bridge import JsonLinesTransport
 
-from .audio_files import DecodedAudio, decode_file, frames_to_pcm, silence, write_wav
+from .audio_files import (
+    DecodedAudio,
+    check_writable,
+    decode_file,
+    frames_to_pcm,
+    silence,
+    write_wav,
+)
 from .audio_io import SimClock, SimulatedIO, attach_simulated_io
 from .config import AgentSettings
 from .latency import TurnLatency, format_table
+from .shared_vad import SegmentedSTT
 from .turn_tracker import TrackedTurn
 from .voice_session import VoiceSession, build_agent_session
 
 log = logging.getLogger("agent.simulate")
 
 INPUT_RATE = 16_000
+MAX_SPEED = 20.0
+"""Fastest --speed: beyond it the simulated clock runs ahead of recognition and replies (the
+local STT needs 0.15-0.4x the audio's length), so turns come too late or not at all."""
 DEFAULT_OUT = Path("out/simulate_reply.wav")
 DEFAULT_UTTERANCE = "What's the weather in Paris? Please reserve a table."
 # a voice / rate the offline recogniser (pocketsphinx) understands well, distinct from the agent's
@@ -135,6 +146,7 @@ class Simulation:
         self._say = say
         self._events = events
         self._user_pending = False
+        self._finals_uncommitted = 0
         self._http = contextlib.AsyncExitStack()
         self.voice.agent.user_turn_callbacks.append(self._on_user_turn)
         self.voice.tracker.on_outcome(self._on_outcome)
@@ -168,10 +180,19 @@ class Simulation:
         finally:
             self.io.mic.on_progress = None
 
+    def _user_turn_pending(self) -> bool:
+        """Whether the user's words may still become a turn."""
+        segmented = self.session.stt
+        if isinstance(segmented, SegmentedSTT):
+            # a batch STT: segments still being recognised, or a transcript not yet committed
+            # (an empty recognition ends nothing, so it must not leave the simulation waiting)
+            return segmented.pending > 0 or self._finals_uncommitted > 0
+        return self._user_pending  # a streaming STT: from the user going quiet to the next final
+
     def busy(self) -> bool:
         s = self.session
         return (
-            self._user_pending
+            self._user_turn_pending()
             or s.user_state == "speaking"
             or s.agent_state in ("thinking", "speaking")
             or s.current_speech is not None
@@ -234,6 +255,7 @@ class Simulation:
 
     def _on_user_turn(self, text: str) -> None:
         self._user_pending = False
+        self._finals_uncommitted = 0
         self.result.user_turns.append(text)
         self._line(f"user : {text}")
 
@@ -245,10 +267,13 @@ class Simulation:
         error = getattr(ev, "error", None)
         if getattr(error, "type", None) == "stt_error" and not getattr(error, "recoverable", True):
             self._user_pending = False  # that user turn is lost (the agent apologises)
+            self._finals_uncommitted = 0
 
     def _on_transcribed(self, ev: Any) -> None:
         if ev.is_final and not ev.transcript.strip():
             self._user_pending = False
+        elif ev.is_final:
+            self._finals_uncommitted += 1
 
     def _on_brain_event(self, ev: Any) -> None:
         if isinstance(ev, ApprovalRequested):
@@ -296,8 +321,12 @@ async def run(args: argparse.Namespace, *, settings: AgentSettings | None = None
     def say(text: str) -> None:
         print(text, file=out, flush=True)
 
-    if not (args.speed > 0):
-        raise ValueError(f"--speed must be positive, got {args.speed}")
+    if not (0 < args.speed <= MAX_SPEED):
+        raise ValueError(f"--speed must be above 0 and at most {MAX_SPEED:g}, got {args.speed:g} (beyond that "
+                         "the simulated clock outruns the recogniser and the brain, and turns are lost)")
+    if not (0 <= args.tail < float("inf")):
+        raise ValueError(f"--tail must be 0 or more seconds, got {args.tail:g}")
+    check_writable(args.out, "--out")
     settings = settings or AgentSettings()
     if args.audio is not None:
         audio = decode_file(args.audio, INPUT_RATE)
@@ -352,7 +381,10 @@ async def run(args: argparse.Namespace, *, settings: AgentSettings | None = None
         settled = await sim.settle(limit=args.tail)
         if not settled:
             say(f"simulate: still busy {args.tail:g} s after the audio ended; stopping")
-        wav = sim.write_wav(args.out)
+        try:
+            wav: Path | OSError = sim.write_wav(args.out)
+        except OSError as exc:  # reported after the table, which is kept
+            wav = exc
     finally:
         await sim.aclose()
         if events_file is not None:
@@ -360,6 +392,9 @@ async def run(args: argparse.Namespace, *, settings: AgentSettings | None = None
     r = sim.result
     say("")
     say(format_table(r.latency) if r.latency else "no user turn was detected")
+    if isinstance(wav, OSError):
+        say(f"\nsimulate: could not write --out {args.out}: {wav.strerror or wav}")
+        return 1
     say(f"\nwrote {wav} ({r.reply_seconds:.1f} s of reply audio on a {sim.io.mic.position:.1f} s timeline, "
         f"{r.output_rate or '?'} Hz mono) in {time.monotonic() - started:.1f} s")
     if r.reply_seconds == 0:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from pydantic import ValidationError
+
 from . import (
     ApprovalDecision,
     ApprovalRequest,
@@ -17,6 +19,8 @@ from . import (
     Turn,
     create_voice_brain,
 )
+from .config import describe_settings_error
+from .errors import ConfigError
 from .events import ApprovalRequested, ApprovalResolved, ToolFinished, ToolStarted
 
 SCRIPT = [
@@ -43,7 +47,14 @@ def _show(event: object) -> None:
 
 
 async def main() -> int:
-    brain = create_voice_brain(BrainConfig(), approvals=InProcessApprovalGate(policy=_approve))
+    try:
+        brain = create_voice_brain(BrainConfig(), approvals=InProcessApprovalGate(policy=_approve))
+    except ValidationError as exc:  # names the variable, never echoes its value
+        print(f"error: {describe_settings_error(exc, [BrainConfig])}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
     brain.subscribe(_show)
     for line in SCRIPT:
         print(f"\nuser : {line}\nagent: ", end="", flush=True)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .errors import ConfigError, redact_secrets
@@ -112,3 +113,31 @@ class BrainConfig(BaseSettings):
 
 def _present(secret: SecretStr | None) -> bool:
     return secret is not None and bool(secret.get_secret_value().strip())
+
+
+def env_variable(settings_cls: type[BaseSettings], field_name: str) -> str:
+    """The environment variable a pydantic-settings field is read from (its first alias, else
+    the class's prefix + the field name)."""
+    field = settings_cls.model_fields.get(field_name)
+    alias = field.validation_alias if field is not None else None
+    if isinstance(alias, AliasChoices) and alias.choices and isinstance(alias.choices[0], str):
+        return alias.choices[0]
+    if isinstance(alias, str):
+        return alias
+    prefix = str(settings_cls.model_config.get("env_prefix") or "")
+    return (prefix + field_name).upper()
+
+
+def describe_settings_error(exc: ValidationError, classes: Iterable[type[BaseSettings]]) -> str:
+    """One line per problem, naming the variable to fix and never echoing its value (it may be a
+    secret): "BRAIN_HITL_TIMEOUT: Input should be a finite number"."""
+    by_title = {cls.__name__: cls for cls in classes}
+    cls = by_title.get(exc.title)
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = [str(p) for p in err["loc"]]
+        where = ".".join(loc) or "value"
+        if cls is not None and loc and loc[0] in cls.model_fields:
+            where = env_variable(cls, loc[0]) + ("." + ".".join(loc[1:]) if loc[1:] else "")
+        problems.append(f"{where}: {err['msg']}")
+    return "invalid configuration: " + "; ".join(problems)

@@ -52,6 +52,61 @@ def test_simulate_reports_a_missing_file(capsys) -> None:
     assert "audio file not found: no-such-file.wav" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("AGENT_MODE", "foo", "AGENT_MODE: Input should be 'pipeline' or 'realtime'"),
+        ("TURN_MODE", "xyz", "TURN_MODE: Input should be 'vad', 'stt' or 'eou'"),
+        ("BRAIN_HITL_TIMEOUT", "-1", "BRAIN_HITL_TIMEOUT: Input should be greater than 0"),
+        ("BRIDGE_MAX_MESSAGE_BYTES", "10", "BRIDGE_MAX_MESSAGE_BYTES: Input should be greater than or equal to 256"),
+        ("AGENT_PROVIDER_TIMEOUT", "inf", "AGENT_PROVIDER_TIMEOUT: Input should be a finite number"),
+        ("AGENT_LOG_LEVEL", "loud", "AGENT_LOG_LEVEL='loud': use one of DEBUG, INFO, WARNING, ERROR, CRITICAL"),
+    ],
+)
+def test_bad_settings_name_the_variable_not_the_field(monkeypatch, capsys, variable: str, value: str, expected: str) -> None:
+    monkeypatch.setenv(variable, value)
+    assert main(["doctor"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and expected in err, err
+    assert "Traceback" not in err
+
+
+def test_an_empty_agent_variable_means_its_default(monkeypatch) -> None:
+    from agent.config import AgentSettings
+
+    monkeypatch.setenv("AGENT_JOIN_TIMEOUT", "")  # as `.env.example` leaves it
+    assert AgentSettings().join_timeout == AgentSettings.model_fields["join_timeout"].default
+
+
+def test_simulate_refuses_an_unwritable_out_and_an_absurd_speed_before_running(tmp_path, capsys) -> None:
+    (tmp_path / "adir.wav").mkdir()
+    (tmp_path / "file").write_text("x")
+    for argv, expected in (
+        (["--out", str(tmp_path / "adir.wav")], "is a directory; give a file name"),
+        (["--out", str(tmp_path / "file" / "x.wav")], "is a file, not a folder"),
+        (["--speed", "1e6"], "--speed must be above 0 and at most 20"),
+        (["--speed", "inf"], "--speed must be above 0 and at most 20"),
+        (["--tail", "-5"], "--tail must be 0 or more seconds"),
+    ):
+        assert main(["simulate", "no-such-file.wav", *argv]) == 2
+        assert expected in capsys.readouterr().err
+    assert main(["simulate", str(tmp_path / "adir.wav")]) == 2
+    assert "is a directory, not an audio file" in capsys.readouterr().err
+
+
+def test_python_m_brain_reports_config_errors_in_one_line(tmp_path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BRAIN_", "OPENAI_"))}
+    for extra, expected in (
+        ({"BRAIN_BACKEND": "openai"}, "error: OPENAI_API_KEY is not set; BRAIN_BACKEND=openai needs it"),
+        ({"BRAIN_HITL_TIMEOUT": "-1"}, "error: invalid configuration: BRAIN_HITL_TIMEOUT: Input should be greater than 0"),
+        ({"BRAIN_TOOLS": "nosuch_module"}, "error: cannot import tool module 'nosuch_module' (BRAIN_TOOLS)"),
+    ):
+        done = subprocess.run([sys.executable, "-m", "brain"], env={**env, **extra, "PYTHONPATH": str(ROOT)},
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(expected) and "Traceback" not in done.stderr, done.stderr
+
+
 def test_token_is_dispatched_to_the_deployment_module(monkeypatch, capsys) -> None:
     monkeypatch.setenv("LIVEKIT_API_KEY", "devkey")
     monkeypatch.setenv("LIVEKIT_API_SECRET", "a-secret-that-is-long-enough-for-hs256-0123456789")

@@ -90,9 +90,30 @@ def test_doctor_prints_providers_and_masked_config(monkeypatch) -> None:
     doctor_command(["--json"], out=out)
     data = json.loads(out.getvalue())
     chosen = {(r["kind"], r["name"]) for r in data["providers"] if r["chosen"]}
-    assert chosen == {("stt", "local"), ("tts", "local"), ("llm", "offline")}
+    assert chosen == {("stt", "local"), ("tts", "local"), ("llm", "offline"), ("tools", "brain.example_tools")}
     assert data["mode"] == "pipeline"
     assert SECRET not in out.getvalue()
+
+
+def test_doctor_hides_passwords_inside_urls(monkeypatch) -> None:
+    """Keys are masked by name; a password inside LIVEKIT_URL or a base URL by its shape."""
+    monkeypatch.setenv("LIVEKIT_URL", "wss://lkuser:lkpassSECRET@lk.example")
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://user:pwSECRETurl@proxy.example/v1")
+    for argv in ([], ["--json"]):
+        out = io.StringIO()
+        doctor_command(argv, out=out)
+        text = out.getvalue()
+        assert "SECRET" not in text
+        assert "wss://lkuser:" in text and "@lk.example" in text and "https://user:" in text
+
+
+def test_doctor_checks_the_brains_tool_modules(monkeypatch) -> None:
+    monkeypatch.setenv("BRAIN_TOOLS", "no_such_tools_module")
+    out = io.StringIO()
+    assert doctor_command(["--json"], out=out) == 1  # start would fail: say so now
+    (row,) = [r for r in json.loads(out.getvalue())["providers"] if r["kind"] == "tools"]
+    assert row["chosen"] and not row["installed"]
+    assert "cannot import tool module 'no_such_tools_module' (BRAIN_TOOLS)" in row["reason"]
 
 
 def test_doctor_fails_when_a_chosen_provider_is_unusable(monkeypatch) -> None:

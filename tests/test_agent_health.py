@@ -66,7 +66,8 @@ async def test_worker_serves_the_provider_report_next_to_its_health_check(monkey
     # in realtime mode the speech providers and the brain's model are not used
     assert not rows[("stt", "local")]["chosen"] and "AGENT_MODE=realtime" in rows[("stt", "local")]["reason"]
     assert not any(r["chosen"] for r in data["providers"] if r["kind"] in ("stt", "tts", "llm"))
-    assert {"stt", "tts", "llm", "realtime"} == {r["kind"] for r in data["providers"]}
+    assert {"stt", "tts", "llm", "tools", "realtime"} == {r["kind"] for r in data["providers"]}
+    assert rows[("tools", "brain.example_tools")]["chosen"]  # the realtime model calls the brain's tools
 
 
 def test_doctor_reports_every_kind_and_names_the_missing_variable(monkeypatch) -> None:
@@ -75,8 +76,8 @@ def test_doctor_reports_every_kind_and_names_the_missing_variable(monkeypatch) -
     assert doctor_command(["--json"], out=out) == 1  # the chosen realtime model has no key
     data = json.loads(out.getvalue())
     chosen = [r for r in data["providers"] if r["chosen"]]
-    assert [(r["kind"], r["name"]) for r in chosen] == [("realtime", "openai-realtime")]
-    assert chosen[0]["reason"] == "missing OPENAI_API_KEY"
+    assert [(r["kind"], r["name"]) for r in chosen] == [("tools", "brain.example_tools"), ("realtime", "openai-realtime")]
+    assert chosen[1]["reason"] == "missing OPENAI_API_KEY"
 
     monkeypatch.setenv("AGENT_MODE", "pipeline")
     monkeypatch.setenv("BRAIN_BACKEND", "gemini")

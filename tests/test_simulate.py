@@ -78,3 +78,68 @@ async def test_bridge_off_says_why_no_event_lines_are_printed(tmp_path) -> None:
     assert "BRIDGE_ENABLED=false: no event lines are printed" in text
     assert not [line for line in text.splitlines() if line.startswith("{")]
     assert "user : " in text and (tmp_path / "r.wav").exists()
+
+
+class _SlowSTT:
+    """Built lazily (livekit imports): a batch STT that takes `delay` wall seconds per segment,
+    answering nothing for segments under `min_seconds` (noise), else the segment's number."""
+
+    @staticmethod
+    def make(delay: float, min_seconds: float = 0.0):  # type: ignore[no-untyped-def]
+        import asyncio
+
+        from livekit import rtc
+        from livekit.agents import stt
+
+        class SlowSTT(stt.STT):
+            def __init__(self) -> None:
+                super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
+                self.count = 0
+
+            async def _recognize_impl(self, buffer, *, language=None, conn_options=None):  # type: ignore[no-untyped-def]
+                frames = buffer if isinstance(buffer, list) else [buffer]
+                seconds = rtc.combine_audio_frames(frames).duration
+                await asyncio.sleep(delay)
+                self.count += 1
+                text = f"segment {self.count}" if seconds >= min_seconds else ""
+                return stt.SpeechEvent(type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+                                       alternatives=[stt.SpeechData(language="en", text=text)])
+
+        return SlowSTT()
+
+
+async def test_simulation_waits_for_every_segment_a_slow_recogniser_still_holds() -> None:
+    """At 10x, JFK's four segments end within about a second of wall time while each takes this
+    recogniser 0.6 s: the first turn's reply must not end the run while the others are queued."""
+    from agent.audio_files import decode_file
+    from agent.simulate import INPUT_RATE, Simulation
+    from agent.worker import load_vad
+    from tests.agent_fakes import AUDIO, play_and_settle, settings
+
+    s = settings()
+    engine = _SlowSTT.make(delay=0.6)
+    sim = Simulation(s, vad=load_vad(s), stt=engine, speed=10.0, conversation_id="slow")
+    audio = decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE)
+    assert await play_and_settle(sim, audio, limit=120)
+    assert engine.count >= 3
+    heard = " ".join(sim.result.user_turns)
+    assert f"segment {engine.count}" in heard, sim.result.user_turns  # the last one too
+
+
+async def test_a_segment_recognised_as_nothing_does_not_keep_the_simulation_busy() -> None:
+    from agent.audio_files import decode_file
+    from agent.simulate import INPUT_RATE, Simulation
+    from agent.worker import load_vad
+    from tests.agent_fakes import AUDIO, settings
+
+    s = settings()
+    engine = _SlowSTT.make(delay=0.05, min_seconds=60.0)  # every segment comes back empty
+    sim = Simulation(s, vad=load_vad(s), stt=engine, speed=10.0, conversation_id="noise")
+    audio = decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE)
+    try:
+        await sim.start()
+        await sim.play(audio)
+        assert await sim.settle(limit=30)  # was: busy until the limit ("still busy 60 s ...")
+    finally:
+        await sim.aclose()
+    assert engine.count >= 1 and sim.result.user_turns == []
