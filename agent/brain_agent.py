@@ -185,8 +185,7 @@ class BrainAgent(Agent):
                 if item is FLUSH:
                     if not last:
                         continue  # nothing said yet: no segment to end
-                    if not last[-1].isspace():
-                        yield " "  # segments are joined as-is in the chat history
+                    # (the brain starts the next step's text with a space where one is needed)
                     last = ""
                     yield FlushSentinel()
                     continue

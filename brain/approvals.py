@@ -109,9 +109,15 @@ class InProcessApprovalGate:
 
     async def _apply_policy(self, request: ApprovalRequest) -> None:
         assert self.policy is not None
-        decision = self.policy(request)
-        if inspect.isawaitable(decision):
-            decision = await decision
+        try:
+            decision = self.policy(request)
+            if inspect.isawaitable(decision):
+                decision = await decision
+        except Exception as exc:  # a bug in the policy: the brain fails the call now, not at the deadline
+            entry = self._pending.get(request.request_id)
+            if entry is not None and not entry.future.done():
+                entry.future.set_exception(exc)
+            return
         if decision is not None:
             self.resolve(request.request_id, decision)
 

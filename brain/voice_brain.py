@@ -179,6 +179,7 @@ class VoiceBrain:
         s = self.settings
         tools = list(self.tools)
         seen_ids: set[str] = set()
+        said = ""  # the turn's text so far (its last characters are what matter)
         for step in range(s.max_tool_steps + 1):
             # the last step may not call tools (tool_choice "none"), so the model answers in words;
             # the tools stay declared because the history already contains calls to them
@@ -193,16 +194,25 @@ class VoiceBrain:
                 tool_choice="none" if final and tools else "auto",
             )
             calls: list[ToolCall] = []
+            step_text = ""
             try:
                 async with _closing(self.backend.stream(request)) as stream:
                     async for out in stream:
                         if isinstance(out, TextChunk):
                             if out.text:
-                                record.add_text(out.text)
+                                text = out.text
+                                if not step_text and said and not said[-1].isspace() and not text[0].isspace():
+                                    # a step's text after the previous step's ("One moment." then
+                                    # "It is sunny."): the separator travels with the delta, so
+                                    # speech, events and memory read the same
+                                    text = " " + text
+                                step_text += text
+                                said = (said + text)[-1:]
+                                record.add_text(text)
                                 self.events.emit(
-                                    TextDelta(conversation_id=turn.conversation_id, turn_id=turn.turn_id, text=out.text)
+                                    TextDelta(conversation_id=turn.conversation_id, turn_id=turn.turn_id, text=text)
                                 )
-                                yield out.text
+                                yield text
                         elif isinstance(out, ToolCall):
                             calls.append(out)
                         else:
@@ -218,6 +228,11 @@ class VoiceBrain:
             if final:
                 # the step cap: a model that still asks for tools is not obeyed (nor remembered)
                 log.warning("turn %s: tool step cap (%d) reached; ignoring %d call(s)", turn.turn_id, s.max_tool_steps, len(calls))
+                if not step_text:  # it said nothing either: the user would hear silence
+                    raise ProtocolError(
+                        f"the model still asked for tools after {s.max_tool_steps} tool steps and gave no answer",
+                        provider=self.backend.name,
+                    )
                 return
             calls = [self._unique_id(c, seen_ids) for c in calls]
             last = record.messages[-1]

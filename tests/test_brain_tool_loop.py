@@ -28,6 +28,7 @@ from brain.events import (
     ApprovalRequested,
     ApprovalResolved,
     ErrorEvent,
+    TextDelta,
     ToolFinished,
     ToolStarted,
     TurnDone,
@@ -268,7 +269,10 @@ async def test_step_cap_forbids_more_tool_calls(kit: Kit) -> None:
     # the third reply's call (made despite "none") is neither run nor remembered
     assert t.log == [("lookup", {"key": "k0"}), ("lookup", {"key": "k1"})]
     assert [e.call_id for e in log.of(ToolStarted)] == ["call_0", "call_1"]
-    assert log.done(turn.turn_id).reason == "completed"
+    # and since it gave no answer either, the turn fails (with the apology) instead of silence
+    assert log.done(turn.turn_id).reason == "error"
+    (err,) = log.of(ErrorEvent)
+    assert err.code == "protocol" and "still asked for tools after 2 tool steps" in err.message
     # the next turn's history has every remembered call answered
     await reply(brain, Turn("ok", "c"))
     nxt = kit.server.requests[3]
@@ -562,3 +566,64 @@ def test_invalid_arguments_say_where_and_why_without_echoing_values() -> None:
     message = str(caught.value)
     assert message.startswith("invalid arguments for login: otp: ") and "integer" in message
     assert "hunter2" not in message and "not-a-number" not in message
+
+
+async def test_step_cap_reached_with_words_still_answers(kit: Kit) -> None:
+    t = Calls()
+    kit.server.push(kit.calls(("call_0", "lookup", {"key": "k0"})))
+    kit.server.push(kit.calls(("call_1", "lookup", {"key": "k1"}), text="Here is what I found."))
+    brain = kit.brain(tools=t.all(), max_tool_steps=1)
+    log = EventLog(brain)
+    turn = Turn("look", "c")
+    assert "".join(await reply(brain, turn)) == "Here is what I found."
+    assert log.done(turn.turn_id).reason == "completed" and log.of(ErrorEvent) == []
+    log.check()
+
+
+async def test_text_of_successive_steps_is_separated_by_a_space(kit: Kit) -> None:
+    """"One moment." then, after the tool, "It is sunny.": spoken, shown and remembered as one
+    sentence each, not "One moment.It is sunny."."""
+    t = Calls()
+    kit.server.push(kit.calls(("call_0", "lookup", {"key": "k"}), text="One moment."), kit.text("It is sunny."))
+    brain = kit.brain(tools=t.all())
+    log = EventLog(brain)
+    turn = Turn("weather?", "c")
+    deltas = await reply(brain, turn)
+    assert "".join(deltas) == "One moment. It is sunny."
+    assert "".join(e.text for e in log.of(TextDelta)) == "One moment. It is sunny."
+    # an interruption after the first sentence is matched against memory as spoken
+    assert brain.record_spoken("c", turn.turn_id, "One moment. It is")
+    kit.server.push(kit.text("Ok."))
+    await reply(brain, Turn("thanks", "c"))
+    said = [text for role, text in kit.dialogue(kit.server.requests[2]) if role == "assistant"]
+    assert "".join(said).replace(" ", "") == "Onemoment.Itis"
+    log.check()
+
+
+async def test_a_stream_that_ends_without_its_finish_marker_is_unavailable(kit: Kit) -> None:
+    """A connection closed cleanly mid-answer is not the model's whole answer."""
+    kit.server.push(kit.stream(kit.text_chunk("Hello wor")))
+    brain = kit.brain(apology="Sorry, I lost my train of thought.")
+    log = EventLog(brain)
+    turn = Turn("hi", "c")
+    assert "".join(await reply(brain, turn)) == "Hello wor Sorry, I lost my train of thought."
+    (err,) = log.of(ErrorEvent)
+    assert err.code == "unavailable" and "ended before it finished" in err.message
+    assert log.done(turn.turn_id).reason == "error"
+    log.check()
+
+
+async def test_an_approval_policy_that_raises_fails_the_call_at_once(kit: Kit) -> None:
+    def broken_policy(request: ApprovalRequest) -> ApprovalDecision:
+        raise KeyError("no such user")
+
+    t = Calls()
+    kit.server.push(kit.calls(("call_m", "send_email", {"to": "a@b.c", "body": "x"})))
+    brain = kit.brain(tools=t.all(), approvals=InProcessApprovalGate(policy=broken_policy), hitl_timeout=30)
+    log = EventLog(brain)
+    turn = Turn("mail", "c")
+    await reply(brain, turn)  # within reply()'s 5 s, not the 30 s deadline
+    (fin,) = log.of(ToolFinished)
+    assert fin.status == "error" and fin.error == "approval failed: KeyError: 'no such user'"
+    assert log.done(turn.turn_id).reason == "error" and t.log == []
+    log.check()

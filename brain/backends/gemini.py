@@ -128,6 +128,7 @@ class GeminiBackend:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         pump = asyncio.ensure_future(self._pump(request, queue))
         calls: list[ToolCall] = []
+        finished = False
         try:
             while True:
                 item = await queue.get()
@@ -135,12 +136,16 @@ class GeminiBackend:
                     break
                 if isinstance(item, BaseException):
                     raise map_gemini_error(item) from item
+                finished = finished or any(c.finish_reason for c in item.candidates or [])
                 for out in self._outputs(item, calls):
                     yield out
         finally:
             if not pump.done():
                 pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
+        if not finished:
+            # the connection closed cleanly mid-answer: the reply so far is not the whole answer
+            raise UnavailableError("the model's stream ended before it finished (no finishReason)", provider=PROVIDER)
         for call in calls:
             yield call
 

@@ -121,11 +121,14 @@ class OpenAIChatBackend:
         except openai.OpenAIError as exc:
             raise map_openai_error(exc) from exc
         calls: dict[int, dict[str, str]] = {}
+        finished = False
         try:
             async with stream:
                 async for chunk in stream:
                     if not chunk.choices:
                         continue
+                    if chunk.choices[0].finish_reason:
+                        finished = True
                     delta = chunk.choices[0].delta
                     if delta is None:
                         continue
@@ -149,6 +152,10 @@ class OpenAIChatBackend:
             raise ProtocolError(f"malformed stream chunk: {exc}", provider=PROVIDER) from exc
         except Exception as exc:  # transport errors raised by the HTTP layer mid-stream
             raise map_openai_error(exc) from exc
+        if not finished:
+            # the connection closed cleanly mid-answer (a proxy's idle cut, a crashed server):
+            # the reply so far is not the model's whole answer
+            raise UnavailableError("the model's stream ended before it finished (no finish_reason)", provider=PROVIDER)
         for index in sorted(calls):
             slot = calls[index]
             if not slot["name"]:
