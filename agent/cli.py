@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run_livekit(command, rest)
         raise UsageError(f"unknown command {command!r}\n\n{USAGE}")
     except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
         return 130
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -196,7 +196,7 @@ class HitlRespondData(_Model):
 
 
 class UserTextData(_Model):
-    text: str = Field(min_length=1, max_length=2000)
+    text: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="not blank")
 
 
 class EmptyData(_Model):

@@ -117,6 +117,7 @@ CASES: list[tuple[str, Any, str]] = [
     ("alice", '{"v": 1, "type": "hitl.respond", "data": {"request_id": "r", "decision": "approve", "x": 1}}', "invalid_message"),
     ("alice", '{"v": 1, "type": "hitl.respond", "data": {"request_id": "r", "decision": "approve", "arguments": [1]}}', "invalid_message"),
     ("alice", '{"v": 1, "type": "user.text", "data": {"text": ""}}', "invalid_message"),
+    ("alice", '{"v": 1, "type": "user.text", "data": {"text": "  \\n "}}', "invalid_message"),
     # Python's parser would take these; JSON has neither, and NaN passes every range check
     ("alice", '{"v": 1, "type": "hitl.respond", "data": {"request_id": "r", "decision": "approve", "arguments": {"n": NaN}}}', "malformed_json"),
     ("alice", '{"v": 1, "type": "hitl.respond", "data": {"request_id": "r", "decision": "approve", "arguments": {"n": -Infinity}}}', "malformed_json"),
