@@ -8,6 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.fakes.brain_kits import brain_env, kit  # noqa: F401 - fixtures of the brain's test modules
+
 
 @pytest.fixture(autouse=True)
 def _no_frozen_heap() -> Iterator[None]:

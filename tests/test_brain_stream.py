@@ -15,12 +15,10 @@ from brain import ModelOutput, ModelRequest, TextChunk, Turn, create_voice_brain
 from brain.events import ErrorEvent, TextDelta
 from tests.fakes import Close, HttpError, Raw
 from tests.fakes.brain_kits import (
-    PROVIDERS,
+    BRAIN_TESTS,
     EventLog,
     Kit,
-    clean_env,
     config_without_dotenv,
-    open_kit,
     reply,
     wait_for,
 )
@@ -29,18 +27,7 @@ from tests.fakes.scripted import Hold
 APOLOGY = "Sorry, something went wrong on my side. Could you say that again?"
 
 
-# google-genai subclasses aiohttp.ClientSession, which aiohttp deprecates; not ours to fix
-pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    clean_env(monkeypatch)
-
-
-@pytest.fixture(params=PROVIDERS)
-async def kit(request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
-    async with open_kit(request.param) as k:
-        yield k
+pytestmark = BRAIN_TESTS
 
 
 async def test_deltas_arrive_before_the_server_finishes(kit: Kit) -> None:

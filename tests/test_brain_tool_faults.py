@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,20 +19,9 @@ from brain import ApprovalDecision, InProcessApprovalGate, Turn, VoiceBrain, mak
 from brain.backends.base import ModelRequest, TextChunk
 from brain.events import ToolFinished, TurnDone
 from brain.tools import MAX_RESULT_CHARS
-from tests.fakes.brain_kits import PROVIDERS, EventLog, Kit, clean_env, open_kit, reply, wait_for
+from tests.fakes.brain_kits import BRAIN_TESTS, EventLog, Kit, reply, wait_for
 
-pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
-
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    clean_env(monkeypatch)
-
-
-@pytest.fixture(params=PROVIDERS)
-async def kit(request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
-    async with open_kit(request.param) as k:
-        yield k
+pytestmark = BRAIN_TESTS
 
 
 async def test_a_plain_tool_interrupted_while_running_is_reported_as_maybe_done(kit: Kit) -> None:

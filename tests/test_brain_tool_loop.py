@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -33,20 +32,9 @@ from brain.events import (
     ToolStarted,
     TurnDone,
 )
-from tests.fakes.brain_kits import PROVIDERS, EventLog, Kit, clean_env, open_kit, reply, wait_for
+from tests.fakes.brain_kits import BRAIN_TESTS, EventLog, Kit, reply, wait_for
 
-# google-genai subclasses aiohttp.ClientSession, which aiohttp deprecates; not ours to fix
-pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    clean_env(monkeypatch)
-
-
-@pytest.fixture(params=PROVIDERS)
-async def kit(request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
-    async with open_kit(request.param) as k:
-        yield k
+pytestmark = BRAIN_TESTS
 
 
 class Calls:

@@ -14,6 +14,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
+import pytest
+
 from brain import (
     ApprovalGate,
     BrainConfig,
@@ -329,3 +331,24 @@ class EventLog:
         resolved = [(e.request_id, e.call_id) for e in self.of(ApprovalResolved)]
         assert len(requested) == len(self.of(ApprovalRequested)), "approval requested twice"
         assert sorted(resolved) == sorted(requested.items()), "every approval request resolves exactly once"
+
+
+# -- fixtures for the brain's test modules (registered in tests/conftest.py); a module opts in with
+# `pytestmark = BRAIN_TESTS`. google-genai subclasses aiohttp.ClientSession, which aiohttp deprecates
+BRAIN_TESTS = [
+    pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning"),
+    pytest.mark.usefixtures("brain_env"),
+]
+
+
+@pytest.fixture
+def brain_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No BRAIN_* / provider variable from the environment leaks into a test's brain."""
+    clean_env(monkeypatch)
+
+
+@pytest.fixture(params=PROVIDERS)
+async def kit(request: pytest.FixtureRequest) -> AsyncIterator[Kit]:
+    """Each test once per provider: its fake server and brains wired to it through the real SDK."""
+    async with open_kit(request.param) as k:
+        yield k
