@@ -27,8 +27,9 @@ ENV PIP_NO_CACHE_DIR=1 \
     HF_HOME=/opt/models/huggingface
 RUN python -m venv /opt/venv
 WORKDIR /src
-# Dependencies first (the version ranges pinned in pyproject.toml), so code edits reuse this layer.
-COPY pyproject.toml README.md ./
+# Dependencies first, so code edits reuse this layer: pyproject.toml's ranges, at the exact
+# versions of constraints.txt (the set the test suite runs against).
+COPY pyproject.toml README.md constraints.txt ./
 RUN python - <<'EOF' > /tmp/requirements.txt
 import os, tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
@@ -37,7 +38,7 @@ for extra in filter(None, (e.strip() for e in os.environ.get("EXTRAS", "").split
     reqs += project["optional-dependencies"][extra]
 print("\n".join(reqs))
 EOF
-RUN pip install -r /tmp/requirements.txt
+RUN pip install -r /tmp/requirements.txt -c constraints.txt
 COPY agent ./agent
 COPY brain ./brain
 COPY bridge ./bridge

@@ -62,8 +62,11 @@ class TokenSettings(BaseSettings):
         le=MAX_TTL_SECONDS,
         validation_alias=AliasChoices("TOKEN_TTL"),
     )
-    room_prefix: str = Field(default="", validation_alias=AliasChoices("WEB_ROOM_PREFIX"))
-    """When set, the web endpoint only issues tokens for rooms whose name starts with it."""
+    room_prefix: str = Field(default="web-", validation_alias=AliasChoices("WEB_ROOM_PREFIX"))
+    """The web endpoint only issues tokens for rooms whose name starts with it (empty: any room)."""
+    max_participants: int = Field(default=3, ge=0, le=1000, validation_alias=AliasChoices("ROOM_MAX_PARTICIPANTS"))
+    """A room created with one of these tokens holds at most this many participants, the agent
+    included (0: no limit). 3 = the user, the agent and one supervisor."""
 
     @field_validator("api_key", "url", "public_url", mode="before")
     @classmethod
@@ -175,7 +178,7 @@ def issue_token(
         api.AccessToken(key, secret)
         .with_identity(identity)
         .with_grants(client_grants(room))
-        .with_room_config(api.RoomConfiguration(agents=[dispatch]))
+        .with_room_config(api.RoomConfiguration(agents=[dispatch], max_participants=settings.max_participants))
         .with_ttl(timedelta(seconds=ttl))
     )
     if name:
@@ -236,6 +239,8 @@ _ENV_NAMES = {
     "ttl_seconds": "TOKEN_TTL",
     "agent_name": "AGENT_NAME",
     "room_prefix": "WEB_ROOM_PREFIX",
+    "max_participants": "ROOM_MAX_PARTICIPANTS",
+    "tokens_per_minute": "WEB_TOKENS_PER_MINUTE",
     "host": "WEB_HOST",
     "port": "WEB_PORT",
     "root": "WEB_ROOT",

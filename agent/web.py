@@ -6,8 +6,12 @@ Routes:
 * ``GET /vendor/livekit-client.esm.mjs`` - the pinned ``livekit-client`` from ``web/node_modules``
   (``npm ci`` in ``web/``); in test mode the fake room module ``web/tests/fake-livekit.mjs``.
 * ``GET /vendor/bridge/<file>`` - the bridge's JS helper (``bridge/client/``).
-* ``POST /token`` (JSON ``{room, identity, name?}``) or ``GET /token?room=&identity=`` - a join
-  token from `agent.tokens`; bad input is a 400 with ``{"error", "field"}``.
+* ``POST /token`` (JSON ``{room, name?}``) or ``GET /token?room=&name=`` - a join token from
+  `agent.tokens` for a fresh identity the server picks (``web-`` + random hex; a client that
+  could choose its identity could take another participant's place, or an approver's in
+  ``BRIDGE_ALLOWED_IDENTITIES``); rooms must start with ``WEB_ROOM_PREFIX`` (``web-``), and each
+  client address gets at most ``WEB_TOKENS_PER_MINUTE`` tokens. Bad input is a 400 with
+  ``{"error", "field"}``, too many requests a 429.
 * ``GET /healthz`` - liveness for container health checks.
 
 Test mode (``--test-mode`` / ``WEB_TEST_MODE=1``) exists for the browser tests only.
@@ -19,8 +23,11 @@ import argparse
 import asyncio
 import json
 import logging
+import secrets
 import signal
 import sys
+import time
+from collections import deque
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -92,6 +99,9 @@ class WebSettings(BaseSettings):
     """Directory with public/ and node_modules/; default: web/ of this checkout."""
     test_mode: bool = False
     """Serve the fake room module instead of livekit-client (browser tests only)."""
+    tokens_per_minute: int = Field(default=20, ge=0)
+    """Tokens one client address may get per minute (0: no limit). Behind a reverse proxy every
+    client has the proxy's address: limit there instead (and set this to 0)."""
 
     @field_validator("root", mode="before")
     @classmethod
@@ -118,9 +128,45 @@ def _safe_file(root: Path, rel: str) -> Path | None:
 
 def _file_response(path: Path, *, no_cache: bool = False) -> web.FileResponse:
     headers = {"Content-Type": CONTENT_TYPES[path.suffix], "X-Content-Type-Options": "nosniff"}
+    if path.suffix == ".html":  # whichever route serves a page, it may not be framed elsewhere
+        headers["Content-Security-Policy"] = CSP
     if no_cache:
         headers["Cache-Control"] = "no-cache"
     return web.FileResponse(path, headers=headers)
+
+
+TOKEN_FIELDS = ("room", "name")
+
+
+class RateLimit:
+    """At most `per_minute` events per key in any 60 s (a sliding window); bounded memory."""
+
+    def __init__(self, per_minute: int, *, max_keys: int = 10_000) -> None:
+        self.per_minute = per_minute
+        self.max_keys = max_keys
+        self._seen: dict[str, deque[float]] = {}
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        if self.per_minute <= 0:
+            return True
+        now = time.monotonic() if now is None else now
+        times = self._seen.get(key)
+        if times is None:
+            if len(self._seen) >= self.max_keys:
+                self._forget(now)
+            times = self._seen[key] = deque()
+        while times and now - times[0] >= 60:
+            times.popleft()
+        if len(times) >= self.per_minute:
+            return False
+        times.append(now)
+        return True
+
+    def _forget(self, now: float) -> None:
+        for key in [k for k, t in self._seen.items() if not t or now - t[-1] >= 60]:
+            del self._seen[key]
+        while len(self._seen) >= self.max_keys:  # all active: drop the oldest key
+            del self._seen[next(iter(self._seen))]
 
 
 def _json_error(status: int, message: str, field: str | None = None) -> web.Response:
@@ -132,35 +178,44 @@ def _json_error(status: int, message: str, field: str | None = None) -> web.Resp
 
 async def _read_token_request(request: web.Request) -> dict[str, Any]:
     if request.method == "GET":
-        return dict(request.query)
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise TokenInputError("body", f"at most {MAX_BODY_BYTES} bytes")
-    raw = await request.read()
-    if len(raw) > MAX_BODY_BYTES:
-        raise TokenInputError("body", f"at most {MAX_BODY_BYTES} bytes")
-    try:
-        body = json.loads(raw or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise TokenInputError("body", "must be a JSON object") from None
+        body: Any = dict(request.query)
+    else:
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            raise TokenInputError("body", f"at most {MAX_BODY_BYTES} bytes")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:  # a chunked body past the limit
+            raise TokenInputError("body", f"at most {MAX_BODY_BYTES} bytes") from None
+        if len(raw) > MAX_BODY_BYTES:
+            raise TokenInputError("body", f"at most {MAX_BODY_BYTES} bytes")
+        try:
+            body = json.loads(raw or b"null")
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            raise TokenInputError("body", "must be a JSON object") from None
     if not isinstance(body, dict):
         raise TokenInputError("body", "must be a JSON object")
-    return body
+    if "identity" in body:
+        raise TokenInputError("identity", "is assigned by the server (see the response); leave it out")
+    for field in body:
+        if field not in TOKEN_FIELDS:
+            raise TokenInputError(str(field)[:40], f"unknown field; the endpoint takes {', '.join(TOKEN_FIELDS)}")
+    return body  # type: ignore[no-any-return]
 
 
 def create_app(
-    settings: TokenSettings, *, paths: WebPaths | None = None, test_mode: bool = False
+    settings: TokenSettings, *, paths: WebPaths | None = None, test_mode: bool = False, tokens_per_minute: int = 20
 ) -> web.Application:
     """The aiohttp application; `settings` supplies the keys, agent name, TTL and room prefix."""
     paths = paths or WebPaths.discover()
     app = web.Application(client_max_size=MAX_BODY_BYTES)
+    limit = RateLimit(tokens_per_minute)
 
     async def index(_: web.Request) -> web.StreamResponse:
         page = paths.public / "index.html"
         if not page.is_file():
-            raise web.HTTPNotFound(text=f"page not found: {page}")
-        resp = _file_response(page, no_cache=True)
-        resp.headers["Content-Security-Policy"] = CSP
-        return resp
+            logger.error("page not found: %s", page)  # the path is for the operator, not the visitor
+            raise web.HTTPNotFound(text="page not found")
+        return _file_response(page, no_cache=True)
 
     async def asset(request: web.Request) -> web.StreamResponse:
         found = _safe_file(paths.public, request.match_info["path"])
@@ -172,25 +227,27 @@ def create_app(
         module = paths.livekit_module(test_mode)
         if not module.is_file():
             hint = "" if test_mode else " - run `npm ci --omit=dev` in web/"
-            raise web.HTTPNotFound(text=f"livekit-client module missing: {module}{hint}")
+            logger.error("livekit-client module missing: %s%s", module, hint)
+            raise web.HTTPNotFound(text="livekit-client module missing")
         return _file_response(module, no_cache=test_mode)
 
     async def bridge_client(request: web.Request) -> web.StreamResponse:
         found = _safe_file(paths.bridge_client, request.match_info["path"])
-        if found is None:
+        if found is None or found.suffix != ".js":  # the helper, not its tests
             raise web.HTTPNotFound()
         return _file_response(found, no_cache=True)
 
     async def token(request: web.Request) -> web.Response:
+        if not limit.allow(request.remote or "?"):
+            return _json_error(429, f"at most {limit.per_minute} tokens a minute; try again shortly")
         try:
             body = await _read_token_request(request)
             room = body.get("room", "")
             if settings.room_prefix and isinstance(room, str) and not room.startswith(settings.room_prefix):
                 raise TokenInputError("room", f"must start with {settings.room_prefix!r}")
             # issue_token checks types and charsets itself
-            issued = issue_token(
-                settings, room=room, identity=body.get("identity", ""), name=body.get("name")
-            )
+            identity = "web-" + secrets.token_hex(6)
+            issued = issue_token(settings, room=room, identity=identity, name=body.get("name"))
         except TokenInputError as e:
             return _json_error(400, str(e), e.field)
         except ValueError as e:  # missing keys: a server problem, not the client's
@@ -277,7 +334,7 @@ def web_command(argv: list[str]) -> int:
             file=sys.stderr,
         )
     logging.basicConfig(level=logging.INFO)
-    app = create_app(settings, paths=paths, test_mode=test_mode)
+    app = create_app(settings, paths=paths, test_mode=test_mode, tokens_per_minute=web_settings.tokens_per_minute)
     asyncio.run(_serve(app, host, port))
     return 0
 

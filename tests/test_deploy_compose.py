@@ -197,3 +197,32 @@ def test_browser_url_points_at_the_published_signalling_port() -> None:
     host_port = next(h for _, h, c, _ in published(SERVICES["livekit"]) if c == LIVEKIT_CONF["port"])
     assert url == f"ws://localhost:{host_port}"
     assert env_example()["LIVEKIT_PUBLIC_URL"] == url
+
+
+def test_ports_listen_on_this_machine_only_until_told_otherwise() -> None:
+    """The compose defaults carry a committed dev secret: with no .env, nothing may be reachable
+    from other machines (anyone could sign LiveKit tokens with it)."""
+    for name, service in SERVICES.items():
+        for host_ip, _, _, _ in published(service):
+            assert host_ip == "127.0.0.1", f"{name} publishes on {host_ip} by default"
+    assert env_example()["BIND_ADDRESS"] == "127.0.0.1"
+    exposed = {"BIND_ADDRESS": "0.0.0.0"}
+    for service in SERVICES.values():
+        for spec in service.get("ports", []):
+            assert interpolate(str(spec), exposed).startswith("0.0.0.0:")
+
+
+def test_the_web_endpoint_is_locked_down_by_default() -> None:
+    web_env = SERVICES["web"]["environment"]
+    assert interpolate(web_env["WEB_ROOM_PREFIX"], {}) == "web-" == env_example()["WEB_ROOM_PREFIX"]
+    assert int(interpolate(web_env["WEB_TOKENS_PER_MINUTE"], {})) > 0
+    assert int(interpolate(web_env["ROOM_MAX_PARTICIPANTS"], {})) > 0
+
+
+def test_stopping_a_worker_leaves_running_calls_their_drain_time() -> None:
+    from agent.config import AgentSettings
+
+    grace = interpolate(SERVICES["agent"]["stop_grace_period"], {})
+    assert grace.endswith("s")
+    drain = AgentSettings.model_fields["drain_timeout"].default
+    assert int(grace[:-1]) > drain == int(env_example()["AGENT_DRAIN_TIMEOUT"])

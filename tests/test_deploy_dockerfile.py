@@ -239,3 +239,31 @@ async def test_health_checks_pass_on_a_healthy_server_and_fail_otherwise() -> No
         await server.close()
     # nothing listening
     assert await asyncio.to_thread(_run_health, agent_check, {"AGENT_HTTP_PORT": port}) != 0
+
+
+def test_images_and_the_dev_venv_install_the_tested_versions() -> None:
+    """constraints.txt pins every dependency pyproject.toml declares, within its range; the
+    Dockerfile and `make` install with it, so images run what CI tested."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    root = Path(__file__).resolve().parents[1]
+    pins = {}
+    for line in (root / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", line
+            pins[canonicalize_name(req.name)] = spec.version
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"]) + [r for extra in project["optional-dependencies"].values() for r in extra]
+    for line in declared:
+        req = Requirement(line)
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{req.name} is not pinned in constraints.txt (make lock)"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{req.name}=={pins[name]} is outside {req.specifier}"
+    dockerfile = (root / "Dockerfile").read_text()
+    assert "constraints.txt" in dockerfile and "-c constraints.txt" in dockerfile
+    assert '-c constraints.txt' in (root / "Makefile").read_text()

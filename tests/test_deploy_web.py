@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -36,6 +37,7 @@ def paths(tmp_path: Path) -> WebPaths:
     bridge = tmp_path / "bridge_client"
     bridge.mkdir()
     (bridge / "client.js").write_text("export const bridge = 1;")
+    (bridge / "client.test.mjs").write_text("export const tests = 1;")
     (tmp_path / "secret.js").write_text("nope")
     return WebPaths(web_root=web_root, bridge_client=bridge)
 
@@ -44,7 +46,7 @@ def paths(tmp_path: Path) -> WebPaths:
 async def make_client(paths: WebPaths) -> AsyncIterator[Factory]:
     clients: list[TestClient] = []
 
-    async def factory(test_mode: bool = False, **overrides: object) -> TestClient:
+    async def factory(test_mode: bool = False, tokens_per_minute: int = 20, **overrides: object) -> TestClient:
         values: dict[str, object] = {
             "api_key": KEY,
             "api_secret": SECRET,
@@ -54,7 +56,7 @@ async def make_client(paths: WebPaths) -> AsyncIterator[Factory]:
         }
         values.update(overrides)
         settings = TokenSettings(_env_file=None, **values)  # type: ignore[arg-type]
-        app = create_app(settings, paths=paths, test_mode=test_mode)
+        app = create_app(settings, paths=paths, test_mode=test_mode, tokens_per_minute=tokens_per_minute)
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         clients.append(client)
@@ -77,7 +79,7 @@ async def _error(resp: ClientResponse, status: int, field: str | None) -> dict:
 
 async def test_post_token_issues_a_client_token(make_client: Factory) -> None:
     client = await make_client()
-    resp = await client.post("/token", json={"room": "web-1", "identity": "alice", "name": "Alice"})
+    resp = await client.post("/token", json={"room": "web-1", "name": "Alice"})
     text = await resp.text()
     assert resp.status == 200, text
     assert SECRET not in text
@@ -86,32 +88,37 @@ async def test_post_token_issues_a_client_token(make_client: Factory) -> None:
     assert set(body) == {"token", "url", "room", "identity", "expires_at"}
     assert body["url"] == PUBLIC_URL  # the browser-facing URL, not the compose-internal one
     claims = jwt.decode(body["token"], SECRET, algorithms=["HS256"], issuer=KEY)
-    assert claims["sub"] == "alice" and claims["name"] == "Alice"
+    # the server picks the identity: a client that could choose one could take another
+    # participant's place, or an approver's (BRIDGE_ALLOWED_IDENTITIES)
+    assert re.fullmatch(r"web-[0-9a-f]{12}", claims["sub"]) and claims["sub"] == body["identity"]
+    assert claims["name"] == "Alice"
     assert claims["video"]["room"] == "web-1" and claims["video"]["roomJoin"] is True
     assert "roomAdmin" not in claims["video"] and "roomCreate" not in claims["video"]
-    assert claims["roomConfig"] == {"agents": [{"agentName": "web-agent"}]}
+    assert claims["roomConfig"] == {"agents": [{"agentName": "web-agent"}], "maxParticipants": 3}
     assert claims["exp"] == body["expires_at"]
     assert claims["exp"] - claims["nbf"] == 600
 
 
 async def test_get_token_with_query(make_client: Factory) -> None:
     client = await make_client()
-    resp = await client.get("/token", params={"room": "web-2", "identity": "bob"})
-    assert resp.status == 200
-    claims = jwt.decode((await resp.json())["token"], SECRET, algorithms=["HS256"])
-    assert (claims["sub"], claims["video"]["room"]) == ("bob", "web-2")
+    first = await client.get("/token", params={"room": "web-2"})
+    second = await client.get("/token", params={"room": "web-2"})
+    assert first.status == second.status == 200
+    claims = [jwt.decode((await r.json())["token"], SECRET, algorithms=["HS256"]) for r in (first, second)]
+    assert [c["video"]["room"] for c in claims] == ["web-2", "web-2"]
+    assert claims[0]["sub"] != claims[1]["sub"]  # two visitors never share an identity
 
 
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"identity": "alice"}, "room"),
-        ({"room": "web-1"}, "identity"),
-        ({"room": "web 1", "identity": "alice"}, "room"),
-        ({"room": "web-1", "identity": "<b>"}, "identity"),
-        ({"room": "web-1", "identity": 42}, "identity"),
-        ({"room": ["web-1"], "identity": "alice"}, "room"),
-        ({"room": "web-1", "identity": "alice", "name": "x" * 100}, "name"),
+        ({}, "room"),
+        ({"room": "web-1", "identity": "supervisor"}, "identity"),  # assigned by the server
+        ({"room": "web-1", "ttl": 999999}, "ttl"),  # unknown fields are refused, not ignored
+        ({"room": "web 1"}, "room"),
+        ({"room": ["web-1"]}, "room"),
+        ({"room": "support-internal-42"}, "room"),  # outside WEB_ROOM_PREFIX (web- by default)
+        ({"room": "web-1", "name": "x" * 100}, "name"),
         (["web-1", "alice"], "body"),
     ],
 )
@@ -122,20 +129,48 @@ async def test_bad_token_requests_are_400(make_client: Factory, body: object, fi
 
 async def test_non_json_and_oversized_bodies_are_400(make_client: Factory) -> None:
     client = await make_client()
-    await _error(await client.post("/token", data=b"room=x&identity=y"), 400, "body")
-    big = b'{"room": "r", "identity": "' + b"a" * 5000 + b'"}'
+    await _error(await client.post("/token", data=b"room=x&name=y"), 400, "body")
+    big = b'{"room": "web-r", "name": "' + b"a" * 5000 + b'"}'
     await _error(await client.post("/token", data=big), 400, "body")
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: the limit hits while reading
+        for _ in range(10):
+            yield b" " * 1000
+
+    await _error(await client.post("/token", data=chunked()), 400, "body")
+    deep = b"[" * 2000 + b"]" * 2000  # valid JSON under 4 KB, nested past Python's recursion limit
+    await _error(await client.post("/token", data=deep), 400, "body")
+
+
+async def test_token_requests_are_rate_limited_per_client(make_client: Factory) -> None:
+    client = await make_client(tokens_per_minute=3)
+    statuses = [(await client.post("/token", json={"room": f"web-{i}"})).status for i in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+    body = await (await client.post("/token", json={"room": "web-x"})).json()
+    assert "at most 3 tokens a minute" in body["error"]
+
+
+def test_rate_limit_window_slides_and_memory_stays_bounded() -> None:
+    from agent.web import RateLimit
+
+    limit = RateLimit(2, max_keys=100)
+    assert [limit.allow("a", now=t) for t in (0, 1, 2, 59.9, 60.5)] == [True, True, False, False, True]
+    for i in range(1000):
+        limit.allow(f"ip{i}", now=100 + i / 1000)
+    assert len(limit._seen) <= 100
 
 
 async def test_room_prefix_is_enforced(make_client: Factory) -> None:
-    client = await make_client(room_prefix="web-")
-    await _error(await client.post("/token", json={"room": "admin", "identity": "a"}), 400, "room")
-    assert (await client.post("/token", json={"room": "web-x", "identity": "a"})).status == 200
+    client = await make_client(room_prefix="demo-")
+    await _error(await client.post("/token", json={"room": "web-x"}), 400, "room")
+    assert (await client.post("/token", json={"room": "demo-x"})).status == 200
+    anywhere = await make_client(room_prefix="")  # an explicit opt-out
+    assert (await anywhere.post("/token", json={"room": "admin"})).status == 200
 
 
 async def test_missing_keys_is_503_without_details(make_client: Factory) -> None:
     client = await make_client(api_secret=None)
-    body = await _error(await client.post("/token", json={"room": "r", "identity": "a"}), 503, None)
+    body = await _error(await client.post("/token", json={"room": "web-r"}), 503, None)
     assert "LIVEKIT" not in body["error"]
 
 
@@ -151,6 +186,18 @@ async def test_page_and_assets(make_client: Factory) -> None:
     assert (await client.get("/assets/notes.txt")).status == 404  # unknown type
     assert (await client.get("/assets/missing.js")).status == 404
     assert (await client.get("/healthz")).status == 200
+    # the page under /assets/ too carries the policy (no framing by other sites)
+    again = await client.get("/assets/index.html")
+    assert again.status == 200 and "frame-ancestors 'none'" in again.headers["Content-Security-Policy"]
+
+
+async def test_missing_files_do_not_tell_visitors_where_the_server_lives(paths: WebPaths, make_client: Factory) -> None:
+    (paths.public / "index.html").unlink()
+    client = await make_client()
+    for route in ("/", "/vendor/livekit-client.esm.mjs"):
+        (paths.web_root / "node_modules" / "livekit-client" / "dist" / "livekit-client.esm.mjs").unlink(missing_ok=True)
+        resp = await client.get(route)
+        assert resp.status == 404 and str(paths.web_root) not in await resp.text()
 
 
 async def test_livekit_client_is_the_pinned_module_or_the_fake_in_test_mode(
@@ -171,6 +218,7 @@ async def test_bridge_helper_is_served(make_client: Factory) -> None:
     resp = await client.get("/vendor/bridge/client.js")
     assert resp.status == 200
     assert "bridge" in await resp.text()
+    assert (await client.get("/vendor/bridge/client.test.mjs")).status == 404  # its tests are not served
 
 
 @pytest.mark.parametrize(

@@ -48,9 +48,12 @@ def test_token_grants_only_what_a_web_client_needs() -> None:
     assert set(claims) <= {"sub", "iss", "nbf", "exp", "video", "roomConfig", "name"}
 
 
-def test_token_dispatches_the_agent_by_name() -> None:
+def test_token_dispatches_the_agent_by_name_and_caps_the_room() -> None:
     claims = decode(issue_token(settings(), room="r", identity="u").token)
-    assert claims["roomConfig"] == {"agents": [{"agentName": "helper-bot"}]}
+    # a room its holder creates takes the user, the agent and one supervisor by default
+    assert claims["roomConfig"] == {"agents": [{"agentName": "helper-bot"}], "maxParticipants": 3}
+    unlimited = decode(issue_token(settings(max_participants=0), room="r", identity="u").token)
+    assert unlimited["roomConfig"] == {"agents": [{"agentName": "helper-bot"}]}
 
 
 def test_token_expires_after_default_ttl_and_custom_ttl() -> None:

@@ -22,15 +22,6 @@ function randomId(n = 6) {
   return Array.from(bytes, (b) => 'abcdefghijklmnopqrstuvwxyz0123456789'[b % 36]).join('');
 }
 
-function identity() {
-  let id = sessionStorage.getItem('voice-agent.identity');
-  if (!id) {
-    id = `user-${randomId(8)}`;
-    sessionStorage.setItem('voice-agent.identity', id);
-  }
-  return id;
-}
-
 function isAgent(participant) {
   return Boolean(participant?.isAgent) || participant?.kind === ParticipantKind.AGENT;
 }
@@ -44,7 +35,8 @@ async function fetchToken(roomName, name) {
   const resp = await fetch('/token', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ room: roomName, identity: identity(), name: name || undefined }),
+    // the server picks our identity (the token's); we only name the room and, optionally, ourselves
+    body: JSON.stringify({ room: roomName, name: name || undefined }),
   });
   const body = await resp.json().catch(() => ({}));
   if (!resp.ok) throw new Error(body.error ?? `token request failed (${resp.status})`);

@@ -14,7 +14,14 @@ const FINAL = 'lk.transcription_final';
 export function attachTranscription(room, view) {
   room.registerTextStreamHandler(TRANSCRIPTION_TOPIC, async (reader, participantInfo) => {
     const identity = participantInfo?.identity ?? '';
-    const speaker = identity === room.localParticipant?.identity ? 'user' : 'agent';
+    // only the agent speaks as "agent": any participant may publish on this topic, and another
+    // one's stream must not be shown as the agent's words
+    const fromAgent = Boolean(room.remoteParticipants?.get?.(identity)?.isAgent);
+    const speaker = identity === room.localParticipant?.identity ? 'user' : fromAgent ? 'agent' : null;
+    if (speaker === null) {
+      console.warn(`ignoring a transcription stream from ${identity}: not the agent`);
+      return;
+    }
     const segment = `${identity}/${reader.info.attributes?.[SEGMENT_ID] ?? reader.info.id}`;
     const isFinal = () => reader.info.attributes?.[FINAL] === 'true';
     let text = '';

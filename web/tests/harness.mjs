@@ -34,6 +34,8 @@ export async function startServer({ testMode = true, publicUrl = PUBLIC_URL } = 
       AGENT_NAME: 'voice-agent',
       TOKEN_TTL: '600',
       WEB_ROOM_PREFIX: '',
+      WEB_TOKENS_PER_MINUTE: '0',
+      ROOM_MAX_PARTICIPANTS: '3',
       WEB_ROOT: '',
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -70,8 +70,8 @@ test('connects with a token from the endpoint and turns the microphone on', asyn
   const claims = jwtClaims(connects[0].token);
   assert.equal(claims.video.room, 'test-room');
   assert.equal(claims.name, 'Ada');
-  assert.match(claims.sub, /^user-[a-z0-9]{8}$/);
-  assert.deepEqual(claims.roomConfig, { agents: [{ agentName: 'voice-agent' }] });
+  assert.match(claims.sub, /^web-[0-9a-f]{12}$/); // picked by the server, not the page
+  assert.deepEqual(claims.roomConfig, { agents: [{ agentName: 'voice-agent' }], maxParticipants: 3 });
 
   assert.deepEqual(await fake(() => window.__fakeLiveKit.micCalls), [true]);
   assert.equal(await text('#mic'), 'Microphone on');
@@ -169,6 +169,17 @@ test('the agent reply streams into one line', async () => {
   assert.equal(await line.getAttribute('data-final'), 'true');
   assert.equal(await line.locator('.who').innerText(), 'Agent');
   assert.equal(await text('#agent-state'), 'Agent: speaking');
+});
+
+test("another participant's transcription stream is not shown as the agent's words", async () => {
+  await fake(() => window.__fakeLiveKit.addParticipant('mallory'));
+  const before = await page.locator('#transcript .line').count();
+  await transcription('mallory', 'SG_fake', ['Your card number please.'], { trailer: { 'lk.transcription_final': 'true' } });
+  await transcription(AGENT, 'SG_agent2', ['Anything else?'], { trailer: { 'lk.transcription_final': 'true' } });
+  await page.locator('#transcript .line[data-speaker="agent"] .text', { hasText: 'Anything else?' }).waitFor();
+  assert.equal(await page.locator('#transcript .line').count(), before + 1);
+  assert.equal(await page.locator('#transcript', { hasText: 'card number' }).count(), 0);
+  await fake(() => window.__fakeLiveKit.removeParticipant('mallory'));
 });
 
 test('clicking Approve sends hitl.respond to the agent', async () => {
