@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -37,6 +38,8 @@ from .early_recognition import EarlyRecognition, EarlyStats, free_recognitions
 from .stt_wrapper import WrappedSTT
 
 _SEGMENT_EVENTS = (vad.VADEventType.START_OF_SPEECH, vad.VADEventType.END_OF_SPEECH)
+
+log = logging.getLogger("agent.stt")
 
 
 class SharedVAD(vad.VAD):
@@ -125,8 +128,13 @@ class SegmentedSTT(WrappedSTT):
         # the recognitions' failures are the session's to hear (livekit listens on session.stt)
         inner.on("error", self._forward_error)
 
-    def _forward_error(self, *args: Any) -> None:
-        self.emit("error", *args)
+    def _forward_error(self, error: Any, *args: Any) -> None:
+        if getattr(error, "recoverable", False):
+            # an attempt livekit retries (AGENT_PROVIDER_MAX_RETRY): logged, not the session's
+            # error; clients hear of the request only if its last attempt fails too
+            log.warning("%s: a recognition attempt failed; retrying: %s", self.label, getattr(error, "error", error))
+            return
+        self.emit("error", error, *args)
 
     def stream(
         self,

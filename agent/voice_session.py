@@ -438,6 +438,8 @@ class VoiceSession(BaseVoiceSession):
 
     def handle_failure(self, report: ProviderErrorReport, *, kind: str, fatal: bool) -> None:
         final = not report.recoverable  # this request gave up (a recoverable one is being retried)
+        if kind == "tts_error" and not final:
+            return  # logged; one envelope per request, from its last attempt (or none if a retry works)
         if kind == "stt_error":
             if final and self._user_spoke and self.settings.stt_apology and not fatal:
                 self._user_spoke = False

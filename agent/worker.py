@@ -136,6 +136,18 @@ class VoiceWorker:
             vad = ctx.proc.userdata.get("vad") or load_vad(s)
             stt = create_stt(s.speech, vad=vad)
             tts = create_tts(s.speech)
+            speech_open = True
+
+            async def close_speech() -> None:
+                """Once: after the session, when nobody joins, or at job shutdown if the job
+                failed before the session was wired (the local recogniser's process, ...)."""
+                nonlocal speech_open
+                if speech_open:
+                    speech_open = False
+                    await stt.aclose()
+                    await tts.aclose()
+
+            ctx.add_shutdown_callback(close_speech)
             stt.prewarm()  # e.g. build the local recogniser while we wait for the user
             tts.prewarm()
         brain = create_voice_brain(s.effective_brain())
@@ -149,8 +161,7 @@ class VoiceWorker:
         except TimeoutError:
             log.info("nobody joined %s within %.0f s; leaving", ctx.room.name, s.join_timeout)
             if not realtime:
-                await stt.aclose()  # the prewarmed providers (e.g. the local recogniser's process)
-                await tts.aclose()
+                await close_speech()  # the prewarmed providers (e.g. the local recogniser's process)
             ctx.shutdown(reason="nobody joined")
             return None
 
@@ -177,7 +188,7 @@ class VoiceWorker:
             )
         voice.attach_bridge(ctx.room, served_identity=participant.identity)
         # the speech providers close after the session (e.g. the local recogniser's processes)
-        attach_session_life(ctx, voice, then=() if realtime else (stt.aclose, tts.aclose))
+        attach_session_life(ctx, voice, then=() if realtime else (close_speech,))
 
         await voice.start(
             room=ctx.room,

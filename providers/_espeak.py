@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import re
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -59,6 +60,16 @@ class VoiceParams:
     pitch: int = 50  # 0..100
 
 
+_UNSPEAKABLE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def speakable(text: str) -> str:
+    """`text` as espeak-ng can take it: control characters (a NUL would end the text there) become
+    spaces, and what is not valid Unicode (a lone surrogate, half an emoji) becomes '?'."""
+    text = _UNSPEAKABLE.sub(" ", text)
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 class EspeakEngine:
     """Process-wide espeak-ng instance. Use `EspeakEngine.shared()`."""
 
@@ -72,6 +83,7 @@ class EspeakEngine:
         self._sample_rate = 0
         self._current: VoiceParams | None = None
         self._chunks: list[bytes] = []
+        self._stop: threading.Event | None = None
         # keep a reference: the C library holds a raw pointer to this trampoline
         self._callback = _SynthCallback(self._on_samples)
 
@@ -94,11 +106,17 @@ class EspeakEngine:
         return self._call(self._try_voice, voice).result()
 
     def synthesize_blocking(self, text: str, params: VoiceParams) -> bytes:
-        return self._call(self._synthesize, text, params).result()
+        return self._call(self._synthesize, text, params, threading.Event()).result()
 
     async def synthesize(self, text: str, params: VoiceParams) -> bytes:
-        """16-bit little-endian mono PCM at `sample_rate`."""
-        return await asyncio.wrap_future(self._call(self._synthesize, text, params))
+        """16-bit little-endian mono PCM at `sample_rate`. Cancelling stops espeak at its next
+        audio block, so a dropped long sentence does not hold up the next synthesis."""
+        stop = threading.Event()
+        try:
+            return await asyncio.wrap_future(self._call(self._synthesize, text, params, stop))
+        except asyncio.CancelledError:
+            stop.set()
+            raise
 
     # --- worker thread only ---
 
@@ -142,6 +160,8 @@ class EspeakEngine:
         return rate
 
     def _on_samples(self, wav: Any, num_samples: int, _events: Any) -> int:
+        if self._stop is not None and self._stop.is_set():
+            return 1  # 1 = abort this synthesis (its caller is gone)
         if wav and num_samples > 0:
             self._chunks.append(ctypes.string_at(wav, num_samples * 2))
         return 0  # 0 = continue
@@ -169,15 +189,21 @@ class EspeakEngine:
         self._lib.espeak_SetParameter(_PARAM_PITCH, params.pitch, 0)
         self._current = params
 
-    def _synthesize(self, text: str, params: VoiceParams) -> bytes:
+    def _synthesize(self, text: str, params: VoiceParams, stop: threading.Event) -> bytes:
         self._ensure_initialized()
         assert self._lib is not None
         self._apply(params)
-        data = text.encode("utf-8") + b"\0"
-        self._chunks = []
-        err = self._lib.espeak_Synth(
-            data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None
-        )
+        data = speakable(text).encode("utf-8") + b"\0"
+        self._chunks, self._stop = [], stop
+        try:
+            err = self._lib.espeak_Synth(
+                data, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8 | _ENDPAUSE, None, None
+            )
+        finally:
+            self._stop = None
+        if stop.is_set():
+            self._chunks = []
+            return b""
         if err != _EE_OK:
             raise EspeakError(f"espeak_Synth failed ({err})")
         pcm, self._chunks = b"".join(self._chunks), []

@@ -64,7 +64,7 @@ class _WorkerProcess:
         try:
             _sphinx_worker.write_frame(self._stdin, pcm)
             reply = _sphinx_worker.read_frame(self._stdout)
-        except (BrokenPipeError, OSError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a pipe closed by shutdown
             raise APIConnectionError("the pocketsphinx worker process died") from exc
         if reply is None:
             raise APIConnectionError("the pocketsphinx worker process died")
@@ -140,10 +140,9 @@ class _DecoderProcesses:
     def decode(self, pcm: bytes, job: DecodeJob | None = None) -> str:
         job = job or DecodeJob()
         with self._slots:
-            try:
-                worker = self._idle.get_nowait()
-            except queue.Empty:
-                worker = self._new()
+            if self._closed:
+                raise APIConnectionError("the local STT is closed")
+            worker = self._idle_worker() or self._new()
             if not job.attach(worker):
                 self._idle.put(worker)
                 raise APIConnectionError("decode aborted")
@@ -153,7 +152,10 @@ class _DecoderProcesses:
                 text = None
             job.attach(None)
             if text is not None and not job.aborted:
-                self._idle.put(worker)
+                if self._closed:  # shut down meanwhile: the pool no longer owns it
+                    worker.close()
+                else:
+                    self._idle.put(worker)
                 return text
             self._discard(worker)  # died, or killed by abort() (maybe just after it answered)
             if job.aborted:
@@ -163,6 +165,18 @@ class _DecoderProcesses:
                     self._idle.put(self._new())
                 raise APIConnectionError("decode aborted")
             raise APIConnectionError("the pocketsphinx worker process died")
+
+    def _idle_worker(self) -> _WorkerProcess | None:
+        """An idle worker that is still running; one that died while idle (OOM killer, a signal)
+        is replaced instead of failing the user's next words."""
+        while True:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                return None
+            if worker.alive():
+                return worker
+            self._discard(worker)
 
     def _discard(self, worker: _WorkerProcess) -> None:
         with self._lock:
@@ -180,6 +194,9 @@ class _DecoderProcesses:
             except queue.Empty:
                 break
         for worker in workers:
+            # kill, not wait: a decode in progress (seconds for a long segment) has no caller to
+            # answer any more; its blocked read then fails and the decode ends at once
+            worker.kill()
             worker.close()
 
 

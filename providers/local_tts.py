@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 
-from livekit.agents import APIConnectionError, tokenize, tts, utils
+from livekit.agents import APIConnectionError, APIError, tokenize, tts, utils
 from livekit.agents.types import (
     DEFAULT_API_CONNECT_OPTIONS,
     APIConnectOptions,
@@ -82,6 +82,10 @@ class LocalTTS(tts.TTS):
             pcm = await self._engine.synthesize(sentence, self._params)
         except EspeakError as e:
             raise APIConnectionError(f"espeak-ng failed: {e}", retryable=False) from e
+        except (asyncio.CancelledError, APIError):
+            raise
+        except Exception as e:  # anything else is a failure the session must hear about, not a log line
+            raise APIConnectionError(f"espeak-ng failed: {type(e).__name__}: {e}", retryable=False) from e
         if not pcm:
             return offset
         end = offset + len(pcm) / 2 / SAMPLE_RATE

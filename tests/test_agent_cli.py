@@ -245,6 +245,37 @@ async def test_room_entrypoint_leaves_when_nobody_joins_and_closes_its_providers
     room.reset_mock()
 
 
+async def test_a_job_that_fails_before_its_session_still_closes_its_speech_providers() -> None:
+    """The prewarmed providers are closed at job shutdown even when the job fails between
+    creating them and wiring the session (here: waiting for the participant fails)."""
+    from livekit.agents.ipc.mock_room import create_mock_room
+    from livekit.agents.testing import fake_job_context
+
+    from agent.worker import VoiceWorker
+
+    room = create_mock_room()
+    worker = VoiceWorker(settings(greeting_mode="off"))
+    before = set(_decoder_processes())
+
+    async def broken_wait(**_: object) -> object:
+        for _ in range(300):  # fail once the prewarmed decoder process runs (a bound, not a goal)
+            if set(_decoder_processes()) - before:
+                break
+            await asyncio.sleep(0.1)
+        raise RuntimeError("signalling went away")
+
+    with fake_job_context(room=room) as ctx:
+        worker.setup(ctx.proc)
+        ctx.wait_for_participant = broken_wait  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="signalling went away"):
+            await asyncio.wait_for(worker.run_session(ctx), 30)
+        assert set(_decoder_processes()) - before, "the local STT was prewarmed"
+        for callback in list(ctx._shutdown_callbacks):
+            await callback("job failed")
+    assert set(_decoder_processes()) <= before
+    room.reset_mock()
+
+
 async def test_room_entrypoint_on_livekits_mock_room() -> None:
     """The per-room entrypoint end to end on the mock room livekit-agents' console mode uses."""
     from livekit.agents.ipc.mock_room import create_mock_room

@@ -290,8 +290,19 @@ def test_invalid_option_names_its_variable() -> None:
         create_tts(SpeechSettings(LOCAL_TTS_RATE="1000"))
     with pytest.raises(ProviderConfigError, match="English model only"):
         create_stt(SpeechSettings(STT_LANGUAGE="de"))
-    with pytest.raises(ProviderConfigError, match="voice not found"):
+    with pytest.raises(ProviderConfigError, match="LOCAL_TTS_VOICE.*espeak-ng has no voice 'xx-nope'"):
         create_tts(SpeechSettings(LOCAL_TTS_VOICE="xx-nope"))
+
+
+def test_the_local_voice_is_checked_with_the_configuration_not_in_each_job() -> None:
+    """The start-up check and doctor refuse a voice espeak-ng lacks (the worker used to look
+    healthy, then fail every room); a locale spelled en_US is espeak's en-us."""
+    from providers.factory import check_chains
+
+    with pytest.raises(ProviderConfigError, match="TTS_LANGUAGE.*espeak-ng has no voice 'xx-klingon'"):
+        check_chains(SpeechSettings(TTS_LANGUAGE="xx-klingon"))
+    check_chains(SpeechSettings(TTS_LANGUAGE="en_US"))
+    assert create_tts(SpeechSettings(TTS_LANGUAGE="en_US")).voice.voice == "en-us"
 
 
 def test_batch_stt_chain_needs_a_vad(all_keys: dict[str, str]) -> None:

@@ -129,16 +129,34 @@ async def test_local_stt_decodes_in_another_process_and_survives_its_death(
         pid = workers[0]._proc.pid
         assert pid != os.getpid() and workers[0].alive()
 
-        workers[0]._proc.kill()  # the worker dies between two turns
+        workers[0]._proc.kill()  # the worker dies between two turns (OOM killer, a signal)
         workers[0]._proc.wait()
-        with pytest.raises(APIConnectionError):
-            await engine.recognize(short, conn_options=APIConnectOptions(max_retry=0))
-        again = await engine.recognize(short)  # a fresh worker takes over
+        # no retry needed: the dead idle worker is replaced before the user's words reach it
+        again = await engine.recognize(short, conn_options=APIConnectOptions(max_retry=0))
         assert again.alternatives[0].text == first.alternatives[0].text
-        assert engine._pool._all[0]._proc.pid != pid
+        assert len(engine._pool._all) == 1 and engine._pool._all[0]._proc.pid != pid
     finally:
         await engine.aclose()
     assert all(not w.alive() for w in workers)
+
+
+async def test_closing_the_local_stt_stops_a_decode_in_progress(jfk: list[rtc.AudioFrame]) -> None:
+    """aclose() used to wait for a long decode to finish (80 s for 220 s of audio) and leave the
+    pool holding a closed worker; now the decode is stopped and the closed STT says so."""
+    engine = LocalSTT()
+    await engine.recognize(jfk[:20])
+    busy = engine._pool._all[0]
+    task = asyncio.ensure_future(engine.recognize(jfk * 6, conn_options=APIConnectOptions(max_retry=0)))
+    while engine._pool._idle.qsize():  # noqa: ASYNC110 - until the decoder has the long buffer
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+    await engine.aclose()
+    with pytest.raises(APIConnectionError):
+        await task  # stopped, not finished
+    assert busy._proc.returncode == -9
+    assert engine._pool._all == [] and engine._pool._idle.qsize() == 0
+    with pytest.raises(APIConnectionError, match="the local STT is closed"):
+        await engine.recognize(jfk[:20], conn_options=APIConnectOptions(max_retry=0))
 
 
 async def test_a_cancelled_recognition_stops_its_decoder_and_a_fresh_one_takes_over(
@@ -196,6 +214,36 @@ async def test_local_tts_synthesize() -> None:
     _assert_speech(frames, min_seconds=4.0)
     # audio is emitted sentence by sentence; each sentence's first frame names it
     assert _sentences_of(frames) == SENTENCES
+
+
+async def test_local_tts_speaks_past_control_characters_and_broken_unicode() -> None:
+    """A NUL used to end espeak's text there (the rest silently unspoken, though the transcript
+    said it was), and a lone surrogate failed the synthesis with an error no one reported."""
+    from providers._espeak import EspeakEngine, VoiceParams
+
+    engine, params = EspeakEngine.shared(), VoiceParams(voice="en-us", rate=175, pitch=50)
+    short = await engine.synthesize("Hello.", params)
+    with_nul = await engine.synthesize("Hello\0 there, this is the rest of the answer.", params)
+    assert len(with_nul) > 3 * len(short)
+    broken = await engine.synthesize("Here is some text \udc80 with a lone surrogate.", params)
+    assert len(broken) > 3 * len(short)
+    frames = [ev.frame async for ev in LocalTTS().synthesize("Fine \ud83d then.")]
+    _assert_speech(frames, min_seconds=0.3)
+
+
+def test_espeak_aborts_a_synthesis_whose_caller_is_gone() -> None:
+    """The stop flag ends espeak at its first audio block: a cancelled long sentence does not
+    hold the engine's one thread for the seconds it would take."""
+    import threading
+
+    from providers._espeak import EspeakEngine, VoiceParams
+
+    engine, params = EspeakEngine.shared(), VoiceParams(voice="en-us", rate=175, pitch=50)
+    long_text = "This sentence goes on and on. " * 200
+    stopped = threading.Event()
+    stopped.set()
+    assert engine._call(engine._synthesize, long_text, params, stopped).result() == b""
+    assert len(engine.synthesize_blocking("Still working.", params)) > 10_000
 
 
 async def test_local_tts_stream_emits_first_sentence_before_the_rest_is_pushed() -> None:

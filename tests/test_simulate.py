@@ -143,3 +143,51 @@ async def test_a_segment_recognised_as_nothing_does_not_keep_the_simulation_busy
     finally:
         await sim.aclose()
     assert engine.count >= 1 and sim.result.user_turns == []
+
+
+def _flaky_stt(failures: int):  # type: ignore[no-untyped-def]
+    """A batch STT whose first `failures` recognitions fail (then answers "book a table")."""
+    from livekit.agents import APIConnectionError, stt
+
+    class FlakySTT(stt.STT):
+        def __init__(self) -> None:
+            super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
+            self.calls = 0
+
+        async def _recognize_impl(self, buffer, *, language=None, conn_options=None):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            if self.calls <= failures:
+                raise APIConnectionError("recogniser hiccup", retryable=True)
+            return stt.SpeechEvent(type=stt.SpeechEventType.FINAL_TRANSCRIPT,
+                                   alternatives=[stt.SpeechData(language="en", text="book a table")])
+
+    return FlakySTT()
+
+
+async def test_a_retried_recognition_sends_one_error_envelope_at_most() -> None:
+    """AGENT_PROVIDER_MAX_RETRY=1: an attempt that is retried is logged, not reported; clients
+    get one `error` for a request whose every attempt failed, and none when the retry works."""
+    import io
+    import json
+
+    from agent.audio_files import decode_file
+    from agent.simulate import INPUT_RATE, Simulation
+    from agent.worker import load_vad
+    from tests.agent_fakes import AUDIO, play_and_settle, settings
+
+    audio = decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE)
+    audio = type(audio)(audio.pcm[: int(2.3 * INPUT_RATE) * 2], INPUT_RATE, INPUT_RATE, 1)  # the first words
+    outcomes = {}
+    for failures in (1, 2):
+        s = settings(provider_max_retry=1, provider_retry_interval=0.01)
+        events = io.StringIO()
+        engine = _flaky_stt(failures)
+        sim = Simulation(s, vad=load_vad(s), stt=engine, speed=4.0, conversation_id=f"flaky{failures}", events=events)
+        assert await play_and_settle(sim, audio, limit=30)
+        envelopes = [json.loads(x) for x in events.getvalue().splitlines() if x.startswith("{")]
+        outcomes[failures] = (engine.calls, [e for e in envelopes if e["type"] == "error"], sim.result.user_turns)
+    calls, errors, turns = outcomes[1]
+    assert calls == 2 and errors == [] and turns == ["book a table"]  # the retry worked: nothing to report
+    calls, errors, _ = outcomes[2]
+    assert calls == 2 and len(errors) == 1, errors  # both attempts failed: one report
+    assert errors[0]["data"]["code"] == "unavailable" and "recogniser hiccup" in errors[0]["data"]["message"]

@@ -34,6 +34,18 @@ class LocalTTSOptions(ProviderOptions):
     rate: int = Field(175, ge=80, le=450, validation_alias="LOCAL_TTS_RATE")  # words per minute
     pitch: int = Field(50, ge=0, le=100, validation_alias="LOCAL_TTS_PITCH")
 
+    @field_validator("voice")
+    @classmethod
+    def _known_voice(cls, value: str) -> str:
+        """Checked with the configuration (doctor, start-up), not in every job: a locale spelled
+        `en_US` is espeak's `en-us`; a voice espeak-ng does not have is refused here."""
+        voice = value.strip().lower().replace("_", "-")
+        from ..local_tts import EspeakEngine
+
+        if not EspeakEngine.shared().has_voice(voice):
+            raise ValueError(f"espeak-ng has no voice {value!r} (try en-us, en-gb, de, fr, es, ...)")
+        return voice
+
 
 def _build_stt(o: LocalSTTOptions) -> stt.STT:
     from ..local_stt import LocalSTT
@@ -44,7 +56,7 @@ def _build_stt(o: LocalSTTOptions) -> stt.STT:
 def _build_tts(o: LocalTTSOptions) -> tts.TTS:
     from ..local_tts import LocalTTS
 
-    return LocalTTS(voice=o.voice.lower(), rate=o.rate, pitch=o.pitch)
+    return LocalTTS(voice=o.voice, rate=o.rate, pitch=o.pitch)
 
 
 SPECS: tuple[ProviderSpec[Any, Any], ...] = (
