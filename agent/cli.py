@@ -60,6 +60,24 @@ def _describe(exc: BaseException) -> str:
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+def check_dotenv(path: str = ".env") -> str | None:
+    """One warning for the lines of `.env` that cannot be parsed (they are ignored: a key on
+    such a line is simply not set), instead of python-dotenv's one per line per settings class."""
+    from dotenv.parser import parse_stream
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            bad = [b.original.line for b in parse_stream(f) if b.error]
+    except (OSError, UnicodeDecodeError):
+        return None
+    logging.getLogger("dotenv.main").setLevel(logging.ERROR)  # said once, here
+    if not bad:
+        return None
+    lines = ", ".join(str(n) for n in bad)
+    return (f"{path}: line{'s' if len(bad) > 1 else ''} {lines} could not be parsed and "
+            f"{'are' if len(bad) > 1 else 'is'} ignored (write KEY=value; close every quote)")
+
+
 def log_level() -> str:
     """AGENT_LOG_LEVEL from the environment or `.env` (read before any settings object exists)."""
     from dotenv import dotenv_values
@@ -122,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     from .log_redaction import install as redact_logs
 
     redact_logs()
+    dotenv_problem = check_dotenv()
+    if dotenv_problem:
+        print(f"warning: {dotenv_problem}", file=sys.stderr)
     try:
         level = log_level()
     except UsageError as exc:

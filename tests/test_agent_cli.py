@@ -306,3 +306,14 @@ async def test_room_entrypoint_on_livekits_mock_room() -> None:
             await voice.aclose()  # type: ignore[union-attr]
     assert shutdowns == [f"session closed: {voice.close_reason}"]
     room.reset_mock()  # the mock keeps every call's arguments (the whole session) alive
+
+
+def test_an_unparsable_env_file_line_is_reported_once_by_number(tmp_path, capsys) -> None:
+    """python-dotenv skips a line it cannot parse (a key on it is simply not set) and said so once
+    per line per settings class, without the file; the CLI says it once, with the line numbers."""
+    (tmp_path / ".env").write_text('BRAIN_MODEL=x\nthis is bad\nOPENAI_API_KEY="sk-unclosed\nAGENT_NAME=y\n')
+    assert main(["doctor"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("could not be parsed") == 1, err
+    assert "warning: .env: lines 2, 3 could not be parsed and are ignored" in err
+    assert "sk-unclosed" not in err
