@@ -137,6 +137,8 @@ class RealtimeTurnTracker:
         self._unsubscribe_events: Callable[[], None] | None = None
         self._by_speech: dict[str, _RealtimeTurn] = {}
         self._open: list[_RealtimeTurn] = []  # oldest first
+        self.stopped = False
+        """Set by `stop()` after a fatal model error: no stall deadlines any more."""
         self._pending_transcript: list[str] = []
         self._apology_speech_ids: set[str] = set()
         self._held: _RealtimeTurn | None = None
@@ -358,9 +360,15 @@ class RealtimeTurnTracker:
     def _arm(self, t: _RealtimeTurn) -> None:
         """(Re)start the turn's stall deadline: the model owes output from now on."""
         self._disarm(t)
-        if self.stall_timeout is None or t.done or t.tools_running:
+        if self.stall_timeout is None or t.done or t.tools_running or self.stopped:
             return
         t.watchdog = asyncio.get_running_loop().call_later(self.stall_timeout, self._stalled, t)
+
+    def stop(self) -> None:
+        """The model is gone (a fatal error): no reply owes anything any more."""
+        self.stopped = True
+        for t in self._open:
+            self._disarm(t)
 
     def _disarm(self, t: _RealtimeTurn) -> None:
         if t.watchdog is not None:
@@ -466,7 +474,8 @@ def _function_tool(brain: VoiceBrain, tracker: RealtimeTurnTracker, t: Tool) -> 
         call = ToolCall(id=fc.call_id, name=t.name, arguments=dict(raw_arguments), raw_arguments=fc.arguments)
         handle = context.speech_handle
         turn = tracker.turn_for_speech(handle.id)
-        task = asyncio.ensure_future(brain.run_tool_call(turn, call))
+        notes: dict[str, str] = {}  # what to tell the model if interrupted mid-run (a thread tool)
+        task = asyncio.ensure_future(brain.run_tool_call(turn, call, notes=notes))
         try:
             # a barge-in ends the reply; like in pipeline mode it also cancels the call (and a
             # pending approval), instead of leaving it waiting for a turn that is over
@@ -476,7 +485,7 @@ def _function_tool(brain: VoiceBrain, tracker: RealtimeTurnTracker, t: Tool) -> 
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         if task.cancelled():
-            return INTERRUPTED_OUTPUT
+            return notes.get(call.id, INTERRUPTED_OUTPUT)
         return task.result()
 
     run.__name__ = f"brain_tool_{t.name}"

@@ -9,10 +9,13 @@ conversation). The model speaks the greeting, goodbye and apologies itself (ther
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
 from livekit.agents import AgentSession
+from livekit.agents.voice.events import CloseEvent, CloseReason
 
 from brain import VoiceBrain
 from providers.provider_errors import ProviderErrorReport
@@ -22,6 +25,9 @@ from .realtime import RealtimeBrainAgent, realtime_session_kwargs
 from .voice_session import BaseVoiceSession
 
 log = logging.getLogger("agent.realtime_session")
+
+FATAL_CLOSE_GRACE = 2.0
+"""Seconds livekit-agents gets to close the session itself after a fatal model error."""
 
 
 def build_realtime_session(
@@ -63,6 +69,8 @@ class RealtimeVoiceSession(BaseVoiceSession):
             stall_timeout=settings.provider_timeout,
         )
         self.agent.tracker.stall_callbacks.append(self._on_stall)
+        self._fatal_close: asyncio.Future[None] | None = None
+        self._reported_turns: set[str] = set()  # turns already told of a (recoverable) failure
 
     @property
     def tracker(self) -> Any:
@@ -85,7 +93,43 @@ class RealtimeVoiceSession(BaseVoiceSession):
 
     def handle_failure(self, report: ProviderErrorReport, *, kind: str, fatal: bool) -> None:
         # the turn the error hit; the tracker (which sees the same event) ends it and apologises
-        self.publish_report(report, fatal=fatal, turn_id=self._turn_id())
+        current = self.agent.tracker.current()
+        hits_reply = current is not None and not current.done
+        turn_id = self._turn_id()
+        if report.recoverable and not fatal and report.code != "protocol":
+            if not hits_reply or turn_id in self._reported_turns:
+                # a connection attempt livekit retries, with no reply in flight (or one already
+                # told of the failure): logged by the caller; clients hear of it again only if
+                # the last attempt fails too (fatal)
+                return
+            if turn_id is not None:
+                self._reported_turns.add(turn_id)
+        self.publish_report(report, fatal=fatal, turn_id=turn_id)
+        if fatal:
+            self._end_after_fatal()
+
+    def _end_after_fatal(self) -> None:
+        """The model is gone for good: end the session (and with it the job), even where
+        livekit-agents does not (1.8's realtime `aclose` re-raises the model's failure, so its
+        session never emits `close`). The turn's stall deadline stops: nothing more is owed."""
+        self.agent.tracker.stop()
+        if self.bridge is not None:  # before livekit's teardown cancels the waiting calls
+            self.bridge.cancel_pending("system:session_closed")
+        if self._fatal_close is None and not self.closed.is_set():
+            self.close_reason = self.close_reason or "the realtime model failed"
+            self._fatal_close = asyncio.ensure_future(self._close_after_fatal())
+
+    async def _close_after_fatal(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.closed.wait(), FATAL_CLOSE_GRACE)  # livekit's own close
+        if self.closed.is_set():
+            return
+        await self._cancel_pending_approvals()
+        try:
+            await asyncio.wait_for(self.session.aclose(), FATAL_CLOSE_GRACE)
+        except Exception as e:  # noqa: BLE001 - the failure that killed the model, re-raised
+            log.debug("realtime session close after a fatal error: %r", e)
+        self._on_close(CloseEvent(reason=CloseReason.ERROR))
 
     def _on_stall(self, report: ProviderErrorReport, turn_id: str | None) -> None:
         self.publish_report(report, turn_id=turn_id)
@@ -94,4 +138,6 @@ class RealtimeVoiceSession(BaseVoiceSession):
         try:
             await super().aclose()
         finally:
+            if self._fatal_close is not None and not self._fatal_close.done():
+                self._fatal_close.cancel()
             await self.model.aclose()

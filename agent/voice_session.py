@@ -254,9 +254,17 @@ class BaseVoiceSession:
         log.info("ending session %s: %s", self.conversation_id, reason)
         self.session.shutdown(drain=drain)
 
+    async def _cancel_pending_approvals(self) -> None:
+        """Before the session stops its tasks: pending approvals end as cancelled by
+        `system:session_closed` (not as an interrupted turn's, `by: null`), and the model is told."""
+        if self.bridge is not None and self.bridge.cancel_pending("system:session_closed"):
+            for _ in range(5):  # let the brain's waiting calls observe it and emit their events
+                await asyncio.sleep(0)
+
     async def aclose(self) -> None:
         """Close the session (if still open) and the bridge (pending approvals -> cancelled)."""
         if not self.closed.is_set():
+            await self._cancel_pending_approvals()
             await self.session.aclose()
         if self._bridge_closing is not None:
             await self._bridge_closing

@@ -118,14 +118,16 @@ class VoiceBrain:
     async def aclose(self) -> None:
         await self.backend.aclose()
 
-    async def run_tool_call(self, turn: Turn, call: ToolCall) -> str:
+    async def run_tool_call(self, turn: Turn, call: ToolCall, notes: dict[str, str] | None = None) -> str:
         """Run one tool call the brain's own loop did not produce (e.g. a realtime model's).
 
         Same path as the tool loop: validation, the approval gate, the per-tool timeout and the
         ToolStarted / Approval* / ToolFinished events (with `call.id` as call id). Returns what
-        the model should be told; cancelling the caller cancels the approval or the tool.
+        the model should be told; cancelling the caller cancels the approval or the tool. If it
+        is cancelled while a plain-function tool runs (which cannot be stopped), `notes[call.id]`
+        says what to tell the model instead: the action may or may not have happened.
         """
-        return await self._run_call(turn, call)
+        return await self._run_call(turn, call, notes)
 
     async def stream_reply(self, turn: Turn) -> AsyncGenerator[str, None]:
         # one turn at a time per conversation: a second turn started while one is in flight

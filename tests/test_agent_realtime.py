@@ -21,7 +21,7 @@ from tests.fakes.openai_server import text_reply, tool_reply
 from tests.fakes_realtime import CallTool, Say
 
 from .agent_fakes import settings
-from .faults_kit import ANSWER, FaultTransport, PipelineRig, RealtimeRig
+from .faults_kit import ANSWER, TIMEOUT, FaultTransport, PipelineRig, RealtimeRig
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -186,3 +186,75 @@ def test_agent_mode_is_read_from_the_environment(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("AGENT_MODE", "speech-to-speech")
     with pytest.raises(ValidationError, match="mode"):
         AgentSettings()
+
+
+async def test_a_fatal_model_error_ends_the_session_and_cancels_the_pending_approval() -> None:
+    """livekit-agents 1.8 never emits `close` after a fatal realtime error (its `aclose`
+    re-raises the model's failure): the session must end anyway, with one fatal `error`, the
+    pending approval cancelled as `system:session_closed`, and no stall report after it."""
+    @tool(requires_approval=True, report="args", approval_prompt="Send an email to {to}?")
+    async def send_email(to: str, body: str) -> str:
+        """Send an email."""
+        return "sent"
+
+    async with RealtimeRig(tools=[send_email]) as rig:
+        rig.server.transcripts.append("email ada")
+        rig.server.script.append(CallTool("send_email", {"to": "ada@example.com", "body": "hi"}, call_id="c_fatal"))
+        rig.input.push_speech(rig.samples, rig.rate, trailing_silence_s=1.0)
+        await rig.wait(lambda: any(e["type"] == "hitl.request" for e in rig.transport.envelopes))
+        await rig.server.send_event({"type": "error", "error": {
+            "type": "insufficient_quota", "code": "insufficient_quota", "message": "You exceeded your current quota"}})
+        await rig.wait(rig.voice.closed.is_set)
+        await asyncio.sleep(TIMEOUT + 0.5)  # past the turn's stall deadline
+        envelopes = rig.transport.envelopes
+    errors = [e["data"] for e in envelopes if e["type"] == "error"]
+    assert [(e["code"], e["fatal"]) for e in errors] == [("rate_limited", True)], errors
+    (resolved,) = [e["data"] for e in envelopes if e["type"] == "hitl.resolved"]
+    assert (resolved["outcome"], resolved["by"]) == ("cancelled", "system:session_closed")
+    assert rig.brain.approvals.pending() == []
+
+
+async def test_a_rejected_key_is_one_fatal_error_not_one_per_retry() -> None:
+    """REALTIME_MAX_RETRY=3 retries the connection; the attempts before the last are logged,
+    not reported: clients get one `error` (fatal), and the session ends."""
+    rig = RealtimeRig()
+    rig.server.api_key = "another-key"
+    async with rig:
+        await rig.wait(rig.voice.closed.is_set)
+        errors = [e["data"] for e in rig.transport.envelopes if e["type"] == "error"]
+    assert [(e["code"], e["fatal"]) for e in errors] == [("auth", True)], errors
+    assert "test-key" not in errors[0]["message"]
+
+
+async def test_barge_in_while_a_plain_function_tool_runs_tells_the_model_it_may_have_happened() -> None:
+    """A thread cannot be stopped: as in pipeline mode, the model must not be told the action
+    was not done (here it was: the SMS went out after the barge-in)."""
+    import threading
+
+    release = threading.Event()
+    sent: list[str] = []
+
+    @tool
+    def send_sms(to: str) -> str:
+        """Send an SMS."""
+        release.wait(10)
+        sent.append(to)
+        return f"sms sent to {to}"
+
+    from tests.fakes_realtime.harness import RealtimeHarness
+
+    async with RealtimeHarness(tools=[send_sms]) as h:
+        h.server.transcripts.extend(["text ada", "wait"])
+        h.server.script.extend([CallTool("send_sms", {"to": "ada"}, call_id="call_t1"), Say("Okay.", audio_ms=200)])
+        h.user_says()
+        await h.wait_until(lambda: bool(h.of_type("tool.started")))
+        h.user_says()
+        await h.wait_until(lambda: bool(h.of_type("tool.finished")))
+        release.set()
+        await h.wait_until(lambda: any(e["item"]["type"] == "function_call_output"
+                                       for e in h.server.of_type("conversation.item.create")))
+        outputs = [e["item"]["output"] for e in h.server.of_type("conversation.item.create")
+                   if e["item"]["type"] == "function_call_output"]
+    (finished,) = h.of_type("tool.finished")
+    assert finished.status == "cancelled" and "may still complete" in (finished.error or "")
+    assert outputs and outputs[0].startswith("INTERRUPTED") and "may or may not" in outputs[0], outputs
