@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from dataclasses import dataclass, field, replace
@@ -110,6 +111,9 @@ class _RealtimeTurn:
     handle: SpeechHandle | None = None
     tools_running: int = 0
     watchdog: asyncio.TimerHandle | None = None
+    refused: bool = False
+    """The server refused a request while this reply ran (`bad_request`): an error of the reply
+    only if the reply then says nothing (the refused request may be another one)."""
 
 
 class RealtimeTurnTracker:
@@ -139,6 +143,8 @@ class RealtimeTurnTracker:
         self._open: list[_RealtimeTurn] = []  # oldest first
         self.stopped = False
         """Set by `stop()` after a fatal model error: no stall deadlines any more."""
+        self.known_tools: set[str] | None = None
+        """The tools the model may call (set by the agent); calls to others get tool events too."""
         self._pending_transcript: list[str] = []
         self._apology_speech_ids: set[str] = set()
         self._held: _RealtimeTurn | None = None
@@ -263,6 +269,7 @@ class RealtimeTurnTracker:
             self._disarm(t)
 
     def _on_function_tools_executed(self, ev: Any) -> None:
+        self._report_unknown_tools(ev)
         session = self._session
         model = session.llm if session is not None else None
         if not isinstance(model, llm.RealtimeModel) or not model.capabilities.auto_tool_reply_generation:
@@ -273,6 +280,24 @@ class RealtimeTurnTracker:
         if t is not None:
             t.continues = True
 
+    def _report_unknown_tools(self, ev: Any) -> None:
+        """livekit answers a call to a tool it does not have ("Unknown function") itself; clients
+        still see it, as in pipeline mode: tool.started, then tool.finished with an error."""
+        if self.known_tools is None:
+            return
+        t = self.current(_current_speech_id(self._session))
+        turn_id = t.turn.turn_id if t is not None else ""
+        outputs = {o.call_id: o for o in getattr(ev, "function_call_outputs", []) or []}
+        for call in getattr(ev, "function_calls", []) or []:
+            if call.name in self.known_tools:
+                continue
+            output = outputs.get(call.call_id)
+            error = f"unknown tool {call.name!r}; available: {', '.join(sorted(self.known_tools)) or 'none'}"
+            common = {"conversation_id": self.conversation_id, "turn_id": turn_id, "call_id": call.call_id, "name": call.name}
+            self.events.emit(ToolStarted(**common, arguments={}, report="name"))
+            self.events.emit(ToolFinished(**common, status="error", error=error if output is None or output.is_error else None,
+                                          report="name"))
+
     def _on_speech_done(self, handle: SpeechHandle) -> None:
         t = self._by_speech.get(handle.id)
         if t is None or t.done:
@@ -282,9 +307,20 @@ class RealtimeTurnTracker:
         with contextlib.suppress(ValueError):
             self._open.remove(t)
         self._by_speech.pop(handle.id, None)
-        self._apology_speech_ids.discard(handle.id)
+        if handle.id in self._apology_speech_ids:
+            self._apology_speech_ids.discard(handle.id)
+            t.apology = True  # a failed apology is not followed by another one
         if spoken := _spoken_text(handle):
             t.spoken.append(spoken)
+        failed = handle.exception() if handle.done() else None
+        said_nothing = not t.spoken and not "".join(t.text).strip()
+        if not t.error and not handle.interrupted and (failed is not None or (t.refused and said_nothing)):
+            # the reply never happened (e.g. "pending response discarded due to session
+            # reconnection", or a refused request): an error turn, not an empty completed one
+            log.info("reply %s failed: %s", handle.id, failed or "the server refused it")
+            t.error = True
+            if not t.apology and self.apology and not self.stopped:
+                self._apologise()
         if t.continues and not t.error and not handle.interrupted:
             self._hold(t)
             return
@@ -349,6 +385,11 @@ class RealtimeTurnTracker:
         # a dropped malformed frame does not break the reply; anything else that hits an open
         # reply ends it as an error, and (once) the user hears a short apology
         if report.code == "protocol" or t is None or t.done:
+            return
+        if report.code == "bad_request" and not t.error:
+            # e.g. `conversation_already_has_active_response` about some other client event:
+            # judged when the reply ends (an error only if it said nothing)
+            t.refused = True
             return
         already = t.error
         t.error = True
@@ -465,13 +506,26 @@ def brain_function_tools(brain: VoiceBrain, tracker: RealtimeTurnTracker) -> lis
     return [_function_tool(brain, tracker, t) for t in brain.tools]
 
 
+def _json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text or "{}"), dict)
+    except ValueError:
+        return False
+
+
 INTERRUPTED_OUTPUT = "CANCELLED: the user interrupted before this finished; the action was not completed."
 
 
 def _function_tool(brain: VoiceBrain, tracker: RealtimeTurnTracker, t: Tool) -> llm.Tool:
     async def run(raw_arguments: dict[str, object], context: RunContext) -> str:
         fc = context.function_call
-        call = ToolCall(id=fc.call_id, name=t.name, arguments=dict(raw_arguments), raw_arguments=fc.arguments)
+        arguments: dict[str, Any] = dict(raw_arguments)
+        sent = getattr(context.session.llm, "raw_arguments", {}).get(fc.call_id)
+        if isinstance(sent, str) and not _json_object(sent):
+            # livekit repaired it (a cut-off `{"amount": 10`); like pipeline mode, the model is
+            # told its arguments were not JSON, and the tool does not run on a guess
+            arguments = {"__invalid_json__": sent[:200]}
+        call = ToolCall(id=fc.call_id, name=t.name, arguments=arguments, raw_arguments=sent or fc.arguments)
         handle = context.speech_handle
         turn = tracker.turn_for_speech(handle.id)
         notes: dict[str, str] = {}  # what to tell the model if interrupted mid-run (a thread tool)
@@ -529,10 +583,12 @@ class RealtimeBrainAgent(Agent):
             report_errors=report_errors,
             stall_timeout=stall_timeout,
         )
+        tools: list[llm.Tool | llm.Toolset] = [*brain_function_tools(brain, self.tracker), *(extra_tools or [])]
         super().__init__(
             instructions=instructions if instructions is not None else brain.settings.system_prompt or "You are a helpful voice assistant.",
-            tools=[*brain_function_tools(brain, self.tracker), *(extra_tools or [])],
+            tools=tools,
         )
+        self.tracker.known_tools = {getattr(getattr(t, "info", None), "name", "") for t in tools} | set(brain.tools.names())
 
     async def on_enter(self) -> None:
         self.tracker.attach(self.session)

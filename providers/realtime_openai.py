@@ -15,6 +15,7 @@ import json
 import logging
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -48,6 +49,8 @@ class GuardedWebSocket(aiohttp.ClientWebSocketResponse):
 
     on_malformed: ClassVar[Callable[[str], None] | None] = None
     on_closed: ClassVar[Callable[[int | None], None] | None] = None
+    on_arguments: ClassVar[Callable[[str, str], None] | None] = None
+    """Told each function call's arguments as the server sent them (call id, raw text)."""
 
     async def receive(self, timeout: float | None = None) -> Any:  # type: ignore[override]  # noqa: ASYNC109 - aiohttp's signature
         while True:
@@ -61,11 +64,25 @@ class GuardedWebSocket(aiohttp.ClientWebSocketResponse):
                 return msg
             reason = malformed_reason(msg.data)
             if reason is None:
+                if "function_call_arguments.done" in msg.data:
+                    self._record_arguments(msg.data)
                 return msg
             preview = msg.data[:_PREVIEW] if isinstance(msg.data, str) else ""
             callback = type(self).on_malformed
             if callback is not None:
                 callback(f"{reason}; starts with {preview!r}")
+
+
+    def _record_arguments(self, data: str) -> None:
+        event = json.loads(data)
+        if event.get("type") == "response.function_call_arguments.done":
+            callback = type(self).on_arguments
+            call_id, arguments = event.get("call_id"), event.get("arguments")
+            if callback is not None and isinstance(call_id, str) and isinstance(arguments, str):
+                callback(call_id, arguments)
+
+
+RAW_ARGUMENTS_KEPT = 64
 
 
 class GuardedOpenAIRealtimeModel(RealtimeModel):
@@ -76,6 +93,9 @@ class GuardedOpenAIRealtimeModel(RealtimeModel):
             raise ValueError("GuardedOpenAIRealtimeModel owns its HTTP session; do not pass one")
         super().__init__(**kwargs)
         self._provider_name = provider_name
+        self.raw_arguments: OrderedDict[str, str] = OrderedDict()
+        """The last function calls' arguments as the server sent them, by call id: livekit-agents
+        repairs malformed JSON (`json_repair`) before the tool sees it; the agent checks these."""
         self.last_close_code: int | None = None
         """WebSocket close code of the last connection that ended (1006: dropped without a close frame)."""
         ref = weakref.ref(self)
@@ -91,11 +111,18 @@ class GuardedOpenAIRealtimeModel(RealtimeModel):
                 model.last_close_code = code
                 log.debug("%s: connection closed (code %s)", model._provider_name, code)
 
+        def arguments(call_id: str, raw: str) -> None:
+            model = ref()
+            if model is not None:
+                model.raw_arguments[call_id] = raw
+                while len(model.raw_arguments) > RAW_ARGUMENTS_KEPT:
+                    model.raw_arguments.popitem(last=False)
+
         # one class per model, so each model's frames are reported to its own sessions
         self._ws_class = type(
             "GuardedWebSocketForModel",
             (GuardedWebSocket,),
-            {"on_malformed": staticmethod(report), "on_closed": staticmethod(closed)},
+            {"on_malformed": staticmethod(report), "on_closed": staticmethod(closed), "on_arguments": staticmethod(arguments)},
         )
 
     def _ensure_http_session(self) -> aiohttp.ClientSession:

@@ -258,3 +258,100 @@ async def test_barge_in_while_a_plain_function_tool_runs_tells_the_model_it_may_
     (finished,) = h.of_type("tool.finished")
     assert finished.status == "cancelled" and "may still complete" in (finished.error or "")
     assert outputs and outputs[0].startswith("INTERRUPTED") and "may or may not" in outputs[0], outputs
+
+
+async def test_malformed_tool_arguments_are_refused_not_repaired() -> None:
+    """livekit-agents repairs cut-off JSON (`{"amount": 10` runs as amount=10); like pipeline
+    mode, the model is told the arguments were not JSON and the tool does not run."""
+    from tests.fakes_realtime.harness import RealtimeHarness
+
+    refunds: list[tuple[str, float]] = []
+
+    @tool
+    def refund(order_id: str, amount: float) -> str:
+        """Refund an order."""
+        refunds.append((order_id, amount))
+        return "refunded"
+
+    async with RealtimeHarness(tools=[refund]) as h:
+        h.server.transcripts.append("refund order A1")
+        h.server.script.extend([CallTool("refund", '{"order_id": "A1", "amount": 10', call_id="call_cut"),
+                                Say("Sorry, that did not work.", audio_ms=200)])
+        h.user_says()
+        await h.wait_until(lambda: any(e["item"]["type"] == "function_call_output"
+                                       for e in h.server.of_type("conversation.item.create")))
+        (output,) = [e["item"]["output"] for e in h.server.of_type("conversation.item.create")
+                     if e["item"]["type"] == "function_call_output"]
+    assert refunds == []
+    assert output.startswith("ERROR: arguments were not valid JSON")
+    (finished,) = h.of_type("tool.finished")
+    assert (finished.call_id, finished.status) == ("call_cut", "error")
+
+
+async def test_a_call_to_a_tool_nobody_has_is_shown_to_clients_too() -> None:
+    from tests.fakes_realtime.harness import RealtimeHarness
+
+    async with RealtimeHarness(tools=[]) as h:
+        h.server.transcripts.append("do the thing")
+        h.server.script.extend([CallTool("no_such_tool", {"x": 1}, call_id="call_ghost"), Say("I can't do that.", audio_ms=200)])
+        h.user_says()
+        await h.wait_until(lambda: bool(h.of_type("tool.finished")))
+    (started,) = h.of_type("tool.started")
+    (finished,) = h.of_type("tool.finished")
+    assert (started.call_id, started.name) == ("call_ghost", "no_such_tool")
+    assert finished.status == "error" and "unknown tool 'no_such_tool'" in (finished.error or "")
+    assert started.turn_id == finished.turn_id != ""
+
+
+async def test_a_refused_request_does_not_fail_a_reply_that_goes_on() -> None:
+    """A server `error` about some other client event (`conversation_already_has_active_response`)
+    mid-reply: clients hear of it, but the reply completes and no apology follows."""
+    async with RealtimeRig() as rig:
+        rig.server.transcripts.append("hello")
+        rig.server.script.extend([Say("A long answer that takes a while to say out loud", audio_ms=1500),
+                                  Say("Sorry, something went wrong on my side.", audio_ms=200)])
+        rig.input.push_speech(rig.samples, rig.rate, trailing_silence_s=1.0)
+        await rig.wait(lambda: rig.session.agent_state == "speaking")
+        await rig.server.send_event({"type": "error", "error": {
+            "type": "invalid_request_error", "code": "conversation_already_has_active_response",
+            "message": "Conversation already has an active response in progress", "event_id": "evt_other"}})
+        await rig.wait(lambda: any(e["type"] == "turn.done" for e in rig.transport.envelopes))
+        await asyncio.sleep(1.0)
+        envelopes = list(rig.transport.envelopes)
+    assert [e["data"]["code"] for e in envelopes if e["type"] == "error"] == ["bad_request"]
+    dones = [e["data"] for e in envelopes if e["type"] == "turn.done"]
+    assert [d["reason"] for d in dones] == ["completed"] and "long answer" in dones[0]["text"]
+    assert rig.server.requested_instructions() == []  # no apology requested
+
+
+async def test_a_reply_discarded_by_a_reconnection_is_not_a_completed_turn() -> None:
+    """The connection drops while an approval is pending; the apology reply requested meanwhile
+    is discarded by the reconnection ("pending response discarded"): that turn ends as an error,
+    not as a completed turn with no text, and the approved call still runs on the new connection."""
+    sent: list[str] = []
+
+    @tool(requires_approval=True, report="args", approval_prompt="Send an email to {to}?")
+    async def send_email(to: str, body: str) -> str:
+        """Send an email."""
+        sent.append(to)
+        return f"sent to {to}"
+
+    async with RealtimeRig(tools=[send_email]) as rig:
+        from tests.faults_kit import APOLOGY
+
+        rig.server.transcripts.append("email ada")
+        rig.server.script.extend([CallTool("send_email", {"to": "ada@x", "body": "hi"}, call_id="c1"),
+                                  Say(APOLOGY, audio_ms=200), Say("Email sent.", audio_ms=200)])
+        rig.input.push_speech(rig.samples, rig.rate, trailing_silence_s=1.0)
+        await rig.wait(lambda: any(e["type"] == "hitl.request" for e in rig.transport.envelopes))
+        rig.server.drop_connection()
+        await rig.wait(lambda: rig.server.connections == 2)
+        await asyncio.sleep(1.0)
+        request = next(e for e in rig.transport.envelopes if e["type"] == "hitl.request")
+        reply = json.loads(await rig.transport.deliver("user", json.dumps(
+            {"v": 1, "id": "m1", "type": "hitl.respond", "data": {"request_id": request["data"]["request_id"], "decision": "approve"}})))
+        assert reply["type"] == "ack"
+        await rig.wait(lambda: sent == ["ada@x"])
+        await asyncio.sleep(2.0)
+        dones = [e["data"] for e in rig.transport.envelopes if e["type"] == "turn.done"]
+    assert not [d for d in dones if d["reason"] == "completed" and not d["text"]], dones

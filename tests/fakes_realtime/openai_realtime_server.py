@@ -59,7 +59,8 @@ class CallTool:
     """A function call item; the client runs it and sends `function_call_output`."""
 
     name: str
-    arguments: dict[str, Any]
+    arguments: dict[str, Any] | str
+    """An object, or the raw text to send (e.g. JSON cut off mid-way)."""
     call_id: str = field(default_factory=lambda: _id("call"))
 
 
@@ -362,7 +363,7 @@ class FakeRealtimeServer:
             await self._done(conn, response_id, "failed", [], {"type": "failed", "error": error})
             return
         if isinstance(reply, CallTool):
-            args = json.dumps(reply.arguments)
+            args = reply.arguments if isinstance(reply.arguments, str) else json.dumps(reply.arguments)
             item = {"id": _id("item"), "type": "function_call", "status": "in_progress", "call_id": reply.call_id, "name": reply.name, "arguments": ""}
             await self._send(conn, {"type": "response.output_item.added", **base, "item": item})
             await self._add_item(conn, dict(item))
