@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import ClassVar, Literal
 
 ErrorCode = Literal[
@@ -19,15 +20,15 @@ ErrorCode = Literal[
 ]
 
 
-_SECRET_PATTERNS = [
+_SECRET_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], str]]] = [
     (re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-*]{6,}"), "[redacted]"),  # OpenAI-style keys, masked or not
     (re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{8,}|\bwhsec_[A-Za-z0-9]{16,}"), "[redacted]"),  # Stripe
     (re.compile(r"\bAIza[0-9A-Za-z_\-]{10,}"), "[redacted]"),  # Google API keys
     (re.compile(r"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), "[redacted]"),  # JWTs (LiveKit tokens)
-    # a scheme and a credential-like value (with a digit, "=" or inner capitals: "Token estimation
-    # failed" and "Basic Authentication" stay)
-    (re.compile(r"\b(Bearer|Token|Basic)\s+(?=[A-Za-z0-9_\-.*+/]*(?:\d|=|[a-z][A-Za-z0-9_\-.*+/]*[A-Z]))"
-                r"[A-Za-z0-9_\-.*=+/]{8,}"), r"\1 [redacted]"),
+    # a scheme and a credential-like value (`credential_like`: "Token estimation failed" and
+    # "Basic Authentication" stay)
+    (re.compile(r"\b(Bearer|Token|Basic)\s+([A-Za-z0-9_\-.*=+/]{8,})"),
+     lambda m: f"{m.group(1)} [redacted]" if credential_like(m.group(2)) else m.group(0)),
     (re.compile(r"([?&](?:key|api_key|apikey|token|access_token)=)[^&\s'\"]+", re.I), r"\1[redacted]"),
     # a secret-named field in free text or a repr: "password: x", "api_key=x", "'client_secret': 'x'"
     (re.compile(r"(\b[A-Za-z_]*(?i:password|passwd|pwd|secret|token|apikey|[_\-]key)['\"]?\s*[:=]\s*['\"]?)"
@@ -35,6 +36,16 @@ _SECRET_PATTERNS = [
     (re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:)[^@\s/]+(?=@)"), r"\1[redacted]"),  # URL passwords
     (re.compile(r"\b[0-9a-fA-F]{32,}\b"), "[redacted]"),  # hex keys (Deepgram, ...)
 ]
+
+
+def credential_like(token: str) -> bool:
+    """A token after "Bearer" / "Token" / "Basic" that is a credential, not a word: it has a
+    digit, an "=" or a capital after a lowercase letter (base64). Linear: a regex lookahead
+    for the same took quadratic time on a long run of letters."""
+    if "=" in token or any(c.isdigit() for c in token):
+        return True
+    first_lower = next((i for i, c in enumerate(token) if c.islower()), None)
+    return first_lower is not None and any(c.isupper() for c in token[first_lower + 1 :])
 
 
 def redact_secrets(text: str) -> str:

@@ -31,8 +31,8 @@ _SECRET_VALUE = re.compile(
 # a value after a scheme word, in a query parameter, after a secret-named field or as a URL's
 # password: the prefix stays, so the reader sees what it was
 _SECRET_AFTER = re.compile(
-    # "Token estimation" and "Basic Authentication" stay: the value needs a digit, "=" or inner capitals
-    r"(\b(?i:token|basic)\s+)(?=[A-Za-z0-9_\-.*+/]*(?:\d|=|[a-z][A-Za-z0-9_\-.*+/]*[A-Z]))[A-Za-z0-9._~+/\-*]{8,}=*"
+    # "Token estimation" and "Basic Authentication" stay: the value must be `credential_like`
+    r"(\b(?i:token|basic)\s+)(?P<scheme_value>[A-Za-z0-9._~+/\-*]{8,}=*)"
     r"|([?&](?i:key|api_key|apikey|token|access_token)=)[^&\s'\"]+"
     r"|(\b[A-Za-z_]*(?i:password|passwd|pwd|secret|token|apikey|[_\-]key)['\"]?\s*[:=]\s*['\"]?)[^\s'\",;&)}\]]+"
     r"|(\b[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:)[^@\s/]+(?=@)"
@@ -54,11 +54,24 @@ def shows_result(level: ReportLevel) -> bool:
     return level == "full"
 
 
+def _credential_like(value: str) -> bool:
+    """A digit, an "=" or a capital after a lowercase letter (base64), not a word; linear time."""
+    lower = next((i for i, c in enumerate(value) if c.islower()), len(value))
+    return "=" in value or any(c.isdigit() for c in value) or any(c.isupper() for c in value[lower + 1 :])
+
+
+def _mask_after(m: re.Match[str]) -> str:
+    value = m.group("scheme_value")
+    if value is not None and not _credential_like(value):
+        return m.group(0)
+    return next(g for g in m.groups() if g) + MASK
+
+
 def scrub_text(text: str, limit: int = _MAX_STR) -> str:
     """Mask token-looking substrings and cap the length."""
     if len(text) >= 8:  # shorter strings cannot hold any of the token shapes
         text = _SECRET_VALUE.sub(MASK, text)
-        text = _SECRET_AFTER.sub(lambda m: next(g for g in m.groups() if g) + MASK, text)
+        text = _SECRET_AFTER.sub(_mask_after, text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -114,3 +114,24 @@ def test_redact_value_keeps_shapes() -> None:
     assert redact_value(error) == redact_secrets(str(error)) != str(error)
     clean = ValueError("nothing secret")
     assert redact_value(clean) is clean
+
+
+@pytest.mark.timeout(60)  # a hang guard: the quadratic lookahead this replaced needed minutes here
+def test_redaction_stays_linear_on_long_adversarial_text() -> None:
+    """Every log record passes through redact_secrets: a long run of letters after "Basic" made
+    the old regex lookahead quadratic (16 KB took 2.5 s, 200 KB would take minutes)."""
+    from bridge.redact import scrub_text
+
+    for text in ("Basic " + "g" * 200_000, "Token " + "x" * 200_000, ("Basic " + "ab" * 10) * 10_000,
+                 "password: " + "a" * 200_000, "https://" + "a" * 100_000 + ":" + "b" * 100_000):
+        assert redact_secrets(text)[:5] == text[:5]  # it finishes, the prefix is kept
+        assert scrub_text(text, limit=10**7)[:5] == text[:5]
+
+
+def test_scheme_values_are_masked_only_when_they_look_like_credentials() -> None:
+    from brain.errors import credential_like
+
+    assert credential_like("dXNlcjpwYXNz") and credential_like("abcd1234") and credential_like("abcdefgh==")
+    assert not credential_like("Authentication") and not credential_like("estimation")
+    assert redact_secrets("Authorization: Basic dXNlcjpwYXNz") == "Authorization: Basic [redacted]"
+    assert redact_secrets("Basic Authentication required") == "Basic Authentication required"
