@@ -150,12 +150,13 @@ class BrainAgent(Agent):
         model_settings: ModelSettings,
     ) -> AsyncIterable[str | FlushSentinel]:
         user_text = last_user_text(chat_ctx)
+        scripted = user_text is None
         if user_text is None:
             if not self._scripted:
                 log.warning("llm_node called without a user message and nothing scripted; no reply")
                 return
             user_text = self._scripted.pop(0)
-        tracked = self.tracker.begin(user_text, current_speech_handle())
+        tracked = self.tracker.begin(user_text, current_speech_handle(), scripted=scripted)
         for cb in list(self.turn_started_callbacks):
             cb(tracked)
         async for item in self._stream(tracked):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from brain import ToolFinished, Turn, VoiceBrain
+from brain.voice_brain import TOOL_MAY_HAVE_RUN
 
 log = logging.getLogger("agent.turns")
 
@@ -37,7 +38,10 @@ class TrackedTurn:
     spoken: str | None = None
     """What the user heard when the reply was cut off."""
     tool_ran: bool = False
-    """A tool of this turn finished (ok or error): it may have had effects."""
+    """A tool of this turn finished (ok or error), or was cut off while running in a thread that
+    cannot be stopped: it may have had effects."""
+    scripted: bool = False
+    """Started by the agent (a generated greeting's prompt), not by the user's words."""
 
 
 class TurnTracker:
@@ -55,7 +59,7 @@ class TurnTracker:
         self._unsubscribe()
 
     def _on_brain_event(self, event: object) -> None:
-        if isinstance(event, ToolFinished) and event.status != "cancelled":
+        if isinstance(event, ToolFinished) and (event.status != "cancelled" or TOOL_MAY_HAVE_RUN in (event.error or "")):
             tracked = self.find(event.turn_id)
             if tracked is not None:
                 tracked.tool_ran = True
@@ -66,13 +70,16 @@ class TurnTracker:
 
     # -- turn start ---------------------------------------------------------------------------
 
-    def begin(self, user_text: str, speech: Any | None = None) -> TrackedTurn:
-        """A new brain turn for `user_text`, tied to livekit's `SpeechHandle` when known."""
+    def begin(self, user_text: str, speech: Any | None = None, *, scripted: bool = False) -> TrackedTurn:
+        """A new brain turn for `user_text`, tied to livekit's `SpeechHandle` when known.
+        `scripted`: the agent's own prompt (a generated greeting), never merged into the user's words."""
         user_text = user_text.strip()
-        transcript = f"{self.pending_merge} {user_text}".strip() if self.pending_merge else user_text
+        merge = self.pending_merge if not scripted else None
+        transcript = f"{merge} {user_text}".strip() if merge else user_text
         tracked = TrackedTurn(
             turn=Turn(transcript, conversation_id=self.conversation_id, user_id=self.user_id),
             user_text=user_text,
+            scripted=scripted,
         )
         self.turns.append(tracked)
         if speech is not None:
@@ -120,9 +127,16 @@ class TurnTracker:
             else:
                 tracked.outcome = "completed"
             self.pending_merge = None
-        elif interrupted and scheduled:
+        elif interrupted and scheduled and not tracked.scripted and not tracked.tool_ran:
             tracked.outcome = "merged"
             self.pending_merge = tracked.turn.transcript
+            self._forget(tracked)
+        elif interrupted and scheduled and tracked.tool_ran:
+            # kept in memory with its tool call (which may have had effects): the user's words
+            # are there already, so merging them into the next turn would say them twice
+            tracked.outcome = "interrupted"
+            tracked.spoken = ""
+            self.pending_merge = None
             self._forget(tracked)
         elif interrupted:
             tracked.outcome = "discarded"

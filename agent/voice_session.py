@@ -34,7 +34,7 @@ from livekit.agents.voice.events import (
 
 from brain import TextDelta, TurnDone, TurnStarted, VoiceBrain
 from brain.turn import new_turn_id
-from bridge import BridgeOptions, EventBridge, attach_event_bridge
+from bridge import BridgeOptions, ControlRefused, EventBridge, attach_event_bridge
 from providers.provider_errors import (
     ProviderErrorReport,
     classify_provider_error,
@@ -219,13 +219,22 @@ class BaseVoiceSession:
 
     # -- BridgeControls -----------------------------------------------------------------------
 
+    async def _interrupt(self) -> None:
+        """Interrupt the current reply and wait until livekit has settled it (its speech done,
+        the brain told what was heard, an unheard turn merged): the next turn must not start
+        before that, or the model is sent the unheard reply and a merge is lost."""
+        try:
+            await self.session.interrupt()
+        except RuntimeError as e:  # the goodbye (allow_interruptions=False), or a closed session
+            raise ControlRefused(f"the agent cannot be interrupted now ({e})") from e
+
     async def interrupt(self, sender: str) -> None:
         log.info("interrupt requested by %s", sender)
-        self.session.interrupt()
+        await self._interrupt()
 
     async def user_text(self, sender: str, text: str) -> None:
         log.info("typed message from %s", sender)
-        self.session.interrupt()
+        await self._interrupt()
         self.session.generate_reply(user_input=text)
 
     def on_close(self, callback: Callable[[str], None]) -> None:
@@ -416,9 +425,13 @@ class VoiceSession(BaseVoiceSession):
         deliver(event)
 
     def _release(self, turn_id: str) -> None:
+        tracked = self.tracker.find(turn_id)
         for event, deliver in self._held.pop(turn_id, []):
             if turn_id in self._tts_failed and event.reason == "completed":
                 event = event.model_copy(update={"reason": "error"})
+            elif tracked is not None and tracked.outcome == "interrupted" and event.reason == "completed":
+                # the brain finished writing before the user cut in: what counts is what was heard
+                event = event.model_copy(update={"reason": "interrupted", "text": tracked.spoken or ""})
             deliver(event)
 
     def _release_all(self) -> None:

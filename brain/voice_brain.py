@@ -43,6 +43,10 @@ from .turn import Turn
 
 log = logging.getLogger("brain")
 
+TOOL_MAY_HAVE_RUN = "the tool was already running and may still complete"
+"""In `ToolFinished.error` when a plain-function tool was cut off (barge-in or timeout): its
+thread cannot be stopped, so its effects may happen (the agent keeps such a turn in memory)."""
+
 
 @contextlib.asynccontextmanager
 async def _closing(stream: AsyncIterator[Any]) -> AsyncIterator[AsyncIterator[Any]]:
@@ -360,7 +364,7 @@ class VoiceBrain:
                 finished("error", error="CancelledError raised by the tool")
                 return "ERROR: the tool failed (CancelledError)"
             if tool.runs_in_thread:
-                finished("cancelled", error="turn interrupted; the tool was already running and may still complete")
+                finished("cancelled", error=f"turn interrupted; {TOOL_MAY_HAVE_RUN}")
                 if results is not None:
                     results[call.id] = ("INTERRUPTED: the user interrupted while this was running; it could not be "
                                         "stopped, so the action may or may not have been carried out.")
@@ -373,7 +377,7 @@ class VoiceBrain:
                 finished("error", error=why)
                 return f"ERROR: {why}"
             if tool.runs_in_thread:
-                finished("error", error=f"timed out after {timeout:g} s; the tool may still complete")
+                finished("error", error=f"timed out after {timeout:g} s; {TOOL_MAY_HAVE_RUN}")
                 return (f"ERROR: {call.name} did not finish within {timeout:g} s; it could not be stopped, "
                         "so the action may or may not have been carried out.")
             finished("error", error=f"timed out after {timeout:g} s")

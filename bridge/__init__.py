@@ -25,6 +25,7 @@ from .event_bridge import (
     BridgeControls,
     BridgeOptions,
     BridgeStats,
+    ControlRefused,
     EventBridge,
     attach_event_bridge,
 )
@@ -34,7 +35,7 @@ from .transport import Inbound, JsonLinesTransport, MemoryTransport, Sent, Trans
 
 __all__ = [
     "DEFAULT_CONTROL_METHOD", "DEFAULT_TOPIC", "PROTOCOL_VERSION", "BrainLike", "BridgeConfig",
-    "BridgeControls", "BridgeOptions", "BridgeStats", "EventBridge", "Inbound", "JsonLinesTransport",
+    "BridgeControls", "BridgeOptions", "BridgeStats", "ControlRefused", "EventBridge", "Inbound", "JsonLinesTransport",
     "LiveKitRoomTransport", "MemoryTransport", "Sent", "Transport", "agent_session_start_options",
     "attach_event_bridge",
 ]

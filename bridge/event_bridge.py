@@ -63,6 +63,12 @@ from .transport import Inbound, Transport
 log = logging.getLogger("bridge")
 
 
+class ControlRefused(Exception):
+    """Raised by a `BridgeControls` method that cannot do what was asked right now (e.g. the agent
+    is saying goodbye, which may not be interrupted): the client gets `unsupported` with this
+    message, not `internal`."""
+
+
 class BridgeControls(Protocol):
     """Implemented by the agent layer. Return once the action is accepted (not when a reply ends)."""
 
@@ -509,6 +515,8 @@ class EventBridge:
                 await call(self.controls)
         except TimeoutError:
             return error_json("internal", f"{mtype} timed out", cid)
+        except ControlRefused as e:
+            return error_json("unsupported", str(e) or f"{mtype} is not possible now", cid)
         except Exception:  # noqa: BLE001
             log.exception("%s control failed", mtype)
             return error_json("internal", f"{mtype} failed", cid)

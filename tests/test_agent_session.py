@@ -132,3 +132,89 @@ async def test_job_shutdown_closes_the_providers_after_the_session(vad) -> None:
         finally:
             await sim.aclose()
     assert order == ["stt closed, session closed: True"]
+
+
+# -- typed control messages and interruptions, through the bridge ------------------------------
+
+LONG = "Here is a long answer about the sea, its tides, its colours and its moods, and more still after that."
+
+
+def _control(kind: str, mid: str, data: dict | None = None) -> str:
+    import json
+
+    return json.dumps({"v": 1, "id": mid, "type": kind, "data": data or {}})
+
+
+def _envelopes(events) -> list[dict]:  # type: ignore[no-untyped-def]
+    import json
+
+    return [json.loads(x) for x in events.getvalue().splitlines() if x.startswith("{")]
+
+
+async def _until_played(sim: Simulation, seconds: float, limit: float = 30.0) -> None:
+    start = sim.io.mic.position
+    while sim.io.mic.position - start < limit:
+        if sim.io.sink.segments and sim.io.sink.current_played() >= seconds:
+            return
+        await sim.io.mic.play_silence(0.05)
+    raise AssertionError("the reply never played that long")
+
+
+async def test_typed_text_mid_reply_settles_the_interrupted_turn_first(vad) -> None:
+    """`user.text` while the agent speaks: the interrupted turn is settled before the next one
+    starts, so the model is sent only what was heard, each turn gets its own metrics, and the
+    interrupted turn's `turn.done` says `interrupted` with the heard text (the brain had finished
+    writing the whole reply long before)."""
+    import io
+
+    backend = ScriptedBackend([Step(text=[LONG]), Step(text=["Second answer."])])
+    brain = create_voice_brain(BrainConfig(_env_file=None), backend=backend)  # type: ignore[call-arg]
+    events = io.StringIO()
+    sim = Simulation(settings(), vad=vad, brain=brain, speed=2.0, conversation_id="typed", events=events)
+    try:
+        await sim.start()
+        bridge = sim.voice.bridge
+        assert bridge is not None
+        await bridge.handle_message("user", _control("user.text", "t1", {"text": "tell me about the sea"}))
+        await _until_played(sim, 1.5)
+        reply = await bridge.handle_message("user", _control("user.text", "t2", {"text": "stop, something else"}))
+        assert '"ack"' in reply
+        assert await sim.settle(limit=30)
+        await bridge.flush(2)
+    finally:
+        await sim.aclose()
+    first, second = sim.voice.tracker.turns
+    assert first.outcome == "interrupted" and first.spoken and len(first.spoken) < len(LONG)
+    # the second request carries the heard prefix, not the whole unheard reply
+    said = [m.content for m in backend.requests[1].messages if m.role == "assistant"]
+    assert said == [first.spoken], said
+    envelopes = _envelopes(events)
+    done = {e["turn"]: e["data"] for e in envelopes if e["type"] == "turn.done"}
+    assert done[first.turn.turn_id] == {"reason": "interrupted", "text": first.spoken}
+    assert done[second.turn.turn_id]["reason"] == "completed"
+    metrics = [e["turn"] for e in envelopes if e["type"] == "metrics"]
+    assert metrics == [first.turn.turn_id, second.turn.turn_id]
+
+
+async def test_interrupting_the_goodbye_is_refused_cleanly(vad) -> None:
+    """The goodbye may not be interrupted: the client gets `unsupported`, not `internal`."""
+    import io
+
+    s = settings(inactivity_timeout=2.0, goodbye="Talk to you later, goodbye for now, take care.")
+    events = io.StringIO()
+    sim = Simulation(s, vad=vad, speed=2.0, conversation_id="bye", events=events)
+    try:
+        await sim.start()
+        start = sim.io.mic.position
+        while not sim.io.sink.segments and sim.io.mic.position - start < 30:
+            await sim.io.mic.play_silence(0.05)
+        bridge = sim.voice.bridge
+        assert bridge is not None
+        import json
+
+        reply = json.loads(await bridge.handle_message("user", _control("agent.interrupt", "i1")))
+        await _wait(sim.voice.closed.is_set, sim)
+    finally:
+        await sim.aclose()
+    assert reply["type"] == "error" and reply["data"]["code"] == "unsupported", reply
+    assert "cannot be interrupted now" in reply["data"]["message"]

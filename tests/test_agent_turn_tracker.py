@@ -105,7 +105,7 @@ async def test_discarded_preemptive_generation_is_dropped_without_merging() -> N
     assert [m.content for m in brain.history("c1") if m.role == "user"] == ["tell me a joke"]
 
 
-async def test_a_turn_whose_tool_ran_is_kept_when_merged() -> None:
+async def test_a_turn_whose_tool_ran_is_kept_and_not_merged() -> None:
     backend = ScriptedBackend([Step(calls=[ToolCall("c1", "get_weather", {"city": "Oslo"})]), Step(text=["Sunny."])])
     brain = _brain(backend)
     tracker = TurnTracker(brain, "c1")
@@ -113,10 +113,61 @@ async def test_a_turn_whose_tool_ran_is_kept_when_merged() -> None:
     tracked, _ = await _run(brain, tracker, "weather in Oslo", speech)
     assert tracked.tool_ran
     speech.done()
-    assert tracked.outcome == "merged"
+    # kept with its tool call: merging the words into the next turn would say them twice
+    # (and invite the model to run the tool again)
+    assert tracked.outcome == "interrupted" and tracker.pending_merge is None
     history = brain.history("c1")
+    assert [m.content for m in history if m.role == "user"] == ["weather in Oslo"]
     assert any(m.role == "tool" for m in history)  # the tool's effect is not forgotten
     assert not any(m.role == "assistant" and m.content for m in history)  # but nothing was heard
+
+
+async def test_a_thread_tool_cut_off_while_running_counts_as_ran() -> None:
+    """A plain-function tool cannot be stopped: interrupted while it runs, its call stays in
+    memory (with the brain's "may or may not have been carried out"), not forgotten."""
+    import asyncio
+    import threading
+
+    from brain import make_tool
+
+    started, release = threading.Event(), threading.Event()
+
+    def charge(amount: int) -> str:
+        """Charge the card."""
+        started.set()
+        release.wait(10)
+        return "charged"
+
+    backend = ScriptedBackend([Step(calls=[ToolCall("c1", "charge", {"amount": 40})]), Step(text=["Done."])])
+    brain = create_voice_brain(BrainConfig(_env_file=None, tools=[]), backend=backend, tools=[make_tool(charge)])  # type: ignore[call-arg]
+    tracker = TurnTracker(brain, "c1")
+    speech = FakeSpeech("s1", interrupted=True)
+    tracked = tracker.begin("charge my card forty", speech)
+    task = asyncio.ensure_future(brain.stream_reply(tracked.turn).__anext__())
+    await asyncio.to_thread(started.wait, 10)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    release.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    speech.done()
+    assert tracked.tool_ran and tracked.outcome == "interrupted" and tracker.pending_merge is None
+    results = [m.content for m in brain.history("c1") if m.role == "tool"]
+    assert len(results) == 1 and results[0].startswith("INTERRUPTED"), results
+
+
+async def test_a_generated_greeting_cut_off_before_audio_is_dropped_not_merged() -> None:
+    """The greeting prompt is the agent's, not the user's: it must not be prefixed to their words."""
+    brain = _brain()
+    tracker = TurnTracker(brain, "c1")
+    greeting = FakeSpeech("s0", interrupted=True, scheduled=True)
+    t0 = tracker.begin("Greet the user warmly.", greeting, scripted=True)
+    "".join([d async for d in brain.stream_reply(t0.turn)])
+    greeting.done()
+    assert t0.outcome == "discarded" and tracker.pending_merge is None
+    t1, _ = await _run(brain, tracker, "hello", FakeSpeech("s1"))
+    assert t1.turn.transcript == "hello"
+    assert [m.content for m in brain.history("c1") if m.role == "user"] == ["hello"]
 
 
 async def test_speech_without_handle_and_unknown_speech_are_ignored() -> None:
