@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from brain import BrainConfig, ConfigError
@@ -48,7 +48,6 @@ class AgentSettings(BaseSettings):
     model_config = SettingsConfigDict(
         allow_inf_nan=False,  # `inf` timeouts overflow later; NaN passes every bound
         env_prefix="AGENT_", env_file=".env", extra="ignore", populate_by_name=True,
-        env_ignore_empty=True,  # `AGENT_JOIN_TIMEOUT=` (as in .env.example) means "use the default"
     )
 
     # --- LiveKit connection (needed only by the commands that connect: start, dev, connect) ---
@@ -111,6 +110,18 @@ class AgentSettings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator(
+        "http_port", "drain_timeout", "mode", "provider_timeout", "provider_max_retry",
+        "provider_retry_interval", "join_timeout", "greeting_mode", "inactivity_timeout", mode="before",
+    )
+    @classmethod
+    def _blank_is_default(cls, v: object, info: ValidationInfo) -> object:
+        """`AGENT_JOIN_TIMEOUT=` (as `.env.example` may leave it) means the default. Not for the
+        texts: an empty AGENT_GREETING / AGENT_GOODBYE / AGENT_STT_APOLOGY means "say nothing"."""
+        if isinstance(v, str) and not v.strip() and info.field_name is not None:
+            return cls.model_fields[info.field_name].default
+        return v
 
     @field_validator("name", "greeting", "greeting_prompt", "goodbye", "stt_apology", mode="before")
     @classmethod

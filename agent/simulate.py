@@ -56,6 +56,8 @@ from .voice_session import VoiceSession, build_agent_session
 log = logging.getLogger("agent.simulate")
 
 INPUT_RATE = 16_000
+COMMIT_GRACE = 3.0
+"""Audio seconds (beyond the endpointing delay) a final transcript may take to become a turn."""
 MAX_SPEED = 20.0
 """Fastest --speed: beyond it the simulated clock runs ahead of recognition and replies (the
 local STT needs 0.15-0.4x the audio's length), so turns come too late or not at all."""
@@ -147,6 +149,7 @@ class Simulation:
         self._events = events
         self._user_pending = False
         self._finals_uncommitted = 0
+        self._last_final_at = 0.0
         self._http = contextlib.AsyncExitStack()
         self.voice.agent.user_turn_callbacks.append(self._on_user_turn)
         self.voice.tracker.on_outcome(self._on_outcome)
@@ -186,7 +189,13 @@ class Simulation:
         if isinstance(segmented, SegmentedSTT):
             # a batch STT: segments still being recognised, or a transcript not yet committed
             # (an empty recognition ends nothing, so it must not leave the simulation waiting)
-            return segmented.pending > 0 or self._finals_uncommitted > 0
+            if segmented.pending > 0:
+                return True
+            # a transcript not committed yet; livekit may also drop one (a short phrase said
+            # over the agent, TURN_MIN_INTERRUPTION_WORDS): then it stops counting after a while
+            t = self.settings.turn
+            grace = COMMIT_GRACE + max(t.min_endpointing_delay, t.max_endpointing_delay)
+            return self._finals_uncommitted > 0 and self.io.mic.position - self._last_final_at < grace
         return self._user_pending  # a streaming STT: from the user going quiet to the next final
 
     def busy(self) -> bool:
@@ -274,6 +283,7 @@ class Simulation:
             self._user_pending = False
         elif ev.is_final:
             self._finals_uncommitted += 1
+            self._last_final_at = self.io.mic.position
 
     def _on_brain_event(self, ev: Any) -> None:
         if isinstance(ev, ApprovalRequested):

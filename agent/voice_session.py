@@ -274,7 +274,11 @@ class BaseVoiceSession:
         """Close the session (if still open) and the bridge (pending approvals -> cancelled)."""
         if not self.closed.is_set():
             await self._cancel_pending_approvals()
-            await self.session.aclose()
+            try:
+                await self.session.aclose()
+            except Exception as e:  # noqa: BLE001 - livekit-agents 1.8 re-raises a realtime
+                # model's fatal failure (already reported) from aclose; the bridge still closes
+                log.warning("closing the session of %s failed: %r", self.conversation_id, e)
         if self._bridge_closing is not None:
             await self._bridge_closing
         elif self.bridge is not None:

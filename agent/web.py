@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import logging
 import secrets
@@ -138,6 +139,17 @@ def _file_response(path: Path, *, no_cache: bool = False) -> web.FileResponse:
 TOKEN_FIELDS = ("room", "name")
 
 
+def _client_key(remote: str | None) -> str:
+    """What the rate limit counts per: the IPv4 address, or the IPv6 /64 (one site's block)."""
+    try:
+        address = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return remote or "unknown"
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 class RateLimit:
     """At most `per_minute` events per key in any 60 s (a sliding window); bounded memory."""
 
@@ -238,7 +250,7 @@ def create_app(
         return _file_response(found, no_cache=True)
 
     async def token(request: web.Request) -> web.Response:
-        if not limit.allow(request.remote or "?"):
+        if not limit.allow(_client_key(request.remote)):
             return _json_error(429, f"at most {limit.per_minute} tokens a minute; try again shortly")
         try:
             body = await _read_token_request(request)

@@ -24,7 +24,7 @@ _SECRET_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], st
     (re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-*]{6,}"), "[redacted]"),  # OpenAI-style keys, masked or not
     (re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{8,}|\bwhsec_[A-Za-z0-9]{16,}"), "[redacted]"),  # Stripe
     (re.compile(r"\bAIza[0-9A-Za-z_\-]{10,}"), "[redacted]"),  # Google API keys
-    (re.compile(r"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), "[redacted]"),  # JWTs (LiveKit tokens)
+    (re.compile(r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), "[redacted]"),  # JWTs (LiveKit tokens)
     # a scheme and a credential-like value (`credential_like`: "Token estimation failed" and
     # "Basic Authentication" stay)
     (re.compile(r"\b(Bearer|Token|Basic)\s+([A-Za-z0-9_\-.*=+/]{8,})"),
@@ -33,7 +33,7 @@ _SECRET_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], st
     # a secret-named field in free text or a repr: "password: x", "api_key=x", "'client_secret': 'x'"
     (re.compile(r"(\b[A-Za-z_]*(?i:password|passwd|pwd|secret|token|apikey|[_\-]key)['\"]?\s*[:=]\s*['\"]?)"
                 r"[^\s'\",;&)}\]]+"), r"\1[redacted]"),
-    (re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:)[^@\s/]+(?=@)"), r"\1[redacted]"),  # URL passwords
+    (re.compile(r"((?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:)[^@\s/]+(?=@)"), r"\1[redacted]"),  # URL passwords
     (re.compile(r"\b[0-9a-fA-F]{32,}\b"), "[redacted]"),  # hex keys (Deepgram, ...)
 ]
 

@@ -9,6 +9,7 @@ import logging
 import time
 import traceback
 import uuid
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -99,7 +100,8 @@ class VoiceBrain:
         self.settings = settings or BrainSettings()
         self.events = EventHub()
         self._active: dict[str, str] = {}  # turn_id -> conversation_id, for turns in flight
-        self._locks: dict[str, asyncio.Lock] = {}  # conversation_id -> its turns, one at a time
+        # conversation_id -> its turns, one at a time; a lock nobody holds or waits for goes away
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # -- public API -------------------------------------------------------------------------
 
@@ -137,7 +139,9 @@ class VoiceBrain:
         # one turn at a time per conversation: a second turn started while one is in flight
         # (e.g. waiting for an approval) would send the model a history with an unanswered tool
         # call, and the first turn's continuation would follow the second's messages
-        lock = self._locks.setdefault(turn.conversation_id, asyncio.Lock())
+        lock = self._locks.get(turn.conversation_id)
+        if lock is None:
+            lock = self._locks[turn.conversation_id] = asyncio.Lock()
         async with lock, contextlib.aclosing(self._stream_reply(turn)) as deltas:
             async for delta in deltas:
                 yield delta
@@ -168,8 +172,9 @@ class VoiceBrain:
                 self._report_error(turn, InternalError(f"{type(exc).__name__}: {exc}"), cause=exc)
             apology = self.settings.apology
             if apology:
-                last = record.messages[-1]
-                sep = " " if last.role == "assistant" and last.content and not last.content[-1].isspace() else ""
+                # after the last thing said (a tool step's text may precede the tool results)
+                said = next((m.content for m in reversed(record.messages) if m.role == "assistant" and m.content), "")
+                sep = " " if said and not said[-1].isspace() else ""
                 # the separator travels with the delta, so speech and memory read the same
                 record.add_text(sep + apology)
                 emit(TextDelta(conversation_id=conv, turn_id=tid, text=sep + apology))

@@ -25,7 +25,7 @@ _SECRET_KEY = re.compile(
 _SECRET_VALUE = re.compile(
     r"(\b[spr]k-[A-Za-z0-9_\-*]{6,}|\b(?:[spr]k|rk)_(?:live|test)_[A-Za-z0-9]{8,}|\bwhsec_[A-Za-z0-9]{16,}"
     r"|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{20,}|gh[pousr]_[A-Za-z0-9]{20,}"
-    r"|xox[abpr]-[A-Za-z0-9\-]{10,}|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"
+    r"|xox[abpr]-[A-Za-z0-9\-]{10,}|(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/\-*]{8,}=*|\b[0-9a-fA-F]{32,}\b)"
 )
 # a value after a scheme word, in a query parameter, after a secret-named field or as a URL's
@@ -35,7 +35,7 @@ _SECRET_AFTER = re.compile(
     r"(\b(?i:token|basic)\s+)(?P<scheme_value>[A-Za-z0-9._~+/\-*]{8,}=*)"
     r"|([?&](?i:key|api_key|apikey|token|access_token)=)[^&\s'\"]+"
     r"|(\b[A-Za-z_]*(?i:password|passwd|pwd|secret|token|apikey|[_\-]key)['\"]?\s*[:=]\s*['\"]?)[^\s'\",;&)}\]]+"
-    r"|(\b[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:)[^@\s/]+(?=@)"
+    r"|((?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:)[^@\s/]+(?=@)"
 )
 _MAX_DEPTH = 8
 _MAX_ITEMS = 200
@@ -108,6 +108,8 @@ def scrub(value: Any, _depth: int = 0, *, mask_numbers: bool = True) -> Any:
                 out["…"] = f"{len(value) - _MAX_ITEMS} more"
                 break
             key = scrub_text(str(k), 200)
+            if key in out:  # two keys masked alike: keep both values
+                key = f"{key} ({i + 1})"
             secret = _SECRET_KEY.search(key) and not (v is None or (isinstance(v, str) and not v))
             if secret and (mask_numbers or not isinstance(v, int | float) or isinstance(v, bool)):
                 out[key] = MASK

@@ -71,11 +71,16 @@ def test_bad_settings_name_the_variable_not_the_field(monkeypatch, capsys, varia
     assert "Traceback" not in err
 
 
-def test_an_empty_agent_variable_means_its_default(monkeypatch) -> None:
+def test_an_empty_agent_variable_means_its_default_but_an_empty_text_means_silence(monkeypatch) -> None:
     from agent.config import AgentSettings
 
-    monkeypatch.setenv("AGENT_JOIN_TIMEOUT", "")  # as `.env.example` leaves it
-    assert AgentSettings().join_timeout == AgentSettings.model_fields["join_timeout"].default
+    monkeypatch.setenv("AGENT_JOIN_TIMEOUT", "")  # as `.env.example` may leave it
+    monkeypatch.setenv("AGENT_MODE", " ")
+    for var in ("AGENT_STT_APOLOGY", "AGENT_GREETING", "AGENT_GOODBYE"):
+        monkeypatch.setenv(var, "")  # documented as "say nothing"
+    s = AgentSettings()
+    assert s.join_timeout == AgentSettings.model_fields["join_timeout"].default and s.mode == "pipeline"
+    assert (s.stt_apology, s.greeting, s.goodbye) == ("", "", "")
 
 
 def test_simulate_refuses_an_unwritable_out_and_an_absurd_speed_before_running(tmp_path, capsys) -> None:

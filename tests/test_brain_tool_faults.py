@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +19,8 @@ from pydantic import BaseModel
 from brain import ApprovalDecision, InProcessApprovalGate, Turn, VoiceBrain, make_tool, tool
 from brain.backends.base import ModelRequest, TextChunk
 from brain.events import ToolFinished, TurnDone
-from brain.tools import MAX_RESULT_CHARS
+from brain.tools import MAX_RESULT_CHARS, ToolSet
+from brain.voice_brain import BrainSettings
 from tests.fakes.brain_kits import BRAIN_TESTS, EventLog, Kit, reply, wait_for
 
 pytestmark = BRAIN_TESTS
@@ -242,3 +244,50 @@ def test_make_tool_keeps_plain_and_async_functions_apart() -> None:
         return "b"
 
     assert not make_tool(a).runs_in_thread and make_tool(b).runs_in_thread
+
+
+class _FailsAfterATool:
+    """Step 1: "One moment." and a tool call; step 2: the model fails."""
+
+    name = "fails-after-a-tool"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[Any]:
+        from brain import ToolCall
+        from brain.errors import UnavailableError
+
+        self.calls += 1
+        if self.calls == 1:
+            yield TextChunk("One moment.")
+            yield ToolCall("call_1", "lookup", {})
+            return
+        raise UnavailableError("the model went away", provider=self.name)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_the_apology_after_a_tool_step_is_separated_from_what_was_said() -> None:
+    """The last message before the apology is the tool's result: the separator must follow the
+    last thing *said*, or speech and memory read "One moment.Sorry, ..."."""
+    @tool
+    async def lookup() -> str:
+        """Look something up."""
+        return "found"
+
+    brain = VoiceBrain(_FailsAfterATool(), tools=ToolSet([lookup]),  # type: ignore[arg-type]
+                       settings=BrainSettings(apology="Sorry, I can't answer right now."))
+    deltas = await reply(brain, Turn("look it up", "c"))
+    assert "".join(deltas) == "One moment. Sorry, I can't answer right now."
+
+
+async def test_a_conversations_lock_goes_away_when_nobody_holds_it() -> None:
+    import gc
+
+    brain = VoiceBrain(_IteratorBackend())  # type: ignore[arg-type]
+    for i in range(50):
+        await reply(brain, Turn("hi", f"conversation-{i}"))
+    gc.collect()
+    assert len(brain._locks) == 0

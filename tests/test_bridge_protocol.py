@@ -272,3 +272,10 @@ def test_tool_text_loses_every_credential_shape(text: str, kept: str) -> None:
     from bridge.redact import scrub_text
 
     assert scrub_text(text).replace("&alt=sse", "") == kept
+
+
+def test_keys_masked_alike_keep_both_values() -> None:
+    from bridge.redact import scrub
+
+    out = scrub({"sk-abcdefgh12345": 1, "sk-zzzzzzzz99999": 2, "note": "x"})
+    assert sorted(out.values(), key=str) == [1, 2, "x"] and "sk-abcdefgh12345" not in str(out)

@@ -289,3 +289,12 @@ def test_web_command_names_missing_keys(
     monkeypatch.delenv("LIVEKIT_API_SECRET", raising=False)
     assert web_command(["--port", "0"]) == 2
     assert "LIVEKIT_API_KEY and LIVEKIT_API_SECRET" in capsys.readouterr().err
+
+
+def test_rate_limit_counts_ipv4_addresses_and_ipv6_blocks() -> None:
+    from agent.web import _client_key
+
+    assert _client_key("203.0.113.7") == "203.0.113.7"
+    assert _client_key("2001:db8:1:2::a") == _client_key("2001:db8:1:2:ffff::1") == "2001:db8:1:2::/64"
+    assert _client_key("2001:db8:1:3::a") != _client_key("2001:db8:1:2::a")
+    assert _client_key(None) == "unknown"

@@ -123,9 +123,10 @@ def test_redaction_stays_linear_on_long_adversarial_text() -> None:
     from bridge.redact import scrub_text
 
     for text in ("Basic " + "g" * 200_000, "Token " + "x" * 200_000, ("Basic " + "ab" * 10) * 10_000,
-                 "password: " + "a" * 200_000, "https://" + "a" * 100_000 + ":" + "b" * 100_000):
-        assert redact_secrets(text)[:5] == text[:5]  # it finishes, the prefix is kept
-        assert scrub_text(text, limit=10**7)[:5] == text[:5]
+                 "password: " + "a" * 200_000, "https://" + "a" * 100_000 + ":" + "b" * 100_000,
+                 "a." * 100_000, "a-" * 100_000, "ab+" * 66_000, "eyJ-" * 50_000, "eyJa." * 40_000):
+        assert redact_secrets(text)  # what matters is that it finishes
+        assert scrub_text(text, limit=10**7)
 
 
 def test_scheme_values_are_masked_only_when_they_look_like_credentials() -> None:
