@@ -27,6 +27,7 @@ from livekit.agents.voice.agent_session import SessionConnectOptions
 from livekit.agents.voice.events import (
     AgentStateChangedEvent,
     CloseEvent,
+    CloseReason,
     ErrorEvent,
     UserInputTranscribedEvent,
     UserStateChangedEvent,
@@ -58,6 +59,9 @@ from .turn_tracker import TrackedTurn, TurnTracker
 from .turns import session_turn_kwargs
 
 log = logging.getLogger("agent.session")
+
+SETTLE_WAIT = 3.0
+"""Seconds a typed message waits for the interrupted reply to settle before it goes on anyway."""
 _CAUSE_MAX_AGE = 30.0
 """Seconds a chain member's error explains its dropping out of the chain (livekit fails over
 within its retries, seconds after the error)."""
@@ -222,11 +226,19 @@ class BaseVoiceSession:
     async def _interrupt(self) -> None:
         """Interrupt the current reply and wait until livekit has settled it (its speech done,
         the brain told what was heard, an unheard turn merged): the next turn must not start
-        before that, or the model is sent the unheard reply and a merge is lost."""
+        before that, or the model is sent the unheard reply and a merge is lost. The wait is
+        bounded below the bridge's control timeout: a reply slow to settle (livekit forces it
+        after 5 s) must not cost the user's typed message."""
         try:
-            await self.session.interrupt()
+            settled = self.session.interrupt()
         except RuntimeError as e:  # the goodbye (allow_interruptions=False), or a closed session
             raise ControlRefused(f"the agent cannot be interrupted now ({e})") from e
+        limit = self.bridge.options.control_timeout if self.bridge is not None else SETTLE_WAIT + 1.0
+        bound = max(0.1, min(SETTLE_WAIT, limit - 1.0))
+        try:
+            await asyncio.wait_for(asyncio.shield(settled), bound)
+        except TimeoutError:
+            log.warning("the interrupted reply did not settle within %.1f s; going on", bound)
 
     async def interrupt(self, sender: str) -> None:
         log.info("interrupt requested by %s", sender)
@@ -277,8 +289,10 @@ class BaseVoiceSession:
             try:
                 await self.session.aclose()
             except Exception as e:  # noqa: BLE001 - livekit-agents 1.8 re-raises a realtime
-                # model's fatal failure (already reported) from aclose; the bridge still closes
+                # model's fatal failure (already reported) from aclose, without emitting `close`:
+                # close our side as that event would (held turn.done, callbacks, the bridge)
                 log.warning("closing the session of %s failed: %r", self.conversation_id, e)
+                self._on_close(CloseEvent(reason=CloseReason.ERROR))
         if self._bridge_closing is not None:
             await self._bridge_closing
         elif self.bridge is not None:
@@ -426,17 +440,23 @@ class VoiceSession(BaseVoiceSession):
             if tracked is not None and tracked.speech_id is not None and tracked.outcome == "pending":
                 self._held.setdefault(event.turn_id, []).append((event, deliver))
                 return
+            event = self._as_heard(event, tracked)  # its speech already ended (e.g. forced done)
         deliver(event)
 
     def _release(self, turn_id: str) -> None:
         tracked = self.tracker.find(turn_id)
         for event, deliver in self._held.pop(turn_id, []):
-            if turn_id in self._tts_failed and event.reason == "completed":
-                event = event.model_copy(update={"reason": "error"})
-            elif tracked is not None and tracked.outcome == "interrupted" and event.reason == "completed":
-                # the brain finished writing before the user cut in: what counts is what was heard
-                event = event.model_copy(update={"reason": "interrupted", "text": tracked.spoken or ""})
-            deliver(event)
+            deliver(self._as_heard(event, tracked))
+
+    def _as_heard(self, event: TurnDone, tracked: TrackedTurn | None) -> TurnDone:
+        """The turn as the user experienced it: a reply whose audio failed is an `error`; one cut
+        off (after some audio, or before any: merged / discarded) is `interrupted` with the text
+        that was heard, whatever the brain had written by then."""
+        if event.turn_id in self._tts_failed and event.reason == "completed":
+            return event.model_copy(update={"reason": "error"})
+        if tracked is not None and tracked.outcome in ("interrupted", "merged", "discarded") and event.reason != "error":
+            return event.model_copy(update={"reason": "interrupted", "text": tracked.spoken or ""})
+        return event
 
     def _release_all(self) -> None:
         for turn_id in list(self._held):

@@ -145,6 +145,8 @@ def _client_key(remote: str | None) -> str:
         address = ipaddress.ip_address(remote or "")
     except ValueError:
         return remote or "unknown"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)  # a dual-stack socket's IPv4 client
     if address.version == 6:
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
     return str(address)

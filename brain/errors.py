@@ -24,10 +24,11 @@ _SECRET_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], st
     (re.compile(r"\b(?:sk|rk|pk)-[A-Za-z0-9_\-*]{6,}"), "[redacted]"),  # OpenAI-style keys, masked or not
     (re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{8,}|\bwhsec_[A-Za-z0-9]{16,}"), "[redacted]"),  # Stripe
     (re.compile(r"\bAIza[0-9A-Za-z_\-]{10,}"), "[redacted]"),  # Google API keys
-    (re.compile(r"(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), "[redacted]"),  # JWTs (LiveKit tokens)
+    (re.compile(r"(?<![A-Za-z0-9])eyJ[A-Za-z0-9_\-]{1,256}\.[A-Za-z0-9_\-]{1,8192}\.[A-Za-z0-9_\-]*"), "[redacted]"),  # JWTs (LiveKit tokens)
     # a scheme and a credential-like value (`credential_like`: "Token estimation failed" and
     # "Basic Authentication" stay)
-    (re.compile(r"\b(Bearer|Token|Basic)\s+([A-Za-z0-9_\-.*=+/]{8,})"),
+    (re.compile(r"\b(Bearer)\s+[A-Za-z0-9_\-.*=+/]{8,}"), r"\1 [redacted]"),  # a bearer value is always one
+    (re.compile(r"\b(Token|Basic)\s+([A-Za-z0-9_\-.*=+/]{8,})"),
      lambda m: f"{m.group(1)} [redacted]" if credential_like(m.group(2)) else m.group(0)),
     (re.compile(r"([?&](?:key|api_key|apikey|token|access_token)=)[^&\s'\"]+", re.I), r"\1[redacted]"),
     # a secret-named field in free text or a repr: "password: x", "api_key=x", "'client_secret': 'x'"
@@ -39,7 +40,7 @@ _SECRET_PATTERNS: list[tuple[re.Pattern[str], str | Callable[[re.Match[str]], st
 
 
 def credential_like(token: str) -> bool:
-    """A token after "Bearer" / "Token" / "Basic" that is a credential, not a word: it has a
+    """A token after "Token" / "Basic" that is a credential, not a word: it has a
     digit, an "=" or a capital after a lowercase letter (base64). Linear: a regex lookahead
     for the same took quadratic time on a long run of letters."""
     if "=" in token or any(c.isdigit() for c in token):

@@ -25,18 +25,19 @@ _SECRET_KEY = re.compile(
 _SECRET_VALUE = re.compile(
     r"(\b[spr]k-[A-Za-z0-9_\-*]{6,}|\b(?:[spr]k|rk)_(?:live|test)_[A-Za-z0-9]{8,}|\bwhsec_[A-Za-z0-9]{16,}"
     r"|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{20,}|gh[pousr]_[A-Za-z0-9]{20,}"
-    r"|xox[abpr]-[A-Za-z0-9\-]{10,}|(?<![A-Za-z0-9_\-])eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"
+    r"|xox[abpr]-[A-Za-z0-9\-]{10,}|(?<![A-Za-z0-9])eyJ[A-Za-z0-9_\-]{8,256}\.[A-Za-z0-9_\-]{8,8192}\.[A-Za-z0-9_\-]*"
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/\-*]{8,}=*|\b[0-9a-fA-F]{32,}\b)"
 )
 # a value after a scheme word, in a query parameter, after a secret-named field or as a URL's
 # password: the prefix stays, so the reader sees what it was
 _SECRET_AFTER = re.compile(
-    # "Token estimation" and "Basic Authentication" stay: the value must be `credential_like`
-    r"(\b(?i:token|basic)\s+)(?P<scheme_value>[A-Za-z0-9._~+/\-*]{8,}=*)"
-    r"|([?&](?i:key|api_key|apikey|token|access_token)=)[^&\s'\"]+"
+    r"([?&](?i:key|api_key|apikey|token|access_token)=)[^&\s'\"]+"
     r"|(\b[A-Za-z_]*(?i:password|passwd|pwd|secret|token|apikey|[_\-]key)['\"]?\s*[:=]\s*['\"]?)[^\s'\",;&)}\]]+"
     r"|((?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@]+:)[^@\s/]+(?=@)"
 )
+# its own pass (after the others): "Token estimation" and "Basic Authentication" stay, the value
+# must be `_credential_like`; as one alternative among the others it hid what followed it
+_SCHEME_VALUE = re.compile(r"(\b(?i:token|basic)\s+)([A-Za-z0-9._~+/\-*]{8,}=*)")
 _MAX_DEPTH = 8
 _MAX_ITEMS = 200
 _MAX_STR = 2000
@@ -60,18 +61,16 @@ def _credential_like(value: str) -> bool:
     return "=" in value or any(c.isdigit() for c in value) or any(c.isupper() for c in value[lower + 1 :])
 
 
-def _mask_after(m: re.Match[str]) -> str:
-    value = m.group("scheme_value")
-    if value is not None and not _credential_like(value):
-        return m.group(0)
-    return next(g for g in m.groups() if g) + MASK
+def _mask_scheme_value(m: re.Match[str]) -> str:
+    return m.group(1) + MASK if _credential_like(m.group(2)) else m.group(0)
 
 
 def scrub_text(text: str, limit: int = _MAX_STR) -> str:
     """Mask token-looking substrings and cap the length."""
     if len(text) >= 8:  # shorter strings cannot hold any of the token shapes
         text = _SECRET_VALUE.sub(MASK, text)
-        text = _SECRET_AFTER.sub(_mask_after, text)
+        text = _SECRET_AFTER.sub(lambda m: next(g for g in m.groups() if g) + MASK, text)
+        text = _SCHEME_VALUE.sub(_mask_scheme_value, text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

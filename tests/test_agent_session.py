@@ -218,3 +218,88 @@ async def test_interrupting_the_goodbye_is_refused_cleanly(vad) -> None:
         await sim.aclose()
     assert reply["type"] == "error" and reply["data"]["code"] == "unsupported", reply
     assert "cannot be interrupted now" in reply["data"]["message"]
+
+
+async def test_interrupted_while_the_brain_is_still_writing_reports_only_what_was_heard(vad) -> None:
+    import io
+
+    backend = ScriptedBackend([Step(text=[LONG + " ", "And a second sentence about waves, still going. ", "A third"],
+                                    hang_after=True), Step(text=["Second answer."])])
+    brain = create_voice_brain(BrainConfig(_env_file=None), backend=backend)  # type: ignore[call-arg]
+    events = io.StringIO()
+    sim = Simulation(settings(), vad=vad, brain=brain, speed=2.0, conversation_id="writing", events=events)
+    try:
+        await sim.start()
+        bridge = sim.voice.bridge
+        assert bridge is not None
+        await bridge.handle_message("user", _control("user.text", "t1", {"text": "tell me about the sea"}))
+        await _until_played(sim, 1.5)
+        await bridge.handle_message("user", _control("user.text", "t2", {"text": "stop"}))
+        assert await sim.settle(limit=30)
+        await bridge.flush(2)
+    finally:
+        await sim.aclose()
+    first = sim.voice.tracker.turns[0]
+    done = {e["turn"]: e["data"] for e in _envelopes(events) if e["type"] == "turn.done"}
+    assert done[first.turn.turn_id] == {"reason": "interrupted", "text": first.spoken}
+    assert "A third" not in done[first.turn.turn_id]["text"]
+
+
+async def test_typed_text_is_not_lost_when_the_interrupted_reply_is_slow_to_settle(vad) -> None:
+    """A tool that rolls back for 6 s when cancelled keeps the interrupted reply from settling
+    (livekit forces it after 5 s, the bridge's control timeout is 5 s): the typed message must
+    still become a turn, and its sender an `ack`."""
+    import json
+
+    from brain import ToolCall, tool
+
+    @tool
+    async def slow_cleanup() -> str:
+        """A tool that rolls back on cancel."""
+        try:
+            await asyncio.sleep(100)
+        except asyncio.CancelledError:
+            await asyncio.sleep(6)
+            raise
+        return "x"
+
+    backend = ScriptedBackend([Step(text=["One moment."], calls=[ToolCall("c1", "slow_cleanup", {})]),
+                               Step(text=["Typed answer."])])
+    brain = create_voice_brain(BrainConfig(_env_file=None, tools=[]), backend=backend, tools=[slow_cleanup])  # type: ignore[call-arg]
+    sim = Simulation(settings(), vad=vad, brain=brain, speed=1.0, conversation_id="slow-settle", events=__import__("io").StringIO())
+    try:
+        await sim.start()
+        bridge = sim.voice.bridge
+        assert bridge is not None
+        await bridge.handle_message("user", _control("user.text", "t1", {"text": "do it"}))
+        await _until_played(sim, 0.5)
+        task = asyncio.ensure_future(bridge.handle_message("user", _control("user.text", "t2", {"text": "never mind, hello"})))
+        while not task.done():
+            await sim.io.mic.play_silence(0.05)
+        reply = json.loads(task.result())
+        await sim.settle(limit=30)
+    finally:
+        await sim.aclose()
+    assert reply["type"] == "ack", reply
+    assert "never mind, hello" in [t.user_text for t in sim.voice.tracker.turns]
+
+
+async def test_a_session_whose_close_raises_still_ends_for_its_listeners(vad) -> None:
+    """livekit-agents 1.8 re-raises a realtime model's fatal failure from `aclose` without
+    emitting `close`: the session still counts as closed and its close callbacks run."""
+    sim = Simulation(settings(), vad=vad, speed=4.0, conversation_id="close-raises")
+    reasons: list[str] = []
+    sim.voice.on_close(reasons.append)
+    await sim.start()
+
+    async def broken_close() -> None:
+        raise RuntimeError("the model failed")
+
+    real_close = sim.session.aclose
+    sim.session.aclose = broken_close  # type: ignore[method-assign]
+    try:
+        await sim.voice.aclose()
+    finally:
+        sim.session.aclose = real_close  # type: ignore[method-assign]
+        await sim.aclose()
+    assert sim.voice.closed.is_set() and reasons == ["error"]

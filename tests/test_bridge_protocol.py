@@ -264,6 +264,11 @@ async def test_recorded_example_session_is_valid_and_current() -> None:
         ("Basic Authentication required", "Basic Authentication required"),
         ("stripe key sk_live_51Habcdefghijkl rejected", "stripe key *** rejected"),
         ("max_tokens: 4096 exceeded", "max_tokens: 4096 exceeded"),
+        # a word after "Basic"/"token" does not hide the secret field that follows it
+        ("Basic auth_password: hunter2hunter", "Basic auth_password: ***"),
+        ("token refresh_token: abcdef123456", "token refresh_token: ***"),
+        ("auth-eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.abcdef", "auth-***"),
+        ("x_eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.abcdef", "x_***"),
     ],
 )
 def test_tool_text_loses_every_credential_shape(text: str, kept: str) -> None:

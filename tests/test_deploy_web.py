@@ -298,3 +298,5 @@ def test_rate_limit_counts_ipv4_addresses_and_ipv6_blocks() -> None:
     assert _client_key("2001:db8:1:2::a") == _client_key("2001:db8:1:2:ffff::1") == "2001:db8:1:2::/64"
     assert _client_key("2001:db8:1:3::a") != _client_key("2001:db8:1:2::a")
     assert _client_key(None) == "unknown"
+    # on a dual-stack socket IPv4 clients arrive IPv4-mapped: each keeps its own count
+    assert _client_key("::ffff:198.51.100.1") == "198.51.100.1" != _client_key("::ffff:198.51.100.2")

@@ -136,3 +136,7 @@ def test_scheme_values_are_masked_only_when_they_look_like_credentials() -> None
     assert not credential_like("Authentication") and not credential_like("estimation")
     assert redact_secrets("Authorization: Basic dXNlcjpwYXNz") == "Authorization: Basic [redacted]"
     assert redact_secrets("Basic Authentication required") == "Basic Authentication required"
+    # a bearer value is always a credential, letters only or not
+    assert redact_secrets("Authorization: Bearer abcdefghijklmnopqrstuvwx") == "Authorization: Bearer [redacted]"
+    assert redact_secrets("token refresh_token: abcdef123456") == "token refresh_token: [redacted]"
+    assert redact_secrets("auth-eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.abcdef") == "auth-[redacted]"
