@@ -160,14 +160,10 @@ async def _until_played(sim: Simulation, seconds: float, limit: float = 30.0) ->
     raise AssertionError("the reply never played that long")
 
 
-async def test_typed_text_mid_reply_settles_the_interrupted_turn_first(vad) -> None:
-    """`user.text` while the agent speaks: the interrupted turn is settled before the next one
-    starts, so the model is sent only what was heard, each turn gets its own metrics, and the
-    interrupted turn's `turn.done` says `interrupted` with the heard text (the brain had finished
-    writing the whole reply long before)."""
+async def _type_over_a_reply(vad, backend: ScriptedBackend, typed: str):  # type: ignore[no-untyped-def]
+    """Type "tell me about the sea", let 1.5 s of the reply play, type `typed` over it, settle."""
     import io
 
-    backend = ScriptedBackend([Step(text=[LONG]), Step(text=["Second answer."])])
     brain = create_voice_brain(BrainConfig(_env_file=None), backend=backend)  # type: ignore[call-arg]
     events = io.StringIO()
     sim = Simulation(settings(), vad=vad, brain=brain, speed=2.0, conversation_id="typed", events=events)
@@ -177,12 +173,22 @@ async def test_typed_text_mid_reply_settles_the_interrupted_turn_first(vad) -> N
         assert bridge is not None
         await bridge.handle_message("user", _control("user.text", "t1", {"text": "tell me about the sea"}))
         await _until_played(sim, 1.5)
-        reply = await bridge.handle_message("user", _control("user.text", "t2", {"text": "stop, something else"}))
-        assert '"ack"' in reply
+        reply = await bridge.handle_message("user", _control("user.text", "t2", {"text": typed}))
         assert await sim.settle(limit=30)
         await bridge.flush(2)
     finally:
         await sim.aclose()
+    return sim, events, reply
+
+
+async def test_typed_text_mid_reply_settles_the_interrupted_turn_first(vad) -> None:
+    """`user.text` while the agent speaks: the interrupted turn is settled before the next one
+    starts, so the model is sent only what was heard, each turn gets its own metrics, and the
+    interrupted turn's `turn.done` says `interrupted` with the heard text (the brain had finished
+    writing the whole reply long before)."""
+    backend = ScriptedBackend([Step(text=[LONG]), Step(text=["Second answer."])])
+    sim, events, reply = await _type_over_a_reply(vad, backend, "stop, something else")
+    assert '"ack"' in reply
     first, second = sim.voice.tracker.turns
     assert first.outcome == "interrupted" and first.spoken and len(first.spoken) < len(LONG)
     # the second request carries the heard prefix, not the whole unheard reply
@@ -221,24 +227,9 @@ async def test_interrupting_the_goodbye_is_refused_cleanly(vad) -> None:
 
 
 async def test_interrupted_while_the_brain_is_still_writing_reports_only_what_was_heard(vad) -> None:
-    import io
-
     backend = ScriptedBackend([Step(text=[LONG + " ", "And a second sentence about waves, still going. ", "A third"],
                                     hang_after=True), Step(text=["Second answer."])])
-    brain = create_voice_brain(BrainConfig(_env_file=None), backend=backend)  # type: ignore[call-arg]
-    events = io.StringIO()
-    sim = Simulation(settings(), vad=vad, brain=brain, speed=2.0, conversation_id="writing", events=events)
-    try:
-        await sim.start()
-        bridge = sim.voice.bridge
-        assert bridge is not None
-        await bridge.handle_message("user", _control("user.text", "t1", {"text": "tell me about the sea"}))
-        await _until_played(sim, 1.5)
-        await bridge.handle_message("user", _control("user.text", "t2", {"text": "stop"}))
-        assert await sim.settle(limit=30)
-        await bridge.flush(2)
-    finally:
-        await sim.aclose()
+    sim, events, _ = await _type_over_a_reply(vad, backend, "stop")
     first = sim.voice.tracker.turns[0]
     done = {e["turn"]: e["data"] for e in _envelopes(events) if e["type"] == "turn.done"}
     assert done[first.turn.turn_id] == {"reason": "interrupted", "text": first.spoken}
