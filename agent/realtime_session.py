@@ -122,14 +122,9 @@ class RealtimeVoiceSession(BaseVoiceSession):
     async def _close_after_fatal(self) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.closed.wait(), FATAL_CLOSE_GRACE)  # livekit's own close
-        if self.closed.is_set():
-            return
-        await self._cancel_pending_approvals()
-        try:
-            await asyncio.wait_for(self.session.aclose(), FATAL_CLOSE_GRACE)
-        except Exception as e:  # noqa: BLE001 - the failure that killed the model, re-raised
-            log.debug("realtime session close after a fatal error: %r", e)
-        self._on_close(CloseEvent(reason=CloseReason.ERROR))
+        await self._close_session(within=FATAL_CLOSE_GRACE)
+        if not self.closed.is_set():  # closed quietly, no `close` event: end it for the listeners
+            self._on_close(CloseEvent(reason=CloseReason.ERROR))
 
     def _on_stall(self, report: ProviderErrorReport, turn_id: str | None) -> None:
         self.publish_report(report, turn_id=turn_id)

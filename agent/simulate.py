@@ -148,8 +148,8 @@ class Simulation:
         self._say = say
         self._events = events
         self._user_pending = False
-        self._finals_uncommitted = 0
-        self._last_final_at = 0.0
+        self._final_at: float | None = None
+        """Audio position of a final transcript not yet committed as a user turn (batch STTs)."""
         self._http = contextlib.AsyncExitStack()
         self.voice.agent.user_turn_callbacks.append(self._on_user_turn)
         self.voice.tracker.on_outcome(self._on_outcome)
@@ -195,7 +195,7 @@ class Simulation:
             # over the agent, TURN_MIN_INTERRUPTION_WORDS): then it stops counting after a while
             t = self.settings.turn
             grace = COMMIT_GRACE + max(t.min_endpointing_delay, t.max_endpointing_delay)
-            return self._finals_uncommitted > 0 and self.io.mic.position - self._last_final_at < grace
+            return self._final_at is not None and self.io.mic.position - self._final_at < grace
         return self._user_pending  # a streaming STT: from the user going quiet to the next final
 
     def busy(self) -> bool:
@@ -264,7 +264,7 @@ class Simulation:
 
     def _on_user_turn(self, text: str) -> None:
         self._user_pending = False
-        self._finals_uncommitted = 0
+        self._final_at = None
         self.result.user_turns.append(text)
         self._line(f"user : {text}")
 
@@ -276,14 +276,13 @@ class Simulation:
         error = getattr(ev, "error", None)
         if getattr(error, "type", None) == "stt_error" and not getattr(error, "recoverable", True):
             self._user_pending = False  # that user turn is lost (the agent apologises)
-            self._finals_uncommitted = 0
+            self._final_at = None
 
     def _on_transcribed(self, ev: Any) -> None:
         if ev.is_final and not ev.transcript.strip():
             self._user_pending = False
         elif ev.is_final:
-            self._finals_uncommitted += 1
-            self._last_final_at = self.io.mic.position
+            self._final_at = self.io.mic.position
 
     def _on_brain_event(self, ev: Any) -> None:
         if isinstance(ev, ApprovalRequested):

@@ -282,17 +282,22 @@ class BaseVoiceSession:
             for _ in range(5):  # let the brain's waiting calls observe it and emit their events
                 await asyncio.sleep(0)
 
+    async def _close_session(self, within: float | None = None) -> None:
+        """Close the livekit session (pending approvals first, as cancelled by the session)."""
+        if self.closed.is_set():
+            return
+        await self._cancel_pending_approvals()
+        try:
+            await asyncio.wait_for(self.session.aclose(), within)
+        except Exception as e:  # noqa: BLE001 - livekit-agents 1.8 re-raises a realtime model's
+            # fatal failure (already reported) from aclose, without emitting `close`: close our
+            # side as that event would (held turn.done, close callbacks, the bridge)
+            log.warning("closing the session of %s failed: %r", self.conversation_id, e)
+            self._on_close(CloseEvent(reason=CloseReason.ERROR))
+
     async def aclose(self) -> None:
         """Close the session (if still open) and the bridge (pending approvals -> cancelled)."""
-        if not self.closed.is_set():
-            await self._cancel_pending_approvals()
-            try:
-                await self.session.aclose()
-            except Exception as e:  # noqa: BLE001 - livekit-agents 1.8 re-raises a realtime
-                # model's fatal failure (already reported) from aclose, without emitting `close`:
-                # close our side as that event would (held turn.done, callbacks, the bridge)
-                log.warning("closing the session of %s failed: %r", self.conversation_id, e)
-                self._on_close(CloseEvent(reason=CloseReason.ERROR))
+        await self._close_session()
         if self._bridge_closing is not None:
             await self._bridge_closing
         elif self.bridge is not None:
