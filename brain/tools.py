@@ -50,12 +50,15 @@ class Tool:
     approval_prompt: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
-        """Check and coerce model-supplied arguments; raises ValueError with a readable message."""
+    def _checked(self, arguments: dict[str, Any]) -> BaseModel:
         try:
-            return self.args_model.model_validate(arguments).model_dump()
+            return self.args_model.model_validate(arguments)
         except ValidationError as exc:
             raise ValueError(f"invalid arguments for {self.name}: {_describe(exc)}") from exc
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        """Check and coerce model-supplied arguments; raises ValueError with a readable message."""
+        return self._checked(arguments).model_dump()
 
     @property
     def runs_in_thread(self) -> bool:
@@ -63,10 +66,7 @@ class Tool:
         return not inspect.iscoroutinefunction(self.fn)
 
     async def invoke(self, arguments: dict[str, Any]) -> Any:
-        try:
-            checked = self.args_model.model_validate(arguments)
-        except ValidationError as exc:
-            raise ValueError(f"invalid arguments for {self.name}: {_describe(exc)}") from exc
+        checked = self._checked(arguments)
         # the validated values themselves: a parameter typed as a model or dataclass gets one
         kwargs = {name: getattr(checked, name) for name in type(checked).model_fields}
         if inspect.iscoroutinefunction(self.fn):
@@ -231,14 +231,11 @@ class ToolSet:
 
 TOOL_THREADS = 16
 """Threads for plain-function tools, shared by every brain in the process."""
-_threads: ThreadPoolExecutor | None = None
 
 
+@functools.cache
 def _tool_threads() -> ThreadPoolExecutor:
-    global _threads
-    if _threads is None:
-        _threads = ThreadPoolExecutor(max_workers=TOOL_THREADS, thread_name_prefix="brain-tool")
-    return _threads
+    return ThreadPoolExecutor(max_workers=TOOL_THREADS, thread_name_prefix="brain-tool")
 
 
 MAX_RESULT_CHARS = 16_000
