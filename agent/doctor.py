@@ -14,10 +14,11 @@ import json
 import sys
 from typing import Any, TextIO
 
-from brain.errors import ConfigError, redact_secrets
+from brain.errors import ConfigError
 from brain.tools import load_tool_module
 
 from .config import AgentSettings
+from .log_redaction import redact_value
 
 BRAIN_BACKENDS: dict[str, tuple[str | None, str | None, str]] = {
     # name: (module that must import, key variable, install hint)
@@ -157,22 +158,12 @@ def chosen_options(settings: AgentSettings) -> dict[str, dict[str, Any]]:
 
 def report(settings: AgentSettings) -> dict[str, Any]:
     # keys are masked by name; a password inside a URL (LIVEKIT_URL, *_BASE_URL) by its shape
-    return _redacted({  # type: ignore[no-any-return]
+    return redact_value({  # type: ignore[no-any-return]
         "mode": settings.mode,
         "providers": provider_rows(settings),
         "provider_options": chosen_options(settings),
         "config": settings.masked(),
     })
-
-
-def _redacted(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact_secrets(value)
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redacted(v) for v in value]
-    return value
 
 
 def format_report(data: dict[str, Any]) -> str:
