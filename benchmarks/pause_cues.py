@@ -6,6 +6,9 @@ early end-of-turn decision could use:
 
 * the audio end-of-turn model shipped in `livekit-local-inference` (P(turn ended) on the last
   1.2 s of audio after 0.2 / 0.3 / 0.4 / 0.5 / 0.6 s of the pause),
+* Pipecat's Smart Turn v3 (`pip install pipecat-ai`; skipped without it): the ONNX audio
+  end-of-turn model bundled in the `pipecat-ai` wheel (a Whisper-encoder classifier trained on
+  far more speech than livekit's), P(turn complete) on the last 8 s of audio at the same moments,
 * prosody, with Praat's pitch and intensity trackers (`pip install praat-parselmouth`; skipped
   without it): the pitch slope over the last 0.6 s of speech (semitones / s), the last voiced
   pitch against the speaker's median (semitones), the intensity of the last 0.3 s against the
@@ -43,13 +46,16 @@ class Pause:
     turn_end: bool
     segment: float
     eot: list[float | None] = field(default_factory=list)
+    smart: list[float | None] = field(default_factory=list)
     prosody: dict[str, float] = field(default_factory=dict)
 
 
 def _pcm(name: str) -> np.ndarray:
+    """The recording followed by 1 s of digital silence (the looks past its end hear silence)."""
     with wave.open(str(AUDIO / name)) as w:
         assert w.getframerate() == RATE and w.getnchannels() == 1
-        return np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16)
+    return np.concatenate([pcm, np.zeros(RATE, dtype=np.int16)])
 
 
 def pauses(min_pause: float) -> list[Pause]:
@@ -81,10 +87,38 @@ def add_eot(items: list[Pause]) -> None:
                 stop = int((p.at + look) * RATE)
                 window = np.zeros(WINDOW, dtype=np.int16)
                 chunk = pcm[max(0, stop - WINDOW) : stop]
-                window[WINDOW - len(chunk) :] = chunk  # past the end of the file: silence
+                window[WINDOW - len(chunk) :] = chunk
                 p.eot.append(float(eot.predict(window)))
     finally:
         eot.close()
+
+
+def add_smart_turn(items: list[Pause]) -> bool:
+    """Smart Turn v3 scores, through pipecat's local analyzer (tested with pipecat-ai 1.14.0).
+
+    `_predict_endpoint` is the analyzer's one-shot scoring of a float32 16 kHz clip; its public
+    API wants live audio with VAD flags, which would mix its own silence rule into the score.
+    """
+    try:
+        from pipecat.audio.turn.smart_turn.local_smart_turn_v3 import (  # type: ignore[import-not-found]
+            LocalSmartTurnAnalyzerV3,
+        )
+    except ImportError:
+        return False
+    model = LocalSmartTurnAnalyzerV3()
+    clip = 8 * RATE
+    for p in items:
+        pcm = _pcm(p.file).astype(np.float32) / 32768.0
+        for look in LOOKS:
+            if p.length is not None and look >= p.length:
+                p.smart.append(None)
+                continue
+            stop = int((p.at + look) * RATE)
+            audio = np.zeros(clip, dtype=np.float32)
+            chunk = pcm[max(0, stop - clip) : stop]
+            audio[clip - len(chunk) :] = chunk
+            p.smart.append(float(model._predict_endpoint(audio)["probability"]))
+    return True
 
 
 def add_prosody(items: list[Pause]) -> bool:
@@ -127,31 +161,52 @@ def _value(p: Pause, name: str) -> float | None:
     if name.startswith("eot@"):
         i = LOOKS.index(float(name[4:]))
         return p.eot[i] if i < len(p.eot) else None
+    if name.startswith("smart@"):
+        i = LOOKS.index(float(name[6:]))
+        return p.smart[i] if i < len(p.smart) else None
     if name == "segment":
         return p.segment
     return p.prosody.get(name)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--min-pause", type=float, default=0.3)
     args = parser.parse_args()
     items = pauses(args.min_pause)
     add_eot(items)
+    smart = add_smart_turn(items)
     prosody = add_prosody(items)
-    print("| file | pause at s | kind | pause s | segment s | P(end) at " + " / ".join(f"{x:g}" for x in LOOKS)
-          + " s | pitch slope st/s | final pitch st | end intensity dB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    looks = " / ".join(f"{x:g}" for x in LOOKS)
+    print(
+        f"| file | pause at s | kind | pause s | segment s | P(end) at {looks} s | Smart Turn at {looks} s"
+        " | pitch slope st/s | final pitch st | end intensity dB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for p in items:
         eot = " / ".join("–" if v is None else f"{v:.2f}" for v in p.eot)
+        st = " / ".join("–" if v is None else f"{v:.2f}" for v in p.smart) or "–"
         pro = [f"{p.prosody[k]:.1f}" if k in p.prosody else "–" for k in ("slope", "final", "drop")]
         length = "–" if p.length is None else f"{p.length:.2f}"
         kind = "turn end" if p.turn_end else "mid-turn"
-        print(f"| {p.file.split('_')[0]} | {p.at:.2f} | {kind} | {length} | {p.segment:.2f} | {eot} | " + " | ".join(pro) + " |")
+        print(
+            f"| {p.file.split('_')[0]} | {p.at:.2f} | {kind} | {length} | {p.segment:.2f} | {eot} | {st} | "
+            + " | ".join(pro)
+            + " |"
+        )
     print()
-    cues = [f"eot@{x:g}" for x in LOOKS] + ["segment"] + (["slope", "final", "drop"] if prosody else [])
+    cues = (
+        [f"eot@{x:g}" for x in LOOKS]
+        + ([f"smart@{x:g}" for x in LOOKS] if smart else [])
+        + ["segment"]
+        + (["slope", "final", "drop"] if prosody else [])
+    )
     for cue in cues:
         print(f"{cue}: separates turn ends from mid-turn pauses? {separable(items, cue)}")
+    if not smart:
+        print("(Smart Turn skipped: pip install pipecat-ai)")
     if not prosody:
         print("(prosody skipped: pip install praat-parselmouth)")
 
