@@ -9,6 +9,14 @@ from typing import Any, Literal
 Role = Literal["user", "assistant", "tool"]
 
 
+def well_formed(text: str) -> str:
+    """`text` as valid Unicode for a request body: surrogate pairs that arrived in separate
+    deltas become their character, lone surrogates (a tool's `surrogateescape`d bytes, a
+    server's broken escape) become U+FFFD. The `openai` SDK cannot encode a lone surrogate,
+    so one in memory would fail every later request of the conversation."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 @dataclass(frozen=True)
 class ToolCall:
     id: str

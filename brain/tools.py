@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+from pydantic_core import to_jsonable_python
 
 from .errors import ConfigError
 from .events import ReportLevel
@@ -241,6 +242,23 @@ def _tool_threads() -> ThreadPoolExecutor:
 MAX_RESULT_CHARS = 16_000
 """What the model is told of one result, at most: the result is resent with every later request
 of the conversation's memory, so a 5 MB result would overflow the model's context for many turns."""
+
+
+_CHANGED = "The user changed the arguments to "
+_CHANGED_END = " before approving. "
+
+
+def with_changed_arguments(arguments: Any, told: str) -> str:
+    """What the model is told of a call the approver ran with other arguments: its history
+    keeps the call as the model made it (a realtime model's history is not ours to edit)."""
+    return f"{_CHANGED}{json.dumps(to_jsonable_python(arguments, fallback=str))}{_CHANGED_END}{told}"
+
+
+def without_changed_arguments(told: str) -> str:
+    """The result part of what `with_changed_arguments` wrote (`told` itself otherwise)."""
+    if told.startswith(_CHANGED) and _CHANGED_END in told:
+        return told.split(_CHANGED_END, 1)[1]
+    return told
 
 
 def result_to_text(result: Any, limit: int = MAX_RESULT_CHARS) -> str:

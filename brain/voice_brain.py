@@ -39,7 +39,7 @@ from .events import (
     TurnStarted,
 )
 from .memory import ConversationMemory, Message, ToolCall, TurnRecord
-from .tools import Tool, ToolSet, result_to_text
+from .tools import Tool, ToolSet, result_to_text, with_changed_arguments
 from .turn import Turn
 
 log = logging.getLogger("brain")
@@ -133,7 +133,7 @@ class VoiceBrain:
         is cancelled while a plain-function tool runs (which cannot be stopped), `notes[call.id]`
         says what to tell the model instead: the action may or may not have happened.
         """
-        return await self._run_call(turn, call, notes)
+        return result_to_text(await self._run_call(turn, call, notes))
 
     async def stream_reply(self, turn: Turn) -> AsyncGenerator[str, None]:
         # one turn at a time per conversation: a second turn started while one is in flight
@@ -235,6 +235,8 @@ class VoiceBrain:
             except Exception as exc:  # a custom backend raised something untyped
                 raise UnavailableError(f"{type(exc).__name__}: {exc}", provider=self.backend.name) from exc
             if not calls:
+                if not said:  # a whole turn without a word: the user would hear silence
+                    raise ProtocolError("the model gave no answer (no text, no tool call)", provider=self.backend.name)
                 return
             if final:
                 # the step cap: a model that still asks for tools is not obeyed (nor remembered)
@@ -277,7 +279,9 @@ class VoiceBrain:
         """Run the calls of one step concurrently; fills `results` (call id -> text) as they finish."""
 
         async def one(call: ToolCall) -> None:
-            results[call.id] = await self._run_call(turn, call, results)
+            # every text for the model is cut (errors and echoed arguments too, not only results):
+            # it is resent with each later request of the conversation
+            results[call.id] = result_to_text(await self._run_call(turn, call, results))
 
         tasks = [asyncio.ensure_future(one(c)) for c in calls]
         try:
@@ -354,7 +358,20 @@ class VoiceBrain:
                 except ValueError as exc:
                     finished("error", error=f"modified arguments invalid: {exc}")
                     return f"ERROR: the user's modified arguments were invalid: {exc}"
+                if decision.arguments != call.arguments:  # the model must learn what actually ran
+                    told = await self._invoke(call, tool, arguments, finished, results)
+                    return with_changed_arguments(decision.arguments, told)
+        return await self._invoke(call, tool, arguments, finished, results)
 
+    async def _invoke(
+        self,
+        call: ToolCall,
+        tool: Tool,
+        arguments: dict[str, Any],
+        finished: Callable[..., None],
+        results: dict[str, str] | None,
+    ) -> str:
+        """Run an approved call under its timeout; returns what the model is told."""
         # the per-tool timeout starts only now, after approval
         timeout = tool.timeout or self.settings.tool_timeout
         task = asyncio.current_task()

@@ -139,6 +139,8 @@ APPROVAL_CASES = {
     "approve": (ApprovalDecision.approve(by="alice"), "sent to bob@example.com", ("bob@example.com", "hi")),
     "modify": (
         ApprovalDecision.approve({"to": "carol@example.com", "body": "hi"}, by="alice"),
+        # the history keeps the model's call (to bob): the result says what actually ran
+        'The user changed the arguments to {"to": "carol@example.com", "body": "hi"} before approving. '
         "sent to carol@example.com",
         ("carol@example.com", "hi"),
     ),

@@ -204,3 +204,129 @@ async def test_gemini_thought_parts_are_not_spoken(gemini_kit: GeminiKit) -> Non
     )
     brain = gemini_kit.brain()
     assert await reply(brain, Turn("x", "c")) == ["Hi!"]
+
+
+# -- answers that are not words: refusals, filters, blocks -------------------------------------
+
+APOLOGY = "Sorry, something went wrong on my side. Could you say that again?"
+
+
+async def test_openai_refusal_is_spoken_as_the_answer(openai_kit: OpenAIKit) -> None:
+    openai_kit.server.push(Stream([oa.chunk({"role": "assistant", "refusal": "I can't help with that."}), oa.finish_chunk("stop")]))
+    brain = openai_kit.brain()
+    log = EventLog(brain)
+    turn = Turn("x", "c")
+    assert await reply(brain, turn) == ["I can't help with that."]
+    assert log.done(turn.turn_id).reason == "completed" and not log.of(ErrorEvent)
+
+
+NO_ANSWER = {
+    "openai-content_filter": ("openai", Stream([oa.chunk({"role": "assistant", "content": ""}), oa.finish_chunk("content_filter")]), "content_filter"),
+    "openai-length": ("openai", Stream([oa.finish_chunk("length")]), "length"),
+    "openai-empty_stop": ("openai", Stream([oa.chunk({"role": "assistant", "content": ""}), oa.finish_chunk("stop")]), "no text"),
+    "gemini-safety": ("gemini", Stream([Chunk({"candidates": [{"finishReason": "SAFETY", "index": 0}]})]), "SAFETY"),
+    "gemini-malformed_call": ("gemini", Stream([Chunk({"candidates": [{"finishReason": "MALFORMED_FUNCTION_CALL", "index": 0}]})]), "MALFORMED_FUNCTION_CALL"),
+    "gemini-empty_stop": ("gemini", Stream([gm.text_chunk("", "STOP")]), "no text"),
+    "gemini-prompt_blocked": ("gemini", Stream([Chunk({"promptFeedback": {"blockReason": "SAFETY"}})]), "prompt blocked: SAFETY"),
+}
+
+
+@pytest.mark.parametrize("case", list(NO_ANSWER))
+async def test_an_answer_without_words_ends_with_the_apology(case: str) -> None:
+    """A filtered, blocked or empty answer was a silent `completed` turn: the user heard nothing."""
+    provider, stream, why = NO_ANSWER[case]
+    async with open_kit(provider) as kit:
+        kit.server.push(stream, kit.text("Fine now."))
+        brain = kit.brain()
+        log = EventLog(brain)
+        turn = Turn("x", "c")
+        assert await reply(brain, turn) == [APOLOGY]
+        (err,) = log.of(ErrorEvent)
+        assert err.code == "protocol" and why in err.message
+        assert log.done(turn.turn_id).reason == "error"
+        assert await reply(brain, Turn("again", "c")) != [APOLOGY]  # the history is still accepted
+
+
+async def test_an_answer_cut_short_after_some_words_stands(openai_kit: OpenAIKit, caplog: pytest.LogCaptureFixture) -> None:
+    openai_kit.server.push(Stream([oa.text_chunk("It is sunny and"), oa.finish_chunk("length")]))
+    brain = openai_kit.brain()
+    log = EventLog(brain)
+    turn = Turn("x", "c")
+    assert await reply(brain, turn) == ["It is sunny and"]
+    assert log.done(turn.turn_id).reason == "completed"
+    assert "cut short (finish reason length)" in caplog.text
+
+
+# -- compatible servers' tool-call shapes ------------------------------------------------------
+
+
+def _call_chunk(index: int | None, call_id: str | None, name: str | None, arguments: str) -> Chunk:
+    tc: dict[str, object] = {"type": "function", "function": {"arguments": arguments}}
+    if index is not None:
+        tc["index"] = index
+    if call_id is not None:
+        tc["id"] = call_id
+    if name is not None:
+        tc["function"] = {"name": name, "arguments": arguments}
+    return oa.chunk({"tool_calls": [tc]})
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        # Ollama style: every parallel call on index 0, each whole in one chunk
+        [(0, "c1", "lookup", '{"key": "a"}'), (0, "c2", "lookup", '{"key": "b"}')],
+        # index 0 reused, arguments in pieces after each head
+        [(0, "c1", "lookup", ""), (0, None, None, '{"key": "a"}'), (0, "c2", "lookup", ""), (0, None, None, '{"key": "b"}')],
+        # no index, the id repeated on every chunk
+        [(None, "c1", "lookup", '{"key":'), (None, "c1", None, ' "a"}'), (None, "c2", "lookup", '{"key":'), (None, "c2", None, ' "b"}')],
+    ],
+    ids=["index_reused", "index_reused_in_pieces", "no_index_id_repeated"],
+)
+async def test_openai_compatible_parallel_call_shapes(openai_kit: OpenAIKit, chunks: list[tuple[int | None, str | None, str | None, str]]) -> None:
+    """Two calls used to be merged into one ("lookuplookup", arguments glued) or to fail."""
+    openai_kit.server.push(Stream([*(_call_chunk(*c) for c in chunks), oa.finish_chunk("tool_calls")]), oa.text_reply("ok"))
+    brain = openai_kit.brain(tools=[lookup])
+    assert "".join(await reply(brain, Turn("x", "c"))) == "ok"
+    assert oa.tool_results(openai_kit.server.requests[1]) == {"c1": "a:3", "c2": "b:3"}
+
+
+# -- text that is not valid Unicode, errors that are too long ----------------------------------
+
+
+async def test_lone_surrogates_do_not_break_the_conversation(openai_kit: OpenAIKit) -> None:
+    """The `openai` SDK cannot encode a lone surrogate: one in memory failed every later request."""
+
+    @tool
+    def read_file() -> str:
+        """Read the file."""
+        return b"caf\xe9".decode("utf-8", "surrogateescape")
+
+    emoji = "\U0001f600".encode("utf-16-le").decode("utf-16-le", "surrogatepass")
+    high, low = "\ud83d", "\ude00"  # an emoji's surrogate pair, split across two deltas
+    assert high + low != emoji  # (two lone surrogates until joined)
+    openai_kit.server.push(
+        oa.tool_reply(("call_f", "read_file", {})),
+        Stream([oa.text_chunk("Read " + high), oa.text_chunk(low), oa.finish_chunk("stop")]),
+        oa.text_reply("Next."),
+    )
+    brain = openai_kit.brain(tools=[read_file])
+    await reply(brain, Turn("read it", "c"))
+    assert "".join(await reply(brain, Turn("and now \udcff?", "c"))) == "Next."
+    last = openai_kit.server.requests[2].body["messages"]
+    assert oa.tool_results(openai_kit.server.requests[2]) == {"call_f": "caf\ufffd"}
+    assert [m["content"] for m in last if m["role"] != "tool"][-2:] == ["Read \U0001f600", "and now \ufffd?"]
+
+
+async def test_a_huge_tool_error_is_cut_for_the_model(openai_kit: OpenAIKit) -> None:
+    @tool
+    def explode() -> str:
+        """Fail loudly."""
+        raise RuntimeError("x" * 100_000)
+
+    openai_kit.server.push(oa.tool_reply(("call_x", "explode", {})), oa.text_reply("It failed."))
+    brain = openai_kit.brain(tools=[explode])
+    assert "".join(await reply(brain, Turn("go", "c"))) == "It failed."
+    told = oa.tool_results(openai_kit.server.requests[1])["call_x"]
+    assert told.startswith("ERROR: RuntimeError: xxx") and "[cut: the result was 100021 characters" in told
+    assert len(told) < 16_200

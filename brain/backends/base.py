@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
+from ..errors import ProtocolError
 from ..memory import Message, ToolCall
 from ..tools import Tool
 
@@ -43,3 +45,18 @@ class ModelBackend(Protocol):
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelOutput]: ...
 
     async def aclose(self) -> None: ...
+
+
+log = logging.getLogger("brain")
+
+
+def check_finish(reason: str, *, answered: bool, normal: Collection[str], provider: str) -> None:
+    """What a model call's finish reason means. A content filter, a safety block or a token
+    limit that hit before any word or tool call leaves the user with silence: a
+    `ProtocolError`, so the turn ends with the apology. After some words, the cut-short answer
+    stands and is logged."""
+    if reason in normal:
+        return
+    if not answered:
+        raise ProtocolError(f"the model gave no answer (finish reason {reason})", provider=provider)
+    log.warning("[%s] the model's answer was cut short (finish reason %s)", provider, reason)

@@ -18,12 +18,13 @@ from ..errors import (
     UnavailableError,
     error_for_status,
 )
-from ..memory import Message, ToolCall
-from .base import ModelOutput, ModelRequest, TextChunk
+from ..memory import Message, ToolCall, well_formed
+from .base import ModelOutput, ModelRequest, TextChunk, check_finish
 
 PROVIDER = "gemini"
 API_VERSION = "v1beta"
 _END = object()
+_NORMAL_FINISH = ("STOP",)
 
 
 def map_gemini_error(exc: BaseException) -> BrainError:
@@ -38,14 +39,24 @@ def map_gemini_error(exc: BaseException) -> BrainError:
 
 
 def to_gemini_contents(messages: list[Message]) -> list[types.Content]:
+    """The history as Gemini contents, `user` and `model` alternating: consecutive messages of
+    one side travel in one content (a turn whose reply was never heard, tool results followed
+    by the next user turn after a barge-in), as Gemini rejects two contents in a row from one side."""
     contents: list[types.Content] = []
+
+    def add(role: str, parts: list[types.Part]) -> None:
+        if contents and contents[-1].role == role:
+            contents[-1].parts = [*(contents[-1].parts or []), *parts]
+        else:
+            contents.append(types.Content(role=role, parts=parts))
+
     for m in messages:
         if m.role == "user":
-            contents.append(types.Content(role="user", parts=[types.Part(text=m.content)]))
+            add("user", [types.Part(text=well_formed(m.content))])
         elif m.role == "assistant":
             parts: list[types.Part] = []
             if m.content:
-                parts.append(types.Part(text=m.content))
+                parts.append(types.Part(text=well_formed(m.content)))
             for c in m.tool_calls:
                 parts.append(
                     types.Part(
@@ -54,20 +65,12 @@ def to_gemini_contents(messages: list[Message]) -> list[types.Content]:
                     )
                 )
             if parts:
-                contents.append(types.Content(role="model", parts=parts))
+                add("model", parts)
         else:
-            part = types.Part(
-                function_response=types.FunctionResponse(
-                    id=m.tool_call_id, name=m.name or "", response={"result": m.content}
-                )
+            response = types.FunctionResponse(
+                id=m.tool_call_id, name=m.name or "", response={"result": well_formed(m.content)}
             )
-            # consecutive tool results of one step travel together in one user content
-            if contents and contents[-1].role == "user" and all(
-                p.function_response is not None for p in contents[-1].parts or []
-            ):
-                (contents[-1].parts or []).append(part)
-            else:
-                contents.append(types.Content(role="user", parts=[part]))
+            add("user", [types.Part(function_response=response)])
     return contents
 
 
@@ -128,7 +131,8 @@ class GeminiBackend:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         pump = asyncio.ensure_future(self._pump(request, queue))
         calls: list[ToolCall] = []
-        finished = False
+        finish_reason: str | None = None
+        texts = 0
         try:
             while True:
                 item = await queue.get()
@@ -136,16 +140,25 @@ class GeminiBackend:
                     break
                 if isinstance(item, BaseException):
                     raise map_gemini_error(item) from item
-                finished = finished or any(c.finish_reason for c in item.candidates or [])
+                feedback = item.prompt_feedback
+                if feedback is not None and feedback.block_reason:
+                    # the prompt itself was refused: no candidate will come
+                    reason = getattr(feedback.block_reason, "value", feedback.block_reason)
+                    raise ProtocolError(f"the model gave no answer (prompt blocked: {reason})", provider=PROVIDER)
+                for cand in item.candidates or []:
+                    if cand.finish_reason:
+                        finish_reason = str(getattr(cand.finish_reason, "value", cand.finish_reason))
                 for out in self._outputs(item, calls):
+                    texts += 1
                     yield out
         finally:
             if not pump.done():
                 pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
-        if not finished:
+        if finish_reason is None:
             # the connection closed cleanly mid-answer: the reply so far is not the whole answer
             raise UnavailableError("the model's stream ended before it finished (no finishReason)", provider=PROVIDER)
+        check_finish(finish_reason, answered=bool(texts or calls), normal=_NORMAL_FINISH, provider=PROVIDER)
         for call in calls:
             yield call
 

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..memory import Message, ToolCall
+from ..tools import without_changed_arguments
 from .base import ModelOutput, ModelRequest, TextChunk
 
 _NUMBERS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
@@ -97,6 +98,7 @@ class OfflineBackend:
 
     @staticmethod
     def _sentence(name: str, content: str) -> str:
+        content = without_changed_arguments(content)
         if content.startswith("REJECTED") or content.startswith("NOT APPROVED"):
             return "Okay, I won't do that."
         if content.startswith("ERROR"):

@@ -18,8 +18,8 @@ from ..errors import (
     UnavailableError,
     error_for_status,
 )
-from ..memory import Message, ToolCall
-from .base import ModelOutput, ModelRequest, TextChunk
+from ..memory import Message, ToolCall, well_formed
+from .base import ModelOutput, ModelRequest, TextChunk, check_finish
 
 PROVIDER = "openai"
 
@@ -51,19 +51,19 @@ def to_openai_messages(system_prompt: str, messages: list[Message]) -> list[dict
         out.append({"role": "system", "content": system_prompt})
     for m in messages:
         if m.role == "tool":
-            out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content})
+            out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": well_formed(m.content)})
         elif m.role == "assistant" and m.tool_calls:
             out.append(
                 {
                     "role": "assistant",
-                    "content": m.content or None,
+                    "content": well_formed(m.content) or None,
                     "tool_calls": [
                         {
                             "id": c.id,
                             "type": "function",
                             "function": {
                                 "name": c.name,
-                                "arguments": c.raw_arguments or json.dumps(c.arguments),
+                                "arguments": well_formed(c.raw_arguments) or json.dumps(c.arguments),
                             },
                         }
                         for c in m.tool_calls
@@ -71,7 +71,7 @@ def to_openai_messages(system_prompt: str, messages: list[Message]) -> list[dict
                 }
             )
         else:
-            out.append({"role": m.role, "content": m.content})
+            out.append({"role": m.role, "content": well_formed(m.content)})
     return out
 
 
@@ -84,6 +84,23 @@ def parse_arguments(raw: str) -> dict[str, Any]:
     except json.JSONDecodeError:
         return {"__invalid_json__": raw}
     return value if isinstance(value, dict) else {"__invalid_json__": raw}
+
+
+def _call_index(index: int | None, call_id: str | None, calls: dict[int, dict[str, str]], wire: dict[int | None, int]) -> int:
+    """Which call a tool-call chunk continues. OpenAI numbers parallel calls by `index` and
+    sends each id once; compatible servers reuse index 0 for every call (Ollama) or omit
+    `index` and repeat the id: a new id on a wire index that already has one starts a call."""
+    if call_id:
+        for i, slot in calls.items():
+            if slot["id"] == call_id:
+                wire[index] = i
+                return i
+        current = wire.get(index)
+        if current is None or calls[current]["id"]:
+            wire[index] = len(calls)
+    elif index not in wire:
+        wire[index] = len(calls) if index is not None or not calls else max(calls)
+    return wire[index]
 
 
 class OpenAIChatBackend:
@@ -121,22 +138,26 @@ class OpenAIChatBackend:
         except openai.OpenAIError as exc:
             raise map_openai_error(exc) from exc
         calls: dict[int, dict[str, str]] = {}
-        finished = False
+        wire: dict[int | None, int] = {}  # the server's `index` -> the call its chunks continue
+        finish_reason: str | None = None
+        texts = 0
         try:
             async with stream:
                 async for chunk in stream:
                     if not chunk.choices:
                         continue
                     if chunk.choices[0].finish_reason:
-                        finished = True
+                        finish_reason = chunk.choices[0].finish_reason
                     delta = chunk.choices[0].delta
                     if delta is None:
                         continue
-                    if delta.content:
-                        yield TextChunk(delta.content)
+                    # a refusal is the model's answer to the user: it is spoken like one
+                    for text in (delta.content, getattr(delta, "refusal", None)):
+                        if text:
+                            texts += 1
+                            yield TextChunk(text)
                     for tc in delta.tool_calls or []:
-                        # some compatible servers omit `index`: a new id then starts a new call
-                        index = tc.index if tc.index is not None else max(calls, default=-1) + (1 if tc.id or not calls else 0)
+                        index = _call_index(tc.index, tc.id, calls, wire)
                         slot = calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
                         if tc.id:
                             slot["id"] = tc.id
@@ -152,10 +173,11 @@ class OpenAIChatBackend:
             raise ProtocolError(f"malformed stream chunk: {exc}", provider=PROVIDER) from exc
         except Exception as exc:  # transport errors raised by the HTTP layer mid-stream
             raise map_openai_error(exc) from exc
-        if not finished:
+        if finish_reason is None:
             # the connection closed cleanly mid-answer (a proxy's idle cut, a crashed server):
             # the reply so far is not the model's whole answer
             raise UnavailableError("the model's stream ended before it finished (no finish_reason)", provider=PROVIDER)
+        check_finish(finish_reason, answered=bool(texts or calls), normal=("stop", "tool_calls", "function_call"), provider=PROVIDER)
         for index in sorted(calls):
             slot = calls[index]
             if not slot["name"]:

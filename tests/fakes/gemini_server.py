@@ -47,10 +47,14 @@ class FakeGeminiServer(ScriptedServer):
         return {"error": {"code": status, "message": message, "status": STATUS_NAMES.get(status, "UNKNOWN")}}
 
     def check(self, body: Any) -> str | None:
-        """Gemini's rule for tool turns: each function-call turn is answered by as many responses."""
+        """Gemini's rules for the history: `user` and `model` contents alternate, and each
+        function-call turn is answered by as many responses in the next content."""
         if not isinstance(body, dict) or not body.get("contents"):
             return "* GenerateContentRequest.contents: contents is not specified"
         turns = body["contents"]
+        roles = [c.get("role") for c in turns]
+        if any(a == b for a, b in zip(roles, roles[1:], strict=False)):
+            return "Please ensure that multiturn requests alternate between user and model."
         for i, c in enumerate(turns):
             calls = sum(1 for p in c.get("parts", []) if "functionCall" in p)
             if c.get("role") == "model" and calls:
