@@ -273,6 +273,8 @@ class BaseVoiceSession:
         if self.close_reason is None:
             self.close_reason = reason
         log.info("ending session %s: %s", self.conversation_id, reason)
+        if self.bridge is not None:  # before livekit interrupts the turn waiting for them (`by: null`)
+            self.bridge.cancel_pending("system:session_closed")
         self.session.shutdown(drain=drain)
 
     async def _cancel_pending_approvals(self) -> None:

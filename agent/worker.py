@@ -22,10 +22,8 @@ import asyncio
 import gc
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from livekit import rtc
 from livekit.agents import AgentServer, JobContext, JobProcess
 from livekit.agents.voice.room_io import RoomOptions
 
@@ -35,19 +33,19 @@ from .allocator import pin_mmap_threshold
 from .config import AgentSettings
 from .health import VoiceAgentServer
 from .log_redaction import install as redact_logs
+from .room_life import (  # noqa: F401 - re-exported: the worker's session-life API
+    USER_KINDS,
+    JobClosers,
+    LastParticipantWatcher,
+    attach_session_life,
+    remaining_users,
+    wait_for_user,
+)
 from .startup_checks import check_configuration
 from .turns import vad_load_kwargs
 from .voice_session import BaseVoiceSession, VoiceSession, build_agent_session
 
 log = logging.getLogger("agent.worker")
-
-# participants the agent talks to (livekit-agents' default: standard, SIP, connector; not other agents)
-USER_KINDS = (
-    rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
-    rtc.ParticipantKind.PARTICIPANT_KIND_SIP,
-    rtc.ParticipantKind.PARTICIPANT_KIND_CONNECTOR,
-)
-
 
 def conversation_id_for_room(room_name: str) -> str:
     """One conversation per room: the brain's memory and events are keyed by the room name."""
@@ -68,35 +66,6 @@ def load_vad(settings: AgentSettings) -> Any:
     from livekit.plugins import silero
 
     return silero.VAD.load(**vad_load_kwargs(settings.turn))
-
-
-def remaining_users(room: Any) -> list[str]:
-    """Identities of remote participants the agent serves (other agents don't count)."""
-    return [
-        identity
-        for identity, p in dict(room.remote_participants).items()
-        if getattr(p, "kind", rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD) in USER_KINDS
-    ]
-
-
-class LastParticipantWatcher:
-    """Calls `on_empty` once when the last user (non-agent remote participant) has left."""
-
-    def __init__(self, room: Any, on_empty: Any) -> None:
-        self.room = room
-        self.on_empty = on_empty
-        self.fired = False
-        room.on("participant_disconnected", self._on_disconnected)
-
-    def _on_disconnected(self, participant: Any) -> None:
-        if self.fired or remaining_users(self.room):
-            return
-        self.fired = True
-        log.info("last participant (%s) left", getattr(participant, "identity", "?"))
-        self.on_empty()
-
-    def close(self) -> None:
-        self.room.off("participant_disconnected", self._on_disconnected)
 
 
 class VoiceWorker:
@@ -125,11 +94,13 @@ class VoiceWorker:
         """Serve the room's first user; returns the running session (None if nobody came)."""
         s = self.settings
         realtime = s.mode == "realtime"
+        closers = JobClosers()  # the session (once attached) first, then what it uses
+        ctx.add_shutdown_callback(closers.run)
         if realtime:
             from providers.realtime import create_realtime_model
 
             model = create_realtime_model(s.realtime)  # config errors surface before connecting
-            ctx.add_shutdown_callback(model.aclose)
+            closers.add(model.aclose)
         else:
             from providers import create_stt, create_tts
 
@@ -147,16 +118,16 @@ class VoiceWorker:
                     await stt.aclose()
                     await tts.aclose()
 
-            ctx.add_shutdown_callback(close_speech)
+            closers.add(close_speech)
             stt.prewarm()  # e.g. build the local recogniser while we wait for the user
             tts.prewarm()
         brain = create_voice_brain(s.effective_brain())
-        ctx.add_shutdown_callback(brain.aclose)
+        closers.add(brain.aclose)
 
         await ctx.connect()
         try:
             participant = await asyncio.wait_for(
-                ctx.wait_for_participant(kind=list(USER_KINDS)), timeout=s.join_timeout or None
+                wait_for_user(ctx.room, exclude=s.bridge.allowed_identities), timeout=s.join_timeout or None
             )
         except TimeoutError:
             log.info("nobody joined %s within %.0f s; leaving", ctx.room.name, s.join_timeout)
@@ -187,33 +158,18 @@ class VoiceWorker:
                 user_id=participant.identity,
             )
         voice.attach_bridge(ctx.room, served_identity=participant.identity)
-        # the speech providers close after the session (e.g. the local recogniser's processes)
-        attach_session_life(ctx, voice, then=() if realtime else (close_speech,))
+        # the speech providers and the brain close after the session (the local recogniser's processes)
+        watcher = attach_session_life(
+            ctx, voice, served=participant.identity, grace=s.inactivity_timeout, closers=closers
+        )
 
         await voice.start(
             room=ctx.room,
             room_options=RoomOptions(participant_identity=participant.identity, close_on_disconnect=False),
             **voice.start_options(),
         )
+        watcher.check()  # they may have left while the session started
         return voice
-
-
-def attach_session_life(
-    ctx: JobContext, voice: BaseVoiceSession, *, then: Sequence[Callable[[], Awaitable[None]]] = ()
-) -> LastParticipantWatcher:
-    """The job ends with the session; the session ends when the last user has left the room.
-    On shutdown, `then` runs after the session has closed."""
-    voice.on_close(lambda reason: ctx.shutdown(reason=f"session closed: {reason}"))
-    watcher = LastParticipantWatcher(ctx.room, lambda: voice.end("last participant left"))
-
-    async def on_shutdown() -> None:
-        watcher.close()
-        await voice.aclose()  # the bridge tells clients pending approvals are cancelled
-        for close in then:
-            await close()
-
-    ctx.add_shutdown_callback(on_shutdown)
-    return watcher
 
 
 def define_voice_agent(settings: AgentSettings | None = None, *, check: bool = True) -> AgentServer:

@@ -252,7 +252,7 @@ async def test_room_entrypoint_leaves_when_nobody_joins_and_closes_its_providers
 
 async def test_a_job_that_fails_before_its_session_still_closes_its_speech_providers() -> None:
     """The prewarmed providers are closed at job shutdown even when the job fails between
-    creating them and wiring the session (here: waiting for the participant fails)."""
+    creating them and wiring the session (here: connecting to the room fails)."""
     from livekit.agents.ipc.mock_room import create_mock_room
     from livekit.agents.testing import fake_job_context
 
@@ -262,7 +262,7 @@ async def test_a_job_that_fails_before_its_session_still_closes_its_speech_provi
     worker = VoiceWorker(settings(greeting_mode="off"))
     before = set(_decoder_processes())
 
-    async def broken_wait(**_: object) -> object:
+    async def broken_connect(**_: object) -> None:
         for _ in range(300):  # fail once the prewarmed decoder process runs (a bound, not a goal)
             if set(_decoder_processes()) - before:
                 break
@@ -271,7 +271,7 @@ async def test_a_job_that_fails_before_its_session_still_closes_its_speech_provi
 
     with fake_job_context(room=room) as ctx:
         worker.setup(ctx.proc)
-        ctx.wait_for_participant = broken_wait  # type: ignore[method-assign]
+        ctx.connect = broken_connect  # type: ignore[method-assign]
         with pytest.raises(RuntimeError, match="signalling went away"):
             await asyncio.wait_for(worker.run_session(ctx), 30)
         assert set(_decoder_processes()) - before, "the local STT was prewarmed"
@@ -307,6 +307,12 @@ async def test_room_entrypoint_on_livekits_mock_room() -> None:
             topics = [c.args[0] for c in room.register_byte_stream_handler.call_args_list]
             assert TOPIC_SESSION_MESSAGES not in topics
             assert voice.session.agent_state == "listening"
+            # livekit gathers a job's shutdown callbacks: one ordered callback closes the
+            # session, then the speech providers and the brain (never concurrently)
+            ours = [getattr(cb, "__qualname__", "") for cb in ctx._shutdown_callbacks if not cb.__module__.startswith("livekit")]
+            assert ours == ["JobClosers.run"]
+            await asyncio.gather(*(callback("job ended") for callback in ctx._shutdown_callbacks))
+            assert voice.closed.is_set()
         finally:
             await voice.aclose()  # type: ignore[union-attr]
     assert shutdowns == [f"session closed: {voice.close_reason}"]

@@ -7,6 +7,7 @@ loaded for the module.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -18,6 +19,7 @@ from agent.simulate import INPUT_RATE, Simulation, synthesize_utterance
 from agent.turns import TurnSettings
 from agent.worker import load_vad
 from brain import (
+    ApprovalRequested,
     ApprovalResolved,
     InProcessApprovalGate,
     ToolCall,
@@ -290,3 +292,30 @@ async def test_turn_cut_off_before_any_audio_is_merged_into_the_next(vad) -> Non
     users = [m.content for m in brain.history("merge") if m.role == "user"]
     assert users == [merged]
     assert TURNS  # the reference data is loaded
+
+
+async def test_ending_the_session_cancels_a_pending_approval_as_session_closed(vad) -> None:
+    """`end()` (the served user gone, the inactivity goodbye, a fatal error) cancels pending
+    approvals as `system:session_closed` before livekit interrupts the turn waiting for them
+    (which reported them cancelled `by: null`, meaning a barge-in)."""
+    backend = ScriptedBackend([Step(text=["One moment."], calls=[ToolCall("c1", "book_table", {"restaurant": "Luigi's", "party_size": 2})])])
+    brain = create_voice_brain(settings().brain, backend=backend, approvals=InProcessApprovalGate())
+    seen: list[object] = []
+    brain.subscribe(seen.append)
+    sim = Simulation(settings(), vad=vad, brain=brain, speed=4.0, conversation_id="ending", events=io.StringIO())
+    try:
+        await sim.start()
+        bridge = sim.voice.bridge
+        assert bridge is not None
+        typed = json.loads(await bridge.handle_message("user", json.dumps({"v": 1, "id": "t1", "type": "user.text", "data": {"text": "book it"}})))
+        assert typed["type"] == "ack", typed
+        for _ in range(300):
+            if any(isinstance(e, ApprovalRequested) for e in seen):
+                break
+            await sim.io.mic.play_silence(0.1)
+        sim.voice.end("served participant left")
+        await asyncio.wait_for(sim.voice.closed.wait(), 10)
+    finally:
+        await sim.aclose()
+    (resolved,) = [e for e in seen if isinstance(e, ApprovalResolved)]
+    assert (resolved.outcome, resolved.decided_by) == ("cancelled", "system:session_closed")

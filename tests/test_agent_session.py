@@ -12,7 +12,7 @@ from livekit.agents.testing import fake_job_context
 from agent.brain_agent import BrainAgent, BrainLLM
 from agent.simulate import Simulation
 from agent.turn_tracker import TurnTracker
-from agent.worker import attach_session_life, load_vad, remaining_users
+from agent.worker import JobClosers, attach_session_life, load_vad, remaining_users, wait_for_user
 from brain import BrainConfig, InProcessApprovalGate, auto_approve, create_voice_brain
 
 from .agent_fakes import FakeRoom, ScriptedBackend, Step, settings
@@ -109,6 +109,85 @@ async def test_session_ends_when_the_last_user_leaves(vad) -> None:
             await sim.aclose()
     assert sim.voice.close_reason == "last participant left"
     assert shutdowns == ["session closed: last participant left"]
+
+
+async def test_session_ends_when_the_served_user_is_gone_while_a_supervisor_stays(vad) -> None:
+    """The room input follows the served identity: once they have left, a supervisor who stays
+    cannot talk to the session, and livekit no longer runs its inactivity timer. The session
+    ends after the grace (AGENT_INACTIVITY_TIMEOUT in the worker), unless they come back."""
+    room = FakeRoom("room-9")
+    room.join("alice")
+    room.join("supervisor")
+    shutdowns: list[str] = []
+    with fake_job_context(room=room) as ctx:  # type: ignore[arg-type]
+        ctx.shutdown = lambda reason="": shutdowns.append(reason)  # type: ignore[method-assign]
+        sim = Simulation(settings(), vad=vad, speed=4.0, conversation_id=room.name)
+        try:
+            await sim.start()
+            watcher = attach_session_life(ctx, sim.voice, served="alice", grace=0.3)
+            room.leave("alice")
+            room.join("alice")  # back within the grace: the session goes on
+            await asyncio.sleep(0.6)
+            assert not sim.voice.closed.is_set() and not watcher.fired
+            room.leave("alice")
+            await asyncio.wait_for(sim.voice.closed.wait(), 10)
+        finally:
+            await sim.aclose()
+    assert sim.voice.close_reason == "served participant left"
+    assert shutdowns == ["session closed: served participant left"]
+
+
+async def test_a_leave_before_the_watcher_was_attached_still_ends_the_session(vad) -> None:
+    room = FakeRoom("room-10")
+    room.join("alice")
+    with fake_job_context(room=room) as ctx:  # type: ignore[arg-type]
+        ctx.shutdown = lambda reason="": None  # type: ignore[method-assign]
+        sim = Simulation(settings(), vad=vad, speed=4.0, conversation_id=room.name)
+        try:
+            await sim.start()
+            room.leave("alice")  # between finding the user and watching the room
+            watcher = attach_session_life(ctx, sim.voice, served="alice")
+            assert not watcher.fired
+            watcher.check()
+            await asyncio.wait_for(sim.voice.closed.wait(), 10)
+        finally:
+            await sim.aclose()
+    assert sim.voice.close_reason == "last participant left"
+
+
+async def test_the_served_user_is_never_a_supervisor() -> None:
+    """A supervisor (BRIDGE_ALLOWED_IDENTITIES) already in the room was taken as the user."""
+    room = FakeRoom("room-11")
+    room.join("bot", kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)
+    room.join("supervisor")
+    waiting = asyncio.ensure_future(wait_for_user(room, exclude=["supervisor"]))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    room.join("alice")
+    assert (await asyncio.wait_for(waiting, 5)).identity == "alice"
+    assert (await wait_for_user(room)).identity in {"supervisor", "alice"}  # nobody excluded: the first
+
+
+async def test_job_closers_run_in_order_once_and_past_a_failure() -> None:
+    order: list[str] = []
+
+    def step(name: str, fail: bool = False):  # type: ignore[no-untyped-def]
+        async def close() -> None:
+            await asyncio.sleep(0.01)  # concurrent callbacks would interleave here
+            order.append(name)
+            if fail:
+                raise RuntimeError(name)
+
+        return close
+
+    closers = JobClosers()
+    closers.add(step("speech"))
+    closers.add(step("brain", fail=True))
+    closers.add(step("model"))
+    closers.first(step("session"))
+    await closers.run("job ended")
+    await closers.run("again")
+    assert order == ["session", "speech", "brain", "model"]
 
 
 async def test_job_shutdown_closes_the_providers_after_the_session(vad) -> None:
