@@ -14,6 +14,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationInfo, 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from brain import BrainConfig, ConfigError
+from brain.errors import register_secrets_of
 from bridge import BridgeConfig
 
 from .turns import TurnSettings
@@ -127,6 +128,10 @@ class AgentSettings(BaseSettings):
     @classmethod
     def _strip(cls, v: object) -> object:
         return v.strip() if isinstance(v, str) else v
+
+    def model_post_init(self, context: Any, /) -> None:
+        # every configured key is scrubbed literally from logs and error envelopes
+        register_secrets_of(self)
 
     def effective_brain(self) -> BrainConfig:
         """The brain config the worker builds: in realtime mode the realtime model answers, so a

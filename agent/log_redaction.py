@@ -15,9 +15,11 @@ livekit's job-process log forwarder, reads the message before the extra fields.
 from __future__ import annotations
 
 import logging
+import os
+import re
 from typing import Any
 
-from brain.errors import redact_secrets
+from brain.errors import redact_secrets, register_secret
 
 _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
@@ -80,7 +82,15 @@ def redact_value(value: Any, depth: int = 0) -> Any:
     return value if clean == text else clean
 
 
+_SECRET_VARIABLE = re.compile(r"(?:_API_KEY|_KEY|_SECRET|_TOKEN|_PASSWORD)$")
+
+
 def install() -> None:
-    """Make every log record of this process a redacted one (idempotent)."""
+    """Make every log record of this process a redacted one (idempotent). The values of
+    secret-named environment variables (`*_API_KEY`, `*_SECRET`, ...: plugin keys the settings
+    do not hold too) are scrubbed literally, besides everything credential-shaped."""
+    for name, value in os.environ.items():
+        if _SECRET_VARIABLE.search(name.upper()):
+            register_secret(value)
     if logging.getLogRecordFactory() is not RedactedRecord:
         logging.setLogRecordFactory(RedactedRecord)

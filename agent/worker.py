@@ -28,6 +28,7 @@ from livekit.agents import AgentServer, JobContext, JobProcess
 from livekit.agents.voice.room_io import RoomOptions
 
 from brain import create_voice_brain
+from brain.errors import register_secrets_of
 
 from .allocator import pin_mmap_threshold
 from .config import AgentSettings
@@ -82,6 +83,7 @@ class VoiceWorker:
         """
         pin_mmap_threshold()  # VAD speech buffers go back to the system when sessions end
         redact_logs()  # a job process's own log records too (agent.log_redaction)
+        register_secrets_of(self.settings)  # unpickled settings: their keys, literally, too
         if self.settings.mode == "pipeline":
             proc.userdata["vad"] = load_vad(self.settings)
         gc.collect()

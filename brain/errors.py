@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, SecretStr
 
 ErrorCode = Literal[
     "auth",
@@ -49,10 +51,38 @@ def credential_like(token: str) -> bool:
     return first_lower is not None and any(c.isupper() for c in token[first_lower + 1 :])
 
 
+_KNOWN_SECRETS: set[str] = set()
+MIN_KNOWN_SECRET = 8
+"""Shorter values are not registered: replacing them would mangle ordinary words."""
+
+
+def register_secret(value: str | None) -> None:
+    """Scrub `value` literally wherever it appears from now on, in this process. For the
+    configured keys: a proxy or provider that echoes one verbatim ("Received API Key = ...")
+    does so in a shape no pattern below knows."""
+    if value and len(value.strip()) >= MIN_KNOWN_SECRET:
+        _KNOWN_SECRETS.add(value.strip())
+
+
+def register_secrets_of(settings: Any) -> None:
+    """`register_secret` every `SecretStr` of a pydantic settings object, nested ones too."""
+    if not isinstance(settings, BaseModel):
+        return
+    for name in type(settings).model_fields:
+        value = getattr(settings, name, None)
+        if isinstance(value, SecretStr):
+            register_secret(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            register_secrets_of(value)
+
+
 def redact_secrets(text: str) -> str:
-    """`text` with anything shaped like a credential replaced: provider error messages echo
-    keys (OpenAI's 401 names the key it got, masked but for its last characters), URLs carry
-    `?key=`, and these messages go to logs and to clients."""
+    """`text` with the registered secrets and anything shaped like a credential replaced:
+    provider error messages echo keys (OpenAI's 401 names the key it got, masked but for its
+    last characters), URLs carry `?key=`, and these messages go to logs and to clients."""
+    for secret in sorted(_KNOWN_SECRETS, key=len, reverse=True):  # a key inside another: the longer first
+        if secret in text:
+            text = text.replace(secret, "[redacted]")
     for pattern, replacement in _SECRET_PATTERNS:
         text = pattern.sub(replacement, text)
     return text

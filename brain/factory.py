@@ -10,7 +10,7 @@ from typing import Any
 from .approvals import ApprovalGate
 from .backends.base import ModelBackend
 from .config import BrainConfig
-from .errors import ConfigError
+from .errors import ConfigError, register_secrets_of
 from .memory import ConversationMemory
 from .tools import Tool, ToolSet, load_tool_module
 from .voice_brain import BrainSettings, VoiceBrain
@@ -106,6 +106,7 @@ def create_voice_brain(
 ) -> VoiceBrain:
     """Build a brain from config. Tools passed here are added to the modules named in BRAIN_TOOLS."""
     config = config or BrainConfig()
+    register_secrets_of(config)  # its keys never reach logs or error messages, whatever echoes them
     toolset = ToolSet(tools or ())
     for path in config.tools:
         for t in load_tool_module(path):

@@ -141,3 +141,41 @@ def test_scheme_values_are_masked_only_when_they_look_like_credentials() -> None
     assert redact_secrets("Authorization: Bearer abcdefghijklmnopqrstuvwx") == "Authorization: Bearer [redacted]"
     assert redact_secrets("token refresh_token: abcdef123456") == "token refresh_token: [redacted]"
     assert redact_secrets("auth-eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.abcdef") == "auth-[redacted]"
+
+
+def _unshaped_key() -> str:
+    """A key in no shape the patterns know (a team proxy's token): words and one dash."""
+    import secrets
+
+    return "team-proxy-" + "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(12))
+
+
+def test_configured_keys_are_scrubbed_literally(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A proxy echoing the key verbatim leaked it: no pattern knows its shape."""
+    from agent.config import AgentSettings
+    from brain import BrainConfig, create_voice_brain
+    from brain.errors import UnavailableError
+
+    speech_key, brain_key = _unshaped_key(), _unshaped_key()
+    echo = "401 Invalid proxy token passed. Received API Key = {}"
+    assert redact_secrets(echo.format(speech_key)) == echo.format(speech_key)  # unknown: kept
+    monkeypatch.setenv("DEEPGRAM_API_KEY", speech_key)
+    AgentSettings(_env_file=None)  # type: ignore[call-arg]
+    assert redact_secrets(echo.format(speech_key)) == echo.format("[redacted]")
+    # the brain alone (a plain asyncio program) registers its own key
+    create_voice_brain(BrainConfig(_env_file=None, backend="openai", openai_api_key=brain_key))  # type: ignore[call-arg]
+    assert brain_key not in str(UnavailableError(echo.format(brain_key), provider="openai"))
+
+
+def test_secret_named_environment_variables_are_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plugin keys the settings do not hold (`RESEMBLE_API_KEY`, ...) are read from the environment."""
+    from agent.log_redaction import install
+
+    key, other = _unshaped_key(), _unshaped_key()
+    monkeypatch.setenv("SOME_PLUGIN_API_KEY", key)
+    monkeypatch.setenv("SOME_PLUGIN_VOICE", other)  # not a secret's name: left alone
+    install()
+    assert redact_secrets(f"bad key {key} for voice {other}") == f"bad key [redacted] for voice {other}"
+    logger, out = _logger(logging.Formatter("%(message)s"))
+    logger.error("upstream said: %s", key)
+    assert key not in out.getvalue()
