@@ -19,6 +19,20 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
+def checked_base_url(value: object) -> object:
+    """A provider base URL as the SDKs need it: blank means unset, the scheme is required
+    (`127.0.0.1:8000/v1` failed only at the first request, deep in the HTTP client), and a
+    trailing slash goes (plugins that append `/path` would ask for `//path`)."""
+    if not isinstance(value, str):
+        return value
+    url = value.strip()
+    if not url:
+        return None
+    if not url.lower().startswith(("http://", "https://", "ws://", "wss://")):
+        raise ValueError(f"{url!r} is not a URL: it must start with http:// or https://")
+    return url.rstrip("/")
+
+
 class BrainConfig(BaseSettings):
     """Every field maps to an environment variable: `BRAIN_<FIELD>` unless noted."""
 
@@ -61,6 +75,11 @@ class BrainConfig(BaseSettings):
         default=None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY")
     )
     gemini_base_url: str | None = Field(default=None, validation_alias=AliasChoices("GEMINI_BASE_URL"))
+
+    @field_validator("openai_base_url", "gemini_base_url", mode="before")
+    @classmethod
+    def _base_url(cls, v: object) -> object:
+        return checked_base_url(v)
 
     @field_validator("tools", mode="before")
     @classmethod

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from brain.config import checked_base_url
+
 from .errors import ProviderConfigError
 from .provider_errors import tag_provider
 from .settings import TomlFileSource
@@ -108,6 +110,11 @@ class RealtimeSettings(BaseSettings):
             # name the variables, never echo the (possibly secret) input values
             problems = "; ".join(_describe_error(err) for err in e.errors())
             raise ProviderConfigError(f"invalid realtime settings: {problems}") from None
+
+    @field_validator("openai_base_url", "gemini_base_url", mode="before")
+    @classmethod
+    def _base_url(cls, v: object) -> object:
+        return checked_base_url(v)
 
     @field_validator("provider", mode="before")
     @classmethod

@@ -26,6 +26,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from brain.config import checked_base_url
+
 from .errors import ProviderConfigError
 from .spec import field_variables
 
@@ -186,6 +188,11 @@ class SpeechSettings(BaseSettings):
                 f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
             )
             raise ProviderConfigError(f"invalid speech settings: {problems}") from None
+
+    @field_validator("openai_base_url", mode="before")
+    @classmethod
+    def _base_url(cls, v: object) -> object:
+        return checked_base_url(v)
 
     @field_validator("stt_providers", "tts_providers", mode="before")
     @classmethod

@@ -6,8 +6,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, SecretStr, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
+
+from brain.config import checked_base_url
 
 Kind = Literal["stt", "tts"]
 
@@ -38,6 +48,11 @@ class ProviderOptions(BaseModel):
             return {k: v for k, v in data.items() if v is not None and v != ""}
         return data
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _base_urls(cls, v: Any, info: ValidationInfo) -> Any:
+        return checked_base_url(v) if (info.field_name or "").endswith("base_url") else v
+
     @classmethod
     def variables(cls) -> list[str]:
         """Every variable name this provider reads."""
@@ -54,6 +69,8 @@ class ProviderOptions(BaseModel):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
+            if isinstance(value, str):
+                value = value.strip()  # a key of spaces is no key
             if not value:
                 out.append(" or ".join(field_variables(name, type(self).model_fields[name])))
         return out

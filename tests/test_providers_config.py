@@ -344,3 +344,26 @@ def test_env_example_is_a_working_offline_configuration() -> None:
     assert isinstance(create_tts(settings), LocalTTS)
     documented = {line.split("=", 1)[0] for line in example.read_text().splitlines() if "=" in line}
     assert registry.all_variables() <= documented  # every provider variable is listed
+
+
+def test_a_base_url_needs_its_scheme_and_loses_its_trailing_slash(all_keys: dict[str, str]) -> None:
+    """`127.0.0.1:8000/v1` passed every check and failed at the first request, deep in httpx."""
+    from brain import BrainConfig
+
+    with pytest.raises(ProviderConfigError, match=r"OPENAI_BASE_URL: .*'127.0.0.1:8000/v1' is not a URL"):
+        SpeechSettings(OPENAI_BASE_URL="127.0.0.1:8000/v1")
+    with pytest.raises(ProviderConfigError, match=r"CARTESIA_BASE_URL: .*must start with http"):
+        _build("tts", "cartesia", {**all_keys, "CARTESIA_BASE_URL": "api.cartesia.ai"})
+    with pytest.raises(ValueError, match=r"GEMINI_BASE_URL[\s\S]*not a URL"):
+        BrainConfig(_env_file=None, GEMINI_BASE_URL="localhost:1")  # type: ignore[call-arg]
+    # plugins that append "/path" asked for "//path"
+    assert _build("tts", "cartesia", {**all_keys, "CARTESIA_BASE_URL": "http://127.0.0.1:9/"})._opts.base_url == "http://127.0.0.1:9"
+    assert SpeechSettings(OPENAI_BASE_URL=" http://127.0.0.1:9/v1/ ").openai_base_url == "http://127.0.0.1:9/v1"
+
+
+@pytest.mark.parametrize("kind", ["stt", "tts"])
+def test_a_key_of_spaces_is_no_key(kind: str) -> None:
+    """It counted as configured: start-up and doctor said ok, then every request failed."""
+    create = create_stt if kind == "stt" else create_tts
+    with pytest.raises(ProviderConfigError, match="missing OPENAI_API_KEY"):
+        create(SpeechSettings(**{f"{kind.upper()}_PROVIDERS": "openai", "OPENAI_API_KEY": "   "}))  # type: ignore[operator]
