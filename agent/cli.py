@@ -108,7 +108,7 @@ def _run_livekit(command: str, rest: list[str]) -> int:
         if missing:
             settings.require_livekit(missing)
     server = define_voice_agent(settings)
-    sys.argv = ["python -m agent", command, *rest]
+    sys.argv = [sys.argv[0], command, *rest]  # click names the program from the real __main__ path
     # livekit-agents 1.8 marks its in-process CLI as deprecated in favour of the external `lk`
     # tool; it is still the only way to offer start/dev/connect/console from `python -m agent`.
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"livekit\.agents")

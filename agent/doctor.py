@@ -158,9 +158,11 @@ def chosen_options(settings: AgentSettings) -> dict[str, dict[str, Any]]:
 
 def report(settings: AgentSettings) -> dict[str, Any]:
     # keys are masked by name; a password inside a URL (LIVEKIT_URL, *_BASE_URL) by its shape
+    rows = provider_rows(settings)
     return redact_value({  # type: ignore[no-any-return]
         "mode": settings.mode,
-        "providers": provider_rows(settings),
+        "ok": not unusable_chosen(rows),  # as GET /providers says it
+        "providers": rows,
         "provider_options": chosen_options(settings),
         "config": settings.masked(),
     })

@@ -58,7 +58,7 @@ log = logging.getLogger("agent.simulate")
 INPUT_RATE = 16_000
 COMMIT_GRACE = 3.0
 """Audio seconds (beyond the endpointing delay) a final transcript may take to become a turn."""
-MAX_SPEED = 20.0
+MAX_SPEED = 10.0
 """Fastest --speed: beyond it the simulated clock runs ahead of recognition and replies (the
 local STT needs 0.15-0.4x the audio's length), so turns come too late or not at all."""
 DEFAULT_OUT = Path("out/simulate_reply.wav")
@@ -401,6 +401,7 @@ async def run(args: argparse.Namespace, *, settings: AgentSettings | None = None
     r = sim.result
     say("")
     say(format_table(r.latency) if r.latency else "no user turn was detected")
+    failed = not r.latency  # nothing was heard and answered: a script must not read success
     if isinstance(wav, OSError):
         say(f"\nsimulate: could not write --out {args.out}: {wav.strerror or wav}")
         return 1
@@ -408,6 +409,10 @@ async def run(args: argparse.Namespace, *, settings: AgentSettings | None = None
         f"{r.output_rate or '?'} Hz mono) in {time.monotonic() - started:.1f} s")
     if r.reply_seconds == 0:
         say("simulate: warning: the agent produced no reply audio")
+    if failed:
+        say("simulate: no user turn was detected (no speech in the input, or a --speed the recogniser "
+            "could not keep up with on this machine)")
+        return 1
     return 0
 
 

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from livekit import api
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_AGENT_NAME = "voice-agent"
@@ -72,6 +79,15 @@ class TokenSettings(BaseSettings):
     @classmethod
     def _blank_is_none(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("ttl_seconds", "max_participants", "agent_name", mode="before")
+    @classmethod
+    def _blank_is_default(cls, v: object, info: ValidationInfo) -> object:
+        """`TOKEN_TTL=` (as `.env.example` may leave it) means the default, as for every other
+        blank setting; WEB_ROOM_PREFIX is the exception: empty there means any room."""
+        if isinstance(v, str) and not v.strip() and info.field_name is not None:
+            return cls.model_fields[info.field_name].default
+        return v
 
     @field_validator("api_secret", mode="before")
     @classmethod

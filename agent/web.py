@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .tokens import TokenInputError, TokenSettings, describe_settings_error, issue_token
@@ -103,6 +103,14 @@ class WebSettings(BaseSettings):
     tokens_per_minute: int = Field(default=20, ge=0)
     """Tokens one client address may get per minute (0: no limit). Behind a reverse proxy every
     client has the proxy's address: limit there instead (and set this to 0)."""
+
+    @field_validator("host", "port", "tokens_per_minute", mode="before")
+    @classmethod
+    def _blank_is_default(cls, v: object, info: ValidationInfo) -> object:
+        """A blank `WEB_HOST=` is 127.0.0.1 (it bound every interface), blank numbers their defaults."""
+        if isinstance(v, str) and not v.strip() and info.field_name is not None:
+            return cls.model_fields[info.field_name].default
+        return v
 
     @field_validator("root", mode="before")
     @classmethod
@@ -257,7 +265,7 @@ def create_app(
         try:
             body = await _read_token_request(request)
             room = body.get("room", "")
-            if settings.room_prefix and isinstance(room, str) and not room.startswith(settings.room_prefix):
+            if settings.room_prefix and isinstance(room, str) and room and not room.startswith(settings.room_prefix):
                 raise TokenInputError("room", f"must start with {settings.room_prefix!r}")
             # issue_token checks types and charsets itself
             identity = "web-" + secrets.token_hex(6)
@@ -341,6 +349,12 @@ def web_command(argv: list[str]) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not (settings.public_url or settings.url):
+        print(
+            "warning: neither LIVEKIT_PUBLIC_URL nor LIVEKIT_URL is set: tokens are issued without "
+            "the server URL browsers connect to",
+            file=sys.stderr,
+        )
     paths = WebPaths.discover(web_settings.root)
     if not test_mode and not paths.livekit_module(False).is_file():
         print(

@@ -6,6 +6,7 @@ here by a console policy that approves after printing the request).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
 
@@ -66,4 +67,8 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        prog="python -m brain", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Configured by BRAIN_* and the model keys (.env.example).",
+    ).parse_args()  # --help describes the demo instead of running it; anything else is refused
     sys.exit(asyncio.run(main()))

@@ -89,8 +89,8 @@ def test_simulate_refuses_an_unwritable_out_and_an_absurd_speed_before_running(t
     for argv, expected in (
         (["--out", str(tmp_path / "adir.wav")], "is a directory; give a file name"),
         (["--out", str(tmp_path / "file" / "x.wav")], "is a file, not a folder"),
-        (["--speed", "1e6"], "--speed must be above 0 and at most 20"),
-        (["--speed", "inf"], "--speed must be above 0 and at most 20"),
+        (["--speed", "1e6"], "--speed must be above 0 and at most 10"),
+        (["--speed", "inf"], "--speed must be above 0 and at most 10"),
         (["--tail", "-5"], "--tail must be 0 or more seconds"),
     ):
         assert main(["simulate", "no-such-file.wav", *argv]) == 2

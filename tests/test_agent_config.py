@@ -111,7 +111,9 @@ def test_doctor_checks_the_brains_tool_modules(monkeypatch) -> None:
     monkeypatch.setenv("BRAIN_TOOLS", "no_such_tools_module")
     out = io.StringIO()
     assert doctor_command(["--json"], out=out) == 1  # start would fail: say so now
-    (row,) = [r for r in json.loads(out.getvalue())["providers"] if r["kind"] == "tools"]
+    data = json.loads(out.getvalue())
+    assert data["ok"] is False  # the same verdict as the exit code and GET /providers
+    (row,) = [r for r in data["providers"] if r["kind"] == "tools"]
     assert row["chosen"] and not row["installed"]
     assert "cannot import tool module 'no_such_tools_module' (BRAIN_TOOLS)" in row["reason"]
 
@@ -130,6 +132,7 @@ def test_doctor_shows_each_chosen_providers_effective_options(monkeypatch) -> No
     monkeypatch.setenv("LOCAL_STT_DECODERS", "2")
     out = io.StringIO()
     assert doctor_command(["--json"], out=out) == 0
+    assert json.loads(out.getvalue())["ok"] is True
     options = json.loads(out.getvalue())["provider_options"]
     assert set(options) == {"stt openai", "stt local", "tts local"}
     assert options["stt local"]["LOCAL_STT_EARLY"] is True and options["stt local"]["LOCAL_STT_DECODERS"] == 2

@@ -127,6 +127,12 @@ async def test_bad_token_requests_are_400(make_client: Factory, body: object, fi
     await _error(await client.post("/token", json=body), 400, field)
 
 
+async def test_a_missing_room_is_reported_as_missing(make_client: Factory) -> None:
+    client = await make_client()
+    body = await _error(await client.post("/token", json={"name": "x"}), 400, "room")
+    assert "required" in body["error"]  # not "must start with 'web-'"
+
+
 async def test_non_json_and_oversized_bodies_are_400(make_client: Factory) -> None:
     client = await make_client()
     await _error(await client.post("/token", data=b"room=x&name=y"), 400, "body")
@@ -277,6 +283,25 @@ def test_web_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WEB_TEST_MODE", "")
     s = WebSettings(_env_file=None)  # type: ignore[call-arg]
     assert (s.host, s.port, s.root, s.test_mode) == ("0.0.0.0", 9000, None, False)
+
+
+
+def test_blank_web_and_token_settings_mean_their_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`WEB_HOST=` bound every interface (0.0.0.0) and blank numbers were errors; every other
+    blank setting of the project means its default. An empty WEB_ROOM_PREFIX still means any room."""
+    from agent.tokens import TokenSettings
+    from agent.web import WebSettings
+
+    for name in ("WEB_HOST", "WEB_PORT", "WEB_TOKENS_PER_MINUTE", "TOKEN_TTL", "ROOM_MAX_PARTICIPANTS", "AGENT_NAME", "WEB_ROOM_PREFIX"):
+        monkeypatch.setenv(name, " ")
+    w = WebSettings(_env_file=None)  # type: ignore[call-arg]
+    assert (w.host, w.port, w.tokens_per_minute) == ("127.0.0.1", 8080, 20)
+    t = TokenSettings(_env_file=None)  # type: ignore[call-arg]
+    defaults = TokenSettings.model_fields
+    assert (t.ttl_seconds, t.max_participants, t.agent_name) == (
+        defaults["ttl_seconds"].default, 3, defaults["agent_name"].default
+    )
+    assert t.room_prefix.strip() == ""
 
 
 def test_web_command_names_missing_keys(

@@ -191,3 +191,24 @@ async def test_a_retried_recognition_sends_one_error_envelope_at_most() -> None:
     calls, errors, _ = outcomes[2]
     assert calls == 2 and len(errors) == 1, errors  # both attempts failed: one report
     assert errors[0]["data"]["code"] == "unavailable" and "recogniser hiccup" in errors[0]["data"]["message"]
+
+
+async def test_no_user_turn_is_a_failed_run(tmp_path) -> None:
+    """A run that heard and answered nothing exited 0, so a script could not tell."""
+    import io
+    import wave
+
+    from agent.simulate import build_parser, run
+
+    from .agent_fakes import settings
+
+    silence = tmp_path / "silence.wav"
+    with wave.open(str(silence), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(b"\x00\x00" * 16000 * 2)
+    args = build_parser().parse_args([str(silence), "--speed", "10", "--no-greeting", "--tail", "1", "--out", str(tmp_path / "r.wav")])
+    out = io.StringIO()
+    assert await run(args, settings=settings(), out=out) == 1
+    assert "simulate: no user turn was detected" in out.getvalue()
