@@ -367,3 +367,22 @@ def test_a_key_of_spaces_is_no_key(kind: str) -> None:
     create = create_stt if kind == "stt" else create_tts
     with pytest.raises(ProviderConfigError, match="missing OPENAI_API_KEY"):
         create(SpeechSettings(**{f"{kind.upper()}_PROVIDERS": "openai", "OPENAI_API_KEY": "   "}))  # type: ignore[operator]
+
+
+def test_a_chosen_plugin_that_fails_to_import_is_not_ok(monkeypatch: pytest.MonkeyPatch) -> None:
+    """doctor and GET /providers said "ok" for a plugin found on disk that raises on import;
+    the worker's start-up then failed on it."""
+
+    class BrokenOptions(ProviderOptions):
+        pass
+
+    broken: ProviderSpec[Any, Any] = ProviderSpec(
+        "broken", "stt", BrokenOptions, lambda o: None, ("tests.fakes.broken_plugin",), "broken"
+    )
+    monkeypatch.setitem(registry.SPECS["stt"], "broken", broken)
+    (row,) = [r for r in provider_report(SpeechSettings(STT_PROVIDERS="broken,local")) if r.name == "broken"]
+    assert (row.installed, row.chosen) == (False, True)
+    assert row.reason == "tests.fakes.broken_plugin does not import (RuntimeError: this module needs a setting it did not get)"
+    # not chosen: the cheap on-disk check only (nothing imported for a report)
+    (row,) = [r for r in provider_report(SpeechSettings()) if r.name == "broken"]
+    assert row.installed and not row.chosen
