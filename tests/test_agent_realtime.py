@@ -352,6 +352,19 @@ async def test_a_reply_discarded_by_a_reconnection_is_not_a_completed_turn() -> 
             {"v": 1, "id": "m1", "type": "hitl.respond", "data": {"request_id": request["data"]["request_id"], "decision": "approve"}})))
         assert reply["type"] == "ack"
         await rig.wait(lambda: sent == ["ada@x"])
-        await asyncio.sleep(2.0)
-        dones = [e["data"] for e in rig.transport.envelopes if e["type"] == "turn.done"]
-    assert not [d for d in dones if d["reason"] == "completed" and not d["text"]], dones
+        await rig.wait(lambda: len([e for e in rig.transport.envelopes if e["type"] == "turn.done"]) >= 3)
+        await asyncio.sleep(1.0)  # nothing else may follow
+        envelopes = list(rig.transport.envelopes)
+    (tool_turn,) = {e["turn"] for e in envelopes if e["type"] in ("tool.started", "hitl.request", "tool.finished")}
+    dones = [(e["turn"], e["data"]["reason"], e["data"]["text"]) for e in envelopes if e["type"] == "turn.done"]
+    assert len(dones) == 3 and len({turn for turn, _, _ in dones}) == 3, dones
+    # the apology requested at the drop is discarded by the reconnection: an error turn with no text;
+    # the plugin still sends its request on the new connection, and the server's reply to it is the
+    # apology the user hears, a completed turn of its own
+    assert [(reason, text) for _, reason, text in dones[:2]] == [("error", ""), ("completed", APOLOGY)], dones
+    assert tool_turn not in {turn for turn, _, _ in dones[:2]}
+    # the turn of the approved call ends last, with the answer to the tool result. Its reason is
+    # not asserted: it is `error` (the drop hit it while its approval was pending), though its call
+    # ran and its answer was spoken in full (reported as a suspected product bug)
+    assert dones[2][0] == tool_turn and dones[2][2] == "Email sent.", dones
+    assert [e["data"]["status"] for e in envelopes if e["type"] == "tool.finished"] == ["ok"]
