@@ -74,8 +74,18 @@ async def test_greeting_generated_by_the_brain(vad) -> None:
 
 
 async def test_inactivity_timeout_says_goodbye_and_closes(vad) -> None:
+    """The goodbye comes once the user has been silent for the timeout, in audio time.
+
+    The simulated clock is wall time x speed and livekit's away timer is a wall-clock timer, so
+    how late the goodbye may start cannot be bounded without timing the machine. What makes it
+    late is checked instead: the timer livekit runs is the timeout scaled to the clock (an
+    unscaled one fires `speed` times late), and nothing restarted it (a user or agent state
+    change before `away` would)."""
     s = settings(inactivity_timeout=3.0, goodbye="Talk to you later.")
     sim = Simulation(s, vad=vad, speed=4.0, conversation_id="idle")
+    states: list[tuple[str, str, float]] = []
+    sim.session.on("user_state_changed", lambda ev: states.append(("user", ev.new_state, sim.clock.now())))
+    sim.session.on("agent_state_changed", lambda ev: states.append(("agent", ev.new_state, sim.clock.now())))
     try:
         await sim.start()
         await _wait(sim.voice.closed.is_set, sim)
@@ -84,6 +94,11 @@ async def test_inactivity_timeout_says_goodbye_and_closes(vad) -> None:
     assert sim.voice.closed.is_set()
     assert sim.voice.close_reason == "inactivity timeout"
     assert sim.io.transcript.segments == ["Talk to you later."]
+    assert sim.session.options.user_away_timeout * sim.clock.speed == pytest.approx(3.0)
+    # the agent listens from the start, the user goes away (once), then the goodbye is spoken
+    assert [(who, state) for who, state, _ in states][:3] == [
+        ("agent", "listening"), ("user", "away"), ("agent", "speaking")], states
+    assert states[1][2] <= sim.io.sink.segments[0].start
     assert sim.io.sink.segments[0].start >= 3.0  # not before the timeout (audio time)
 
 
