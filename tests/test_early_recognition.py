@@ -9,6 +9,7 @@ import pytest
 from livekit import rtc
 from livekit.agents import LanguageCode, stt, vad
 from livekit.agents.metrics import STTMetrics
+from livekit.agents.utils.audio import calculate_audio_duration
 
 from agent.early_recognition import EarlyRecognition, free_recognitions
 from agent.guards import DeadlineSTT
@@ -159,11 +160,17 @@ async def test_the_offline_pipeline_transcribes_at_the_first_pause(early: bool) 
     sim = Simulation(s, vad=load_vad(s), stt=LocalSTT(early=early), speed=2.0, conversation_id="early")
     usage: list[STTMetrics] = []
     sim.session.stt.on("metrics_collected", lambda m: usage.append(m) if isinstance(m, STTMetrics) else None)
+    segments: list[float] = []  # the seconds of audio of each segment the VAD handed the STT
+    sim.session.stt.shared_vad.subscribe(  # type: ignore[attr-defined]
+        lambda ev: segments.append(calculate_audio_duration(ev.frames)) if ev.type == vad.VADEventType.END_OF_SPEECH else None)
     audio = await synthesize_utterance("What's the weather in Paris?")
     assert await play_and_settle(sim, audio, limit=20)
     text = " ".join(sim.result.user_turns)
     assert "weather" in text and "paris" in text, text
     stats = sim.session.stt.early  # type: ignore[attr-defined]
     assert stats.used == (1 if early else 0)
-    assert usage and sum(m.audio_duration for m in usage) >= 1.0  # the utterance's seconds, reported once
+    # usage is reported once per segment, for that segment's audio (the early recognition's own
+    # too, which bypasses `recognize()`)
+    assert segments and min(segments) >= 1.0, segments
+    assert [m.audio_duration for m in usage] == pytest.approx(segments, abs=0.05), (usage, segments)
     assert sim.result.reply_seconds > 0.5
