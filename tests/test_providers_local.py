@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import wave
 from pathlib import Path
@@ -108,12 +109,33 @@ async def test_local_stt_empty_and_silent_audio(local_stt: LocalSTT) -> None:
 
 
 async def test_local_stt_serves_concurrent_requests(jfk: list[rtc.AudioFrame]) -> None:
+    """Two requests at once get two decoder processes: with the prewarmed one frozen mid-request
+    (SIGSTOP), the other request is still answered, by a second process; nothing is serialised."""
     short = jfk[:20]  # 2 s: enough to exercise the decoder pool, cheap to decode
     engine = LocalSTT(max_decoders=2)
     engine.prewarm()  # builds the first decoder in the background
-    first, second = await asyncio.gather(engine.recognize(short), engine.recognize(short))
-    assert first.alternatives[0].text == second.alternatives[0].text  # same input, same answer
-    await engine.aclose()
+    assert engine._prewarm_task is not None
+    await engine._prewarm_task
+    (frozen,) = engine._pool._all
+    os.kill(frozen._proc.pid, signal.SIGSTOP)
+    try:
+        requests = [asyncio.ensure_future(engine.recognize(short)) for _ in range(2)]
+        # the bound is a deadlock guard only: a pool that serialises never answers either
+        done, pending = await asyncio.wait(requests, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        assert len(done) == 1 and len(pending) == 1, "the second request waited for the busy decoder"
+        workers = list(engine._pool._all)
+        assert len(workers) == 2 and frozen in workers
+    finally:
+        os.kill(frozen._proc.pid, signal.SIGCONT)
+    try:
+        first, second = await asyncio.gather(*requests)  # the frozen one answers too
+        texts = [first.alternatives[0].text, second.alternatives[0].text]
+        for text in texts:
+            assert "fellow" in text.split() and _reference_hits(text) >= 3, texts  # "and so my fellow"
+        assert texts[0] == texts[1]  # same input, same answer
+        assert all(w.alive() for w in workers) and len({w._proc.pid for w in workers}) == 2
+    finally:
+        await engine.aclose()
 
 
 async def test_local_stt_decodes_in_another_process_and_survives_its_death(
