@@ -103,38 +103,98 @@ async def test_speaker_plays_out_a_segment_at_clock_speed() -> None:
     assert seg.played == pytest.approx(1.0, abs=0.01) and not seg.interrupted
 
 
+class ManualClock(SimClock):
+    """A clock only the test moves (`advance`): positions are exact, whatever the machine's load.
+    A sleep ends within `EPS` of its target (sums of frame durations are not exact floats)."""
+
+    EPS = 1e-9
+
+    def __init__(self) -> None:
+        super().__init__(1.0)
+        self.t = 0.0
+        self._waiters: list[tuple[float, asyncio.Future[None]]] = []
+
+    def start(self) -> None:
+        pass
+
+    @property
+    def started(self) -> bool:
+        return True
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep_until(self, t: float) -> None:
+        if self.t >= t - self.EPS:
+            await asyncio.sleep(0)
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append((t, fut))
+        await fut
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+        due = [(t, f) for t, f in self._waiters if t <= self.t + self.EPS]
+        self._waiters = [(t, f) for t, f in self._waiters if t > self.t + self.EPS]
+        for _, fut in due:
+            if not fut.done():
+                fut.set_result(None)
+
+
 async def test_speaker_clear_buffer_stops_part_way_and_pause_holds() -> None:
-    clock = SimClock(speed=10)
+    clock = ManualClock()
     sink = PlaybackSink(clock)
     for f in _tone(2.0):
         await sink.capture_frame(f)
     sink.flush()
-    await clock.sleep(0.5)
+    clock.advance(0.5)
+    assert sink.current_played() == pytest.approx(0.5)
     sink.pause()
-    held = sink.current_played()
-    await clock.sleep(0.5)
-    assert sink.current_played() == pytest.approx(held, abs=0.02)
+    clock.advance(0.5)
+    await asyncio.sleep(0)
+    assert sink.current_played() == pytest.approx(0.5)  # paused: the clock moves, playback does not
     sink.resume()
-    await clock.sleep(0.3)
+    clock.advance(0.3)
+    await asyncio.sleep(0)
+    assert sink.playing and not sink.segments[0].finished
     sink.clear_buffer()
-    ev = await asyncio.wait_for(sink.wait_for_playout(), 5)
+    ev = await asyncio.wait_for(sink.wait_for_playout(), 5)  # a deadlock guard only
     assert ev.interrupted
-    assert 0.5 < ev.playback_position < 1.3
-    assert sink.segments[0].interrupted
+    assert ev.playback_position == pytest.approx(0.8)  # 0.5 before the pause, 0.3 after it
+    assert sink.segments[0].interrupted and sink.segments[0].played == pytest.approx(0.8)
+    assert not sink.playing
+
+
+async def test_speaker_plays_out_a_flushed_segment_when_the_clock_reaches_its_end() -> None:
+    clock = ManualClock()
+    sink = PlaybackSink(clock)
+    for f in _tone(1.0):
+        await sink.capture_frame(f)
+    sink.flush()
+    playout = asyncio.ensure_future(sink.wait_for_playout())
+    clock.advance(0.99)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not playout.done() and sink.current_played() == pytest.approx(0.99)
+    clock.advance(0.01)
+    ev = await asyncio.wait_for(playout, 5)  # a deadlock guard only
+    assert not ev.interrupted and ev.playback_position == pytest.approx(1.0)
+    assert sink.segments[0].end == pytest.approx(1.0)
 
 
 async def test_speaker_timeline_places_audio_where_it_played() -> None:
-    clock = SimClock(speed=20)
+    clock = ManualClock()
     sink = PlaybackSink(clock)
-    clock.start()
-    await clock.sleep(1.0)
+    clock.advance(1.0)
     for f in _tone(0.5):
         await sink.capture_frame(f)
     sink.flush()
-    await sink.wait_for_playout()
+    clock.advance(0.5)
+    await asyncio.wait_for(sink.wait_for_playout(), 5)  # a deadlock guard only
+    assert sink.segments[0].start == pytest.approx(1.0)
     pcm = np.frombuffer(sink.timeline_pcm(16_000, duration=2.0), dtype=np.int16)
     assert len(pcm) == 32_000
     loud = np.flatnonzero(np.abs(pcm) > 1000)
-    assert loud[0] / 16_000 == pytest.approx(sink.segments[0].start, abs=0.02)
-    assert 0.95 < loud[0] / 16_000 < 1.2
-    assert np.abs(pcm[:15_000]).max() == 0
+    assert loud[0] / 16_000 == pytest.approx(1.0, abs=0.001)  # the tone starts where it played
+    assert loud[-1] / 16_000 == pytest.approx(1.5, abs=0.001)  # and lasts the 0.5 s it played
+    assert np.abs(pcm[:16_000]).max() == 0 and np.abs(pcm[24_000:]).max() == 0
