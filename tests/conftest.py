@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -28,6 +29,27 @@ def _default_log_records() -> Iterator[None]:
     factory = logging.getLogRecordFactory()
     yield
     logging.setLogRecordFactory(factory)
+
+
+PROCESS_ENV = (
+    "LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE",  # agent.worker.PRELOAD_LOCAL_INFERENCE, set by define_voice_agent
+    "SSL_CERT_FILE",  # pointed at a fake server's certificate by the realtime rigs
+)
+"""Environment variables the code under test (or a rig) sets process-wide."""
+
+
+@pytest.fixture(autouse=True)
+def _process_env() -> Iterator[None]:
+    """`define_voice_agent` sets LIVEKIT_AGENTS_PRELOAD_LOCAL_INFERENCE for the forkserver it
+    starts (right for a worker, a leak into every later test here): put each of `PROCESS_ENV`
+    back as it was before the test."""
+    saved = {name: os.environ.get(name) for name in PROCESS_ENV}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture
