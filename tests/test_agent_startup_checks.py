@@ -53,7 +53,6 @@ def test_realtime_mode_does_not_need_the_unused_brain_models_key(monkeypatch) ->
     needs no OPENAI_API_KEY, and the worker's brain keeps its tools on the offline backend."""
     for var in ("OPENAI_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY"):
         monkeypatch.delenv(var, raising=False)
-    pytest.importorskip("livekit.plugins.google")
     realtime = RealtimeSettings(_env_file=None, REALTIME_PROVIDER="gemini-live", GEMINI_API_KEY="g-placeholder")  # type: ignore[call-arg]
     s = settings(mode="realtime", realtime=realtime, brain=BrainConfig(_env_file=None, backend="openai"))  # type: ignore[call-arg]
     define_voice_agent(s)  # no OPENAI_API_KEY error

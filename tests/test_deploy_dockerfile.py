@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -143,7 +142,6 @@ def test_agent_command_and_health_check() -> None:
 
 
 def test_health_port_is_the_workers_default() -> None:
-    pytest.importorskip("agent.config")
     from agent.config import AgentSettings
 
     assert AgentSettings.model_fields["http_port"].default == 8081
