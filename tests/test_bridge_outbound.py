@@ -233,14 +233,21 @@ async def _consume(gen: Any) -> str:
 
 
 async def test_new_request_after_the_served_participant_left_is_cancelled_at_once() -> None:
-    from brain import BrainConfig, Turn, create_voice_brain
+    from brain import ApprovalResolved, BrainConfig, ToolFinished, Turn, create_voice_brain
 
     room = FakeRoom(["alice"])
     brain = create_voice_brain(BrainConfig(_env_file=None, hitl_timeout=30))
+    seen: list[object] = []
+    brain.subscribe(seen.append)
     b = attach_event_bridge(room, brain=brain, agent_name="a", served_identity="alice")
     room.disconnect_participant("alice")
+    # the bound is a deadlock guard only: what proves "at once" is who resolved it, below
     reply = await asyncio.wait_for(_consume(brain.stream_reply(Turn("book a table", CONV, user_id="alice"))), 10)
-    assert "won't" in reply  # did not wait 30 s for nobody
+    resolved = [(e.outcome, e.decided_by) for e in seen if isinstance(e, ApprovalResolved)]
+    assert resolved == [("cancelled", "system:participant_left")]  # not a timeout, not a decision
+    assert [e.status for e in seen if isinstance(e, ToolFinished)] == ["cancelled"]
+    assert "won't" in reply
+    assert brain.approvals.pending(CONV) == []
     await b.aclose()
 
 
