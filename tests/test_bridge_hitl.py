@@ -204,14 +204,22 @@ async def test_allowed_identity_may_decide(session: Session) -> None:
 async def test_request_addressed_outside_the_session_is_not_published(session: Session) -> None:
     s = session
     task = await s.run_turn("book a table for two", user_id="bob")
-    await asyncio.sleep(0.05)
-    assert s.alice.of_type("hitl.request") == []
+
+    async def requested() -> None:
+        while not s.brain.approvals.pending(CONV):  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(requested(), 10)  # a deadlock guard only
+    assert await s.bridge.flush(5)  # everything published so far has reached the clients
+    assert "tool.started" in types(s.alice.envelopes)  # the turn itself is forwarded ...
+    assert s.alice.of_type("hitl.request") == []  # ... its approval request is not
     [rid] = [r.request_id for r in s.brain.approvals.pending(CONV)]
     answer = await s.alice.respond(rid, "approve")
     assert answer["data"]["code"] == "unknown_request"
     s.brain.approvals.resolve(rid, __import__("brain").ApprovalDecision.reject(by="bob"))
     await finish(s, task)
-    assert s.alice.of_type("hitl.resolved") == []
+    assert s.alice.of_type("hitl.request") == [] and s.alice.of_type("hitl.resolved") == []
+    assert types(s.alice.envelopes)[-1] == "turn.done"
 
 
 async def test_other_conversations_are_not_forwarded(session: Session) -> None:
