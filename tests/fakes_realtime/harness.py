@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -45,7 +46,8 @@ class RealtimeHarness:
         self.provider = provider
         self.server: Any = FakeRealtimeServer() if provider == "openai-realtime" else FakeGeminiLiveServer()
         self.api_key = api_key
-        self._saved_cert_env: str | None = None
+        self._cleanup = contextlib.AsyncExitStack()
+        """What `__aexit__` undoes, newest first; every step runs even if an earlier one raises."""
         self.max_retry = max_retry
         self.apology = apology
         self.tools = list(tools)
@@ -58,15 +60,24 @@ class RealtimeHarness:
         self._utterance = (samples, rate)
 
     async def __aenter__(self) -> RealtimeHarness:
+        try:
+            await self._start()
+        except BaseException:
+            await self._cleanup.aclose()  # a half-built harness leaks nothing either
+            raise
+        return self
+
+    async def _start(self) -> None:
         from brain import InProcessApprovalGate
 
         await self.server.start()
+        self._cleanup.push_async_callback(self.server.aclose)
         if self.provider == "openai-realtime":
             keys: dict[str, Any] = {"openai_api_key": self.api_key, "openai_base_url": self.server.base_url}
         else:
             keys = {"gemini_api_key": self.api_key, "gemini_base_url": self.server.base_url}
             # google-genai always dials wss:// and reads SSL_CERT_FILE when it builds its client
-            self._saved_cert_env = os.environ.get("SSL_CERT_FILE")
+            self._cleanup.callback(_restore_env, "SSL_CERT_FILE", os.environ.get("SSL_CERT_FILE"))
             os.environ["SSL_CERT_FILE"] = str(self.server.cert_file)
         self.settings = RealtimeSettings(
             _env_file=None,
@@ -77,6 +88,7 @@ class RealtimeHarness:
             **keys,
         )
         self.model = cast(GuardedOpenAIRealtimeModel, create_realtime_model(self.settings))
+        self._cleanup.push_async_callback(self.model.aclose)
         self.brain: VoiceBrain = create_voice_brain(
             BrainConfig(_env_file=None, backend="offline", tools=[], hitl_timeout=10.0),  # type: ignore[call-arg]
             tools=self.tools,
@@ -89,23 +101,18 @@ class RealtimeHarness:
         self.session = AgentSession(
             llm=self.model, aec_warmup_duration=None, **realtime_session_kwargs(self.settings)
         )
+        self._cleanup.push_async_callback(self.session.aclose)
+        self._cleanup.callback(self.input.close)
         self.session.input.audio = self.input
         self.session.output.audio = self.sink
         for name in ("user_input_transcribed", "agent_state_changed", "conversation_item_added", "close"):
             self.session.on(name, self.session_events.append)
         await self.session.start(self.agent)
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
-        self.input.close()
-        await self.session.aclose()
-        await self.model.aclose()
-        await self.server.aclose()
-        if self.provider != "openai-realtime":
-            if self._saved_cert_env is None:
-                os.environ.pop("SSL_CERT_FILE", None)
-            else:
-                os.environ["SSL_CERT_FILE"] = self._saved_cert_env
+        # the microphone, the session, the model, the server, SSL_CERT_FILE: each is undone
+        # even if undoing an earlier one raised
+        await self._cleanup.aclose()
 
     # -- driving --
 
@@ -144,3 +151,10 @@ class RealtimeHarness:
 
     def texts(self, turn_id: str) -> str:
         return "".join(e.text for e in self.of_type("text.delta") if e.turn_id == turn_id)
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
