@@ -298,6 +298,8 @@ async def test_turn_cut_off_before_any_audio_is_merged_into_the_next(vad) -> Non
     # the brain's memory holds the merged turn once, not the lost one
     users = [m.content for m in brain.history("merge") if m.role == "user"]
     assert users == [merged]
+
+
 async def test_ending_the_session_cancels_a_pending_approval_as_session_closed(vad) -> None:
     """`end()` (the served user gone, the inactivity goodbye, a fatal error) cancels pending
     approvals as `system:session_closed` before livekit interrupts the turn waiting for them
