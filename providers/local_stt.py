@@ -115,14 +115,33 @@ class _DecoderProcesses:
 
     def __init__(self, options: dict[str, Any], size: int) -> None:
         self._options = options
+        self._size = size
         self._slots = threading.BoundedSemaphore(size)
         self._idle: queue.SimpleQueue[_WorkerProcess] = queue.SimpleQueue()
         self._all: list[_WorkerProcess] = []
+        self._count = 0
+        """Workers running or starting: never more than `size` (a decode that arrived while the
+        prewarmed one was still starting used to start another one beside it)."""
         self._lock = threading.Lock()
         self._closed = False
 
+    def _reserve(self, *, only_first: bool = False) -> bool:
+        with self._lock:
+            if self._closed:
+                raise APIConnectionError("the local STT is closed")
+            if self._count >= (1 if only_first else self._size):
+                return False
+            self._count += 1
+            return True
+
     def _new(self) -> _WorkerProcess:
-        worker = _WorkerProcess(self._options)
+        """Start a worker for a reservation (`_reserve`)."""
+        try:
+            worker = _WorkerProcess(self._options)
+        except BaseException:
+            with self._lock:
+                self._count -= 1
+            raise
         with self._lock:
             if not self._closed:
                 self._all.append(worker)
@@ -131,18 +150,33 @@ class _DecoderProcesses:
         raise APIConnectionError("the local STT is closed")
 
     def warm(self) -> None:
-        """Start one worker now, if none exists yet."""
-        with self._lock:
-            if self._all:
-                return
-        self._idle.put(self._new())
+        """Start one worker now, if none exists (or is starting) yet."""
+        if self._reserve(only_first=True):
+            self._idle.put(self._new())
+
+    def _take(self) -> _WorkerProcess:
+        """An idle worker; else a new one while the pool may grow; else the one that becomes
+        idle next (with a slot held, some worker is idle or starting, not busy)."""
+        while True:
+            worker = self._idle_worker()
+            if worker is not None:
+                return worker
+            if self._reserve():
+                return self._new()
+            try:
+                worker = self._idle.get(timeout=0.2)
+            except queue.Empty:
+                continue  # (re-checks closed and the count: a worker may have died meanwhile)
+            if worker.alive():
+                return worker
+            self._discard(worker)
 
     def decode(self, pcm: bytes, job: DecodeJob | None = None) -> str:
         job = job or DecodeJob()
         with self._slots:
             if self._closed:
                 raise APIConnectionError("the local STT is closed")
-            worker = self._idle_worker() or self._new()
+            worker = self._take()
             if not job.attach(worker):
                 self._idle.put(worker)
                 raise APIConnectionError("decode aborted")
@@ -159,7 +193,7 @@ class _DecoderProcesses:
                 return text
             self._discard(worker)  # died, or killed by abort() (maybe just after it answered)
             if job.aborted:
-                if not self._closed:
+                if not self._closed and self._reserve():
                     # the replacement starts now, while this slot is held: the next call waits
                     # for it rather than spawning one itself
                     self._idle.put(self._new())
@@ -182,12 +216,14 @@ class _DecoderProcesses:
         with self._lock:
             if worker in self._all:
                 self._all.remove(worker)
+                self._count -= 1
         worker.close()
 
     def shutdown(self) -> None:
         with self._lock:
             self._closed = True
             workers, self._all = self._all, []
+            self._count = 0
         while True:
             try:
                 self._idle.get_nowait()

@@ -138,6 +138,22 @@ async def test_local_stt_serves_concurrent_requests(jfk: list[rtc.AudioFrame]) -
         await engine.aclose()
 
 
+@pytest.mark.parametrize("decoders", [1, 2])
+async def test_requests_while_the_prewarmed_decoder_starts_stay_within_the_pool(jfk: list[rtc.AudioFrame], decoders: int) -> None:
+    """Requests that arrived while the prewarmed decoder was still starting each started one
+    of their own beside it: max_decoders + 1 processes, kept for the whole job."""
+    engine = LocalSTT(max_decoders=decoders)
+    engine.prewarm()  # not awaited: the requests find it starting
+    try:
+        results = await asyncio.gather(*(engine.recognize(jfk[:20]) for _ in range(decoders)))
+        assert all("fellow" in r.alternatives[0].text.split() for r in results)
+        assert engine._prewarm_task is not None
+        await engine._prewarm_task
+        assert len(engine._pool._all) <= decoders
+    finally:
+        await engine.aclose()
+
+
 async def test_local_stt_decodes_in_another_process_and_survives_its_death(
     jfk: list[rtc.AudioFrame],
 ) -> None:
