@@ -112,8 +112,9 @@ class _RealtimeTurn:
     tools_running: int = 0
     watchdog: asyncio.TimerHandle | None = None
     refused: bool = False
-    """The server refused a request while this reply ran (`bad_request`): an error of the reply
-    only if the reply then says nothing (the refused request may be another one)."""
+    """The server refused a request while this reply ran (`bad_request`, maybe about another
+    one), or a recoverable failure hit while the turn waited for its tools: an error of the
+    reply only if the reply then says nothing."""
 
 
 class RealtimeTurnTracker:
@@ -389,6 +390,12 @@ class RealtimeTurnTracker:
         if report.code == "bad_request" and not t.error:
             # e.g. `conversation_already_has_active_response` about some other client event:
             # judged when the reply ends (an error only if it said nothing)
+            t.refused = True
+            return
+        if t.tools_running and report.recoverable and not t.error:
+            # the turn waits for its tools (an approval, a slow call) and owes no output: a
+            # connection that drops and recovers meanwhile cut nothing; the answer to the tools
+            # comes on the new connection and the turn is judged when it ends (or stalls)
             t.refused = True
             return
         already = t.error

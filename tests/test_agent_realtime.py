@@ -324,10 +324,11 @@ async def test_a_refused_request_does_not_fail_a_reply_that_goes_on() -> None:
     assert rig.server.requested_instructions() == []  # no apology requested
 
 
-async def test_a_reply_discarded_by_a_reconnection_is_not_a_completed_turn() -> None:
-    """The connection drops while an approval is pending; the apology reply requested meanwhile
-    is discarded by the reconnection ("pending response discarded"): that turn ends as an error,
-    not as a completed turn with no text, and the approved call still runs on the new connection."""
+async def test_a_drop_while_an_approval_is_pending_cuts_nothing() -> None:
+    """The connection drops and recovers while the turn waits for an approval: it owed no
+    output, so nothing was cut. No apology (it used to be requested, discarded by the
+    reconnection as an empty error turn, then spoken as a turn of its own), the approved call
+    runs on the new connection and the turn completes with the answer (it ended `error`)."""
     sent: list[str] = []
 
     @tool(requires_approval=True, report="args", approval_prompt="Send an email to {to}?")
@@ -337,11 +338,9 @@ async def test_a_reply_discarded_by_a_reconnection_is_not_a_completed_turn() -> 
         return f"sent to {to}"
 
     async with RealtimeRig(tools=[send_email]) as rig:
-        from tests.faults_kit import APOLOGY
-
         rig.server.transcripts.append("email ada")
         rig.server.script.extend([CallTool("send_email", {"to": "ada@x", "body": "hi"}, call_id="c1"),
-                                  Say(APOLOGY, audio_ms=200), Say("Email sent.", audio_ms=200)])
+                                  Say("Email sent.", audio_ms=200)])
         rig.input.push_speech(rig.samples, rig.rate, trailing_silence_s=1.0)
         await rig.wait(lambda: any(e["type"] == "hitl.request" for e in rig.transport.envelopes))
         rig.server.drop_connection()
@@ -352,19 +351,10 @@ async def test_a_reply_discarded_by_a_reconnection_is_not_a_completed_turn() -> 
             {"v": 1, "id": "m1", "type": "hitl.respond", "data": {"request_id": request["data"]["request_id"], "decision": "approve"}})))
         assert reply["type"] == "ack"
         await rig.wait(lambda: sent == ["ada@x"])
-        await rig.wait(lambda: len([e for e in rig.transport.envelopes if e["type"] == "turn.done"]) >= 3)
+        await rig.wait(lambda: any(e["type"] == "turn.done" for e in rig.transport.envelopes))
         await asyncio.sleep(1.0)  # nothing else may follow
         envelopes = list(rig.transport.envelopes)
     (tool_turn,) = {e["turn"] for e in envelopes if e["type"] in ("tool.started", "hitl.request", "tool.finished")}
     dones = [(e["turn"], e["data"]["reason"], e["data"]["text"]) for e in envelopes if e["type"] == "turn.done"]
-    assert len(dones) == 3 and len({turn for turn, _, _ in dones}) == 3, dones
-    # the apology requested at the drop is discarded by the reconnection: an error turn with no text;
-    # the plugin still sends its request on the new connection, and the server's reply to it is the
-    # apology the user hears, a completed turn of its own
-    assert [(reason, text) for _, reason, text in dones[:2]] == [("error", ""), ("completed", APOLOGY)], dones
-    assert tool_turn not in {turn for turn, _, _ in dones[:2]}
-    # the turn of the approved call ends last, with the answer to the tool result. Its reason is
-    # not asserted: it is `error` (the drop hit it while its approval was pending), though its call
-    # ran and its answer was spoken in full (reported as a suspected product bug)
-    assert dones[2][0] == tool_turn and dones[2][2] == "Email sent.", dones
+    assert dones == [(tool_turn, "completed", "Email sent.")], dones
     assert [e["data"]["status"] for e in envelopes if e["type"] == "tool.finished"] == ["ok"]
