@@ -4,8 +4,9 @@ livekit-agents retries a provider request that *fails*, but a request that simpl
 (connected, then nothing) waits on the plugin's own read timeout (30 s for the OpenAI plugins),
 or forever. Two guards turn a stall into a `timeout` failure after `AGENT_PROVIDER_TIMEOUT`:
 
-- `DeadlineSTT` wraps a non-streaming STT (local, openai, ...): one recognition that takes
-  longer than the deadline plus the utterance's duration raises `APITimeoutError`, which livekit reports and retries like any other failure.
+- `DeadlineSTT` (`providers.deadlines`) wraps a non-streaming STT (local, openai, ...): one
+  recognition that takes longer than the deadline plus the utterance's duration raises
+  `APITimeoutError`, which livekit reports and retries like any other failure.
   Streaming STTs get `agent.stream_guard.StallGuardSTT` instead (a transcript owed after each
   speech segment the agent's VAD heard, and the unanswered speech replayed on reconnection).
 - `guard_tts_frames` wraps a `tts_node`'s audio: no first audio within the deadline after text
@@ -21,47 +22,13 @@ import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 from livekit import rtc
-from livekit.agents import APITimeoutError, stt, utils
-from livekit.agents.types import NOT_GIVEN, APIConnectOptions, NotGivenOr
+from livekit.agents import stt
 
-from providers.provider_errors import provider_name
+from providers.deadlines import DeadlineSTT
 
 from .stream_guard import StallGuardSTT
-from .stt_wrapper import WrappedSTT
 
-
-class DeadlineSTT(WrappedSTT):
-    """A non-streaming STT whose recognitions must finish within `timeout` seconds plus the
-    duration of the audio (an upload, or a local recogniser, takes longer on long utterances)."""
-
-    def __init__(self, inner: stt.STT, timeout: float) -> None:
-        if inner.capabilities.streaming:
-            raise ValueError("DeadlineSTT wraps non-streaming STTs only")
-        super().__init__(inner, provider_name(inner))  # error reports name the wrapped provider
-        self.timeout = timeout
-
-    async def _recognize_impl(
-        self,
-        buffer: utils.AudioBuffer,
-        *,
-        language: NotGivenOr[str] = NOT_GIVEN,
-        conn_options: APIConnectOptions,
-    ) -> stt.SpeechEvent:
-        # the inner implementation, not inner.recognize(): this class's recognize() already
-        # retries and reports errors, once
-        deadline = self.timeout + _duration(buffer)
-        try:
-            return await asyncio.wait_for(
-                self.inner._recognize_impl(buffer, language=language, conn_options=conn_options),
-                deadline,
-            )
-        except TimeoutError:
-            raise APITimeoutError(f"no transcript within {deadline:.1f} s") from None
-
-
-def _duration(buffer: utils.AudioBuffer) -> float:
-    frames = buffer if isinstance(buffer, list) else [buffer]
-    return sum(f.samples_per_channel / f.sample_rate for f in frames if f.sample_rate)
+__all__ = ["DeadlineSTT", "guard_stt", "guard_tts_frames"]
 
 
 def guard_stt(engine: stt.STT, timeout: float, *, end_of_speech_lag: float = 0.5) -> stt.STT:

@@ -32,10 +32,10 @@ from livekit.agents.stt.stream_adapter import DEFAULT_STREAM_ADAPTER_API_CONNECT
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
 from livekit.agents.utils.audio import calculate_audio_duration
 
+from providers.deadlines import WrappedSTT
 from providers.provider_errors import provider_name
 
 from .early_recognition import EarlyRecognition, EarlyStats, free_recognitions
-from .stt_wrapper import WrappedSTT
 
 _SEGMENT_EVENTS = (vad.VADEventType.START_OF_SPEECH, vad.VADEventType.END_OF_SPEECH)
 

@@ -39,9 +39,8 @@ from livekit.agents.types import (
 )
 from livekit.agents.utils import aio
 
+from providers.deadlines import WrappedSTT
 from providers.provider_errors import provider_name
-
-from .stt_wrapper import WrappedSTT
 
 log = logging.getLogger("agent.stream_guard")
 

@@ -36,6 +36,7 @@ from livekit.agents.voice.events import (
 from brain import TextDelta, TurnDone, TurnStarted, VoiceBrain
 from brain.turn import new_turn_id
 from bridge import BridgeOptions, ControlRefused, EventBridge, attach_event_bridge
+from providers.deadlines import WrappedSTT
 from providers.provider_errors import (
     ProviderErrorReport,
     classify_provider_error,
@@ -54,7 +55,6 @@ from .latency import LatencyCollector
 from .session_errors import ErrorBudget, error_kind, report_for
 from .shared_vad import SegmentedSTT, SharedVAD
 from .stream_guard import StallGuardSTT
-from .stt_wrapper import WrappedSTT
 from .turn_tracker import TrackedTurn, TurnTracker
 from .turns import session_turn_kwargs
 

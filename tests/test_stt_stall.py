@@ -159,7 +159,7 @@ async def test_failed_provider_recovers_while_the_chain_runs_on_the_next(fake_de
     the failure belonged to the stream the guard closed; the next stream must start its own.)"""
     from agent.audio_files import decode_file
     from agent.simulate import INPUT_RATE
-    from agent.stt_wrapper import WrappedSTT
+    from providers.deadlines import WrappedSTT
 
     fake_deepgram.modes = ["fail"]
     events = io.StringIO()
