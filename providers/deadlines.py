@@ -85,7 +85,10 @@ class DeadlineSTT(WrappedSTT):
     ) -> stt.SpeechEvent:
         # the inner implementation, not inner.recognize(): this class's recognize() already
         # retries and reports errors, once
-        deadline = self.timeout + audio_seconds(buffer)
+        seconds = audio_seconds(buffer)
+        # a chain whose providers have deadlines of their own must have had the time to try
+        # them all (providers.chains): the guard is for what goes beyond that
+        deadline = self.timeout + seconds + time_budget(self.inner, seconds)
         try:
             return await asyncio.wait_for(
                 self.inner._recognize_impl(buffer, language=language, conn_options=conn_options),
@@ -98,3 +101,10 @@ class DeadlineSTT(WrappedSTT):
 def audio_seconds(buffer: utils.AudioBuffer) -> float:
     frames = buffer if isinstance(buffer, list) else [buffer]
     return sum(f.samples_per_channel / f.sample_rate for f in frames if f.sample_rate)
+
+
+def time_budget(engine: Any, audio_seconds: float = 0.0) -> float:
+    """The most time `engine` takes to give each of its providers its chance, if it is a
+    fallback chain of `providers.chains` (for an STT, on `audio_seconds` of speech); else 0."""
+    budget = getattr(engine, "time_budget", None)
+    return float(budget(audio_seconds)) if callable(budget) else 0.0

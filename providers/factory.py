@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -11,6 +10,7 @@ from livekit.agents import stt, tts
 from livekit.agents.vad import VAD
 from pydantic import ValidationError
 
+from .chains import BatchFallbackSTT
 from .errors import ProviderConfigError
 from .provider_errors import tag_provider
 from .registry import CHAIN_VARIABLE, AnySpec, get_spec, install_hint
@@ -106,21 +106,6 @@ def check_chains(settings: SpeechSettings | None = None) -> None:
     settings = settings or SpeechSettings()
     _per_provider("stt", settings.stt_providers, settings, checked_provider)
     _per_provider("tts", settings.tts_providers, settings, checked_provider)
-
-
-class BatchFallbackSTT(stt.FallbackAdapter):
-    """A fallback chain of non-streaming STTs that stays non-streaming.
-
-    livekit's adapter always streams: each provider runs behind its own VAD `StreamAdapter`,
-    and the utterance the primary was recognising when it failed is lost in the hand-over.
-    Reported as non-streaming, the chain is handed each whole utterance the session's VAD cut
-    (the agent's `SegmentedSTT`, or livekit's `StreamAdapter`), through `recognize()`: the adapter tries the
-    providers in order on the same audio, so a failing primary costs time, not words.
-    """
-
-    def __init__(self, instances: list[stt.STT], **kwargs: Any) -> None:
-        super().__init__(instances, **kwargs)
-        self._capabilities = dataclasses.replace(self._capabilities, streaming=False, interim_results=False)
 
 
 def create_stt(settings: SpeechSettings | None = None, *, vad: VAD | None = None) -> stt.STT:

@@ -131,7 +131,7 @@ def pcm_tone(seconds: float, rate: int = 24_000) -> bytes:
 
 class FakeOpenAI(FakeOpenAIServer):
     """Chat completions (scripted, see tests/fakes) plus `/v1/audio/transcriptions` and
-    `/v1/audio/speech`, each failing once per queued fault."""
+    `/v1/audio/speech`, each failing once per queued fault (`ok` in a queue: that request works)."""
 
     def __init__(self) -> None:
         super().__init__(default=text_reply(ANSWER), strict=True)
@@ -169,8 +169,8 @@ class FakeOpenAI(FakeOpenAIServer):
     async def _transcriptions(self, request: web.Request) -> web.StreamResponse:
         await request.post()
         self.stt_requests += 1
-        if self.stt_faults:
-            fault = self.stt_faults.popleft()
+        fault = self.stt_faults.popleft() if self.stt_faults else "ok"
+        if fault != "ok":
             if fault == "stall":
                 await asyncio.sleep(3600)  # nothing at all, not even headers
             return await self._fail(request, fault, b'{"text": "what is the', "application/json")
@@ -180,8 +180,9 @@ class FakeOpenAI(FakeOpenAIServer):
         body = await request.json()
         self.tts_requests.append(str(body.get("input", "")))
         audio = pcm_tone(min(0.8, 0.02 * len(str(body.get("input", ""))) + 0.2))
-        if self.tts_faults:
-            return await self._fail(request, self.tts_faults.popleft(), audio[: len(audio) // 3], "audio/pcm")
+        fault = self.tts_faults.popleft() if self.tts_faults else "ok"
+        if fault != "ok":
+            return await self._fail(request, fault, audio[: len(audio) // 3], "audio/pcm")
         resp = web.StreamResponse(headers={"Content-Type": "audio/pcm"})
         await resp.prepare(request)
         for i in range(0, len(audio), 9600):
@@ -328,10 +329,20 @@ class LoopErrors:
 class PipelineRig:
     """The agent's pipeline session on the fake OpenAI server, driven by recorded speech."""
 
-    def __init__(self, vad: Any, *, speed: float = 4.0, tools: list[Any] | None = None) -> None:
+    def __init__(
+        self,
+        vad: Any,
+        *,
+        speed: float = 4.0,
+        tools: list[Any] | None = None,
+        stt_providers: str = "openai",
+        tts_providers: str = "openai",
+    ) -> None:
         self.vad = vad
         self.speed = speed
         self.tools = tools or []
+        self.chains = {"STT_PROVIDERS": stt_providers, "TTS_PROVIDERS": tts_providers}
+        """The STT / TTS chains (a chain's other providers are `local`, which the fake does not serve)."""
         self.server = FakeOpenAI()
         self.transport = FaultTransport()
         self.loop_errors = LoopErrors()
@@ -345,8 +356,8 @@ class PipelineRig:
             request_timeout=TIMEOUT, max_retries=0, apology=APOLOGY,
         )
         speech = SpeechSettings(
-            _env_file=None, STT_PROVIDERS="openai", TTS_PROVIDERS="openai", OPENAI_API_KEY="sk-test",
-            OPENAI_BASE_URL=base, OPENAI_TTS_RESPONSE_FORMAT="pcm",
+            _env_file=None, OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=base, OPENAI_TTS_RESPONSE_FORMAT="pcm",
+            FALLBACK_ATTEMPT_TIMEOUT=TIMEOUT, **self.chains,
         )
         self.settings = settings(
             brain=brain_cfg, speech=speech, provider_timeout=TIMEOUT, provider_max_retry=0,
@@ -384,13 +395,14 @@ class PipelineRig:
         else:
             raise ValueError(stage)
 
-    async def turn(self) -> Observed:
-        """The user says one utterance; everything until the agent is quiet again."""
+    async def turn(self, *, limit: float = 30.0) -> Observed:
+        """The user says one utterance; everything until the agent is quiet again (at most
+        `limit` seconds of audio after it)."""
         first_env = len(self.transport.envelopes)
         first_seg = len(self.sim.io.transcript.segments)
         first_audio = len(self.sim.io.sink.segments)
         await self.sim.play(self.utterance)
-        await self.sim.settle(quiet=1.5, limit=30)
+        await self.sim.settle(quiet=1.5, limit=limit)
         bridge = self.sim.voice.bridge
         for _ in range(100):  # the microphone keeps pace with the clock while the bridge catches up
             if bridge is None or await bridge.flush(0.02):
