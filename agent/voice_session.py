@@ -36,7 +36,7 @@ from livekit.agents.voice.events import (
 from brain import TextDelta, TurnDone, TurnStarted, VoiceBrain
 from brain.turn import new_turn_id
 from bridge import BridgeOptions, ControlRefused, EventBridge, attach_event_bridge
-from providers.deadlines import WrappedSTT
+from providers.deadlines import WrappedSTT, time_budget
 from providers.provider_errors import (
     ProviderErrorReport,
     classify_provider_error,
@@ -424,9 +424,9 @@ class VoiceSession(BaseVoiceSession):
     ) -> None:
         super().__init__(settings, brain=brain, session=session, conversation_id=conversation_id, user_id=user_id)
         self.tracker = TurnTracker(brain, conversation_id, user_id)
-        self.agent = BrainAgent(
-            brain, self.tracker, tts_timeout=settings.provider_timeout, on_tts_stall=self._on_tts_stall
-        )
+        # a TTS chain first gives each of its providers its own deadline (providers.chains)
+        tts_timeout = settings.provider_timeout + time_budget(session.tts)
+        self.agent = BrainAgent(brain, self.tracker, tts_timeout=tts_timeout, on_tts_stall=self._on_tts_stall)
         self.tracker.on_outcome(self._on_turn_outcome)
         self._user_spoke = False  # since the last transcript: an STT failure lost their words
         self._tts_failed: set[str] = set()  # turn ids whose reply audio failed

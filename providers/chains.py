@@ -8,16 +8,34 @@ how long it may take to try them all (`time_budget`), so the guards wait for tha
 
 - `BatchFallbackSTT`: a chain of batch STTs (local, openai), each recognition bounded by the
   attempt timeout plus the utterance's duration.
+- `SentenceFallbackTTS`: a chain led by a TTS that cannot stream (openai, azure, hume), which
+  fails over sentence by sentence: each provider must produce each sentence's audio without a
+  wait longer than the attempt timeout, and a sentence a provider fails (before or after its
+  first audio) is said again, whole, by the next one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
 
-from livekit.agents import stt
+from livekit import rtc
+from livekit.agents import APIConnectionError, APITimeoutError, stt, tts, utils
+from livekit.agents.tts.fallback_adapter import (
+    DEFAULT_FALLBACK_API_CONNECT_OPTIONS,
+    FallbackChunkedStream,
+)
+from livekit.agents.types import USERDATA_TIMED_TRANSCRIPT, APIConnectOptions
 from livekit.agents.vad import VAD
 
 from .deadlines import DeadlineSTT
+from .provider_errors import provider_name
+
+log = logging.getLogger("providers.chains")
 
 
 def _attempts_seconds(providers: int, max_retry: int, per_attempt: float, retry_interval: float) -> float:
@@ -67,3 +85,149 @@ class BatchFallbackSTT(stt.FallbackAdapter):
             self._attempt_timeout + audio_seconds,
             self._retry_interval,
         )
+
+
+class SentenceFallbackTTS(tts.FallbackAdapter):
+    """A TTS fallback chain whose unit of failover is the sentence.
+
+    livekit's adapter streams the whole reply to one provider and hands it to the next only if
+    the failed one had produced no audio yet: once the primary has said its first sentence, its
+    failure drops the rest of the reply, without an error. This chain reports itself as
+    non-streaming, so the session gives it one sentence at a time (through livekit's
+    `StreamAdapter`); each sentence goes to the providers in order until one has said it whole.
+    A provider that fails, or leaves a wait for its (first or next) audio longer than
+    `attempt_timeout`, is marked unavailable (and probed in the background, as livekit does),
+    and the next one says the whole sentence, again from its start if the failed one had begun.
+
+    For a primary that cannot stream this costs nothing: livekit's adapter sends it one sentence
+    at a time too.
+    """
+
+    def __init__(
+        self,
+        instances: list[tts.TTS],
+        *,
+        attempt_timeout: float = 10.0,
+        max_retry_per_tts: int = 0,
+        retry_interval: float = 0.5,
+    ) -> None:
+        super().__init__(instances, max_retry_per_tts=max_retry_per_tts)
+        self._capabilities = dataclasses.replace(self._capabilities, streaming=False)
+        self.attempt_timeout = attempt_timeout
+        self.retry_interval = retry_interval
+        self._sentences = tts.StreamAdapter(tts=self)
+
+    def time_budget(self, audio_seconds: float = 0.0) -> float:
+        """Seconds the chain may wait for a sentence's (next) audio before every provider had
+        its chance (at most)."""
+        return _attempts_seconds(
+            len(self._tts_instances), self._max_retry_per_tts, self.attempt_timeout, self.retry_interval
+        )
+
+    def synthesize(
+        self, text: str, *, conn_options: APIConnectOptions = DEFAULT_FALLBACK_API_CONNECT_OPTIONS
+    ) -> FallbackChunkedStream:
+        return _SentenceStream(tts=self, input_text=text, conn_options=conn_options)
+
+    def stream(  # type: ignore[override]
+        self, *, conn_options: APIConnectOptions = DEFAULT_FALLBACK_API_CONNECT_OPTIONS
+    ) -> tts.SynthesizeStream:
+        """For callers that stream text themselves: split into sentences, each one `synthesize`d."""
+        return self._sentences.stream(conn_options=conn_options)
+
+    async def aclose(self) -> None:
+        await self._sentences.aclose()
+        await super().aclose()
+
+
+class _SentenceStream(FallbackChunkedStream):
+    """One sentence, through the providers of a `SentenceFallbackTTS` in order."""
+
+    _fallback_adapter: SentenceFallbackTTS
+
+    async def _try_synthesize(
+        self, *, tts: tts.TTS, recovering: bool = False
+    ) -> AsyncGenerator[tts.SynthesizedAudio, None]:
+        """`tts`'s audio for the sentence; a wait for audio longer than the attempt timeout is a
+        stall, reported on `tts` as a timeout. (livekit's recovery probes call this too.)"""
+        chain = self._fallback_adapter
+        limit = chain.attempt_timeout
+        options = dataclasses.replace(
+            self._conn_options,
+            max_retry=chain._max_retry_per_tts,
+            timeout=limit,
+            retry_interval=chain.retry_interval,
+        )
+        async with tts.synthesize(self._input_text, conn_options=options) as stream:
+            frames = aiter(stream)
+            while True:
+                try:
+                    async with asyncio.timeout(limit):
+                        audio = await anext(frames)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    error = APITimeoutError(f"no audio within {limit:g} s")
+                    # the plugin did not fail, it was cut off: its error listeners hear why
+                    tts.emit("error", _tts_error(tts, error))
+                    raise error from None
+                if not recovering:
+                    chain._active_instance = tts
+                yield audio
+
+    async def _run(self, output_emitter: tts.AudioEmitter) -> None:
+        chain = self._fallback_adapter
+        output_emitter.initialize(
+            request_id=utils.shortuuid(),
+            sample_rate=chain.sample_rate,
+            num_channels=chain.num_channels,
+            mime_type="audio/pcm",
+        )
+        everyone_down = not any(status.available for status in chain._status)
+        for member, status in zip(chain._tts_instances, chain._status, strict=True):
+            if status.available or everyone_down:
+                said = 0.0
+                to_rate = _ToRate(chain.sample_rate)
+                try:
+                    async for audio in self._try_synthesize(tts=member):
+                        if texts := audio.frame.userdata.get(USERDATA_TIMED_TRANSCRIPT):
+                            output_emitter.push_timed_transcript(texts)
+                        for frame in to_rate.push(audio.frame):
+                            output_emitter.push_frame(frame)
+                        said += audio.frame.duration
+                    for frame in to_rate.flush():
+                        output_emitter.push_frame(frame)
+                    return
+                except Exception as e:  # noqa: BLE001 - any failure moves on to the next provider
+                    if status.available:
+                        status.available = False
+                        chain.emit("tts_availability_changed", tts.AvailabilityChangedEvent(tts=member, available=False))
+                    again = f" after {said:.1f} s of its audio (the next one says it again, whole)" if said else ""
+                    log.warning("%s failed on a sentence%s: %s", provider_name(member), again, e)
+            self._try_recovery(member)
+        names = ",".join(provider_name(m) for m in chain._tts_instances)
+        raise APIConnectionError(f"every TTS of the chain failed ({names})")
+
+
+class _ToRate:
+    """Frames at `rate`, resampled when a provider speaks at another one."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._resampler: rtc.AudioResampler | None = None
+
+    def push(self, frame: rtc.AudioFrame) -> list[rtc.AudioFrame]:
+        if frame.sample_rate == self.rate and self._resampler is None:
+            return [frame]
+        if self._resampler is None:
+            self._resampler = rtc.AudioResampler(
+                input_rate=frame.sample_rate, output_rate=self.rate, num_channels=frame.num_channels
+            )
+        return self._resampler.push(frame)
+
+    def flush(self) -> list[rtc.AudioFrame]:
+        return self._resampler.flush() if self._resampler is not None else []
+
+
+def _tts_error(member: tts.TTS, error: Exception) -> Any:
+    return tts.TTSError(timestamp=time.time(), label=member.label, error=error, recoverable=False)

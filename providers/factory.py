@@ -10,7 +10,7 @@ from livekit.agents import stt, tts
 from livekit.agents.vad import VAD
 from pydantic import ValidationError
 
-from .chains import BatchFallbackSTT
+from .chains import BatchFallbackSTT, SentenceFallbackTTS
 from .errors import ProviderConfigError
 from .provider_errors import tag_provider
 from .registry import CHAIN_VARIABLE, AnySpec, get_spec, install_hint
@@ -141,10 +141,25 @@ def create_stt(settings: SpeechSettings | None = None, *, vad: VAD | None = None
 
 
 def create_tts(settings: SpeechSettings | None = None) -> tts.TTS:
-    """The configured TTS: one provider, or a `FallbackAdapter` over the chain in order
-    (output at the highest sample rate of the chain; others are resampled)."""
+    """The configured TTS: one provider, or a fallback chain over the providers in order
+    (output at the highest sample rate of the chain; others are resampled).
+
+    A chain led by a provider that cannot stream (openai, azure, hume) is a
+    `SentenceFallbackTTS`, which fails over sentence by sentence; a chain led by a streaming
+    provider is livekit's `FallbackAdapter`, which streams the reply to it.
+    """
     settings = settings or SpeechSettings()
     instances: list[tts.TTS] = _build_chain("tts", settings.tts_providers, settings)
     if len(instances) == 1:
         return instances[0]
-    return tts.FallbackAdapter(instances, max_retry_per_tts=settings.fallback_max_retry)
+    engine: tts.TTS
+    if instances[0].capabilities.streaming:
+        engine = tts.FallbackAdapter(instances, max_retry_per_tts=settings.fallback_max_retry)
+    else:
+        engine = SentenceFallbackTTS(
+            instances,
+            attempt_timeout=settings.fallback_attempt_timeout,
+            max_retry_per_tts=settings.fallback_max_retry,
+            retry_interval=settings.fallback_retry_interval,
+        )
+    return engine

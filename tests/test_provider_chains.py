@@ -2,7 +2,9 @@
 the fake OpenAI server of tests/faults_kit.py, the local providers behind it.
 
 A primary that stalls is given up after FALLBACK_ATTEMPT_TIMEOUT and the next provider answers,
-before the agent's own stall guard (AGENT_PROVIDER_TIMEOUT) gives up on the whole chain.
+before the agent's own stall guard (AGENT_PROVIDER_TIMEOUT) gives up on the whole chain; a TTS
+primary that fails after its first audio hands the sentence it was saying, and the rest of the
+reply, to the next provider.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import pytest
 
 from agent.worker import load_vad
+from providers import LocalTTS
+from tests.fakes.openai_server import text_reply
 
 from .agent_fakes import settings
-from .faults_kit import ANSWER, STT_APOLOGY, PipelineRig
+from .faults_kit import ANSWER, APOLOGY, STT_APOLOGY, TIMEOUT, PipelineRig, pcm_tone
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -23,6 +27,19 @@ LIMIT = 60.0
 @pytest.fixture(scope="module")
 def vad():
     return load_vad(settings())
+
+
+def _tone_seconds(text: str) -> float:
+    """The length of the fake's audio for `text` (tests/faults_kit.py `FakeOpenAI._speech`)."""
+    return len(pcm_tone(min(0.8, 0.02 * len(text) + 0.2))) / 2 / 24_000
+
+
+async def _local_seconds(text: str) -> float:
+    engine = LocalTTS()
+    try:
+        return (await engine.synthesize(text).collect()).duration
+    finally:
+        await engine.aclose()
 
 
 def _errors(obs) -> list[dict]:
@@ -49,3 +66,51 @@ async def test_stalled_stt_primary_hands_the_utterance_to_the_next_provider(vad)
     assert "the next provider in the chain takes over" in errors[0]["message"]
     assert [e["data"]["reason"] for e in first.of_type("turn.done")] == ["completed"]
     assert any(ANSWER.lower() in said.lower() for said in second.heard), second.heard
+
+
+async def test_stalled_tts_primary_hands_the_reply_to_the_next_provider(vad) -> None:
+    """TTS_PROVIDERS=openai,local and openai's speech request stalls after its headers: after the
+    attempt deadline the local voice says the reply, instead of the apology the agent's stall
+    guard (same timeout) would play if it gave up on the chain first."""
+    async with PipelineRig(vad, speed=8.0, tts_providers="openai,local") as rig:
+        rig.arm("tts", "stall")
+        first = await rig.turn(limit=LIMIT)
+        tts_requests = list(rig.server.tts_requests)
+    assert tts_requests[0] == ANSWER  # openai was asked first
+    assert not any(APOLOGY.lower() in said.lower() for said in first.heard), first.heard
+    assert any(ANSWER.lower() in said.lower() for said in first.heard), first.heard
+    # the whole reply in the local voice (the fake's audio for it would be at most 0.8 s)
+    assert first.audio_seconds >= 0.9 * await _local_seconds(ANSWER), first.audio_seconds
+    errors = _errors(first)
+    assert [(e["code"], e["fatal"]) for e in errors] == [("timeout", False)], errors
+    assert errors[0]["message"] == f"openai failed (no audio within {TIMEOUT:g} s); the next provider in the chain takes over"
+    assert [e["data"]["reason"] for e in first.of_type("turn.done")] == ["completed"]
+
+
+SENTENCES = ["It is sunny in Paris today.", "The wind is calm and the sky is clear.", "Enjoy your afternoon walk by the river."]
+
+
+@pytest.mark.parametrize("fault", ["disconnect", "mid_stream"])
+async def test_tts_primary_failing_after_its_first_audio_leaves_no_sentence_unsaid(vad, fault: str) -> None:
+    """TTS_PROVIDERS=openai,local, a three-sentence reply: openai says the first sentence, then its
+    connection for the second drops (before any of that sentence's audio, or a third of the way
+    in). The local voice says the second sentence whole, and the third is said too (by openai if
+    it recovered meanwhile, else locally); clients hear that openai failed."""
+    async with PipelineRig(vad, speed=8.0, tts_providers="openai,local") as rig:
+        rig.server.push(text_reply(" ".join(SENTENCES)))
+        rig.server.tts_faults.extend(["ok", fault])
+        first = await rig.turn(limit=LIMIT)
+        tts_requests = list(rig.server.tts_requests)
+    assert tts_requests[:2] == SENTENCES[:2]  # openai said the first sentence, and failed the second
+    local = [await _local_seconds(s) for s in SENTENCES]
+    tone = [_tone_seconds(s) for s in SENTENCES]
+    partial = tone[1] / 3 if fault == "mid_stream" else 0.0
+    least = tone[0] + partial + local[1] + min(tone[2], local[2])
+    # everything that was said: dropping the rest of the reply leaves tone[0] + partial (< 1.1 s)
+    assert first.audio_seconds >= least - 0.2, (first.audio_seconds, least)
+    assert not any(APOLOGY.lower() in said.lower() for said in first.heard), first.heard
+    errors = _errors(first)
+    assert [(e["code"], e["fatal"]) for e in errors] == [("unavailable", False)], errors
+    assert errors[0]["message"].startswith("openai failed") and "next provider" in errors[0]["message"], errors
+    dones = [e["data"] for e in first.of_type("turn.done")]
+    assert [d["reason"] for d in dones] == ["completed"] and dones[0]["text"] == " ".join(SENTENCES), dones
