@@ -36,6 +36,7 @@ from livekit.agents.voice.events import (
 from brain import TextDelta, TurnDone, TurnStarted, VoiceBrain
 from brain.turn import new_turn_id
 from bridge import BridgeOptions, ControlRefused, EventBridge, attach_event_bridge
+from providers.chains import SentenceFallbackTTS
 from providers.deadlines import WrappedSTT, time_budget
 from providers.provider_errors import (
     ProviderErrorReport,
@@ -175,6 +176,9 @@ class BaseVoiceSession:
         self._budget = ErrorBudget(session)
         self._last_member_error: dict[int, Any] = {}
         """The last error event of each provider inside a fallback chain, by id()."""
+        self._hand_over: dict[int, str] = {}
+        """What happens when a provider inside a fallback chain fails, by id() (see
+        `_watch_fallback_chains`)."""
         self._close_callbacks: list[Callable[[str], None]] = []
         self._goodbye_task: asyncio.Task[None] | None = None
         self.bridge: EventBridge | None = None
@@ -326,8 +330,10 @@ class BaseVoiceSession:
             chains.append((self.session.tts, "tts_availability_changed", "_tts_instances"))
         for chain, event, members in chains:
             chain.on(event, self._on_availability_changed)
-            for member in getattr(chain, members, ()):  # livekit-agents 1.x keeps them there
+            listed = list(getattr(chain, members, ()))  # livekit-agents 1.x keeps them there
+            for i, member in enumerate(listed):
                 member.on("error", functools.partial(self._remember_member_error, member))
+                self._hand_over[id(member)] = _hand_over(chain, last=i == len(listed) - 1)
 
     def _remember_member_error(self, member: Any, ev: Any) -> None:
         self._last_member_error[id(member)] = ev
@@ -347,7 +353,7 @@ class BaseVoiceSession:
         report = ProviderErrorReport(
             provider=provider,
             code=code,
-            message=f"{provider} failed{why}; the next provider in the chain takes over",
+            message=f"{provider} failed{why}; {self._hand_over.get(id(member), _TAKES_OVER)}",
             recoverable=True,
             retryable=retryable,
         )
@@ -596,6 +602,20 @@ class _HeldTurnDone:
     def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]:
         voice = self._voice
         return voice.brain.subscribe(lambda event: voice.relay(event, callback))
+
+
+_TAKES_OVER = "the next provider in the chain takes over"
+
+
+def _hand_over(chain: Any, *, last: bool) -> str:
+    """What the chain does when one of its providers fails, as clients are told."""
+    if last:
+        return "it is the last provider in the chain"
+    if isinstance(chain, tts.FallbackAdapter) and not isinstance(chain, SentenceFallbackTTS):
+        # livekit's adapter streams a reply to one provider and hands over only what that
+        # provider had not begun to say: the rest of a begun reply is dropped (docs/errors.md)
+        return f"{_TAKES_OVER} (a reply it had begun to speak is not finished)"
+    return _TAKES_OVER
 
 
 def _has_loop() -> bool:

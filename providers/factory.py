@@ -131,13 +131,15 @@ def create_stt(settings: SpeechSettings | None = None, *, vad: VAD | None = None
             "create_stt(settings, vad=silero.VAD.load())"
         )
     chain = BatchFallbackSTT if len(batch_only) == len(instances) else stt.FallbackAdapter
-    return chain(
+    engine = chain(
         instances,
         vad=vad,
         attempt_timeout=settings.fallback_attempt_timeout,
         max_retry_per_stt=settings.fallback_max_retry,
         retry_interval=settings.fallback_retry_interval,
     )
+    tag_provider(engine, ",".join(settings.stt_providers))  # a failing chain is "openai,local"
+    return engine
 
 
 def create_tts(settings: SpeechSettings | None = None) -> tts.TTS:
@@ -162,4 +164,5 @@ def create_tts(settings: SpeechSettings | None = None) -> tts.TTS:
             max_retry_per_tts=settings.fallback_max_retry,
             retry_interval=settings.fallback_retry_interval,
         )
+    tag_provider(engine, ",".join(settings.tts_providers))
     return engine

@@ -4,7 +4,9 @@ client gets an `error` envelope naming the failed provider (livekit's adapter sa
 from __future__ import annotations
 
 import json
+from typing import Any
 
+import pytest
 from livekit.agents import APIConnectionError, tts
 from livekit.agents.tts.fallback_adapter import AvailabilityChangedEvent
 from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
@@ -14,6 +16,7 @@ from agent.worker import load_vad
 from brain import create_voice_brain
 from bridge import MemoryTransport
 from providers import LocalSTT, LocalTTS
+from providers.chains import SentenceFallbackTTS
 from providers.provider_errors import tag_provider
 
 from .agent_fakes import settings
@@ -50,3 +53,34 @@ async def test_fallback_hand_over_reaches_the_client_as_an_error_envelope() -> N
     assert "elevenlabs" in errors[0]["data"]["message"]
     assert [r.provider for r in voice.errors] == ["elevenlabs"]
     await session.aclose()
+
+
+TAKES_OVER = "the next provider in the chain takes over"
+
+
+@pytest.mark.parametrize(
+    ("chain_class", "hand_over"),
+    [
+        # each sentence goes to the next provider whole: a reply the failed one began is finished
+        (SentenceFallbackTTS, TAKES_OVER),
+        # livekit's streaming adapter drops the rest of a reply the failed provider had begun
+        (tts.FallbackAdapter, f"{TAKES_OVER} (a reply it had begun to speak is not finished)"),
+    ],
+)
+async def test_the_report_says_what_the_chain_does_after_a_provider_failed(chain_class: Any, hand_over: str) -> None:
+    s = settings()
+    broken, local = BrokenTTS(), LocalTTS()
+    tag_provider(broken, "elevenlabs")
+    chain = chain_class([broken, local])
+    session = build_agent_session(s, vad=load_vad(s), stt=LocalSTT(), tts=chain)
+    voice = VoiceSession(s, brain=create_voice_brain(s.brain), session=session, conversation_id="fb")
+    try:
+        chain.emit("tts_availability_changed", AvailabilityChangedEvent(tts=broken, available=False))
+        chain.emit("tts_availability_changed", AvailabilityChangedEvent(tts=local, available=False))
+    finally:
+        await session.aclose()
+        await chain.aclose()
+    assert [(r.provider, r.message) for r in voice.errors] == [
+        ("elevenlabs", f"elevenlabs failed; {hand_over}"),
+        ("local", "local failed; it is the last provider in the chain"),  # no next one to promise
+    ]

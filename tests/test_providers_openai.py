@@ -305,3 +305,19 @@ async def test_tts_fallback_when_the_primary_drops_mid_response(
     audio = rtc.combine_audio_frames(frames)
     assert audio.sample_rate == 24000
     assert audio.duration > 3.0  # the whole text, spoken by espeak-ng
+
+
+async def test_a_chain_is_named_after_its_providers(fake_openai: FakeOpenAIAudio, vad: VAD) -> None:
+    """Errors of a whole chain (every provider failed, or the agent's stall guard around it) name
+    the chain as configured, not the host of the primary's base URL."""
+    from agent.guards import guard_stt
+    from providers.provider_errors import provider_name
+
+    settings = _settings(fake_openai, STT_PROVIDERS="openai,local", TTS_PROVIDERS="openai,local")
+    stt_chain, tts_chain = create_stt(settings, vad=vad), create_tts(settings)
+    try:
+        assert provider_name(stt_chain) == provider_name(guard_stt(stt_chain, 10.0)) == "openai,local"
+        assert provider_name(tts_chain) == "openai,local"
+    finally:
+        await stt_chain.aclose()
+        await tts_chain.aclose()
