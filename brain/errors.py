@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
@@ -51,17 +52,25 @@ def credential_like(token: str) -> bool:
     return first_lower is not None and any(c.isupper() for c in token[first_lower + 1 :])
 
 
-_KNOWN_SECRETS: set[str] = set()
-MIN_KNOWN_SECRET = 8
-"""Shorter values are not registered: replacing them would mangle ordinary words."""
+_KNOWN_SECRETS: tuple[str, ...] = ()
+"""Longest first (a key inside another); replaced as a whole on registration, never mutated,
+so a redaction on another thread reads a consistent snapshot."""
+_REGISTRY_LOCK = threading.Lock()
+MIN_KNOWN_SECRET = 12
+"""Shorter values are not registered: placeholders such as "not-needed" (a local server's key)
+are ordinary words, and replacing them would mangle messages."""
 
 
 def register_secret(value: str | None) -> None:
     """Scrub `value` literally wherever it appears from now on, in this process. For the
     configured keys: a proxy or provider that echoes one verbatim ("Received API Key = ...")
     does so in a shape no pattern below knows."""
-    if value and len(value.strip()) >= MIN_KNOWN_SECRET:
-        _KNOWN_SECRETS.add(value.strip())
+    global _KNOWN_SECRETS
+    if not value or len(value.strip()) < MIN_KNOWN_SECRET:
+        return
+    with _REGISTRY_LOCK:
+        if value.strip() not in _KNOWN_SECRETS:
+            _KNOWN_SECRETS = tuple(sorted({*_KNOWN_SECRETS, value.strip()}, key=len, reverse=True))
 
 
 def register_secrets_of(settings: Any) -> None:
@@ -80,7 +89,7 @@ def redact_secrets(text: str) -> str:
     """`text` with the registered secrets and anything shaped like a credential replaced:
     provider error messages echo keys (OpenAI's 401 names the key it got, masked but for its
     last characters), URLs carry `?key=`, and these messages go to logs and to clients."""
-    for secret in sorted(_KNOWN_SECRETS, key=len, reverse=True):  # a key inside another: the longer first
+    for secret in _KNOWN_SECRETS:
         if secret in text:
             text = text.replace(secret, "[redacted]")
     for pattern, replacement in _SECRET_PATTERNS:

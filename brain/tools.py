@@ -261,8 +261,8 @@ def without_changed_arguments(told: str) -> str:
     return told
 
 
-def result_to_text(result: Any, limit: int = MAX_RESULT_CHARS) -> str:
-    """What the model sees of a tool result (cut to `limit` characters, saying so)."""
+def result_to_text(result: Any, limit: int | None = MAX_RESULT_CHARS) -> str:
+    """What the model sees of a tool result (cut to `limit` characters, saying so; None: whole)."""
     if isinstance(result, str):
         text = result
     elif isinstance(result, BaseModel):
@@ -272,6 +272,6 @@ def result_to_text(result: Any, limit: int = MAX_RESULT_CHARS) -> str:
             text = json.dumps(result, default=str)
         except (TypeError, ValueError):
             text = str(result)
-    if len(text) > limit:
+    if limit is not None and len(text) > limit:
         text = text[:limit] + f"... [cut: the result was {len(text)} characters, only the first {limit} are shown]"
     return text

@@ -235,7 +235,7 @@ class VoiceBrain:
             except Exception as exc:  # a custom backend raised something untyped
                 raise UnavailableError(f"{type(exc).__name__}: {exc}", provider=self.backend.name) from exc
             if not calls:
-                if not said:  # a whole turn without a word: the user would hear silence
+                if not said and step == 0:  # a turn without a word or a tool call: silence
                     raise ProtocolError("the model gave no answer (no text, no tool call)", provider=self.backend.name)
                 return
             if final:
@@ -409,7 +409,7 @@ class VoiceBrain:
             finished("error", error=why)
             return f"ERROR: {why}"
         finished("ok", result=to_jsonable_python(result, fallback=str))
-        return result_to_text(result)
+        return result_to_text(result, limit=None)  # cut once, with everything else told (`_run_calls`)
 
     async def _approve(
         self, turn: Turn, call: ToolCall, tool: Tool, arguments: dict[str, Any]

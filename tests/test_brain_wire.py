@@ -330,3 +330,38 @@ async def test_a_huge_tool_error_is_cut_for_the_model(openai_kit: OpenAIKit) -> 
     told = oa.tool_results(openai_kit.server.requests[1])["call_x"]
     assert told.startswith("ERROR: RuntimeError: xxx") and "[cut: the result was 100021 characters" in told
     assert len(told) < 16_200
+
+
+async def test_openai_parallel_calls_with_one_id_on_distinct_indices_stay_apart(openai_kit: OpenAIKit) -> None:
+    """Servers that repeat an id across calls (hence `_unique_id`): the index keeps them apart."""
+    openai_kit.server.push(
+        Stream([_call_chunk(0, "0", "lookup", '{"key": "a"}'), _call_chunk(1, "0", "lookup", '{"key": "b"}'), oa.finish_chunk("tool_calls")]),
+        oa.text_reply("ok"),
+    )
+    brain = openai_kit.brain(tools=[lookup])
+    assert "".join(await reply(brain, Turn("x", "c"))) == "ok"
+    assert sorted(oa.tool_results(openai_kit.server.requests[1]).values()) == ["a:3", "b:3"]
+
+
+async def test_a_turn_whose_tool_ran_may_end_without_words(openai_kit: OpenAIKit) -> None:
+    """The action happened: no apology asking the user to say it again (they might repeat it)."""
+    openai_kit.server.push(oa.tool_reply(("call_l", "lookup", {"key": "k"})), Stream([oa.finish_chunk("stop")]))
+    brain = openai_kit.brain(tools=[lookup])
+    log = EventLog(brain)
+    turn = Turn("x", "c")
+    assert await reply(brain, turn) == []
+    assert log.done(turn.turn_id).reason == "completed" and not log.of(ErrorEvent)
+
+
+async def test_a_long_result_is_cut_once_and_its_size_told(openai_kit: OpenAIKit) -> None:
+    @tool
+    def dump() -> str:
+        """Return a lot."""
+        return "y" * 48_000
+
+    openai_kit.server.push(oa.tool_reply(("call_d", "dump", {})), oa.text_reply("Done."))
+    brain = openai_kit.brain(tools=[dump])
+    await reply(brain, Turn("go", "c"))
+    told = oa.tool_results(openai_kit.server.requests[1])["call_d"]
+    assert told.endswith("[cut: the result was 48000 characters, only the first 16000 are shown]")
+    assert told.count("[cut:") == 1

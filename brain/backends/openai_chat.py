@@ -88,19 +88,24 @@ def parse_arguments(raw: str) -> dict[str, Any]:
 
 def _call_index(index: int | None, call_id: str | None, calls: dict[int, dict[str, str]], wire: dict[int | None, int]) -> int:
     """Which call a tool-call chunk continues. OpenAI numbers parallel calls by `index` and
-    sends each id once; compatible servers reuse index 0 for every call (Ollama) or omit
-    `index` and repeat the id: a new id on a wire index that already has one starts a call."""
+    sends each id once; some compatible servers reuse index 0 for every call (Ollama: a new id
+    on an index that has one starts a call), others omit `index` and repeat the id (the call
+    with that id goes on). Distinct indices stay distinct calls, even with one id."""
+    current = wire.get(index)
+    if index is not None:
+        if current is None or (call_id and calls[current]["id"] and calls[current]["id"] != call_id):
+            wire[index] = len(calls)
+        return wire[index]
     if call_id:
         for i, slot in calls.items():
             if slot["id"] == call_id:
-                wire[index] = i
+                wire[None] = i
                 return i
-        current = wire.get(index)
         if current is None or calls[current]["id"]:
-            wire[index] = len(calls)
-    elif index not in wire:
-        wire[index] = len(calls) if index is not None or not calls else max(calls)
-    return wire[index]
+            wire[None] = len(calls)
+    elif current is None:
+        wire[None] = max(calls) if calls else 0
+    return wire[None]
 
 
 class OpenAIChatBackend:
