@@ -40,12 +40,14 @@ def remaining_users(room: Any) -> list[str]:
 
 
 async def wait_for_user(room: Any, *, exclude: Collection[str] = ()) -> Any:
-    """The first user in the room, waiting for one; identities in `exclude` (supervisors) are
-    never chosen, even when they were there first."""
+    """The first user in the room who has finished joining (livekit's `participant_active`, as
+    `JobContext.wait_for_participant`), waiting for one; identities in `exclude` (supervisors)
+    are never chosen, even when they were there first."""
 
     def pick() -> Any | None:
         for p in dict(room.remote_participants).values():
-            if _is_user(p) and p.identity not in exclude:
+            active = getattr(p, "state", None) == rtc.ParticipantState.PARTICIPANT_STATE_ACTIVE
+            if active and _is_user(p) and p.identity not in exclude:
                 return p
         return None
 
@@ -54,15 +56,21 @@ async def wait_for_user(room: Any, *, exclude: Collection[str] = ()) -> Any:
         return found
     arrived: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
-    def on_connected(_: Any) -> None:
+    def on_active(_: Any) -> None:
         if not arrived.done() and (p := pick()) is not None:
             arrived.set_result(p)
 
-    room.on("participant_connected", on_connected)
+    def on_state(state: int) -> None:
+        if state == rtc.ConnectionState.CONN_DISCONNECTED and not arrived.done():
+            arrived.set_exception(RuntimeError("room disconnected while waiting for a user"))
+
+    room.on("participant_active", on_active)
+    room.on("connection_state_changed", on_state)
     try:
         return await arrived
     finally:
-        room.off("participant_connected", on_connected)
+        room.off("participant_active", on_active)
+        room.off("connection_state_changed", on_state)
 
 
 class LastParticipantWatcher:

@@ -87,6 +87,7 @@ class ScriptedBackend:
 class FakeParticipant:
     identity: str
     kind: int = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
+    state: int = rtc.ParticipantState.PARTICIPANT_STATE_JOINING
 
 
 class FakeRoom(rtc.EventEmitter[str]):
@@ -97,11 +98,21 @@ class FakeRoom(rtc.EventEmitter[str]):
         self.name = name
         self.remote_participants: dict[str, FakeParticipant] = {}
 
-    def join(self, identity: str, kind: int = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD) -> FakeParticipant:
+    def join(
+        self, identity: str, kind: int = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD, *, active: bool = True
+    ) -> FakeParticipant:
+        """A participant connects (and, with `active`, finishes joining, as livekit reports it)."""
         p = FakeParticipant(identity, kind)
         self.remote_participants[identity] = p
         self.emit("participant_connected", p)
+        if active:
+            self.activate(identity)
         return p
+
+    def activate(self, identity: str) -> None:
+        p = self.remote_participants[identity]
+        p.state = rtc.ParticipantState.PARTICIPANT_STATE_ACTIVE
+        self.emit("participant_active", p)
 
     def leave(self, identity: str) -> None:
         p = self.remote_participants.pop(identity)

@@ -178,6 +178,9 @@ async def test_the_served_user_is_never_a_supervisor() -> None:
     waiting = asyncio.ensure_future(wait_for_user(room, exclude=["supervisor"]))
     await asyncio.sleep(0.05)
     assert not waiting.done()
+    room.join("carol", active=False)  # still joining: not served yet
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
     room.join("alice")
     assert (await asyncio.wait_for(waiting, 5)).identity == "alice"
     assert (await wait_for_user(room)).identity in {"supervisor", "alice"}  # nobody excluded: the first
