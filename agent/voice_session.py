@@ -332,7 +332,11 @@ class BaseVoiceSession:
             chain.on(event, self._on_availability_changed)
             listed = list(getattr(chain, members, ()))  # livekit-agents 1.x keeps them there
             for i, member in enumerate(listed):
-                member.on("error", functools.partial(self._remember_member_error, member))
+                remember = functools.partial(self._remember_member_error, member)
+                member.on("error", remember)
+                wrapped = getattr(member, "wrapped_stt", None)  # a VAD adapter around a batch STT:
+                if wrapped is not None:  # `BatchFallbackSTT` asks the provider itself, which reports
+                    wrapped.on("error", remember)
                 self._hand_over[id(member)] = _hand_over(chain, last=i == len(listed) - 1)
 
     def _remember_member_error(self, member: Any, ev: Any) -> None:

@@ -38,6 +38,40 @@ from .provider_errors import provider_name
 log = logging.getLogger("providers.chains")
 
 
+async def _close_members(members: list[Any]) -> None:
+    """livekit's adapters close their own helpers, not the providers they chain (a local
+    recogniser's decoder processes outlived the job): the chain owns them, it closes them."""
+    for member in members:
+        try:
+            await member.aclose()
+        except Exception:  # noqa: BLE001 - the other members must still close
+            log.warning("closing %s failed", provider_name(member), exc_info=True)
+
+
+class StreamingFallbackSTT(stt.FallbackAdapter):
+    """livekit's adapter (a chain with a streaming STT) that closes its providers with it."""
+
+    def __init__(self, instances: list[stt.STT], **kwargs: Any) -> None:
+        super().__init__(instances, **kwargs)
+        self._members = list(instances)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await _close_members(self._members)
+
+
+class StreamingFallbackTTS(tts.FallbackAdapter):
+    """livekit's adapter (a chain led by a streaming TTS) that closes its providers with it."""
+
+    def __init__(self, instances: list[tts.TTS], **kwargs: Any) -> None:
+        super().__init__(instances, **kwargs)
+        self._members = list(instances)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await _close_members(self._members)
+
+
 def _attempts_seconds(providers: int, max_retry: int, per_attempt: float, retry_interval: float) -> float:
     """An upper bound on the time a chain takes to try all its providers, each with retries."""
     return providers * (max_retry + 1) * (per_attempt + retry_interval)
@@ -67,6 +101,7 @@ class BatchFallbackSTT(stt.FallbackAdapter):
         retry_interval: float = 0.5,
     ) -> None:
         bounded: list[stt.STT] = [DeadlineSTT(s, attempt_timeout) for s in instances]
+        self._members = bounded  # each closes the provider it bounds
         super().__init__(
             bounded,
             vad=vad,
@@ -75,6 +110,19 @@ class BatchFallbackSTT(stt.FallbackAdapter):
             retry_interval=retry_interval,
         )
         self._capabilities = dataclasses.replace(self._capabilities, streaming=False, interim_results=False)
+
+    async def _try_recognize(self, **kwargs: Any) -> stt.SpeechEvent:  # type: ignore[override]
+        # livekit put each provider behind a VAD StreamAdapter whose recognize() retries the
+        # provider's own recognize(), which retries too: (retries + 1)^2 attempts. The chain
+        # hands whole utterances, so each provider is asked directly, its retries once.
+        member = kwargs.pop("stt")
+        if isinstance(member, stt.StreamAdapter):
+            member = member.wrapped_stt
+        return await super()._try_recognize(stt=member, **kwargs)
+
+    async def aclose(self) -> None:
+        await super().aclose()
+        await _close_members(self._members)
 
     def time_budget(self, audio_seconds: float = 0.0) -> float:
         """Seconds a recognition of `audio_seconds` of speech may take before every provider
@@ -112,6 +160,7 @@ class SentenceFallbackTTS(tts.FallbackAdapter):
         retry_interval: float = 0.5,
     ) -> None:
         super().__init__(instances, max_retry_per_tts=max_retry_per_tts)
+        self._members = list(instances)
         self._capabilities = dataclasses.replace(self._capabilities, streaming=False)
         self.attempt_timeout = attempt_timeout
         self.retry_interval = retry_interval
@@ -138,6 +187,7 @@ class SentenceFallbackTTS(tts.FallbackAdapter):
     async def aclose(self) -> None:
         await self._sentences.aclose()
         await super().aclose()
+        await _close_members(self._members)
 
 
 class _SentenceStream(FallbackChunkedStream):

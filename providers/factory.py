@@ -10,7 +10,12 @@ from livekit.agents import stt, tts
 from livekit.agents.vad import VAD
 from pydantic import ValidationError
 
-from .chains import BatchFallbackSTT, SentenceFallbackTTS
+from .chains import (
+    BatchFallbackSTT,
+    SentenceFallbackTTS,
+    StreamingFallbackSTT,
+    StreamingFallbackTTS,
+)
 from .errors import ProviderConfigError
 from .provider_errors import tag_provider
 from .registry import CHAIN_VARIABLE, AnySpec, get_spec, install_hint
@@ -130,7 +135,7 @@ def create_stt(settings: SpeechSettings | None = None, *, vad: VAD | None = None
             "cannot stream, so a fallback chain with them needs a VAD: "
             "create_stt(settings, vad=silero.VAD.load())"
         )
-    chain = BatchFallbackSTT if len(batch_only) == len(instances) else stt.FallbackAdapter
+    chain = BatchFallbackSTT if len(batch_only) == len(instances) else StreamingFallbackSTT
     engine = chain(
         instances,
         vad=vad,
@@ -156,7 +161,7 @@ def create_tts(settings: SpeechSettings | None = None) -> tts.TTS:
         return instances[0]
     engine: tts.TTS
     if instances[0].capabilities.streaming:
-        engine = tts.FallbackAdapter(instances, max_retry_per_tts=settings.fallback_max_retry)
+        engine = StreamingFallbackTTS(instances, max_retry_per_tts=settings.fallback_max_retry)
     else:
         engine = SentenceFallbackTTS(
             instances,

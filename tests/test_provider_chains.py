@@ -9,10 +9,12 @@ reply, to the next provider.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from agent.worker import load_vad
-from providers import LocalTTS
+from providers import LocalSTT, LocalTTS
 from tests.fakes.openai_server import text_reply
 
 from .agent_fakes import settings
@@ -114,3 +116,60 @@ async def test_tts_primary_failing_after_its_first_audio_leaves_no_sentence_unsa
     assert errors[0]["message"].startswith("openai failed") and "next provider" in errors[0]["message"], errors
     dones = [e["data"] for e in first.of_type("turn.done")]
     assert [d["reason"] for d in dones] == ["completed"] and dones[0]["text"] == " ".join(SENTENCES), dones
+
+
+class _FailingSTT:
+    """Built lazily: a batch STT that always fails and counts its attempts."""
+
+    @staticmethod
+    def make():  # type: ignore[no-untyped-def]
+        from livekit.agents import APIConnectionError, stt
+
+        class FailingSTT(stt.STT):
+            def __init__(self) -> None:
+                super().__init__(capabilities=stt.STTCapabilities(streaming=False, interim_results=False))
+                self.attempts = 0
+                self.closed = False
+
+            async def _recognize_impl(self, buffer, *, language=None, conn_options=None):  # type: ignore[no-untyped-def]
+                self.attempts += 1
+                raise APIConnectionError("down")
+
+            async def aclose(self) -> None:
+                self.closed = True
+
+        return FailingSTT()
+
+
+async def test_a_batch_chain_tries_each_provider_its_retries_once(vad) -> None:
+    """livekit's VAD adapter around each provider retried the provider's own retries:
+    (retries + 1)^2 attempts, so the chain outlasted the budget the agent's guard allows it."""
+    from livekit import rtc
+    from livekit.agents import APIConnectionError
+
+    from providers.chains import BatchFallbackSTT
+
+    first, second = _FailingSTT.make(), _FailingSTT.make()
+    chain = BatchFallbackSTT([first, second], vad=vad, attempt_timeout=5, max_retry_per_stt=1, retry_interval=0.01)
+    frame = rtc.AudioFrame(b"\x00\x00" * 1600, 16000, 1, 1600)
+    with pytest.raises(APIConnectionError):
+        await chain.recognize([frame])
+    # each provider: (1 + 1 retry) in the foreground, the same again in livekit's background probe
+    probes = [s.recovering_recognize_task for s in chain._status if s.recovering_recognize_task is not None]
+    await asyncio.gather(*probes, return_exceptions=True)
+    assert (first.attempts, second.attempts) == (4, 4)
+    await chain.aclose()
+    assert first.closed and second.closed  # the chain owns its providers
+
+
+@pytest.mark.parametrize("chain", ["local,openai", "openai,local"])
+async def test_closing_a_chain_closes_its_local_recogniser(vad, chain: str) -> None:
+    """The local recogniser inside a chain kept its decoder process after the job closed it."""
+    from providers import SpeechSettings, create_stt
+
+    engine = create_stt(SpeechSettings(STT_PROVIDERS=chain, OPENAI_API_KEY="sk-placeholder-0000"), vad=vad)
+    engine.prewarm()
+    local = next(m.inner for m in engine._members if isinstance(m.inner, LocalSTT))  # type: ignore[attr-defined]
+    await engine.aclose()
+    with pytest.raises(Exception, match="the local STT is closed"):
+        local._pool.decode(b"\x00\x00" * 1600)
