@@ -15,6 +15,7 @@ from typing import Any
 
 from livekit.agents import APIConnectOptions, APITimeoutError, stt, utils
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from livekit.agents.utils.audio import calculate_audio_duration
 
 from .provider_errors import provider_name, tag_provider
 
@@ -85,7 +86,7 @@ class DeadlineSTT(WrappedSTT):
     ) -> stt.SpeechEvent:
         # the inner implementation, not inner.recognize(): this class's recognize() already
         # retries and reports errors, once
-        seconds = audio_seconds(buffer)
+        seconds = calculate_audio_duration(buffer)
         # a chain whose providers have deadlines of their own must have had the time to try
         # them all (providers.chains): the guard is for what goes beyond that
         deadline = self.timeout + seconds + time_budget(self.inner, seconds)
@@ -96,11 +97,6 @@ class DeadlineSTT(WrappedSTT):
             )
         except TimeoutError:
             raise APITimeoutError(f"no transcript within {deadline:.1f} s") from None
-
-
-def audio_seconds(buffer: utils.AudioBuffer) -> float:
-    frames = buffer if isinstance(buffer, list) else [buffer]
-    return sum(f.samples_per_channel / f.sample_rate for f in frames if f.sample_rate)
 
 
 def time_budget(engine: Any, audio_seconds: float = 0.0) -> float:
