@@ -216,6 +216,16 @@ def test_openai_base_url_is_configurable(all_keys: dict[str, str]) -> None:
     assert engine.provider == "127.0.0.1:9"
 
 
+def test_openai_speech_may_use_its_own_servers(all_keys: dict[str, str]) -> None:
+    """One OPENAI_BASE_URL drove the brain, STT, TTS and realtime: a local Whisper server for
+    STT alone could not be configured."""
+    values = {**all_keys, "OPENAI_BASE_URL": "http://127.0.0.1:9/v1", "OPENAI_STT_BASE_URL": "http://127.0.0.1:8/v1"}
+    assert _build("stt", "openai", values).provider == "127.0.0.1:8"
+    assert _build("tts", "openai", values).provider == "127.0.0.1:9"  # falls back to OPENAI_BASE_URL
+    values["OPENAI_TTS_BASE_URL"] = "http://127.0.0.1:7/v1"
+    assert _build("tts", "openai", values).provider == "127.0.0.1:7"
+
+
 @pytest.mark.parametrize(
     ("kind", "name", "variables"),
     [

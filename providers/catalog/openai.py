@@ -16,7 +16,8 @@ _MODULES = ("livekit.plugins.openai",)
 class OpenAISTTOptions(ProviderOptions):
     required = ("api_key",)
     api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
-    base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
+    # a local Whisper server for speech, OpenAI (OPENAI_BASE_URL) for the brain, ...
+    base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_STT_BASE_URL", "OPENAI_BASE_URL"))
     model: str = Field("gpt-4o-mini-transcribe", validation_alias="OPENAI_STT_MODEL")
     language: str = Field(
         "en", validation_alias=AliasChoices("OPENAI_STT_LANGUAGE", "STT_LANGUAGE")
@@ -26,7 +27,7 @@ class OpenAISTTOptions(ProviderOptions):
 class OpenAITTSOptions(ProviderOptions):
     required = ("api_key",)
     api_key: SecretStr | None = Field(None, validation_alias="OPENAI_API_KEY")
-    base_url: str | None = Field(None, validation_alias="OPENAI_BASE_URL")
+    base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_TTS_BASE_URL", "OPENAI_BASE_URL"))
     model: str = Field("gpt-4o-mini-tts", validation_alias="OPENAI_TTS_MODEL")
     voice: str = Field("ash", validation_alias="OPENAI_TTS_VOICE")
     speed: float = Field(1.0, gt=0, validation_alias="OPENAI_TTS_SPEED")
