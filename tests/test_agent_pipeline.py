@@ -181,7 +181,7 @@ async def test_barge_in_cancels_the_brain_turn_and_stops_the_audio(vad) -> None:
     brain = create_voice_brain(settings().brain, backend=backend, approvals=InProcessApprovalGate())
     seen: list[object] = []
     brain.subscribe(seen.append)
-    sim = Simulation(settings(), vad=vad, brain=brain, speed=1.0, conversation_id="barge")
+    sim = Simulation(settings(), vad=vad, brain=brain, speed=2.0, conversation_id="barge")
     first = await _speech("Please reserve a table.")
     second = await _speech("Stop, what's the weather in Paris?")
     try:
@@ -228,7 +228,7 @@ async def test_client_interrupt_over_the_bridge_cuts_the_playing_reply(vad) -> N
     seen: list[object] = []
     brain.subscribe(seen.append)
     events = io.StringIO()
-    sim = Simulation(settings(), vad=vad, brain=brain, speed=1.0, conversation_id="typed", events=events)
+    sim = Simulation(settings(), vad=vad, brain=brain, speed=4.0, conversation_id="typed", events=events)
 
     def message(kind: str, mid: str, data: dict | None = None) -> str:
         return json.dumps({"v": 1, "id": mid, "type": kind, "data": data or {}})
