@@ -58,6 +58,15 @@ def _pcm(name: str) -> np.ndarray:
     return np.concatenate([pcm, np.zeros(RATE, dtype=np.int16)])
 
 
+def _ending_at(pcm: np.ndarray, seconds: float, size: int) -> np.ndarray:
+    """The `size` samples of `pcm` that end `seconds` in (zeros before the recording starts)."""
+    stop = int(seconds * RATE)
+    out = np.zeros(size, dtype=pcm.dtype)
+    chunk = pcm[max(0, stop - size) : stop]
+    out[size - len(chunk) :] = chunk
+    return out
+
+
 def pauses(min_pause: float) -> list[Pause]:
     ref = json.loads((AUDIO / "turns.json").read_text())
     out: list[Pause] = []
@@ -84,11 +93,7 @@ def add_eot(items: list[Pause]) -> None:
                 if p.length is not None and look >= p.length:
                     p.eot.append(None)
                     continue
-                stop = int((p.at + look) * RATE)
-                window = np.zeros(WINDOW, dtype=np.int16)
-                chunk = pcm[max(0, stop - WINDOW) : stop]
-                window[WINDOW - len(chunk) :] = chunk
-                p.eot.append(float(eot.predict(window)))
+                p.eot.append(float(eot.predict(_ending_at(pcm, p.at + look, WINDOW))))
     finally:
         eot.close()
 
@@ -113,11 +118,7 @@ def add_smart_turn(items: list[Pause]) -> bool:
             if p.length is not None and look >= p.length:
                 p.smart.append(None)
                 continue
-            stop = int((p.at + look) * RATE)
-            audio = np.zeros(clip, dtype=np.float32)
-            chunk = pcm[max(0, stop - clip) : stop]
-            audio[clip - len(chunk) :] = chunk
-            p.smart.append(float(model._predict_endpoint(audio)["probability"]))
+            p.smart.append(float(model._predict_endpoint(_ending_at(pcm, p.at + look, clip))["probability"]))
     return True
 
 
