@@ -392,7 +392,7 @@ class RealtimeTurnTracker:
             # judged when the reply ends (an error only if it said nothing)
             t.refused = True
             return
-        if t.tools_running and report.code == "unavailable" and report.recoverable and not t.error:
+        if t.tools_running and report.code in ("unavailable", "timeout") and report.recoverable and not t.error:
             # the turn waits for its tools (an approval, a slow call) and owes no output: a
             # connection that drops and recovers meanwhile cut nothing; the answer to the tools
             # comes on the new connection and the turn is judged when it ends (or stalls)

@@ -39,6 +39,10 @@ def remaining_users(room: Any) -> list[str]:
     return [identity for identity, p in dict(room.remote_participants).items() if _is_user(p)]
 
 
+class RoomGone(RuntimeError):
+    """The room disconnected while the job waited for a user."""
+
+
 async def wait_for_user(room: Any, *, exclude: Collection[str] = ()) -> Any:
     """The first user in the room who has finished joining (livekit's `participant_active`, as
     `JobContext.wait_for_participant`), waiting for one; identities in `exclude` (supervisors)
@@ -54,6 +58,8 @@ async def wait_for_user(room: Any, *, exclude: Collection[str] = ()) -> Any:
     found = pick()
     if found is not None:
         return found
+    if hasattr(room, "isconnected") and not room.isconnected():
+        raise RoomGone("the room is not connected")
     arrived: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
     def on_active(_: Any) -> None:
@@ -62,7 +68,7 @@ async def wait_for_user(room: Any, *, exclude: Collection[str] = ()) -> Any:
 
     def on_state(state: int) -> None:
         if state == rtc.ConnectionState.CONN_DISCONNECTED and not arrived.done():
-            arrived.set_exception(RuntimeError("room disconnected while waiting for a user"))
+            arrived.set_exception(RoomGone("the room disconnected while waiting for a user"))
 
     room.on("participant_active", on_active)
     room.on("connection_state_changed", on_state)

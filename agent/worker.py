@@ -38,6 +38,7 @@ from .room_life import (  # noqa: F401 - re-exported: the worker's session-life 
     USER_KINDS,
     JobClosers,
     LastParticipantWatcher,
+    RoomGone,
     attach_session_life,
     remaining_users,
     wait_for_user,
@@ -131,11 +132,12 @@ class VoiceWorker:
             participant = await asyncio.wait_for(
                 wait_for_user(ctx.room, exclude=s.bridge.allowed_identities), timeout=s.join_timeout or None
             )
-        except TimeoutError:
-            log.info("nobody joined %s within %.0f s; leaving", ctx.room.name, s.join_timeout)
+        except (TimeoutError, RoomGone) as e:
+            why = "the room closed" if isinstance(e, RoomGone) else "nobody joined"
+            log.info("%s: %s; leaving", ctx.room.name, why)
             if not realtime:
                 await close_speech()  # the prewarmed providers (e.g. the local recogniser's process)
-            ctx.shutdown(reason="nobody joined")
+            ctx.shutdown(reason=why)
             return None
 
         conversation_id = conversation_id_for_room(ctx.room.name)

@@ -391,3 +391,19 @@ async def test_a_session_whose_close_raises_still_ends_for_its_listeners(vad) ->
         sim.session.aclose = real_close  # type: ignore[method-assign]
         await sim.aclose()
     assert sim.voice.closed.is_set() and reasons == ["error"]
+
+
+async def test_waiting_for_a_user_ends_when_the_room_closes() -> None:
+    from livekit import rtc as lk
+
+    from agent.room_life import RoomGone
+
+    room = FakeRoom("room-12")
+    waiting = asyncio.ensure_future(wait_for_user(room))
+    await asyncio.sleep(0.01)
+    room.emit("connection_state_changed", lk.ConnectionState.CONN_DISCONNECTED)
+    with pytest.raises(RoomGone):
+        await asyncio.wait_for(waiting, 5)
+    room.isconnected = lambda: False  # type: ignore[attr-defined]
+    with pytest.raises(RoomGone):  # already gone: at once, not after AGENT_JOIN_TIMEOUT
+        await asyncio.wait_for(wait_for_user(room), 5)
