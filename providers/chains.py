@@ -38,38 +38,29 @@ from .provider_errors import provider_name
 log = logging.getLogger("providers.chains")
 
 
-async def _close_members(members: list[Any]) -> None:
-    """livekit's adapters close their own helpers, not the providers they chain (a local
-    recogniser's decoder processes outlived the job): the chain owns them, it closes them."""
-    for member in members:
-        try:
-            await member.aclose()
-        except Exception:  # noqa: BLE001 - the other members must still close
-            log.warning("closing %s failed", provider_name(member), exc_info=True)
+class _ClosesMembers:
+    """A chain that closes the providers it chains: livekit's adapters close their own helpers
+    only (a local recogniser inside a chain kept its decoder processes after the job)."""
+
+    def __init__(self, instances: list[Any], **kwargs: Any) -> None:
+        super().__init__(instances, **kwargs)  # type: ignore[call-arg]
+        self._members = list(instances)
+
+    async def aclose(self) -> None:
+        await super().aclose()  # type: ignore[misc]
+        for member in self._members:
+            try:
+                await member.aclose()
+            except Exception:  # noqa: BLE001 - the other members must still close
+                log.warning("closing %s failed", provider_name(member), exc_info=True)
 
 
-class StreamingFallbackSTT(stt.FallbackAdapter):
+class StreamingFallbackSTT(_ClosesMembers, stt.FallbackAdapter):
     """livekit's adapter (a chain with a streaming STT) that closes its providers with it."""
 
-    def __init__(self, instances: list[stt.STT], **kwargs: Any) -> None:
-        super().__init__(instances, **kwargs)
-        self._members = list(instances)
 
-    async def aclose(self) -> None:
-        await super().aclose()
-        await _close_members(self._members)
-
-
-class StreamingFallbackTTS(tts.FallbackAdapter):
+class StreamingFallbackTTS(_ClosesMembers, tts.FallbackAdapter):
     """livekit's adapter (a chain led by a streaming TTS) that closes its providers with it."""
-
-    def __init__(self, instances: list[tts.TTS], **kwargs: Any) -> None:
-        super().__init__(instances, **kwargs)
-        self._members = list(instances)
-
-    async def aclose(self) -> None:
-        await super().aclose()
-        await _close_members(self._members)
 
 
 def _attempts_seconds(providers: int, max_retry: int, per_attempt: float, retry_interval: float) -> float:
@@ -77,7 +68,7 @@ def _attempts_seconds(providers: int, max_retry: int, per_attempt: float, retry_
     return providers * (max_retry + 1) * (per_attempt + retry_interval)
 
 
-class BatchFallbackSTT(stt.FallbackAdapter):
+class BatchFallbackSTT(_ClosesMembers, stt.FallbackAdapter):
     """A fallback chain of non-streaming STTs that stays non-streaming.
 
     livekit's adapter always streams: each provider runs behind its own VAD `StreamAdapter`,
@@ -101,7 +92,6 @@ class BatchFallbackSTT(stt.FallbackAdapter):
         retry_interval: float = 0.5,
     ) -> None:
         bounded: list[stt.STT] = [DeadlineSTT(s, attempt_timeout) for s in instances]
-        self._members = bounded  # each closes the provider it bounds
         super().__init__(
             bounded,
             vad=vad,
@@ -120,10 +110,6 @@ class BatchFallbackSTT(stt.FallbackAdapter):
             member = member.wrapped_stt
         return await super()._try_recognize(stt=member, **kwargs)
 
-    async def aclose(self) -> None:
-        await super().aclose()
-        await _close_members(self._members)
-
     def time_budget(self, audio_seconds: float = 0.0) -> float:
         """Seconds a recognition of `audio_seconds` of speech may take before every provider
         had its chance (at most)."""
@@ -135,7 +121,7 @@ class BatchFallbackSTT(stt.FallbackAdapter):
         )
 
 
-class SentenceFallbackTTS(tts.FallbackAdapter):
+class SentenceFallbackTTS(_ClosesMembers, tts.FallbackAdapter):
     """A TTS fallback chain whose unit of failover is the sentence.
 
     livekit's adapter streams the whole reply to one provider and hands it to the next only if
@@ -160,7 +146,6 @@ class SentenceFallbackTTS(tts.FallbackAdapter):
         retry_interval: float = 0.5,
     ) -> None:
         super().__init__(instances, max_retry_per_tts=max_retry_per_tts)
-        self._members = list(instances)
         self._capabilities = dataclasses.replace(self._capabilities, streaming=False)
         self.attempt_timeout = attempt_timeout
         self.retry_interval = retry_interval
@@ -187,7 +172,6 @@ class SentenceFallbackTTS(tts.FallbackAdapter):
     async def aclose(self) -> None:
         await self._sentences.aclose()
         await super().aclose()
-        await _close_members(self._members)
 
 
 class _SentenceStream(FallbackChunkedStream):
