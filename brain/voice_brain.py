@@ -191,6 +191,7 @@ class VoiceBrain:
         tools = list(self.tools)
         seen_ids: set[str] = set()
         said = ""  # the turn's text so far (its last characters are what matter)
+        acted: set[str] = set()  # ids of calls whose action happened (or may have)
         for step in range(s.max_tool_steps + 1):
             # the last step may not call tools (tool_choice "none"), so the model answers in words;
             # the tools stay declared because the history already contains calls to them
@@ -235,8 +236,12 @@ class VoiceBrain:
             except Exception as exc:  # a custom backend raised something untyped
                 raise UnavailableError(f"{type(exc).__name__}: {exc}", provider=self.backend.name) from exc
             if not calls:
-                if not said and step == 0:  # a turn without a word or a tool call: silence
-                    raise ProtocolError("the model gave no answer (no text, no tool call)", provider=self.backend.name)
+                if not said and not acted:
+                    # silence, and nothing was done (no call, or every call failed or was refused):
+                    # the apology. A turn whose action happened may end without words (an apology
+                    # would invite the user to repeat it).
+                    why = "no text, no tool call" if step == 0 else "no text after tool calls that all failed"
+                    raise ProtocolError(f"the model gave no answer ({why})", provider=self.backend.name)
                 return
             if final:
                 # the step cap: a model that still asks for tools is not obeyed (nor remembered)
@@ -256,7 +261,7 @@ class VoiceBrain:
             results: dict[str, str] = {}
             unanswered = "CANCELLED: the user interrupted before this finished."
             try:
-                await self._run_calls(turn, calls, results)
+                await self._run_calls(turn, calls, results, acted)
             except Exception:
                 unanswered = "ERROR: the turn failed before this finished."
                 raise
@@ -275,13 +280,16 @@ class VoiceBrain:
         seen.add(call.id)
         return call
 
-    async def _run_calls(self, turn: Turn, calls: list[ToolCall], results: dict[str, str]) -> None:
-        """Run the calls of one step concurrently; fills `results` (call id -> text) as they finish."""
+    async def _run_calls(
+        self, turn: Turn, calls: list[ToolCall], results: dict[str, str], acted: set[str] | None = None
+    ) -> None:
+        """Run the calls of one step concurrently; fills `results` (call id -> text) as they finish
+        and `acted` with the ids of calls whose action happened or may have."""
 
         async def one(call: ToolCall) -> None:
             # every text for the model is cut (errors and echoed arguments too, not only results):
             # it is resent with each later request of the conversation
-            results[call.id] = result_to_text(await self._run_call(turn, call, results))
+            results[call.id] = result_to_text(await self._run_call(turn, call, results, acted))
 
         tasks = [asyncio.ensure_future(one(c)) for c in calls]
         try:
@@ -293,7 +301,9 @@ class VoiceBrain:
             if any(not t.done() for t in tasks):
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _run_call(self, turn: Turn, call: ToolCall, results: dict[str, str] | None = None) -> str:
+    async def _run_call(
+        self, turn: Turn, call: ToolCall, results: dict[str, str] | None = None, acted: set[str] | None = None
+    ) -> str:
         """Run one call; returns what the model is told. Emits started/approval/finished events.
 
         `results`: where to leave what the model is told when the call is interrupted while a
@@ -309,6 +319,8 @@ class VoiceBrain:
         )
 
         def finished(status: str, result: Any = None, error: str | None = None) -> None:
+            if acted is not None and (status == "ok" or (error is not None and TOOL_MAY_HAVE_RUN in error)):
+                acted.add(call.id)
             emit(
                 ToolFinished(
                     conversation_id=conv,

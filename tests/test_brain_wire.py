@@ -353,6 +353,41 @@ async def test_a_turn_whose_tool_ran_may_end_without_words(openai_kit: OpenAIKit
     assert log.done(turn.turn_id).reason == "completed" and not log.of(ErrorEvent)
 
 
+@tool
+def broken(key: str) -> str:
+    """Always fails."""
+    raise RuntimeError("backend down")
+
+
+async def test_a_turn_whose_every_call_failed_and_then_said_nothing_ends_with_the_apology(openai_kit: OpenAIKit) -> None:
+    """Nothing was done and nothing was said: silence (a `completed` turn) left the user waiting."""
+    openai_kit.server.push(
+        oa.tool_reply(("c1", "broken", {"key": "k"}), ("c2", "nosuch", {}), ("c3", "lookup", {"limit": 2})),
+        Stream([oa.finish_chunk("stop")]),
+        oa.text_reply("Fine now."),
+    )
+    brain = openai_kit.brain(tools=[lookup, broken])
+    log = EventLog(brain)
+    turn = Turn("x", "c")
+    assert await reply(brain, turn) == [APOLOGY]
+    (err,) = log.of(ErrorEvent)
+    assert err.code == "protocol" and "tool calls that all failed" in err.message
+    assert log.done(turn.turn_id).reason == "error"
+    assert [f.status for f in log.of(ToolFinished)] == ["error", "error", "error"]
+    assert "".join(await reply(brain, Turn("again", "c"))) == "Fine now."  # the history is still accepted
+
+
+async def test_a_turn_where_one_call_of_several_ran_may_end_without_words(openai_kit: OpenAIKit) -> None:
+    openai_kit.server.push(
+        oa.tool_reply(("c1", "broken", {"key": "k"}), ("c2", "lookup", {"key": "k"})), Stream([oa.finish_chunk("stop")])
+    )
+    brain = openai_kit.brain(tools=[lookup, broken])
+    log = EventLog(brain)
+    turn = Turn("x", "c")
+    assert await reply(brain, turn) == []
+    assert log.done(turn.turn_id).reason == "completed" and not log.of(ErrorEvent)
+
+
 async def test_a_long_result_is_cut_once_and_its_size_told(openai_kit: OpenAIKit) -> None:
     @tool
     def dump() -> str:
