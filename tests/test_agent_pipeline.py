@@ -51,7 +51,7 @@ async def test_full_voice_turn_on_jfk(vad) -> None:
     # the sentence's ~1 s rhetorical pauses are mid-turn (turns.json): endpoint after 1.6 s
     turn = TurnSettings(_env_file=None, min_endpointing_delay=1.6, max_endpointing_delay=3.0)  # type: ignore[call-arg]
     events = io.StringIO()
-    sim = Simulation(settings(turn=turn), vad=vad, speed=1.0, conversation_id="jfk", events=events)
+    sim = Simulation(settings(turn=turn), vad=vad, speed=2.0, conversation_id="jfk", events=events)
     assert await play_and_settle(sim, decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE), limit=40)
     r = sim.result
 

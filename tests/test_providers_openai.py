@@ -269,7 +269,7 @@ async def test_stt_chain_failing_mid_session_loses_no_words(fake_openai: FakeOpe
     turn = TurnSettings(_env_file=None, min_endpointing_delay=1.6)  # type: ignore[call-arg]  # JFK's pauses are mid-turn
     s = settings(speech=speech, turn=turn)
     events = io.StringIO()
-    sim = Simulation(s, vad=load_vad(s), speed=1.0, conversation_id="chain", events=events)
+    sim = Simulation(s, vad=load_vad(s), speed=2.0, conversation_id="chain", events=events)
     assert isinstance(sim.stt, BatchFallbackSTT) and not sim.stt.capabilities.streaming
     assert await play_and_settle(sim, decode_file(AUDIO / "jfk_16k_mono.wav", INPUT_RATE), limit=40)
     assert fake_openai.requests  # openai was asked first, and failed
