@@ -36,7 +36,7 @@ from livekit.agents.voice.events import (
 from brain import TextDelta, TurnDone, TurnStarted, VoiceBrain
 from brain.turn import new_turn_id
 from bridge import BridgeOptions, ControlRefused, EventBridge, attach_event_bridge
-from providers.chains import SentenceFallbackTTS
+from providers.chains import SentenceFallbackTTS, StreamingSentenceFallbackTTS
 from providers.deadlines import WrappedSTT, time_budget
 from providers.provider_errors import (
     ProviderErrorReport,
@@ -615,7 +615,7 @@ def _hand_over(chain: Any, *, last: bool) -> str:
     """What the chain does when one of its providers fails, as clients are told."""
     if last:
         return "it is the last provider in the chain"
-    if isinstance(chain, tts.FallbackAdapter) and not isinstance(chain, SentenceFallbackTTS):
+    if isinstance(chain, tts.FallbackAdapter) and not isinstance(chain, (SentenceFallbackTTS, StreamingSentenceFallbackTTS)):
         # livekit's adapter streams a reply to one provider and hands over only what that
         # provider had not begun to say: the rest of a begun reply is dropped (docs/errors.md)
         return f"{_TAKES_OVER} (a reply it had begun to speak is not finished)"

@@ -12,6 +12,8 @@ how long it may take to try them all (`time_budget`), so the guards wait for tha
   fails over sentence by sentence: each provider must produce each sentence's audio without a
   wait longer than the attempt timeout, and a sentence a provider fails (before or after its
   first audio) is said again, whole, by the next one.
+- `StreamingSentenceFallbackTTS`: a chain led by a streaming TTS (elevenlabs, cartesia,
+  deepgram), the same sentence by sentence, each sentence's text streamed to the provider.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -28,6 +31,7 @@ from livekit.agents import APIConnectionError, APITimeoutError, stt, tts, utils
 from livekit.agents.tts.fallback_adapter import (
     DEFAULT_FALLBACK_API_CONNECT_OPTIONS,
     FallbackChunkedStream,
+    FallbackSynthesizeStream,
 )
 from livekit.agents.types import USERDATA_TIMED_TRANSCRIPT, APIConnectOptions
 from livekit.agents.vad import VAD
@@ -57,10 +61,6 @@ class _ClosesMembers:
 
 class StreamingFallbackSTT(_ClosesMembers, stt.FallbackAdapter):
     """livekit's adapter (a chain with a streaming STT) that closes its providers with it."""
-
-
-class StreamingFallbackTTS(_ClosesMembers, tts.FallbackAdapter):
-    """livekit's adapter (a chain led by a streaming TTS) that closes its providers with it."""
 
 
 def _attempts_seconds(providers: int, max_retry: int, per_attempt: float, retry_interval: float) -> float:
@@ -241,6 +241,303 @@ class _SentenceStream(FallbackChunkedStream):
             self._try_recovery(member)
         names = ",".join(provider_name(m) for m in chain._tts_instances)
         raise APIConnectionError(f"every TTS of the chain failed ({names})")
+
+
+
+_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]»”’]*(?=\s)")
+"""Where a sentence ends in streamed text: its closing punctuation, once whitespace follows
+(so "3.5" and a "." still waiting for its next token are not cut)."""
+
+_AHEAD = 2
+"""Sentences one provider is given at once: the next one streams in while the current one plays."""
+
+
+def _has_words(text: str) -> bool:
+    return any(c.isalnum() for c in text)
+
+
+@dataclasses.dataclass
+class _Sentence:
+    text: str = ""
+    closed: bool = False
+
+
+class _Script:
+    """The reply text as it streams in, cut into sentences; waiters wake on every change."""
+
+    def __init__(self) -> None:
+        self.sentences: list[_Sentence] = []
+        self.ended = False
+        self.version = 0
+        self._scan = 0  # where to look for the open sentence's end (past cuts that were refused)
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def add(self, text: str) -> None:
+        if not self.sentences or self.sentences[-1].closed:
+            self.sentences.append(_Sentence())
+            self._scan = 0
+        open_ = self.sentences[-1]
+        open_.text += text
+        while m := _SENTENCE_END.search(open_.text, self._scan):
+            head, tail = open_.text[: m.end()], open_.text[m.end() :]
+            if not _has_words(head):  # "..." on its own is not a sentence: it stays with the next
+                self._scan = m.end()
+                continue
+            open_.text, open_.closed = head, True
+            open_ = _Sentence(tail)
+            self.sentences.append(open_)
+            self._scan = 0
+        self.changed()
+
+    def close_open(self) -> None:
+        """The caller flushed, or the text ended: the open sentence is complete (if it says anything)."""
+        if self.sentences and not self.sentences[-1].closed:
+            if _has_words(self.sentences[-1].text):
+                self.sentences[-1].closed = True
+            else:
+                self.sentences.pop()
+        self.changed()
+
+    def end(self) -> None:
+        self.close_open()
+        self.ended = True
+        self.changed()
+
+    def changed(self) -> None:
+        self.version += 1
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    async def wait_change(self, seen: int) -> int:
+        while self.version == seen:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        return self.version
+
+    def startable(self, index: int) -> bool:
+        """Whether sentence `index` may go to a provider: it exists and says something."""
+        return index < len(self.sentences) and (self.sentences[index].closed or _has_words(self.sentences[index].text))
+
+
+class StreamingSentenceFallbackTTS(_ClosesMembers, tts.FallbackAdapter):
+    """A TTS fallback chain led by a streaming provider (elevenlabs, cartesia, deepgram, ...)
+    whose unit of failover is the sentence, without costing the primary its streaming.
+
+    livekit's adapter streams the whole reply to one provider: once it has spoken, its failure
+    drops the rest of the reply, and a provider that stalls is waited for until its own read
+    timeout. Here the reply text still streams to the provider as it arrives, but one sentence
+    per request (livekit 1.8's streams take one segment each; the next sentence streams in
+    while the current one plays), so the chain knows which sentences were said whole. A
+    provider that fails, or leaves a complete sentence without (first or next) audio for longer
+    than `attempt_timeout`, is marked unavailable (and probed in the background, as livekit
+    does), and the next provider says the rest of the reply, from the start of the sentence
+    that was cut (the user may hear its beginning twice).
+    """
+
+    def __init__(
+        self,
+        instances: list[tts.TTS],
+        *,
+        attempt_timeout: float = 10.0,
+        max_retry_per_tts: int = 0,
+        retry_interval: float = 0.5,
+    ) -> None:
+        super().__init__(instances, max_retry_per_tts=max_retry_per_tts)
+        self.attempt_timeout = attempt_timeout
+        self.retry_interval = retry_interval
+
+    def time_budget(self, audio_seconds: float = 0.0) -> float:
+        """Seconds the chain may wait for a sentence's (next) audio before every provider had
+        its chance (at most)."""
+        return _attempts_seconds(
+            len(self._tts_instances), self._max_retry_per_tts, self.attempt_timeout, self.retry_interval
+        )
+
+    def synthesize(
+        self, text: str, *, conn_options: APIConnectOptions = DEFAULT_FALLBACK_API_CONNECT_OPTIONS
+    ) -> FallbackChunkedStream:
+        return _SentenceStream(tts=self, input_text=text, conn_options=conn_options)  # type: ignore[arg-type]
+
+    def stream(  # type: ignore[override]
+        self, *, conn_options: APIConnectOptions = DEFAULT_FALLBACK_API_CONNECT_OPTIONS
+    ) -> tts.SynthesizeStream:
+        return _StreamedSentences(tts=self, conn_options=conn_options)
+
+
+class _StreamedSentences(FallbackSynthesizeStream):
+    """One reply through a `StreamingSentenceFallbackTTS`: sentences in order, each streamed to
+    the current provider, the rest handed to the next provider when one fails."""
+
+    _fallback_adapter: StreamingSentenceFallbackTTS
+
+    async def _run(self, output_emitter: tts.AudioEmitter) -> None:
+        chain = self._fallback_adapter
+        output_emitter.initialize(
+            request_id=utils.shortuuid(),
+            sample_rate=chain.sample_rate,
+            num_channels=chain.num_channels,
+            mime_type="audio/pcm",
+            stream=True,
+        )
+        output_emitter.start_segment(segment_id=utils.shortuuid())
+        script = _Script()
+        self._said = 0  # sentences said whole, by whichever provider
+        reader = asyncio.create_task(self._read_input(script))
+        everyone_down = not any(status.available for status in chain._status)
+        try:
+            for member, status in zip(chain._tts_instances, chain._status, strict=True):
+                if status.available or everyone_down:
+                    try:
+                        await self._speak_with(member, script, output_emitter)
+                        return
+                    except Exception as e:  # noqa: BLE001 - any failure moves on to the next provider
+                        if status.available:
+                            status.available = False
+                            chain.emit("tts_availability_changed", tts.AvailabilityChangedEvent(tts=member, available=False))
+                        log.warning("%s failed at sentence %d (the next provider says the rest): %s",
+                                    provider_name(member), self._said + 1, e)
+                # the probe says what this reply has said so far
+                self._pushed_tokens = [s.text for s in script.sentences[: max(self._said + 1, 1)]]
+                self._try_recovery(member)
+            names = ",".join(provider_name(m) for m in chain._tts_instances)
+            raise APIConnectionError(f"every TTS of the chain failed ({names})")
+        finally:
+            await utils.aio.cancel_and_wait(reader)
+
+    async def _read_input(self, script: _Script) -> None:
+        async for data in self._input_ch:
+            if isinstance(data, str):
+                if data:
+                    script.add(data)
+            else:
+                script.close_open()
+        script.end()
+
+    async def _speak_with(self, member: tts.TTS, script: _Script, emitter: tts.AudioEmitter) -> None:
+        """Say the reply from sentence `self._said` on with `member`; returns once the text has
+        ended and every sentence was said, raises when `member` fails one."""
+        queues: dict[int, asyncio.Queue[tts.SynthesizedAudio | BaseException | None]] = {}
+        tasks: list[asyncio.Task[None]] = []
+
+        async def launch() -> None:
+            seen = -1
+            while True:
+                started = False
+                for i in range(self._said, self._said + _AHEAD):
+                    if i not in queues and script.startable(i):
+                        queues[i] = asyncio.Queue()
+                        tasks.append(asyncio.create_task(self._sentence(member, script, i, queues[i])))
+                        started = True
+                if started:
+                    script.changed()  # the reply loop may be waiting for this sentence's queue
+                seen = await script.wait_change(seen)
+
+        launcher = asyncio.create_task(launch())
+        to_rate = _ToRate(self._fallback_adapter.sample_rate)
+        seen = -1
+        try:
+            while True:
+                if script.ended and self._said >= len(script.sentences):
+                    return
+                queue = queues.get(self._said)
+                if queue is None:  # the next sentence has not begun (or the launcher has not seen it)
+                    seen = await script.wait_change(seen)
+                    continue
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if item is None:  # said whole
+                    for frame in to_rate.flush():
+                        emitter.push_frame(frame)
+                    to_rate = _ToRate(self._fallback_adapter.sample_rate)
+                    del queues[self._said]
+                    self._said += 1
+                    self._fallback_adapter._active_instance = member
+                    script.changed()  # the launcher may start the sentence after next
+                    continue
+                if texts := item.frame.userdata.get(USERDATA_TIMED_TRANSCRIPT):
+                    emitter.push_timed_transcript(texts)
+                for frame in to_rate.push(item.frame):
+                    emitter.push_frame(frame)
+        finally:
+            await utils.aio.cancel_and_wait(launcher, *tasks)
+
+    async def _sentence(
+        self,
+        member: tts.TTS,
+        script: _Script,
+        index: int,
+        out: asyncio.Queue[tts.SynthesizedAudio | BaseException | None],
+    ) -> None:
+        """Stream sentence `index` to `member` as its text grows; its audio goes to `out`, then
+        None, or the failure. Once the sentence is complete, a wait for audio longer than the
+        attempt timeout is a stall (reported on `member` as a timeout)."""
+        chain = self._fallback_adapter
+        limit = chain.attempt_timeout
+        options = dataclasses.replace(
+            self._conn_options, max_retry=chain._max_retry_per_tts, timeout=limit, retry_interval=chain.retry_interval
+        )
+        adapter = None if member.capabilities.streaming else tts.StreamAdapter(tts=member)
+        stream = (adapter or member).stream(conn_options=options)
+        sentence = script.sentences[index]
+        complete_at: list[float] = []  # when the sentence's last text went in
+
+        async def feed() -> None:
+            pushed, seen = 0, -1
+            while True:
+                if len(sentence.text) > pushed:
+                    stream.push_text(sentence.text[pushed:])
+                    pushed = len(sentence.text)
+                if sentence.closed:
+                    stream.end_input()
+                    complete_at.append(time.monotonic())
+                    return
+                seen = await script.wait_change(seen)
+
+        feeder = asyncio.create_task(feed())
+        try:
+            async with stream:
+                frames = aiter(stream)
+                pending: asyncio.Future[tts.SynthesizedAudio] = asyncio.ensure_future(anext(frames))
+                progress = 0.0
+                try:
+                    while True:
+                        if complete_at:
+                            since = max(complete_at[0], progress)
+                            remaining = since + limit - time.monotonic()
+                            if remaining <= 0:
+                                error = APITimeoutError(f"no audio within {limit:g} s")
+                                member.emit("error", _tts_error(member, error))
+                                raise error
+                            await asyncio.wait({pending}, timeout=min(remaining, 0.25))
+                        else:
+                            await asyncio.wait({pending}, timeout=0.25)
+                        if not pending.done():
+                            continue
+                        try:
+                            audio = pending.result()
+                        except StopAsyncIteration:
+                            break
+                        progress = time.monotonic()
+                        out.put_nowait(audio)
+                        pending = asyncio.ensure_future(anext(frames))
+                finally:
+                    if not pending.done():
+                        pending.cancel()
+            if not complete_at:  # the provider ended the stream before the sentence was complete
+                raise APIConnectionError("the stream ended before the sentence was complete")
+            out.put_nowait(None)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # noqa: BLE001 - handed to the reply, which fails over
+            out.put_nowait(e)
+        finally:
+            await utils.aio.cancel_and_wait(feeder)
+            if adapter is not None:
+                await adapter.aclose()
 
 
 class _ToRate:

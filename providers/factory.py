@@ -14,7 +14,7 @@ from .chains import (
     BatchFallbackSTT,
     SentenceFallbackTTS,
     StreamingFallbackSTT,
-    StreamingFallbackTTS,
+    StreamingSentenceFallbackTTS,
 )
 from .errors import ProviderConfigError
 from .provider_errors import tag_provider
@@ -151,9 +151,9 @@ def create_tts(settings: SpeechSettings | None = None) -> tts.TTS:
     """The configured TTS: one provider, or a fallback chain over the providers in order
     (output at the highest sample rate of the chain; others are resampled).
 
-    A chain led by a provider that cannot stream (openai, azure, hume) is a
-    `SentenceFallbackTTS`, which fails over sentence by sentence; a chain led by a streaming
-    provider is livekit's `FallbackAdapter`, which streams the reply to it.
+    Both kinds fail over sentence by sentence: a chain led by a provider that cannot stream
+    (openai, azure, hume) is a `SentenceFallbackTTS`, a chain led by a streaming provider a
+    `StreamingSentenceFallbackTTS`, which streams each sentence's text to it as it arrives.
     """
     settings = settings or SpeechSettings()
     instances: list[tts.TTS] = _build_chain("tts", settings.tts_providers, settings)
@@ -161,13 +161,14 @@ def create_tts(settings: SpeechSettings | None = None) -> tts.TTS:
         return instances[0]
     engine: tts.TTS
     if instances[0].capabilities.streaming:
-        engine = StreamingFallbackTTS(instances, max_retry_per_tts=settings.fallback_max_retry)
+        chain: type[SentenceFallbackTTS] | type[StreamingSentenceFallbackTTS] = StreamingSentenceFallbackTTS
     else:
-        engine = SentenceFallbackTTS(
-            instances,
-            attempt_timeout=settings.fallback_attempt_timeout,
-            max_retry_per_tts=settings.fallback_max_retry,
-            retry_interval=settings.fallback_retry_interval,
-        )
+        chain = SentenceFallbackTTS
+    engine = chain(
+        instances,
+        attempt_timeout=settings.fallback_attempt_timeout,
+        max_retry_per_tts=settings.fallback_max_retry,
+        retry_interval=settings.fallback_retry_interval,
+    )
     tag_provider(engine, ",".join(settings.tts_providers))
     return engine

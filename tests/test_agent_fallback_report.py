@@ -16,7 +16,7 @@ from agent.worker import load_vad
 from brain import create_voice_brain
 from bridge import MemoryTransport
 from providers import LocalSTT, LocalTTS
-from providers.chains import SentenceFallbackTTS
+from providers.chains import SentenceFallbackTTS, StreamingSentenceFallbackTTS
 from providers.provider_errors import tag_provider
 
 from .agent_fakes import settings
@@ -63,7 +63,8 @@ TAKES_OVER = "the next provider in the chain takes over"
     [
         # each sentence goes to the next provider whole: a reply the failed one began is finished
         (SentenceFallbackTTS, TAKES_OVER),
-        # livekit's streaming adapter drops the rest of a reply the failed provider had begun
+        (StreamingSentenceFallbackTTS, TAKES_OVER),
+        # livekit's own adapter (passed in code) drops the rest of a reply the failed provider had begun
         (tts.FallbackAdapter, f"{TAKES_OVER} (a reply it had begun to speak is not finished)"),
     ],
 )

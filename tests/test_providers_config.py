@@ -35,6 +35,7 @@ TTS_PROVIDERS = [
     "openai",
     "elevenlabs",
     "cartesia",
+    "deepgram",
     "azure",
     "fishaudio",
     "google",
@@ -189,6 +190,12 @@ async def test_every_tts_provider_builds_from_config(name: str, all_keys: dict[s
         ("tts", "azure", {"AZURE_TTS_SAMPLE_RATE": "16000"}, lambda e: e.sample_rate == 16000),
         (
             "tts",
+            "deepgram",
+            {"DEEPGRAM_TTS_MODEL": "aura-2-thalia-en", "DEEPGRAM_TTS_SAMPLE_RATE": "16000"},
+            lambda e: (e.model, e.sample_rate) == ("aura-2-thalia-en", 16000),
+        ),
+        (
+            "tts",
             "resemble",
             {"RESEMBLE_TTS_SAMPLE_RATE": "22050"},
             lambda e: e.sample_rate == 22050,
@@ -235,6 +242,7 @@ def test_openai_speech_may_use_its_own_servers(all_keys: dict[str, str]) -> None
         ("stt", "google", ["GOOGLE_APPLICATION_CREDENTIALS"]),
         ("tts", "elevenlabs", ["ELEVEN_API_KEY"]),
         ("tts", "cartesia", ["CARTESIA_API_KEY"]),
+        ("tts", "deepgram", ["DEEPGRAM_API_KEY"]),
         ("tts", "fishaudio", ["FISH_API_KEY"]),
         ("tts", "google", ["GOOGLE_API_KEY or GEMINI_API_KEY"]),
         ("tts", "hume", ["HUME_API_KEY"]),

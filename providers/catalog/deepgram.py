@@ -1,10 +1,11 @@
-"""`deepgram`: Deepgram streaming STT via livekit-plugins-deepgram (extra `deepgram`)."""
+"""`deepgram`: Deepgram streaming STT and Aura streaming TTS via livekit-plugins-deepgram
+(extra `deepgram`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from livekit.agents import stt
+from livekit.agents import stt, tts
 from pydantic import AliasChoices, Field, SecretStr
 
 from ..spec import ProviderOptions, ProviderSpec, secret
@@ -35,8 +36,32 @@ def _build_stt(o: DeepgramSTTOptions) -> stt.STT:
     )
 
 
+class DeepgramTTSOptions(ProviderOptions):
+    required = ("api_key",)
+    api_key: SecretStr | None = Field(None, validation_alias="DEEPGRAM_API_KEY")
+    model: str = Field("aura-2-andromeda-en", validation_alias="DEEPGRAM_TTS_MODEL")  # model = voice
+    sample_rate: int = Field(24000, gt=0, validation_alias="DEEPGRAM_TTS_SAMPLE_RATE")
+    base_url: str = Field(
+        "https://api.deepgram.com/v1/speak", validation_alias="DEEPGRAM_TTS_BASE_URL"
+    )
+
+
+def _build_tts(o: DeepgramTTSOptions) -> tts.TTS:
+    from livekit.plugins import deepgram
+
+    return deepgram.TTS(
+        api_key=secret(o.api_key) or "",
+        model=o.model,
+        sample_rate=o.sample_rate,
+        base_url=o.base_url,
+    )
+
+
 SPECS: tuple[ProviderSpec[Any, Any], ...] = (
     ProviderSpec(
         "deepgram", "stt", DeepgramSTTOptions, _build_stt, ("livekit.plugins.deepgram",), "deepgram"
+    ),
+    ProviderSpec(
+        "deepgram", "tts", DeepgramTTSOptions, _build_tts, ("livekit.plugins.deepgram",), "deepgram"
     ),
 )

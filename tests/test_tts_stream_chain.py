@@ -1,0 +1,167 @@
+"""TTS chains led by a streaming provider (`TTS_PROVIDERS=deepgram,local`): the real
+livekit-plugins-deepgram TTS against a fake Deepgram `/v1/speak` server on 127.0.0.1, the local
+voice behind it. The reply text streams to the primary as it arrives, one sentence per request;
+a primary that fails or stalls after it has spoken hands the rest of the reply, from the sentence
+it was saying, to the next provider."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from livekit import rtc
+from livekit.agents import APIConnectionError, tts
+from livekit.agents.utils import http_context
+
+from providers import LocalTTS, SpeechSettings, create_tts
+from providers.chains import StreamingSentenceFallbackTTS
+
+from .fakes.deepgram_speak_server import FakeDeepgramSpeak, tone_seconds
+
+pytestmark = pytest.mark.timeout(60)
+
+SENTENCES = ["It is sunny in Paris today.", "The wind is calm and the sky is clear.", "Enjoy your afternoon walk by the river."]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDeepgramSpeak]:
+    server = FakeDeepgramSpeak()
+    await server.start()
+    try:
+        async with http_context.open():  # the plugin's HTTP session, as in a job
+            yield server
+    finally:
+        await server.aclose()
+
+
+def _chain(fake: FakeDeepgramSpeak, providers: str = "deepgram,local", timeout: float = 1.0) -> tts.TTS:
+    return create_tts(
+        SpeechSettings(
+            _env_file=None,  # type: ignore[call-arg]
+            TTS_PROVIDERS=providers,
+            DEEPGRAM_API_KEY="dg-placeholder",
+            DEEPGRAM_TTS_BASE_URL=fake.base_url,
+            FALLBACK_ATTEMPT_TIMEOUT=timeout,
+        )
+    )
+
+
+async def _say(engine: tts.TTS, text: str) -> rtc.AudioFrame:
+    """The chain's audio for `text`, pushed word by word as an LLM would."""
+    frames: list[rtc.AudioFrame] = []
+    async with engine.stream() as stream:
+        for word in text.split(" "):
+            stream.push_text(word + " ")
+        stream.end_input()
+        async for ev in stream:
+            frames.append(ev.frame)
+    return rtc.combine_audio_frames(frames)
+
+
+async def _local_seconds(text: str) -> float:
+    engine = LocalTTS()
+    try:
+        return (await engine.synthesize(text).collect()).duration
+    finally:
+        await engine.aclose()
+
+
+async def test_each_sentence_streams_to_the_primary_as_its_text_arrives(fake: FakeDeepgramSpeak) -> None:
+    engine = _chain(fake)
+    assert isinstance(engine, StreamingSentenceFallbackTTS) and engine.capabilities.streaming
+    assert engine.sample_rate == 24_000  # the chain's highest rate
+    frames: list[rtc.AudioFrame] = []
+    try:
+        async with engine.stream() as stream:
+            stream.push_text("It is sunny")
+            # the first words reach Deepgram before the sentence is complete (a chain that
+            # waited for whole sentences would never get here: the guard would time out)
+            async with asyncio.timeout(10):
+                await fake.wait_for_words(1)
+            stream.push_text(" in Paris today. The wind is calm and the sky is clear.")
+            stream.end_input()
+            async for ev in stream:
+                frames.append(ev.frame)
+    finally:
+        await engine.aclose()
+    assert [s.text for s in fake.segments] == SENTENCES[:2]  # one request per sentence, in order
+    assert fake.segments[0].speaks >= 5  # word by word
+    assert fake.authorizations[0] == "Token dg-placeholder" and fake.queries[0]["encoding"] == "linear16"
+    audio = rtc.combine_audio_frames(frames)
+    assert audio.sample_rate == 24_000
+    assert audio.duration == pytest.approx(sum(tone_seconds(s) for s in SENTENCES[:2]), abs=0.05)
+
+
+@pytest.mark.parametrize("fault", ["drop", "stall"])
+async def test_a_primary_failing_after_it_has_spoken_hands_the_rest_to_the_next(fake: FakeDeepgramSpeak, fault: str) -> None:
+    """Deepgram says the first sentence, then fails the second (a third of the way in, or by
+    going quiet past FALLBACK_ATTEMPT_TIMEOUT): the local voice says the second sentence whole
+    and the third; livekit's adapter dropped everything after the first sentence."""
+    fake.faults.extend(["ok", fault])
+    engine = _chain(fake)
+    changes: list[tuple[str, bool]] = []
+    errors: list[Exception] = []
+    member = engine._tts_instances[0]  # type: ignore[attr-defined]
+    engine.on("tts_availability_changed", lambda ev: changes.append((type(ev.tts).__module__, ev.available)))
+    member.on("error", lambda ev: errors.append(ev.error))
+    try:
+        audio = await _say(engine, " ".join(SENTENCES))
+    finally:
+        await engine.aclose()
+    assert [s.text for s in fake.segments[:2]] == SENTENCES[:2]
+    local = [await _local_seconds(s) for s in SENTENCES]
+    partial = tone_seconds(SENTENCES[1]) / 3 if fault == "drop" else 0.0
+    said = tone_seconds(SENTENCES[0]) + partial + local[1] + local[2]
+    assert audio.duration == pytest.approx(said, abs=0.3), (audio.duration, said)
+    # Deepgram was marked unavailable (its background probe may have found it well again since)
+    assert changes[0] == ("livekit.plugins.deepgram.tts", False) and {c[0] for c in changes} == {"livekit.plugins.deepgram.tts"}
+    if fault == "stall":
+        assert any("no audio within 1 s" in str(e) or "Timeout" in type(e).__name__ for e in errors), errors
+
+
+async def test_a_stalled_primary_before_any_audio_is_replaced_for_the_whole_reply(fake: FakeDeepgramSpeak) -> None:
+    fake.faults.append("stall")
+    engine = _chain(fake)
+    try:
+        audio = await _say(engine, " ".join(SENTENCES[:2]))
+    finally:
+        await engine.aclose()
+    assert [s.text for s in fake.segments[:1]] == SENTENCES[:1]
+    local = sum([await _local_seconds(s) for s in SENTENCES[:2]])
+    assert audio.duration == pytest.approx(local, abs=0.3)
+
+
+async def test_every_provider_failing_is_one_connection_error(fake: FakeDeepgramSpeak) -> None:
+    fake.faults.extend(["drop", "drop", "drop", "drop"])
+    settings = SpeechSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        TTS_PROVIDERS="deepgram",
+        DEEPGRAM_API_KEY="dg-placeholder",
+        DEEPGRAM_TTS_BASE_URL=fake.base_url,
+    )
+    first, second = create_tts(settings), create_tts(settings)
+    engine = StreamingSentenceFallbackTTS([first, second], attempt_timeout=1.0)
+    try:
+        with pytest.raises(APIConnectionError, match="every TTS of the chain failed"):
+            await _say(engine, SENTENCES[0])
+    finally:
+        await engine.aclose()
+    assert len(fake.segments) >= 2  # both were asked
+
+
+async def test_text_cut_into_sentences_only_where_one_ends() -> None:
+    """Decimals, an ellipsis of its own and a "." still waiting for its next token stay inside
+    the sentence; a flush closes the open one."""
+    from providers.chains import _Script
+
+    script = _Script()
+    for token in ["The rate is 3", ".", "5 %", ". ", "...", " and", " more!", " Ok"]:
+        script.add(token)
+    assert [(s.text, s.closed) for s in script.sentences] == [
+        ("The rate is 3.5 %.", True),
+        (" ... and more!", True),
+        (" Ok", False),
+    ]
+    script.end()
+    assert script.sentences[-1].closed and script.ended
