@@ -12,7 +12,7 @@ from .backends.base import ModelBackend
 from .config import BrainConfig
 from .errors import ConfigError, register_secrets_of
 from .memory import ConversationMemory
-from .tools import Tool, ToolSet, load_tool_module
+from .tools import Tool, ToolSet, load_tool_modules
 from .voice_brain import BrainSettings, VoiceBrain
 
 
@@ -108,10 +108,9 @@ def create_voice_brain(
     config = config or BrainConfig()
     register_secrets_of(config)  # its keys never reach logs or error messages, whatever echoes them
     toolset = ToolSet(tools or ())
-    for path in config.tools:
-        for t in load_tool_module(path):
-            if toolset.get(t.name) is None:
-                toolset.add(t)
+    for t in load_tool_modules(config.tools):
+        if toolset.get(t.name) is None:  # a tool passed here wins over a module's namesake
+            toolset.add(t)
     return VoiceBrain(
         backend or build_backend(config),
         tools=toolset,

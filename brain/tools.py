@@ -204,6 +204,22 @@ def load_tool_module(path: str) -> list[Tool]:
     return tools
 
 
+def load_tool_modules(paths: Iterable[str]) -> list[Tool]:
+    """The tools of every module of BRAIN_TOOLS, in order. Two modules may not offer different
+    tools under one name (the model could only ever call one of them); a tool a module imports
+    from another (the same tool) counts once."""
+    found: dict[str, tuple[Tool, str]] = {}
+    for path in paths:
+        for t in load_tool_module(path):
+            first = found.setdefault(t.name, (t, path))
+            if first[0] is not t:
+                raise ConfigError(
+                    f"tool {t.name!r} is defined in both {first[1]!r} and {path!r} (BRAIN_TOOLS); "
+                    "rename one with @tool(name=...)"
+                )
+    return [t for t, _ in found.values()]
+
+
 class ToolSet:
     """The tools a brain may call, by name."""
 

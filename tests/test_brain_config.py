@@ -219,6 +219,20 @@ def test_duplicate_tool_names_are_rejected() -> None:
         create_voice_brain(config_without_dotenv(tools=[]), tools=[a, b])
 
 
+def test_two_tool_modules_defining_the_same_name_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model could only ever call one of them: the second was dropped without a word."""
+    monkeypatch.setenv("BRAIN_TOOLS", "tests.fakes.brain_plugins,tests.fakes.brain_plugins_clash")
+    with pytest.raises(ConfigError) as info:
+        create_voice_brain(config_without_dotenv())
+    assert info.value.message == (
+        "tool 'shout' is defined in both 'tests.fakes.brain_plugins' and 'tests.fakes.brain_plugins_clash' "
+        "(BRAIN_TOOLS); rename one with @tool(name=...)"
+    )
+    # a tool one module imports from another is the same tool: offered once, no clash
+    monkeypatch.setenv("BRAIN_TOOLS", "tests.fakes.brain_plugins_clash,brain.example_tools")
+    assert create_voice_brain(config_without_dotenv()).tools.names() == ["convert", "shout", "get_weather", "book_table"]
+
+
 @pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
 async def test_gemini_brain_ignores_the_vertex_ai_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     """GOOGLE_GENAI_USE_VERTEXAI=true (common on GCP) would move google-genai to Vertex AI, another
