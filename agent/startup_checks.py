@@ -7,7 +7,9 @@ Nothing here uses the network.
 
 from __future__ import annotations
 
+from brain.errors import ConfigError
 from brain.factory import load_factory
+from brain.tools import load_tool_modules
 
 from .config import AgentSettings
 
@@ -18,6 +20,13 @@ def check_configuration(settings: AgentSettings) -> None:
     brain.require_keys()
     if ":" in brain.backend:  # a custom brain by import path
         load_factory(brain.backend)
+    names = [t.name for t in load_tool_modules(brain.tools)]  # the tools every job's brain offers
+    unknown = [name for name in settings.bridge.report_overrides if name not in names]
+    if unknown:  # a misspelt `secret_tool=none` would leave that tool at its own, wider level
+        raise ConfigError(
+            f"BRIDGE_REPORT_OVERRIDES names {', '.join(map(repr, unknown))}, which no BRAIN_TOOLS module "
+            f"defines (tools: {', '.join(names) or 'none'})"
+        )
     if settings.mode == "realtime":
         from providers.realtime import create_realtime_model
 

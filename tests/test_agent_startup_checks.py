@@ -10,6 +10,7 @@ import pytest
 
 from agent.worker import define_voice_agent
 from brain import BrainConfig
+from bridge.config import BridgeConfig
 from providers import SpeechSettings
 from providers.realtime import RealtimeSettings
 
@@ -30,6 +31,11 @@ def _speech(**values: str) -> SpeechSettings:
         ({"speech": _speech(TTS_PROVIDERS="local,openai")}, ["TTS_PROVIDERS=local,openai", "missing OPENAI_API_KEY"]),
         ({"brain": BrainConfig(_env_file=None, backend="openai")}, ["OPENAI_API_KEY", "BRAIN_BACKEND=openai"]),  # type: ignore[call-arg]
         ({"brain": BrainConfig(_env_file=None, backend="nowhere.module:make")}, ["nowhere.module", "BRAIN_BACKEND"]),  # type: ignore[call-arg]
+        ({"brain": BrainConfig(_env_file=None, tools=["nowhere.tools"])}, ["nowhere.tools", "BRAIN_TOOLS"]),  # type: ignore[call-arg]
+        ({"brain": BrainConfig(_env_file=None, tools=["tests.fakes.brain_plugins", "tests.fakes.brain_plugins_clash"])},  # type: ignore[call-arg]
+         ["'shout' is defined in both", "BRAIN_TOOLS"]),
+        ({"bridge": BridgeConfig(_env_file=None, report_overrides="get_weather=full,book_tabel=none")},  # type: ignore[call-arg]
+         ["BRIDGE_REPORT_OVERRIDES names 'book_tabel'", "tools: get_weather, book_table"]),
     ],
 )
 def test_bad_configuration_fails_when_the_worker_is_defined(overrides: dict, expected: list[str]) -> None:
