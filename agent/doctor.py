@@ -15,7 +15,8 @@ import sys
 from typing import Any, TextIO
 
 from brain.errors import ConfigError
-from brain.tools import load_tool_module
+from brain.factory import load_factory
+from brain.tools import load_tool_module, load_tool_modules
 
 from .config import AgentSettings
 from .log_redaction import redact_value
@@ -79,8 +80,13 @@ def brain_rows(settings: AgentSettings) -> list[dict[str, Any]]:
     if b.backend not in BRAIN_BACKENDS:  # a custom brain: package.module:factory
         module = b.backend.partition(":")[0]
         installed = _installed(module)
-        rows.append(_row("llm", b.backend, installed, installed, pipeline,
-                         "" if installed else f"module {module!r} not found (BRAIN_BACKEND)"))
+        reason = "" if installed else f"module {module!r} not found (BRAIN_BACKEND)"
+        if installed:
+            try:  # imports it, as start-up does: the factory must exist (it is not called)
+                load_factory(b.backend)
+            except ConfigError as exc:
+                reason = exc.message
+        rows.append(_row("llm", b.backend, installed, installed and not reason, pipeline, reason))
     return rows
 
 
@@ -101,14 +107,27 @@ def realtime_rows(settings: AgentSettings) -> list[dict[str, Any]]:
 
 def tool_rows(settings: AgentSettings) -> list[dict[str, Any]]:
     """The tool modules of BRAIN_TOOLS: each must import and define tools (as at start-up)."""
+    from .startup_checks import check_tools
+
     rows = []
-    for module in settings.brain.tools:
+    paths = settings.brain.tools
+    for i, module in enumerate(paths):
         try:
             names = [t.name for t in load_tool_module(module)]
         except ConfigError as exc:
             rows.append(_row("tools", module, False, False, True, str(exc)))
+            continue
+        try:
+            load_tool_modules(paths[: i + 1])  # a name an earlier module already uses
+        except ConfigError as exc:
+            rows.append(_row("tools", module, True, False, True, exc.message))
         else:
             rows.append(_row("tools", module, True, True, True, ", ".join(names)))
+    if all(r["configured"] for r in rows):
+        try:
+            check_tools(settings)
+        except ConfigError as exc:  # BRIDGE_REPORT_OVERRIDES names a tool nobody defines
+            rows.append(_row("tools", "BRIDGE_REPORT_OVERRIDES", True, False, True, exc.message))
     return rows
 
 

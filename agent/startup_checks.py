@@ -20,13 +20,7 @@ def check_configuration(settings: AgentSettings) -> None:
     brain.require_keys()
     if ":" in brain.backend:  # a custom brain by import path
         load_factory(brain.backend)
-    names = [t.name for t in load_tool_modules(brain.tools)]  # the tools every job's brain offers
-    unknown = [name for name in settings.bridge.report_overrides if name not in names]
-    if unknown:  # a misspelt `secret_tool=none` would leave that tool at its own, wider level
-        raise ConfigError(
-            f"BRIDGE_REPORT_OVERRIDES names {', '.join(map(repr, unknown))}, which no BRAIN_TOOLS module "
-            f"defines (tools: {', '.join(names) or 'none'})"
-        )
+    check_tools(settings)
     if settings.mode == "realtime":
         from providers.realtime import create_realtime_model
 
@@ -35,3 +29,16 @@ def check_configuration(settings: AgentSettings) -> None:
         from providers import check_chains
 
         check_chains(settings.speech)
+
+
+def check_tools(settings: AgentSettings) -> list[str]:
+    """Load the BRAIN_TOOLS modules as every job's brain will, and check that
+    BRIDGE_REPORT_OVERRIDES names only their tools; returns the tool names."""
+    names = [t.name for t in load_tool_modules(settings.brain.tools)]
+    unknown = [name for name in settings.bridge.report_overrides if name not in names]
+    if unknown:  # a misspelt `secret_tool=none` would leave that tool at its own, wider level
+        raise ConfigError(
+            f"BRIDGE_REPORT_OVERRIDES names {', '.join(map(repr, unknown))}, which no BRAIN_TOOLS module "
+            f"defines (tools: {', '.join(names) or 'none'})"
+        )
+    return names

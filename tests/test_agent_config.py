@@ -118,6 +118,29 @@ def test_doctor_checks_the_brains_tool_modules(monkeypatch) -> None:
     assert "cannot import tool module 'no_such_tools_module' (BRAIN_TOOLS)" in row["reason"]
 
 
+@pytest.mark.parametrize(
+    ("env", "name", "reason"),
+    [
+        ({"BRAIN_BACKEND": "tests.fakes.brain_plugins:no_such_factory"}, "tests.fakes.brain_plugins:no_such_factory",
+         "'tests.fakes.brain_plugins' has no callable 'no_such_factory' (BRAIN_BACKEND)"),
+        ({"BRAIN_TOOLS": "tests.fakes.brain_plugins,tests.fakes.brain_plugins_clash"}, "tests.fakes.brain_plugins_clash",
+         "tool 'shout' is defined in both 'tests.fakes.brain_plugins' and 'tests.fakes.brain_plugins_clash' (BRAIN_TOOLS)"),
+        ({"BRIDGE_REPORT_OVERRIDES": "get_wether=none"}, "BRIDGE_REPORT_OVERRIDES",
+         "BRIDGE_REPORT_OVERRIDES names 'get_wether', which no BRAIN_TOOLS module defines"),
+    ],
+)
+def test_doctor_fails_where_the_worker_would_refuse_to_start(monkeypatch, env: dict, name: str, reason: str) -> None:
+    """A missing factory, two tool modules sharing a name, an override of no tool: `doctor` said ok."""
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    out = io.StringIO()
+    assert doctor_command(["--json"], out=out) == 1
+    data = json.loads(out.getvalue())
+    (row,) = [r for r in data["providers"] if r["name"] == name]
+    assert data["ok"] is False and row["chosen"] and not row["configured"]
+    assert reason in row["reason"]
+
+
 def test_doctor_fails_when_a_chosen_provider_is_unusable(monkeypatch) -> None:
     monkeypatch.setenv("STT_PROVIDERS", "openai")  # no OPENAI_API_KEY
     out = io.StringIO()
