@@ -90,10 +90,17 @@ def build_backend(config: BrainConfig) -> ModelBackend:
     factory = load_factory(config.backend)
     backend = _call_factory(factory, config)
     if not isinstance(backend, ModelBackend):
+        missing = [a for a in ("name", "stream", "aclose") if not hasattr(backend, a)]
         raise ConfigError(
             f"{config.backend} returned {type(backend).__name__}, which is not a ModelBackend "
-            "(it needs a `name`, `stream(request)` and `aclose()`)"
+            f"(it needs a `name`, `stream(request)` and `aclose()`; missing: {', '.join(missing) or 'none'}) (BRAIN_BACKEND)"
         )
+    # mistakes that would only show in every turn ("'async for' requires an object with __aiter__")
+    kind = type(backend).__name__
+    if inspect.isgeneratorfunction(backend.stream):
+        raise ConfigError(f"{kind}.stream is a plain generator; write it as `async def stream(self, request)` with `yield` (BRAIN_BACKEND)")
+    if inspect.iscoroutinefunction(backend.stream):
+        raise ConfigError(f"{kind}.stream is `async def` without `yield`; it must yield its output (BRAIN_BACKEND)")
     return backend
 
 

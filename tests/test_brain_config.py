@@ -144,7 +144,12 @@ async def test_custom_backend_from_import_path(monkeypatch: pytest.MonkeyPatch) 
     [
         ("tests.fakes.nowhere:make", "cannot import custom brain module 'tests.fakes.nowhere' (BRAIN_BACKEND)"),
         ("tests.fakes.brain_plugins:missing", "has no callable 'missing' (BRAIN_BACKEND)"),
-        ("tests.fakes.brain_plugins:not_a_backend", "not a ModelBackend"),
+        ("tests.fakes.brain_plugins:not_a_backend",
+         "not a ModelBackend (it needs a `name`, `stream(request)` and `aclose()`; missing: name, stream, aclose) (BRAIN_BACKEND)"),
+        ("tests.fakes.brain_plugins:make_backend_sync_stream",
+         "_SyncStream.stream is a plain generator; write it as `async def stream(self, request)` with `yield` (BRAIN_BACKEND)"),
+        ("tests.fakes.brain_plugins:make_backend_no_yield",
+         "_NoYieldStream.stream is `async def` without `yield`; it must yield its output (BRAIN_BACKEND)"),
         ("tests.fakes.brain_plugins:", "custom brain must look like 'package.module:factory'"),
         ("tests.fakes.broken_plugin:make", "cannot import custom brain module 'tests.fakes.broken_plugin' "
          "(BRAIN_BACKEND): RuntimeError: this module needs a setting it did not get"),

@@ -71,3 +71,22 @@ def make_backend_that_fails(config: BrainConfig) -> EchoBackend:
 
 async def make_backend_async(config: BrainConfig) -> EchoBackend:
     return EchoBackend("async")
+
+
+class _SyncStream(EchoBackend):
+    def stream(self, request: ModelRequest):  # type: ignore[override]  # the mistake: no `async`
+        yield TextChunk("never")
+
+
+class _NoYieldStream(EchoBackend):
+    async def stream(self, request: ModelRequest):  # type: ignore[override]  # the mistake: no `yield`
+        return TextChunk("never")
+
+
+def make_backend_sync_stream() -> EchoBackend:
+    return _SyncStream("sync")
+
+
+def make_backend_no_yield() -> EchoBackend:
+    return _NoYieldStream("no-yield")
+
