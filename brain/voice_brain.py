@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import inspect
 import logging
 import time
 import traceback
@@ -122,7 +123,9 @@ class VoiceBrain:
         return self.memory.history(conversation_id)
 
     async def aclose(self) -> None:
-        await self.backend.aclose()
+        closing: Any = self.backend.aclose()
+        if inspect.isawaitable(closing):  # a custom backend's plain `def aclose` is fine too
+            await closing
 
     async def run_tool_call(self, turn: Turn, call: ToolCall, notes: dict[str, str] | None = None) -> str:
         """Run one tool call the brain's own loop did not produce (e.g. a realtime model's).

@@ -164,6 +164,15 @@ def test_bad_custom_backend_is_a_config_error(path: str, message: str) -> None:
     assert message in str(info.value)
 
 
+async def test_custom_backend_with_a_plain_aclose_closes() -> None:
+    """`def aclose(self)` (no async) passed the ModelBackend check, then closing the brain raised
+    "object NoneType can't be used in 'await' expression" at the end of every session."""
+    brain = create_voice_brain(config_without_dotenv(backend="tests.fakes.brain_plugins:make_backend_sync_close"))
+    assert "".join(await reply(brain, Turn("hello", "c"))) == "hello "
+    await brain.aclose()
+    assert brain.backend.closed  # type: ignore[attr-defined]
+
+
 def test_json_schema_from_a_typed_signature() -> None:
     @tool(requires_approval=True, report="full", timeout=3.0)
     def set_thermostat(

@@ -90,3 +90,14 @@ def make_backend_sync_stream() -> EchoBackend:
 def make_backend_no_yield() -> EchoBackend:
     return _NoYieldStream("no-yield")
 
+
+
+class _SyncClose(EchoBackend):
+    closed = False
+
+    def aclose(self) -> None:  # type: ignore[override]  # a plain close: tolerated
+        self.closed = True
+
+
+def make_backend_sync_close() -> EchoBackend:
+    return _SyncClose("sync-close")
