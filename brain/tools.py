@@ -112,6 +112,26 @@ def _schema_for(model: type[BaseModel]) -> dict[str, Any]:
     return schema
 
 
+def _args_model(fn_name: str, fields: dict[str, Any]) -> tuple[type[BaseModel], dict[str, Any]]:
+    model = create_model(f"{fn_name}_args", __config__=ConfigDict(extra="forbid"), **fields)  # type: ignore[call-overload]
+    return model, _schema_for(model)
+
+
+def _unusable_parameter(fn_name: str, fields: dict[str, Any]) -> str:
+    """Which parameter the model could not be told about (pydantic's own message advises model
+    settings a tool author cannot reach)."""
+    for pname, spec in fields.items():
+        try:
+            _args_model(fn_name, {pname: spec})
+        except Exception:  # noqa: BLE001
+            kind = spec[0].__name__ if isinstance(spec[0], type) else repr(spec[0])
+            return (
+                f"parameter {pname!r} ({kind}) cannot be described to the "
+                "model as JSON; use str, int, float, bool, Literal, lists, dicts, pydantic models or dataclasses"
+            )
+    return "its parameters cannot be described to the model as JSON"
+
+
 def make_tool(
     fn: Callable[..., Any],
     *,
@@ -133,9 +153,10 @@ def make_tool(
         annotation = hints.get(pname, Any)
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[pname] = (annotation, default)
-    args_model = create_model(  # type: ignore[call-overload]
-        f"{fn.__name__}_args", __config__=ConfigDict(extra="forbid"), **fields
-    )
+    try:
+        args_model, parameters = _args_model(fn.__name__, fields)
+    except Exception as exc:  # noqa: BLE001 - pydantic's schema errors: a type JSON cannot describe
+        raise ConfigError(f"tool {name or fn.__name__}: {_unusable_parameter(fn.__name__, fields)}") from exc
     doc = inspect.getdoc(fn) or ""
     return Tool(
         name=name or fn.__name__,
@@ -146,7 +167,7 @@ def make_tool(
         report=report,
         timeout=timeout,
         approval_prompt=approval_prompt,
-        parameters=_schema_for(args_model),
+        parameters=parameters,
     )
 
 
@@ -196,6 +217,8 @@ def load_tool_module(path: str) -> list[Tool]:
     """Every @tool-decorated function in `package.module`, in definition order."""
     try:
         module = importlib.import_module(path)
+    except ConfigError as exc:  # a @tool the module defines is not usable
+        raise ConfigError(f"tool module {path!r} (BRAIN_TOOLS): {exc.message}") from exc
     except Exception as exc:  # ImportError, or the module itself failed (SyntaxError, a raise)
         raise ConfigError(f"cannot import tool module {path!r} (BRAIN_TOOLS): {type(exc).__name__}: {exc}") from exc
     tools = [getattr(v, _TOOL_ATTR) for v in vars(module).values() if isinstance(getattr(v, _TOOL_ATTR, None), Tool)]

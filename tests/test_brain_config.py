@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
 from typing import Any, Literal
 
 import pytest
@@ -220,6 +222,34 @@ def test_make_tool_rejects_varargs_and_bad_report() -> None:
         make_tool(f)
     with pytest.raises(ConfigError, match="report must be one of"):
         make_tool(lambda: None, report="everything")  # type: ignore[arg-type]
+
+
+def test_a_parameter_type_json_cannot_describe_is_named() -> None:
+    """pydantic's own message named neither the tool nor the parameter, over three lines advising
+    `arbitrary_types_allowed`, a model setting a tool author cannot reach."""
+    def dial(number: str, via: socket.socket) -> None:
+        """Call someone."""
+
+    def later(then: Callable[[int], int]) -> None:
+        """Run later."""
+
+    with pytest.raises(ConfigError) as info:
+        make_tool(dial)
+    assert info.value.message == (
+        "tool dial: parameter 'via' (socket) cannot be described to the model as JSON; use str, int, float, "
+        "bool, Literal, lists, dicts, pydantic models or dataclasses"
+    )
+    with pytest.raises(ConfigError, match=r"tool later: parameter 'then' \(collections.abc.Callable\[\[int\], int\]\)"):
+        make_tool(later)
+
+
+def test_a_tool_module_with_an_unusable_tool_names_module_and_tool(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRAIN_TOOLS", "tests.fakes.bad_tool_plugin")
+    with pytest.raises(ConfigError) as info:
+        create_voice_brain(config_without_dotenv())
+    assert info.value.message.startswith(
+        "tool module 'tests.fakes.bad_tool_plugin' (BRAIN_TOOLS): tool open_door: parameter 'key' (socket) cannot"
+    )
 
 
 def test_duplicate_tool_names_are_rejected() -> None:
