@@ -229,6 +229,12 @@ class VoiceBrain:
                                 )
                                 yield text
                         elif isinstance(out, ToolCall):
+                            if not isinstance(out.arguments, dict):  # e.g. the model's JSON text, unparsed
+                                raise ProtocolError(
+                                    f"backend yielded a ToolCall for {out.name!r} whose arguments are "
+                                    f"{type(out.arguments).__name__}, not a dict",
+                                    provider=self.backend.name,
+                                )
                             calls.append(out)
                         else:
                             raise ProtocolError(f"backend yielded {type(out).__name__}", provider=self.backend.name)

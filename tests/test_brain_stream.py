@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from brain import ModelOutput, ModelRequest, TextChunk, Turn, create_voice_brain
-from brain.events import ErrorEvent, TextDelta
+from brain import ModelOutput, ModelRequest, TextChunk, ToolCall, Turn, create_voice_brain
+from brain.events import ErrorEvent, TextDelta, ToolStarted
 from tests.fakes import Close, HttpError, Raw
 from tests.fakes.brain_kits import (
     BRAIN_TESTS,
@@ -22,6 +22,7 @@ from tests.fakes.brain_kits import (
     reply,
     wait_for,
 )
+from tests.fakes.brain_plugins import shout as _shout
 from tests.fakes.scripted import Hold
 
 APOLOGY = "Sorry, something went wrong on my side. Could you say that again?"
@@ -212,6 +213,32 @@ async def test_untyped_backend_exception_is_unavailable_and_the_brain_recovers()
     turn2 = Turn("again", "c")
     assert await reply(brain, turn2) == ["Fine now."]
     assert log.done(turn2.turn_id).reason == "completed"
+    log.check()
+
+
+class _StringArgumentsBackend:
+    """A custom backend that passes the model's argument JSON on unparsed."""
+
+    name = "raw-args"
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelOutput]:
+        yield ToolCall("call_1", "shout", '{"text": "hi"}')  # type: ignore[arg-type]
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_tool_call_whose_arguments_are_not_a_dict_is_the_backends_protocol_error() -> None:
+    """It was an `internal` error from deep in the event model (pydantic's message on the log and
+    to clients), blaming the brain rather than the backend that broke the contract."""
+    brain = create_voice_brain(config_without_dotenv(tools=[]), backend=_StringArgumentsBackend(), tools=[_shout])
+    log = EventLog(brain)
+    turn = Turn("shout hi", "c")
+    assert await reply(brain, turn) == [APOLOGY]
+    (err,) = log.of(ErrorEvent)
+    assert (err.code, err.provider) == ("protocol", "raw-args")
+    assert err.message == "backend yielded a ToolCall for 'shout' whose arguments are str, not a dict"
+    assert log.of(ToolStarted) == [] and log.done(turn.turn_id).reason == "error"
     log.check()
 
 
