@@ -337,8 +337,11 @@ class PipelineRig:
         tools: list[Any] | None = None,
         stt_providers: str = "openai",
         tts_providers: str = "openai",
+        speech: dict[str, Any] | None = None,
     ) -> None:
         self.vad = vad
+        self.speech_extra = speech or {}
+        """More speech settings (e.g. another fake provider's base URL)."""
         self.speed = speed
         self.tools = tools or []
         self.chains = {"STT_PROVIDERS": stt_providers, "TTS_PROVIDERS": tts_providers}
@@ -357,7 +360,7 @@ class PipelineRig:
         )
         speech = SpeechSettings(
             _env_file=None, OPENAI_API_KEY="sk-test", OPENAI_BASE_URL=base, OPENAI_TTS_RESPONSE_FORMAT="pcm",
-            FALLBACK_ATTEMPT_TIMEOUT=TIMEOUT, **self.chains,
+            FALLBACK_ATTEMPT_TIMEOUT=TIMEOUT, **self.chains, **self.speech_extra,
         )
         self.settings = settings(
             brain=brain_cfg, speech=speech, provider_timeout=TIMEOUT, provider_max_retry=0,

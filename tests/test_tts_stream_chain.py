@@ -165,3 +165,31 @@ async def test_text_cut_into_sentences_only_where_one_ends() -> None:
     ]
     script.end()
     assert script.sentences[-1].closed and script.ended
+
+
+async def test_in_the_pipeline_a_failure_mid_reply_is_reported_and_the_reply_finished(fake: FakeDeepgramSpeak) -> None:
+    """The whole agent (VAD, STT, brain on the fake OpenAI server, the chain as its TTS): the
+    user hears every sentence, the turn is `completed` with the whole text, and clients are told
+    that deepgram failed and the next provider took over (not that the reply was cut)."""
+    from agent.worker import load_vad
+    from tests.fakes.openai_server import text_reply
+
+    from .agent_fakes import settings
+    from .faults_kit import APOLOGY, PipelineRig
+
+    fake.faults.extend(["ok", "drop"])
+    extra = {"DEEPGRAM_API_KEY": "dg-placeholder", "DEEPGRAM_TTS_BASE_URL": fake.base_url}
+    async with PipelineRig(load_vad(settings()), speed=8.0, stt_providers="local", tts_providers="deepgram,local", speech=extra) as rig:
+        rig.server.push(text_reply(" ".join(SENTENCES)))
+        first = await rig.turn(limit=60.0)
+    assert [s.text for s in fake.segments[:2]] == SENTENCES[:2]
+    local = [await _local_seconds(s) for s in SENTENCES]
+    least = tone_seconds(SENTENCES[0]) + local[1] + local[2]
+    assert first.audio_seconds >= least - 0.2, (first.audio_seconds, least)
+    assert not any(APOLOGY.lower() in said.lower() for said in first.heard), first.heard
+    errors = [e["data"] for e in first.of_type("error")]
+    assert [(e["code"], e["fatal"]) for e in errors] == [("unavailable", False)], errors
+    assert errors[0]["message"].startswith("deepgram failed"), errors
+    assert errors[0]["message"].endswith("the next provider in the chain takes over"), errors
+    dones = [e["data"] for e in first.of_type("turn.done")]
+    assert [d["reason"] for d in dones] == ["completed"] and dones[0]["text"] == " ".join(SENTENCES), dones
