@@ -36,7 +36,6 @@ from livekit.agents.voice.events import (
 from brain import TextDelta, TurnDone, TurnStarted, VoiceBrain
 from brain.turn import new_turn_id
 from bridge import BridgeOptions, ControlRefused, EventBridge, attach_event_bridge
-from providers.chains import SentenceFallbackTTS, StreamingSentenceFallbackTTS
 from providers.deadlines import WrappedSTT, time_budget
 from providers.provider_errors import (
     ProviderErrorReport,
@@ -46,6 +45,7 @@ from providers.provider_errors import (
     safe_message,
     unwrap_provider_error,
 )
+from providers.tts_chains import SentenceFallbackTTS, StreamingSentenceFallbackTTS
 
 from . import apology
 from .audio_io import MonoInput

@@ -10,17 +10,13 @@ from livekit.agents import stt, tts
 from livekit.agents.vad import VAD
 from pydantic import ValidationError
 
-from .chains import (
-    BatchFallbackSTT,
-    SentenceFallbackTTS,
-    StreamingFallbackSTT,
-    StreamingSentenceFallbackTTS,
-)
+from .chains import BatchFallbackSTT, StreamingFallbackSTT
 from .errors import ProviderConfigError
 from .provider_errors import tag_provider
 from .registry import CHAIN_VARIABLE, AnySpec, get_spec, install_hint
 from .settings import SpeechSettings
 from .spec import Kind, ProviderOptions
+from .tts_chains import SentenceFallbackTTS, StreamingSentenceFallbackTTS
 
 T = TypeVar("T")
 

@@ -16,8 +16,8 @@ from agent.worker import load_vad
 from brain import create_voice_brain
 from bridge import MemoryTransport
 from providers import LocalSTT, LocalTTS
-from providers.chains import SentenceFallbackTTS, StreamingSentenceFallbackTTS
 from providers.provider_errors import tag_provider
+from providers.tts_chains import SentenceFallbackTTS, StreamingSentenceFallbackTTS
 
 from .agent_fakes import settings
 

@@ -15,7 +15,7 @@ from livekit.agents import APIConnectionError, tts
 from livekit.agents.utils import http_context
 
 from providers import LocalTTS, SpeechSettings, create_tts
-from providers.chains import StreamingSentenceFallbackTTS
+from providers.tts_chains import StreamingSentenceFallbackTTS
 
 from .fakes.deepgram_speak_server import FakeDeepgramSpeak, tone_seconds
 
@@ -153,9 +153,9 @@ async def test_every_provider_failing_is_one_connection_error(fake: FakeDeepgram
 async def test_text_cut_into_sentences_only_where_one_ends() -> None:
     """Decimals, an ellipsis of its own and a "." still waiting for its next token stay inside
     the sentence; a flush closes the open one."""
-    from providers.chains import _Script
+    from providers.sentence_script import SentenceScript
 
-    script = _Script()
+    script = SentenceScript()
     for token in ["The rate is 3", ".", "5 %", ". ", "...", " and", " more!", " Ok"]:
         script.add(token)
     assert [(s.text, s.closed) for s in script.sentences] == [
