@@ -160,8 +160,6 @@ class _SentenceStream(FallbackChunkedStream):
         raise APIConnectionError(f"every TTS of the chain failed ({names})")
 
 
-
-
 class StreamingSentenceFallbackTTS(_ClosesMembers, tts.FallbackAdapter):
     """A TTS fallback chain led by a streaming provider (elevenlabs, cartesia, deepgram, ...)
     whose unit of failover is the sentence, without costing the primary its streaming.
@@ -227,6 +225,7 @@ class _StreamedSentences(FallbackSynthesizeStream):
         self._said = 0  # sentences said whole, by whichever provider
         reader = asyncio.create_task(self._read_input(script))
         everyone_down = not any(status.available for status in chain._status)
+        unwell: list[tts.TTS] = []  # failed or skipped: probed in the background
         try:
             for member, status in zip(chain._tts_instances, chain._status, strict=True):
                 if status.available or everyone_down:
@@ -239,13 +238,16 @@ class _StreamedSentences(FallbackSynthesizeStream):
                             chain.emit("tts_availability_changed", tts.AvailabilityChangedEvent(tts=member, available=False))
                         log.warning("%s failed at sentence %d (the next provider says the rest): %s",
                                     provider_name(member), self._said + 1, e)
-                # the probe says what this reply has said so far
-                self._pushed_tokens = [s.text for s in script.sentences[: max(self._said + 1, 1)]]
-                self._try_recovery(member)
+                unwell.append(member)
             names = ",".join(provider_name(m) for m in chain._tts_instances)
             raise APIConnectionError(f"every TTS of the chain failed ({names})")
         finally:
             await utils.aio.cancel_and_wait(reader)
+            if unwell and script.sentences:
+                # a probe costs a request: one sentence of this reply (the one that failed)
+                self._pushed_tokens = [script.sentences[min(self._said, len(script.sentences) - 1)].text]
+                for member in unwell:
+                    self._try_recovery(member)
 
     async def _read_input(self, script: SentenceScript) -> None:
         async for data in self._input_ch:
