@@ -6,7 +6,8 @@ messages and a `{"type": "Flush"}` when its segment's text is complete; the serv
 flush with linear16 audio (binary messages) and `{"type": "Flushed"}`, as Deepgram's Aura API
 does. The audio is a tone whose length follows the text (`tone_seconds`).
 
-Each flushed segment behaves as the next entry of `faults` says (then "ok"): "ok" answers as
+`first_byte_delay`, `speedup` and `auto_sentences` make it behave more like a real server, for
+`benchmarks/tts_chain_stream.py`; the tests leave them off. Each flushed segment behaves as the next entry of `faults` says (then "ok"): "ok" answers as
 above; "stall" sends nothing and keeps the socket open (a provider stuck mid-session); "drop"
 sends the first third of the audio, then closes the socket with 1011 (a provider failing
 half-way through a sentence).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -24,11 +26,12 @@ import numpy as np
 from aiohttp import WSMsgType, web
 
 CHUNK_SECONDS = 0.05
+_SENTENCE_THEN_MORE = re.compile(r"([.!?]+)\s+\S")
 
 
-def tone_seconds(text: str) -> float:
+def tone_seconds(text: str, per_char: float = 0.02) -> float:
     """The length of the fake's audio for a segment's text."""
-    return round(0.02 * len(text.strip()) + 0.1, 3)
+    return round(per_char * len(text.strip()) + 0.1, 3)
 
 
 def _tone(seconds: float, rate: int) -> bytes:
@@ -53,6 +56,14 @@ class FakeDeepgramSpeak:
     """Every Speak message: (time.monotonic(), text)."""
     queries: list[dict[str, str]] = field(default_factory=list)
     authorizations: list[str] = field(default_factory=list)
+    first_byte_delay: float = 0.0
+    """Seconds before each piece of audio starts (a real server's time to first byte)."""
+    speedup: float = 0.0
+    """Audio is sent at this many times real time (0: all at once)."""
+    seconds_per_char: float = 0.02
+    """Audio length per character of text (speech is about 0.065; tests keep it short)."""
+    auto_sentences: bool = False
+    """Speak each sentence as soon as it is complete, before any flush (benchmarks)."""
     base_url: str = ""
     _runner: web.AppRunner | None = None
     _sockets: set[web.WebSocketResponse] = field(default_factory=set)
@@ -87,6 +98,8 @@ class FakeDeepgramSpeak:
         self.queries.append(dict(request.query))
         self.authorizations.append(request.headers.get("Authorization", ""))
         rate = int(request.query.get("sample_rate", "24000"))
+        jobs: asyncio.Queue[tuple[bytes, str] | None] = asyncio.Queue()
+        sender = asyncio.create_task(self._send(ws, jobs, rate))
         text, speaks = "", 0
         try:
             async for msg in ws:
@@ -99,27 +112,50 @@ class FakeDeepgramSpeak:
                     self._word.set()
                     text += data.get("text", "")
                     speaks += 1
+                    while self.auto_sentences and (m := _SENTENCE_THEN_MORE.search(text)):
+                        # like a server that starts speaking each sentence once it is complete
+                        head, text = text[: m.end(1)], text[m.end(1) :]
+                        jobs.put_nowait((_tone(tone_seconds(head, self.seconds_per_char), rate), "audio"))
                 elif kind == "Flush" and not text.strip():  # the plugin flushes when it closes a socket
-                    await ws.send_str(json.dumps({"type": "Flushed", "sequence_id": len(self.segments)}))
+                    jobs.put_nowait((b"", "flushed"))
                 elif kind == "Flush":
                     fault = self.faults.pop(0) if self.faults else "ok"
                     self.segments.append(Segment(" ".join(text.split()), speaks, fault))
-                    audio = _tone(tone_seconds(text), rate)
+                    audio = _tone(tone_seconds(text, self.seconds_per_char), rate)
                     text, speaks = "", 0
                     if fault == "stall":
                         continue
                     if fault == "drop":
-                        audio = audio[: len(audio) // 3 // 2 * 2]
-                    step = int(CHUNK_SECONDS * rate) * 2
-                    for i in range(0, len(audio), step):
-                        await ws.send_bytes(audio[i : i + step])
-                    if fault == "drop":
-                        await ws.close(code=1011, message=b"internal error")
-                        break
-                    await ws.send_str(json.dumps({"type": "Flushed", "sequence_id": len(self.segments)}))
+                        jobs.put_nowait((audio[: len(audio) // 3 // 2 * 2], "drop"))
+                    else:
+                        jobs.put_nowait((audio, "flushed"))
                 elif kind == "Close":
                     break
+            jobs.put_nowait(None)
+            await sender
         finally:
+            sender.cancel()
             self._sockets.discard(ws)
         await ws.close()
         return ws
+
+    async def _send(self, ws: web.WebSocketResponse, jobs: asyncio.Queue[tuple[bytes, str] | None], rate: int) -> None:
+        """Audio in order: each job's first bytes after `first_byte_delay`, then paced at
+        `speedup` times real time."""
+        step = int(CHUNK_SECONDS * rate) * 2
+        try:
+            while (job := await jobs.get()) is not None:
+                audio, then = job
+                if audio and self.first_byte_delay:
+                    await asyncio.sleep(self.first_byte_delay)
+                for i in range(0, len(audio), step):
+                    await ws.send_bytes(audio[i : i + step])
+                    if self.speedup:
+                        await asyncio.sleep(CHUNK_SECONDS / self.speedup)
+                if then == "drop":
+                    await ws.close(code=1011, message=b"internal error")
+                    return
+                if then == "flushed":
+                    await ws.send_str(json.dumps({"type": "Flushed", "sequence_id": len(self.segments)}))
+        except ConnectionError:  # the client went away mid-answer (it closed a stream it no longer needs)
+            return
