@@ -13,6 +13,8 @@ import importlib
 import inspect
 import json
 import logging
+import re
+import string
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -132,6 +134,24 @@ def _unusable_parameter(fn_name: str, fields: dict[str, Any]) -> str:
     return "its parameters cannot be described to the model as JSON"
 
 
+def _check_prompt(tool_name: str, prompt: str, parameters: list[str]) -> None:
+    """An approval prompt may only name the tool's parameters, by name: a typo there would leave
+    the approver with the generic prompt (without the amount, the recipient, ...) at every call.
+    What depends on the values (an attribute, an index, a format spec) is checked when asked."""
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(prompt) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(f"tool {tool_name}: approval_prompt {prompt!r} is not a valid format string ({exc})") from None
+    for name in names:
+        base = re.split(r"[.\[]", name, maxsplit=1)[0]
+        if base not in parameters:
+            known = ", ".join(parameters) or "none"
+            what = "a positional field" if base == "" or base.isdigit() else f"{{{base}}}, which is not a parameter"
+            raise ConfigError(
+                f"tool {tool_name}: approval_prompt {prompt!r} names {what}; use the parameters by name ({known})"
+            )
+
+
 def make_tool(
     fn: Callable[..., Any],
     *,
@@ -157,6 +177,8 @@ def make_tool(
         args_model, parameters = _args_model(fn.__name__, fields)
     except Exception as exc:  # noqa: BLE001 - pydantic's schema errors: a type JSON cannot describe
         raise ConfigError(f"tool {name or fn.__name__}: {_unusable_parameter(fn.__name__, fields)}") from exc
+    if approval_prompt:
+        _check_prompt(name or fn.__name__, approval_prompt, list(fields))
     doc = inspect.getdoc(fn) or ""
     return Tool(
         name=name or fn.__name__,

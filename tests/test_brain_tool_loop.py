@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from brain import (
     ApprovalDecision,
     ApprovalRequest,
+    ConfigError,
     InProcessApprovalGate,
     ResolveStatus,
     Tool,
@@ -398,12 +400,28 @@ async def test_answer_given_inside_the_approval_requested_callback_is_not_lost(k
 
 
 @pytest.mark.parametrize(
+    ("prompt", "why"),
+    [
+        ("Book {missing}?", "names {missing}, which is not a parameter; use the parameters by name (restaurant, party)"),
+        ("Book {0}?", "names a positional field"),
+        ("Book {}?", "names a positional field"),
+        ("Book {restaurant", "is not a valid format string"),
+    ],
+)
+def test_an_approval_prompt_naming_what_the_tool_does_not_take_is_refused_at_once(prompt: str, why: str) -> None:
+    """A typo there left the approver with the generic prompt (no amount, no recipient) at every call."""
+    with pytest.raises(ConfigError, match=re.escape(why)):
+
+        @tool(requires_approval=True, approval_prompt=prompt)
+        def book(restaurant: str, party: int) -> str:
+            """Book a table."""
+            return "booked"
+
+
+@pytest.mark.parametrize(
     "prompt",
     [
         "Book {restaurant.name}?",  # AttributeError
-        "Book {missing}?",  # KeyError
-        "Book {0}?",  # IndexError
-        "Book {restaurant",  # ValueError (unclosed field)
         "Book {restaurant:d}?",  # ValueError (format spec)
         "Book {party[0]}?",  # TypeError
     ],
