@@ -325,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 async def run(args: argparse.Namespace, *, settings: AgentSettings | None = None, out: TextIO = sys.stdout) -> int:
     from providers import create_stt, create_tts
 
+    from .startup_checks import check_tools
     from .worker import load_vad
 
     def say(text: str) -> None:
@@ -337,6 +338,7 @@ async def run(args: argparse.Namespace, *, settings: AgentSettings | None = None
         raise ValueError(f"--tail must be 0 or more seconds, got {args.tail:g}")
     check_writable(args.out, "--out")
     settings = settings or AgentSettings()
+    check_tools(settings)  # as the worker does before it registers: a misspelt report override is refused
     if args.audio is not None:
         audio = decode_file(args.audio, INPUT_RATE)
         say(f"simulate: {args.audio} ({audio.duration:.1f} s, {audio.source_rate} Hz, "

@@ -10,6 +10,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -212,3 +213,22 @@ async def test_no_user_turn_is_a_failed_run(tmp_path) -> None:
     out = io.StringIO()
     assert await run(args, settings=settings(), out=out) == 1
     assert "simulate: no user turn was detected" in out.getvalue()
+
+
+async def test_a_report_override_naming_no_tool_is_refused_before_anything_runs(tmp_path) -> None:
+    """The worker refuses it at start-up; simulate ignored it, so a run looked fine while that
+    tool would have stayed at its own (wider) report level."""
+    import io
+
+    from agent.simulate import build_parser, run
+    from brain.errors import ConfigError
+    from bridge.config import BridgeConfig
+
+    from .agent_fakes import settings
+
+    s = settings(bridge=BridgeConfig(_env_file=None, report_overrides={"book_tabel": "none"}))  # type: ignore[call-arg]
+    args = build_parser().parse_args(["--say", "hello", "--out", str(tmp_path / "r.wav")])
+    out = io.StringIO()
+    with pytest.raises(ConfigError, match="BRIDGE_REPORT_OVERRIDES names 'book_tabel'"):
+        await run(args, settings=s, out=out)
+    assert out.getvalue() == "" and not (tmp_path / "r.wav").exists()
