@@ -77,6 +77,21 @@ def test_brain_tools_none_loads_no_module(monkeypatch: pytest.MonkeyPatch, value
     assert create_voice_brain(cfg, tools=[_shout]).tools.names() == ["shout"]
 
 
+@pytest.mark.parametrize(
+    ("tools", "offer"),
+    [
+        ("brain.example_tools", "; ask me about the weather, or ask me to book a table."),
+        ("none", "."),
+        ("tests.fakes.brain_plugins", "."),  # tools of its own, none the offline model can call
+    ],
+)
+async def test_the_offline_model_offers_only_what_its_tools_can_do(monkeypatch: pytest.MonkeyPatch, tools: str, offer: str) -> None:
+    monkeypatch.setenv("BRAIN_TOOLS", tools)
+    brain = create_voice_brain(config_without_dotenv())
+    said = "".join(await reply(brain, Turn("hello there", "c")))
+    assert said == "You said: hello there. I'm the offline assistant" + offer
+
+
 def test_empty_brain_tools_keeps_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BRAIN_TOOLS", "")
     assert config_without_dotenv().tools == ["brain.example_tools"]

@@ -38,6 +38,13 @@ def _party_size(text: str) -> int:
     return 2
 
 
+def _offer(tools: set[str]) -> str:
+    """What the user may ask for: only what the configured tools can do."""
+    offers = [offer for name, offer in (("get_weather", "about the weather"), ("book_table", "to book a table"))
+              if name in tools]
+    return "; ask me " + ", or ask me ".join(offers) + "." if offers else "."
+
+
 class OfflineBackend:
     name = "offline"
 
@@ -81,10 +88,7 @@ class OfflineBackend:
         if not text:
             reply = "Sorry, I didn't catch that."
         else:
-            reply = (
-                f"You said: {text.rstrip('.!?')}. I'm the offline assistant; "
-                "ask me about the weather, or ask me to book a table."
-            )
+            reply = f"You said: {text.rstrip('.!?')}. I'm the offline assistant" + _offer({t.name for t in request.tools})
         async for out in self._words(reply):
             yield out
 
