@@ -322,10 +322,10 @@ class _StreamedSentences(FallbackSynthesizeStream):
         options = dataclasses.replace(
             self._conn_options, max_retry=chain._max_retry_per_tts, timeout=limit, retry_interval=chain.retry_interval
         )
-        adapter = None if member.capabilities.streaming else tts.StreamAdapter(tts=member)
-        stream = (adapter or member).stream(conn_options=options)
         sentence = script.sentences[index]
         complete_at: list[float] = []  # when the sentence's last text went in
+        adapter: tts.StreamAdapter | None = None
+        feeder: asyncio.Task[None] | None = None
 
         async def feed() -> None:
             pushed, seen = 0, -1
@@ -339,8 +339,12 @@ class _StreamedSentences(FallbackSynthesizeStream):
                     return
                 seen = await script.wait_change(seen)
 
-        feeder = asyncio.create_task(feed())
         try:
+            # in the try: a provider that cannot even open a stream fails this sentence (the
+            # reply waits on `out` for its audio, its end or its failure)
+            adapter = None if member.capabilities.streaming else tts.StreamAdapter(tts=member)
+            stream = (adapter or member).stream(conn_options=options)
+            feeder = asyncio.create_task(feed())
             async with stream:
                 frames = aiter(stream)
                 pending: asyncio.Future[tts.SynthesizedAudio] = asyncio.ensure_future(anext(frames))
@@ -377,7 +381,8 @@ class _StreamedSentences(FallbackSynthesizeStream):
         except BaseException as e:  # noqa: BLE001 - handed to the reply, which fails over
             out.put_nowait(e)
         finally:
-            await utils.aio.cancel_and_wait(feeder)
+            if feeder is not None:
+                await utils.aio.cancel_and_wait(feeder)
             if adapter is not None:
                 await adapter.aclose()
 

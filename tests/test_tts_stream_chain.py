@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 from livekit import rtc
 from livekit.agents import APIConnectionError, tts
+from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
 from livekit.agents.utils import http_context
 
 from providers import LocalTTS, SpeechSettings, create_tts
@@ -57,6 +58,20 @@ async def _say(engine: tts.TTS, text: str) -> rtc.AudioFrame:
         async for ev in stream:
             frames.append(ev.frame)
     return rtc.combine_audio_frames(frames)
+
+
+class _NoStreamTTS(tts.TTS):
+    """A streaming provider that cannot even open a stream (a plugin refusing its options,
+    a client already closed)."""
+
+    def __init__(self) -> None:
+        super().__init__(capabilities=tts.TTSCapabilities(streaming=True), sample_rate=24_000, num_channels=1)
+
+    def synthesize(self, text: str, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS) -> tts.ChunkedStream:
+        raise APIConnectionError("down")
+
+    def stream(self, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS) -> tts.SynthesizeStream:
+        raise APIConnectionError("cannot open a stream")
 
 
 async def _local_seconds(text: str) -> float:
@@ -130,6 +145,18 @@ async def test_a_stalled_primary_before_any_audio_is_replaced_for_the_whole_repl
     assert [s.text for s in fake.segments[:1]] == SENTENCES[:1]
     local = sum([await _local_seconds(s) for s in SENTENCES[:2]])
     assert audio.duration == pytest.approx(local, abs=0.3)
+
+
+async def test_a_provider_that_cannot_open_a_stream_is_replaced() -> None:
+    """`stream()` itself raising fails the sentence like any other failure (the reply waited
+    forever for that sentence's audio)."""
+    engine = StreamingSentenceFallbackTTS([_NoStreamTTS(), LocalTTS()], attempt_timeout=1.0)
+    try:
+        async with asyncio.timeout(10):  # a hang guard, not a measurement
+            audio = await _say(engine, SENTENCES[0])
+    finally:
+        await engine.aclose()
+    assert audio.duration == pytest.approx(await _local_seconds(SENTENCES[0]), abs=0.3)
 
 
 async def test_every_provider_failing_is_one_connection_error(fake: FakeDeepgramSpeak) -> None:
