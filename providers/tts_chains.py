@@ -231,6 +231,10 @@ class _StreamedSentences(FallbackSynthesizeStream):
                 if status.available or everyone_down:
                     try:
                         await self._speak_with(member, script, output_emitter)
+                        if not script.sentences and self._pushed_text.strip():
+                            # text without a word to say ("...", an emoji): a moment of silence,
+                            # or livekit fails (and retries) the reply for want of audio
+                            output_emitter.push_frame(_silence(chain.sample_rate, chain.num_channels))
                         return
                     except Exception as e:  # noqa: BLE001 - any failure moves on to the next provider
                         if status.available:
@@ -405,6 +409,13 @@ class _ToRate:
 
     def flush(self) -> list[rtc.AudioFrame]:
         return self._resampler.flush() if self._resampler is not None else []
+
+
+def _silence(rate: int, channels: int, seconds: float = 0.02) -> rtc.AudioFrame:
+    samples = int(rate * seconds)
+    return rtc.AudioFrame(
+        data=b"\0\0" * samples * channels, sample_rate=rate, num_channels=channels, samples_per_channel=samples
+    )
 
 
 def _tts_error(member: tts.TTS, error: Exception) -> Any:

@@ -159,6 +159,19 @@ async def test_a_provider_that_cannot_open_a_stream_is_replaced() -> None:
     assert audio.duration == pytest.approx(await _local_seconds(SENTENCES[0]), abs=0.3)
 
 
+@pytest.mark.parametrize("reply", ["...", "👍", " ?! "])
+async def test_a_reply_without_a_word_is_a_moment_of_silence(fake: FakeDeepgramSpeak, reply: str) -> None:
+    """Nothing to say: no provider is asked, and the reply is not failed for want of audio
+    (livekit's stream raised "no audio frames were pushed", after its retries)."""
+    engine = _chain(fake)
+    try:
+        audio = await _say(engine, reply)
+    finally:
+        await engine.aclose()
+    assert fake.segments == [] and fake.words == []
+    assert 0.0 < audio.duration <= 0.05
+
+
 async def test_every_provider_failing_is_one_connection_error(fake: FakeDeepgramSpeak) -> None:
     fake.faults.extend(["drop", "drop", "drop", "drop"])
     settings = SpeechSettings(
