@@ -26,7 +26,11 @@ from livekit.agents.tts.fallback_adapter import (
     FallbackChunkedStream,
     FallbackSynthesizeStream,
 )
-from livekit.agents.types import USERDATA_TIMED_TRANSCRIPT, APIConnectOptions
+from livekit.agents.types import (
+    USERDATA_TIMED_TRANSCRIPT,
+    USERDATA_TTS_STARTED_TIME,
+    APIConnectOptions,
+)
 
 from .chains import _ClosesMembers, attempts_seconds
 from .provider_errors import provider_name
@@ -304,6 +308,10 @@ class _StreamedSentences(FallbackSynthesizeStream):
                     self._fallback_adapter._active_instance = member
                     script.changed()  # the launcher may start the sentence after next
                     continue
+                if not self._started_time and (started := item.frame.userdata.get(USERDATA_TTS_STARTED_TIME)):
+                    # when the reply's first text reached a provider: the session's ttfb (and
+                    # ttfs) read it on the chain's frames, as livekit's adapter stamps them
+                    self._started_time = started
                 if texts := item.frame.userdata.get(USERDATA_TIMED_TRANSCRIPT):
                     emitter.push_timed_transcript(texts)
                 for frame in to_rate.push(item.frame):

@@ -12,7 +12,11 @@ from collections.abc import AsyncIterator
 import pytest
 from livekit import rtc
 from livekit.agents import APIConnectionError, tts
-from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, APIConnectOptions
+from livekit.agents.types import (
+    DEFAULT_API_CONNECT_OPTIONS,
+    USERDATA_TTS_STARTED_TIME,
+    APIConnectOptions,
+)
 from livekit.agents.utils import http_context
 
 from providers import LocalTTS, SpeechSettings, create_tts
@@ -106,6 +110,23 @@ async def test_each_sentence_streams_to_the_primary_as_its_text_arrives(fake: Fa
     audio = rtc.combine_audio_frames(frames)
     assert audio.sample_rate == 24_000
     assert audio.duration == pytest.approx(sum(tone_seconds(s) for s in SENTENCES[:2]), abs=0.05)
+
+
+async def test_the_audio_carries_when_the_text_first_reached_the_provider(fake: FakeDeepgramSpeak) -> None:
+    """The session's ttfb and ttfs read that stamp on the TTS's first frame (livekit's adapter
+    and a plugin alone put it there); a provider's frames resampled to the chain's rate (here
+    the local voice's 22.05 kHz to Deepgram's 24 kHz) lost it, and ttfs went unreported."""
+    engine = _chain(fake, "local,deepgram")
+    stamps: list[float | None] = []
+    try:
+        async with engine.stream() as stream:
+            stream.push_text(" ".join(SENTENCES[:2]))
+            stream.end_input()
+            async for ev in stream:
+                stamps.append(ev.frame.userdata.get(USERDATA_TTS_STARTED_TIME))
+    finally:
+        await engine.aclose()
+    assert stamps and stamps[0] is not None and stamps[0] > 0
 
 
 @pytest.mark.parametrize("fault", ["drop", "stall"])
