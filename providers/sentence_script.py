@@ -12,9 +12,10 @@ import asyncio
 import dataclasses
 import re
 
-_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]»”’]*(?=\s)")
+_SENTENCE_END = re.compile(r"[.!?…]+[\"')\]»”’]*(?=\s)|[。！？]+[」』）”’\"')\]]*(?=[^」』）”’\"')\]])")
 """Where a sentence ends in streamed text: its closing punctuation, once whitespace follows
-(so "3.5" and a "." still waiting for its next token are not cut)."""
+(so "3.5" and a "." still waiting for its next token are not cut); a full-width "。", "！" or
+"？" (Chinese, Japanese: no space between sentences) once any next character follows."""
 
 
 def _has_words(text: str) -> bool:

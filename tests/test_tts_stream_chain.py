@@ -228,6 +228,22 @@ async def test_text_cut_into_sentences_only_where_one_ends() -> None:
     assert script.sentences[-1].closed and script.ended
 
 
+async def test_text_without_spaces_between_sentences_is_cut_at_full_width_stops() -> None:
+    """Chinese and Japanese put no space after "。": the whole reply was one sentence (one
+    request, and a failure mid-reply had the next provider say all of it again)."""
+    from providers.sentence_script import SentenceScript
+
+    script = SentenceScript()
+    for token in ["今天", "天气很好。", "我们去", "公园吧！「好", "的。」", "走"]:
+        script.add(token)
+    assert [(s.text, s.closed) for s in script.sentences] == [
+        ("今天天气很好。", True),
+        ("我们去公园吧！", True),
+        ("「好的。」", True),
+        ("走", False),
+    ]
+
+
 async def test_in_the_pipeline_a_failure_mid_reply_is_reported_and_the_reply_finished(fake: FakeDeepgramSpeak) -> None:
     """The whole agent (VAD, STT, brain on the fake OpenAI server, the chain as its TTS): the
     user hears every sentence, the turn is `completed` with the whole text, and clients are told
