@@ -18,6 +18,15 @@ _SENTENCE_END = re.compile(r"[.!?…]+[\"')\]»”’]*(?=\s)|[。！？]+[」�
 "？" (Chinese, Japanese: no space between sentences) once any next character follows."""
 
 
+_NOT_AN_END = re.compile(
+    r"(?:(?<![\w.])(?:Mr|Mrs|Ms|Dr|Prof|Sr|Jr|St|Mt|vs)"  # a title or "vs." before a name
+    r"|(?<![\w.])(?:[^\W\d_]\.)*[^\W\d_]"  # an initial or initialism: "J.", "e.g.", "U.S."
+    r"|(?:^|\n)[ \t]*\d+)\.$"  # a numbered list's "1." at the start of a line
+)
+"""A "." that ends an abbreviation, not the sentence: cut there, the provider would say "Dr."
+or "e.g." on its own, as a sentence."""
+
+
 def _has_words(text: str) -> bool:
     return any(c.isalnum() for c in text)
 
@@ -46,7 +55,8 @@ class SentenceScript:
         open_.text += text
         while m := _SENTENCE_END.search(open_.text, self._scan):
             head, tail = open_.text[: m.end()], open_.text[m.end() :]
-            if not _has_words(head):  # "..." on its own is not a sentence: it stays with the next
+            if not _has_words(head) or (m.group() == "." and _NOT_AN_END.search(head)):
+                # "..." on its own is not a sentence, "Dr." does not end one: each stays with the next
                 self._scan = m.end()
                 continue
             open_.text, open_.closed = head, True

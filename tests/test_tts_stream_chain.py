@@ -228,6 +228,27 @@ async def test_text_cut_into_sentences_only_where_one_ends() -> None:
     assert script.sentences[-1].closed and script.ended
 
 
+async def test_text_not_cut_after_an_abbreviation() -> None:
+    """A title, an initialism or a numbered list's "1." is not the end of a sentence (each was
+    sent on its own, said as a sentence of its own)."""
+    from providers.sentence_script import SentenceScript
+
+    script = SentenceScript()
+    text = (
+        "Dr. Smith met J. R. Jones, e.g. in the U.S. last year. Pick one:\n1. Tea\n2. Coffee. "
+        "I have 3. Really vs. maybe? Ask Mr. Li at 5 p.m. today. Done"
+    )
+    for word in text.split(" "):
+        script.add(word + " ")
+    assert [s.text.strip() for s in script.sentences if s.closed] == [
+        "Dr. Smith met J. R. Jones, e.g. in the U.S. last year.",
+        "Pick one:\n1. Tea\n2. Coffee.",
+        "I have 3.",
+        "Really vs. maybe?",
+        "Ask Mr. Li at 5 p.m. today.",
+    ]
+
+
 async def test_text_without_spaces_between_sentences_is_cut_at_full_width_stops() -> None:
     """Chinese and Japanese put no space after "。": the whole reply was one sentence (one
     request, and a failure mid-reply had the next provider say all of it again)."""
