@@ -45,7 +45,7 @@ from providers.provider_errors import (
     safe_message,
     unwrap_provider_error,
 )
-from providers.tts_chains import SentenceFallbackTTS, StreamingSentenceFallbackTTS
+from providers.tts_chains import SentenceChainTTS
 
 from . import apology
 from .audio_io import MonoInput
@@ -615,7 +615,7 @@ def _hand_over(chain: Any, *, last: bool) -> str:
     """What the chain does when one of its providers fails, as clients are told."""
     if last:
         return "it is the last provider in the chain"
-    if isinstance(chain, tts.FallbackAdapter) and not isinstance(chain, (SentenceFallbackTTS, StreamingSentenceFallbackTTS)):
+    if isinstance(chain, tts.FallbackAdapter) and not isinstance(chain, SentenceChainTTS):
         # livekit's adapter streams a reply to one provider and hands over only what that
         # provider had not begun to say: the rest of a begun reply is dropped (docs/errors.md)
         return f"{_TAKES_OVER} (a reply it had begun to speak is not finished)"

@@ -42,7 +42,36 @@ _AHEAD = 2
 """Sentences one provider is given at once: the next one streams in while the current one plays."""
 
 
-class SentenceFallbackTTS(_ClosesMembers, tts.FallbackAdapter):
+class SentenceChainTTS(_ClosesMembers, tts.FallbackAdapter):
+    """What both TTS chains share: providers tried in order per sentence, each under
+    `attempt_timeout`, and `synthesize()` of a whole text as one sentence."""
+
+    def __init__(
+        self,
+        instances: list[tts.TTS],
+        *,
+        attempt_timeout: float = 10.0,
+        max_retry_per_tts: int = 0,
+        retry_interval: float = 0.5,
+    ) -> None:
+        super().__init__(instances, max_retry_per_tts=max_retry_per_tts)
+        self.attempt_timeout = attempt_timeout
+        self.retry_interval = retry_interval
+
+    def time_budget(self, audio_seconds: float = 0.0) -> float:
+        """Seconds the chain may wait for a sentence's (next) audio before every provider had
+        its chance (at most)."""
+        return attempts_seconds(
+            len(self._tts_instances), self._max_retry_per_tts, self.attempt_timeout, self.retry_interval
+        )
+
+    def synthesize(
+        self, text: str, *, conn_options: APIConnectOptions = DEFAULT_FALLBACK_API_CONNECT_OPTIONS
+    ) -> FallbackChunkedStream:
+        return _SentenceStream(tts=self, input_text=text, conn_options=conn_options)
+
+
+class SentenceFallbackTTS(SentenceChainTTS):
     """A TTS fallback chain whose unit of failover is the sentence.
 
     livekit's adapter streams the whole reply to one provider and hands it to the next only if
@@ -66,23 +95,11 @@ class SentenceFallbackTTS(_ClosesMembers, tts.FallbackAdapter):
         max_retry_per_tts: int = 0,
         retry_interval: float = 0.5,
     ) -> None:
-        super().__init__(instances, max_retry_per_tts=max_retry_per_tts)
-        self._capabilities = dataclasses.replace(self._capabilities, streaming=False)
-        self.attempt_timeout = attempt_timeout
-        self.retry_interval = retry_interval
-        self._sentences = tts.StreamAdapter(tts=self)
-
-    def time_budget(self, audio_seconds: float = 0.0) -> float:
-        """Seconds the chain may wait for a sentence's (next) audio before every provider had
-        its chance (at most)."""
-        return attempts_seconds(
-            len(self._tts_instances), self._max_retry_per_tts, self.attempt_timeout, self.retry_interval
+        super().__init__(
+            instances, attempt_timeout=attempt_timeout, max_retry_per_tts=max_retry_per_tts, retry_interval=retry_interval
         )
-
-    def synthesize(
-        self, text: str, *, conn_options: APIConnectOptions = DEFAULT_FALLBACK_API_CONNECT_OPTIONS
-    ) -> FallbackChunkedStream:
-        return _SentenceStream(tts=self, input_text=text, conn_options=conn_options)
+        self._capabilities = dataclasses.replace(self._capabilities, streaming=False)
+        self._sentences = tts.StreamAdapter(tts=self)
 
     def stream(  # type: ignore[override]
         self, *, conn_options: APIConnectOptions = DEFAULT_FALLBACK_API_CONNECT_OPTIONS
@@ -96,9 +113,9 @@ class SentenceFallbackTTS(_ClosesMembers, tts.FallbackAdapter):
 
 
 class _SentenceStream(FallbackChunkedStream):
-    """One sentence, through the providers of a `SentenceFallbackTTS` in order."""
+    """One sentence (or a whole text given to `synthesize`), through a chain's providers in order."""
 
-    _fallback_adapter: SentenceFallbackTTS
+    _fallback_adapter: SentenceChainTTS
 
     async def _try_synthesize(
         self, *, tts: tts.TTS, recovering: bool = False
@@ -164,7 +181,7 @@ class _SentenceStream(FallbackChunkedStream):
         raise APIConnectionError(f"every TTS of the chain failed ({names})")
 
 
-class StreamingSentenceFallbackTTS(_ClosesMembers, tts.FallbackAdapter):
+class StreamingSentenceFallbackTTS(SentenceChainTTS):
     """A TTS fallback chain led by a streaming provider (elevenlabs, cartesia, deepgram, ...)
     whose unit of failover is the sentence, without costing the primary its streaming.
 
@@ -178,30 +195,6 @@ class StreamingSentenceFallbackTTS(_ClosesMembers, tts.FallbackAdapter):
     does), and the next provider says the rest of the reply, from the start of the sentence
     that was cut (the user may hear its beginning twice).
     """
-
-    def __init__(
-        self,
-        instances: list[tts.TTS],
-        *,
-        attempt_timeout: float = 10.0,
-        max_retry_per_tts: int = 0,
-        retry_interval: float = 0.5,
-    ) -> None:
-        super().__init__(instances, max_retry_per_tts=max_retry_per_tts)
-        self.attempt_timeout = attempt_timeout
-        self.retry_interval = retry_interval
-
-    def time_budget(self, audio_seconds: float = 0.0) -> float:
-        """Seconds the chain may wait for a sentence's (next) audio before every provider had
-        its chance (at most)."""
-        return attempts_seconds(
-            len(self._tts_instances), self._max_retry_per_tts, self.attempt_timeout, self.retry_interval
-        )
-
-    def synthesize(
-        self, text: str, *, conn_options: APIConnectOptions = DEFAULT_FALLBACK_API_CONNECT_OPTIONS
-    ) -> FallbackChunkedStream:
-        return _SentenceStream(tts=self, input_text=text, conn_options=conn_options)  # type: ignore[arg-type]
 
     def stream(  # type: ignore[override]
         self, *, conn_options: APIConnectOptions = DEFAULT_FALLBACK_API_CONNECT_OPTIONS

@@ -124,6 +124,17 @@ BRIDGE_OPTIONS = BridgeOptions(send_attempts=3, retry_base_delay=0.02, retry_max
 # -- one fake OpenAI server for STT, brain and TTS -------------------------------------------------
 
 
+async def local_seconds(text: str) -> float:
+    """How long the local voice takes to say `text` (what a chain's fallback says instead)."""
+    from providers import LocalTTS
+
+    engine = LocalTTS()
+    try:
+        return (await engine.synthesize(text).collect()).duration
+    finally:
+        await engine.aclose()
+
+
 def pcm_tone(seconds: float, rate: int = 24_000) -> bytes:
     t = np.arange(int(rate * seconds)) / rate
     return (6000 * np.sin(2 * np.pi * 220 * t)).astype("<i2").tobytes()

@@ -14,11 +14,11 @@ import asyncio
 import pytest
 
 from agent.worker import load_vad
-from providers import LocalSTT, LocalTTS
+from providers import LocalSTT
 from tests.fakes.openai_server import text_reply
 
 from .agent_fakes import settings
-from .faults_kit import ANSWER, APOLOGY, STT_APOLOGY, TIMEOUT, PipelineRig, pcm_tone
+from .faults_kit import ANSWER, APOLOGY, STT_APOLOGY, TIMEOUT, PipelineRig, local_seconds, pcm_tone
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -34,14 +34,6 @@ def vad():
 def _tone_seconds(text: str) -> float:
     """The length of the fake's audio for `text` (tests/faults_kit.py `FakeOpenAI._speech`)."""
     return len(pcm_tone(min(0.8, 0.02 * len(text) + 0.2))) / 2 / 24_000
-
-
-async def _local_seconds(text: str) -> float:
-    engine = LocalTTS()
-    try:
-        return (await engine.synthesize(text).collect()).duration
-    finally:
-        await engine.aclose()
 
 
 def _errors(obs) -> list[dict]:
@@ -82,7 +74,7 @@ async def test_stalled_tts_primary_hands_the_reply_to_the_next_provider(vad) -> 
     assert not any(APOLOGY.lower() in said.lower() for said in first.heard), first.heard
     assert any(ANSWER.lower() in said.lower() for said in first.heard), first.heard
     # the whole reply in the local voice (the fake's audio for it would be at most 0.8 s)
-    assert first.audio_seconds >= 0.9 * await _local_seconds(ANSWER), first.audio_seconds
+    assert first.audio_seconds >= 0.9 * await local_seconds(ANSWER), first.audio_seconds
     errors = _errors(first)
     assert [(e["code"], e["fatal"]) for e in errors] == [("timeout", False)], errors
     assert errors[0]["message"] == f"openai failed (no audio within {TIMEOUT:g} s); the next provider in the chain takes over"
@@ -104,7 +96,7 @@ async def test_tts_primary_failing_after_its_first_audio_leaves_no_sentence_unsa
         first = await rig.turn(limit=LIMIT)
         tts_requests = list(rig.server.tts_requests)
     assert tts_requests[:2] == SENTENCES[:2]  # openai said the first sentence, and failed the second
-    local = [await _local_seconds(s) for s in SENTENCES]
+    local = [await local_seconds(s) for s in SENTENCES]
     tone = [_tone_seconds(s) for s in SENTENCES]
     partial = tone[1] / 3 if fault == "mid_stream" else 0.0
     least = tone[0] + partial + local[1] + min(tone[2], local[2])

@@ -23,6 +23,7 @@ from providers import LocalTTS, SpeechSettings, create_tts
 from providers.tts_chains import StreamingSentenceFallbackTTS
 
 from .fakes.deepgram_speak_server import FakeDeepgramSpeak, tone_seconds
+from .faults_kit import local_seconds
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -76,14 +77,6 @@ class _NoStreamTTS(tts.TTS):
 
     def stream(self, *, conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS) -> tts.SynthesizeStream:
         raise APIConnectionError("cannot open a stream")
-
-
-async def _local_seconds(text: str) -> float:
-    engine = LocalTTS()
-    try:
-        return (await engine.synthesize(text).collect()).duration
-    finally:
-        await engine.aclose()
 
 
 async def test_each_sentence_streams_to_the_primary_as_its_text_arrives(fake: FakeDeepgramSpeak) -> None:
@@ -146,7 +139,7 @@ async def test_a_primary_failing_after_it_has_spoken_hands_the_rest_to_the_next(
     finally:
         await engine.aclose()
     assert [s.text for s in fake.segments[:2]] == SENTENCES[:2]
-    local = [await _local_seconds(s) for s in SENTENCES]
+    local = [await local_seconds(s) for s in SENTENCES]
     partial = tone_seconds(SENTENCES[1]) / 3 if fault == "drop" else 0.0
     said = tone_seconds(SENTENCES[0]) + partial + local[1] + local[2]
     assert audio.duration == pytest.approx(said, abs=0.3), (audio.duration, said)
@@ -164,7 +157,7 @@ async def test_a_stalled_primary_before_any_audio_is_replaced_for_the_whole_repl
     finally:
         await engine.aclose()
     assert [s.text for s in fake.segments[:1]] == SENTENCES[:1]
-    local = sum([await _local_seconds(s) for s in SENTENCES[:2]])
+    local = sum([await local_seconds(s) for s in SENTENCES[:2]])
     assert audio.duration == pytest.approx(local, abs=0.3)
 
 
@@ -177,7 +170,7 @@ async def test_a_provider_that_cannot_open_a_stream_is_replaced() -> None:
             audio = await _say(engine, SENTENCES[0])
     finally:
         await engine.aclose()
-    assert audio.duration == pytest.approx(await _local_seconds(SENTENCES[0]), abs=0.3)
+    assert audio.duration == pytest.approx(await local_seconds(SENTENCES[0]), abs=0.3)
 
 
 @pytest.mark.parametrize("reply", ["...", "👍", " ?! "])
@@ -281,7 +274,7 @@ async def test_in_the_pipeline_a_failure_mid_reply_is_reported_and_the_reply_fin
         rig.server.push(text_reply(" ".join(SENTENCES)))
         first = await rig.turn(limit=60.0)
     assert [s.text for s in fake.segments[:2]] == SENTENCES[:2]
-    local = [await _local_seconds(s) for s in SENTENCES]
+    local = [await local_seconds(s) for s in SENTENCES]
     least = tone_seconds(SENTENCES[0]) + local[1] + local[2]
     assert first.audio_seconds >= least - 0.2, (first.audio_seconds, least)
     assert not any(APOLOGY.lower() in said.lower() for said in first.heard), first.heard
