@@ -297,7 +297,12 @@ class PlaybackSink(io.AudioOutput):
         self._advance(seg)
         if self._drain_task is not None and self._drain_task is not asyncio.current_task():
             self._drain_task.cancel()
-        self._finish(seg, interrupted=seg.played < seg.pushed - 1e-6)
+        # a segment cut before its playout was reported is interrupted, even if all the audio
+        # that had come has played (a TTS slower than playback: livekit flushes the output just
+        # before it clears it). Reported as finished, livekit counts the whole reply as heard.
+        # (livekit's room output does the same when the clear reaches it before its playout
+        # wait ends; with nothing queued that wait can end first, a race this speaker avoids.)
+        self._finish(seg, interrupted=True)
 
     def _finish(self, seg: PlayedSegment, *, interrupted: bool) -> None:
         if seg.finished:

@@ -165,6 +165,23 @@ async def test_speaker_clear_buffer_stops_part_way_and_pause_holds() -> None:
     assert not sink.playing
 
 
+async def test_speaker_cut_during_an_underrun_is_an_interruption() -> None:
+    """The TTS is slower than playback: everything pushed has played, but the segment was not
+    complete. A cut then is an interruption; reported as a finished playback, livekit counted the
+    whole reply as heard."""
+    clock = ManualClock()
+    sink = PlaybackSink(clock)
+    for f in _tone(0.5):
+        await sink.capture_frame(f)
+    clock.advance(1.0)  # the half second played long ago; the rest of the reply has not come
+    assert sink.current_played() == pytest.approx(0.5) and sink.playing
+    sink.flush()  # livekit flushes the output as the reply's audio stream ends, then clears it
+    sink.clear_buffer()
+    ev = await asyncio.wait_for(sink.wait_for_playout(), 5)  # a deadlock guard only
+    assert ev.interrupted and ev.playback_position == pytest.approx(0.5)
+    assert sink.segments[0].interrupted
+
+
 async def test_speaker_plays_out_a_flushed_segment_when_the_clock_reaches_its_end() -> None:
     clock = ManualClock()
     sink = PlaybackSink(clock)

@@ -284,3 +284,63 @@ async def test_in_the_pipeline_a_failure_mid_reply_is_reported_and_the_reply_fin
     assert errors[0]["message"].endswith("the next provider in the chain takes over"), errors
     dones = [e["data"] for e in first.of_type("turn.done")]
     assert [d["reason"] for d in dones] == ["completed"] and dones[0]["text"] == " ".join(SENTENCES), dones
+
+
+async def test_a_client_interrupt_cuts_a_reply_the_chain_is_streaming(fake: FakeDeepgramSpeak) -> None:
+    """Barge-in on the streaming chain inside a real session, with a provider slower than
+    playback: the reply is cut, its turn ends `interrupted` with only what was heard, the
+    sentences not yet begun are never sent to Deepgram, and nothing is left running."""
+    import io
+    import json
+
+    from agent.simulate import Simulation
+    from agent.worker import load_vad
+    from brain import InProcessApprovalGate, create_voice_brain
+
+    from .agent_fakes import ScriptedBackend, Step, settings
+    from .faults_kit import LoopErrors
+
+    fake.seconds_per_char = 0.065  # about the pace of speech: ~2.5 s per sentence...
+    fake.speedup = 1.0  # ...made in real (wall) time, while the session plays at 4x: the third
+    # sentence could not be asked for before the first one's 2.5 wall seconds of audio were sent
+    sentences = [*SENTENCES, "Then the clouds come in from the sea.", "Rain is likely after dark."]
+    speech = SpeechSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        TTS_PROVIDERS="deepgram,local",
+        DEEPGRAM_API_KEY="dg-placeholder",
+        DEEPGRAM_TTS_BASE_URL=fake.base_url,
+    )
+    s = settings(speech=speech)
+    brain = create_voice_brain(s.brain, backend=ScriptedBackend([Step(text=[" ".join(sentences)])]), approvals=InProcessApprovalGate())
+    sim = Simulation(s, vad=load_vad(s), brain=brain, speed=4.0, conversation_id="cut", events=io.StringIO())
+    errors = LoopErrors()
+    errors.install()
+    try:
+        await sim.start()
+        bridge = sim.voice.bridge
+        assert bridge is not None
+
+        def message(kind: str, mid: str, data: dict | None = None) -> str:
+            return json.dumps({"v": 1, "id": mid, "type": kind, "data": data or {}})
+
+        await bridge.handle_message("user", message("user.text", "t1", {"text": "what is the weather like"}))
+        for _ in range(300):
+            if sim.io.sink.current_played() > 1.0:
+                break
+            await sim.io.mic.play_silence(0.1)
+        reply = json.loads(await bridge.handle_message("user", message("agent.interrupt", "i1")))
+        assert reply["type"] == "ack", reply
+        assert await sim.settle(limit=30)
+        await sim.io.mic.play_silence(2.0)
+    finally:
+        await sim.aclose()
+        errors.uninstall()
+    # the provider is slower than the 4x playback: all that came had played when the cut came
+    [seg] = sim.io.sink.segments
+    assert seg.interrupted and 0 < seg.played <= seg.pushed
+    [turn] = sim.result.turns
+    assert turn.outcome == "interrupted"
+    assert turn.spoken and len(turn.spoken) < len(sentences[0])  # what was heard, not the whole reply
+    asked = [x.text for x in fake.segments]
+    assert asked and len(asked) <= 2 and asked == sentences[: len(asked)], asked  # the rest never left
+    assert errors.items == []
