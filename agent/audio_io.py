@@ -298,10 +298,9 @@ class PlaybackSink(io.AudioOutput):
         if self._drain_task is not None and self._drain_task is not asyncio.current_task():
             self._drain_task.cancel()
         # a segment cut before its playout was reported is interrupted, even if all the audio
-        # that had come has played (a TTS slower than playback: livekit flushes the output just
-        # before it clears it). Reported as finished, livekit counts the whole reply as heard.
-        # (livekit's room output does the same when the clear reaches it before its playout
-        # wait ends; with nothing queued that wait can end first, a race this speaker avoids.)
+        # that had come has played (a TTS slower than playback: livekit flushes the output and
+        # clears it in the same step), as on livekit's room output. Reported as finished,
+        # livekit counted the whole reply as heard.
         self._finish(seg, interrupted=True)
 
     def _finish(self, seg: PlayedSegment, *, interrupted: bool) -> None:
