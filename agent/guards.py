@@ -11,7 +11,7 @@ or forever. Two guards turn a stall into a `timeout` failure after `AGENT_PROVID
   speech segment the agent's VAD heard, and the unanswered speech replayed on reconnection).
 - `guard_tts_frames` wraps a `tts_node`'s audio: no first audio within the deadline after text
   was sent, or no audio (nor end) within the deadline once all the text is in, is a stall; the
-  node stops and the caller is told (it reports the error and apologises).
+  node fails with `TTSStalled` and the caller is told (it reports the error and apologises).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 
 from livekit import rtc
-from livekit.agents import stt
+from livekit.agents import APITimeoutError, stt
 
 from providers.deadlines import DeadlineSTT
 
@@ -39,6 +39,10 @@ def guard_stt(engine: stt.STT, timeout: float, *, end_of_speech_lag: float = 0.5
     if engine.capabilities.streaming:
         return StallGuardSTT(engine, timeout, end_of_speech_lag=end_of_speech_lag)
     return DeadlineSTT(engine, timeout)
+
+
+class TTSStalled(APITimeoutError):
+    """The reply's audio stalled past the deadline (already reported through `on_stall`)."""
 
 
 class _Watch:
@@ -62,7 +66,7 @@ async def guard_tts_frames(
 
     One lazily re-armed timer per reply (no per-frame task): when it finds the guard waiting
     past the deadline it cancels the consuming task, and the guard turns that cancellation into
-    a normal end of the audio.
+    a `TTSStalled` failure of the audio.
     """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -110,12 +114,15 @@ async def guard_tts_frames(
                         return
                     raise
                 task.uncancel()  # our own cancellation (the synthesizer may have swallowed it)
-                on_stall(
+                reason = (
                     f"no audio within {stall_after:g} s of the reply text"
                     if not watch.got_audio
                     else f"audio stopped for {stall_after:g} s before the reply ended"
                 )
-                return
+                on_stall(reason)
+                # a failure, not an end: livekit then counts only the audio that played as heard
+                # (an ended stream counts the whole reply text as said)
+                raise TTSStalled(reason) from None
             finally:
                 watch.waiting_since = None
             watch.got_audio = True

@@ -37,6 +37,9 @@ class TrackedTurn:
     outcome: Outcome = "pending"
     spoken: str | None = None
     """What the user heard when the reply was cut off."""
+    heard: str | None = None
+    """The reply's text as livekit counted it heard when its speech ended (all of it unless the
+    audio was cut off or failed)."""
     tool_ran: bool = False
     """A tool of this turn finished (ok or error), or was cut off while running in a thread that
     cannot be stopped: it may have had effects."""
@@ -106,6 +109,7 @@ class TurnTracker:
         tracked = self._by_speech.pop(speech.id, None)
         if tracked is None:
             return
+        tracked.heard = _assistant_text(speech)
         try:
             self.finish(
                 tracked,

@@ -1,0 +1,35 @@
+"""A reply whose TTS stalls or fails after some of its audio played: the brain remembers, and
+clients are told, only what livekit counts as heard, not the whole reply (the user heard the
+first sentence and the apology). The real livekit-plugins-openai TTS against the fake OpenAI
+server of tests/faults_kit.py, in the whole pipeline."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.worker import load_vad
+from tests.fakes.openai_server import text_reply
+
+from .agent_fakes import settings
+from .faults_kit import PipelineRig
+
+pytestmark = pytest.mark.timeout(90)
+
+SENTENCES = ["It is sunny in Paris today.", "The wind is calm and the sky is clear.", "Enjoy your afternoon walk by the river."]
+REPLY = " ".join(SENTENCES)
+
+
+@pytest.mark.parametrize("fault", ["stall", "mid_stream"])
+async def test_a_reply_whose_audio_failed_is_remembered_as_heard(fault: str) -> None:
+    async with PipelineRig(load_vad(settings()), speed=8.0, tts_providers="openai") as rig:
+        rig.server.push(text_reply(REPLY))
+        rig.server.tts_faults.extend(["ok", fault])  # the first sentence is said, the second fails
+        first = await rig.turn(limit=60.0)
+        said = [m.content for m in rig.brain.history("faults") if m.role == "assistant"]
+    assert first.audio_seconds > 0.5  # the first sentence (and the apology) played
+    [done] = [e["data"] for e in first.of_type("turn.done")]
+    assert done["reason"] == "error"
+    heard = done["text"]
+    assert heard != REPLY and REPLY.startswith(heard), heard  # what played, not the whole reply
+    assert said == ([heard] if heard else []), said  # the brain remembers the same
+    assert [e["data"]["code"] for e in first.of_type("error")] == ["timeout" if fault == "stall" else "unavailable"]
