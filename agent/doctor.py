@@ -110,19 +110,21 @@ def tool_rows(settings: AgentSettings) -> list[dict[str, Any]]:
     from .startup_checks import check_tools
 
     rows = []
-    paths = settings.brain.tools
-    for i, module in enumerate(paths):
+    loaded: list[str] = []  # the earlier modules that import (one that does not has its own row)
+    for module in settings.brain.tools:
         try:
             names = [t.name for t in load_tool_module(module)]
         except ConfigError as exc:
             rows.append(_row("tools", module, False, False, True, str(exc)))
             continue
         try:
-            load_tool_modules(paths[: i + 1])  # a name an earlier module already uses
+            for earlier in loaded:  # a name an earlier module already uses
+                load_tool_modules([earlier, module])
         except ConfigError as exc:
             rows.append(_row("tools", module, True, False, True, exc.message))
         else:
             rows.append(_row("tools", module, True, True, True, ", ".join(names)))
+        loaded.append(module)
     if all(r["configured"] for r in rows):
         try:
             check_tools(settings)

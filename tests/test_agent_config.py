@@ -141,6 +141,18 @@ def test_doctor_fails_where_the_worker_would_refuse_to_start(monkeypatch, env: d
     assert reason in row["reason"]
 
 
+def test_doctor_blames_a_tool_module_that_does_not_import_on_its_own_row_only(monkeypatch) -> None:
+    """The name-clash check of a later module re-imported the earlier one: a healthy module got
+    the missing module's error (and was reported unusable)."""
+    monkeypatch.setenv("BRAIN_TOOLS", "no_such_tools_module,tests.fakes.brain_plugins")
+    out = io.StringIO()
+    assert doctor_command(["--json"], out=out) == 1
+    rows = {r["name"]: r for r in json.loads(out.getvalue())["providers"] if r["kind"] == "tools"}
+    assert not rows["no_such_tools_module"]["configured"]
+    good = rows["tests.fakes.brain_plugins"]
+    assert good["configured"] and good["reason"] == "shout, convert", good
+
+
 def test_doctor_fails_when_a_chosen_provider_is_unusable(monkeypatch) -> None:
     monkeypatch.setenv("STT_PROVIDERS", "openai")  # no OPENAI_API_KEY
     out = io.StringIO()
