@@ -9,9 +9,11 @@ import asyncio
 import dataclasses
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from brain import (
     ApprovalDecision,
@@ -434,6 +436,27 @@ def test_an_approval_prompt_that_cannot_be_filled_falls_back_to_a_generic_one(pr
 
     t = book.__voice_tool__  # type: ignore[attr-defined]
     assert t.describe_request({"restaurant": "Chez Nous", "party": 2}) == "Allow the assistant to run 'book'?"
+
+
+class _Order(BaseModel):
+    id: int
+
+
+def test_the_readmes_approval_prompt_examples_fill_in() -> None:
+    """README showed `{order.id}`: the prompt is filled from the validated arguments as JSON, where
+    a model parameter is a dict, so that prompt fell back to the generic one at every call."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    sentence = readme.split("`approval_prompt` may name parameters only (", 1)[1].split(";", 1)[0]
+    examples = re.findall(r"`(\{[^`]*\})`", sentence)
+    assert len(examples) >= 2, sentence
+
+    @tool(requires_approval=True, approval_prompt=" ".join(examples))
+    def refund(order: _Order, amount: float) -> str:
+        """Refund an order."""
+        return "refunded"
+
+    t = refund.__voice_tool__  # type: ignore[attr-defined]
+    assert t.describe_request(t.validate({"order": {"id": 42}, "amount": 9.5})) == "9.5 42"
 
 
 async def test_broken_approval_prompt_still_asks_with_the_generic_prompt(kit: Kit) -> None:
