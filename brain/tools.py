@@ -138,8 +138,20 @@ def _check_prompt(tool_name: str, prompt: str, parameters: list[str]) -> None:
     """An approval prompt may only name the tool's parameters, by name: a typo there would leave
     the approver with the generic prompt (without the amount, the recipient, ...) at every call.
     What depends on the values (an attribute, an index, a format spec) is checked when asked."""
+
+    def fields(text: str) -> list[str]:
+        found = []
+        for _, name, spec, conversion in string.Formatter().parse(text):
+            if name is None:
+                continue
+            if conversion not in (None, "r", "s", "a"):
+                raise ValueError(f"unknown conversion !{conversion}")
+            found.append(name)
+            found += fields(spec or "")  # "{amount:{width}}": width is a field too
+        return found
+
     try:
-        names = [name for _, name, _, _ in string.Formatter().parse(prompt) if name is not None]
+        names = fields(prompt)
     except ValueError as exc:
         raise ConfigError(f"tool {tool_name}: approval_prompt {prompt!r} is not a valid format string ({exc})") from None
     for name in names:

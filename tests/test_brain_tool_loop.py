@@ -408,6 +408,8 @@ async def test_answer_given_inside_the_approval_requested_callback_is_not_lost(k
         ("Book {0}?", "names a positional field"),
         ("Book {}?", "names a positional field"),
         ("Book {restaurant", "is not a valid format string"),
+        ("Book {restaurant!x}?", "unknown conversion !x"),
+        ("Book for {party:{width}}?", "names {width}, which is not a parameter"),
     ],
 )
 def test_an_approval_prompt_naming_what_the_tool_does_not_take_is_refused_at_once(prompt: str, why: str) -> None:
