@@ -470,7 +470,12 @@ class VoiceSession(BaseVoiceSession):
         off (after some audio, or before any: merged / discarded) is `interrupted` with the text
         that was heard, whatever the brain had written by then."""
         if event.turn_id in self._tts_failed and event.reason == "completed":
-            heard = tracked.spoken if tracked is not None and tracked.spoken is not None else event.text
+            if tracked is None:
+                heard = event.text
+            elif tracked.spoken is not None:
+                heard = tracked.spoken
+            else:  # cut off before any audio (merged / discarded): nothing was heard
+                heard = (tracked.heard or "") if tracked.audio_started else ""
             return event.model_copy(update={"reason": "error", "text": heard})
         if tracked is not None and tracked.outcome in ("interrupted", "merged", "discarded") and event.reason != "error":
             return event.model_copy(update={"reason": "interrupted", "text": tracked.spoken or ""})

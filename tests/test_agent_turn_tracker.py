@@ -178,3 +178,24 @@ async def test_speech_without_handle_and_unknown_speech_are_ignored() -> None:
     tracker.audio_started(FakeSpeech("nope"))
     tracker.audio_started(None)
     tracker.close()
+
+
+def test_a_reply_whose_audio_failed_then_was_cut_off_before_any_audio_reports_nothing_heard() -> None:
+    """Its TTS failed, then the user cut in before any audio played (merged into the next turn):
+    `turn.done` said the whole reply text, which nobody heard."""
+    from types import SimpleNamespace
+
+    from agent.turn_tracker import TrackedTurn
+    from agent.voice_session import VoiceSession
+    from brain import Turn
+    from brain.events import TurnDone
+
+    turn = Turn("what is the weather", "c")
+    done = TurnDone(conversation_id="c", turn_id=turn.turn_id, reason="completed", text="It is sunny in Paris.")
+    session = SimpleNamespace(_tts_failed={turn.turn_id})
+    merged = TrackedTurn(turn=turn, user_text=turn.transcript, outcome="merged")
+    out = VoiceSession._as_heard(session, done, merged)  # type: ignore[arg-type]
+    assert (out.reason, out.text) == ("error", "")
+    heard = TrackedTurn(turn=turn, user_text=turn.transcript, audio_started=True, outcome="completed", spoken="It is")
+    out = VoiceSession._as_heard(session, done, heard)  # type: ignore[arg-type]
+    assert (out.reason, out.text) == ("error", "It is")
