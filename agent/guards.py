@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 
@@ -43,6 +44,16 @@ def guard_stt(engine: stt.STT, timeout: float, *, end_of_speech_lag: float = 0.5
 
 class TTSStalled(APITimeoutError):
     """The reply's audio stalled past the deadline (already reported through `on_stall`)."""
+
+
+class _ReportedStalls(logging.Filter):
+    """livekit logs a failed TTS node with its traceback; a stall was already logged (one line)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], TTSStalled))
+
+
+_REPORTED_STALLS = _ReportedStalls()
 
 
 class _Watch:
@@ -122,6 +133,7 @@ async def guard_tts_frames(
                 on_stall(reason)
                 # a failure, not an end: livekit then counts only the audio that played as heard
                 # (an ended stream counts the whole reply text as said)
+                logging.getLogger("livekit.agents").addFilter(_REPORTED_STALLS)  # once: a set
                 raise TTSStalled(reason) from None
             finally:
                 watch.waiting_since = None

@@ -20,7 +20,7 @@ REPLY = " ".join(SENTENCES)
 
 
 @pytest.mark.parametrize("fault", ["stall", "mid_stream"])
-async def test_a_reply_whose_audio_failed_is_remembered_as_heard(fault: str) -> None:
+async def test_a_reply_whose_audio_failed_is_remembered_as_heard(fault: str, caplog: pytest.LogCaptureFixture) -> None:
     async with PipelineRig(load_vad(settings()), speed=8.0, tts_providers="openai") as rig:
         rig.server.push(text_reply(REPLY))
         rig.server.tts_faults.extend(["ok", fault])  # the first sentence is said, the second fails
@@ -33,3 +33,6 @@ async def test_a_reply_whose_audio_failed_is_remembered_as_heard(fault: str) -> 
     assert heard != REPLY and REPLY.startswith(heard), heard  # what played, not the whole reply
     assert said == ([heard] if heard else []), said  # the brain remembers the same
     assert [e["data"]["code"] for e in first.of_type("error")] == ["timeout" if fault == "stall" else "unavailable"]
+    if fault == "stall":  # one line says so; livekit's traceback of the failed TTS node is not repeated
+        assert "TTS stalled: audio stopped for" in caplog.text
+        assert "Error in _tts_inference_task" not in caplog.text
