@@ -287,9 +287,9 @@ async def test_in_the_pipeline_a_failure_mid_reply_is_reported_and_the_reply_fin
 
 
 async def test_a_client_interrupt_cuts_a_reply_the_chain_is_streaming(fake: FakeDeepgramSpeak) -> None:
-    """Barge-in on the streaming chain inside a real session, with a provider slower than
-    playback: the reply is cut, its turn ends `interrupted` with only what was heard, the
-    sentences not yet begun are never sent to Deepgram, and nothing is left running."""
+    """Barge-in on the streaming chain inside a real session: the reply is cut, its turn ends
+    `interrupted` with only what was heard, the sentences not yet begun are never sent to
+    Deepgram, and nothing is left running."""
     import io
     import json
 
@@ -300,9 +300,10 @@ async def test_a_client_interrupt_cuts_a_reply_the_chain_is_streaming(fake: Fake
     from .agent_fakes import ScriptedBackend, Step, settings
     from .faults_kit import LoopErrors
 
-    fake.seconds_per_char = 0.065  # about the pace of speech: ~2.5 s per sentence...
-    fake.speedup = 1.0  # ...made in real (wall) time, while the session plays at 4x: the third
-    # sentence could not be asked for before the first one's 2.5 wall seconds of audio were sent
+    fake.seconds_per_char = 0.065  # about the pace of speech: ~2 s for the first sentence
+    # the second sentence gets no audio (within the test): with two sentences in flight at most,
+    # the fourth and fifth can only be asked for once the second was said
+    fake.faults.extend(["ok", "stall"])
     sentences = [*SENTENCES, "Then the clouds come in from the sea.", "Rain is likely after dark."]
     speech = SpeechSettings(
         _env_file=None,  # type: ignore[call-arg]
@@ -335,12 +336,12 @@ async def test_a_client_interrupt_cuts_a_reply_the_chain_is_streaming(fake: Fake
     finally:
         await sim.aclose()
         errors.uninstall()
-    # the provider is slower than the 4x playback: all that came had played when the cut came
     [seg] = sim.io.sink.segments
-    assert seg.interrupted and 0 < seg.played <= seg.pushed
+    assert seg.interrupted and 0 < seg.played < seg.pushed
     [turn] = sim.result.turns
     assert turn.outcome == "interrupted"
-    assert turn.spoken and len(turn.spoken) < len(sentences[0])  # what was heard, not the whole reply
+    # what was heard (livekit's estimate, paced on the wall clock: at 4x it may be nothing yet), never the whole reply
+    assert sentences[0].startswith(turn.spoken or ""), turn.spoken
     asked = [x.text for x in fake.segments]
-    assert asked and len(asked) <= 2 and asked == sentences[: len(asked)], asked  # the rest never left
+    assert asked == sentences[:3], asked  # the rest never left
     assert errors.items == []
