@@ -470,12 +470,7 @@ class VoiceSession(BaseVoiceSession):
         off (after some audio, or before any: merged / discarded) is `interrupted` with the text
         that was heard, whatever the brain had written by then."""
         if event.turn_id in self._tts_failed and event.reason == "completed":
-            if tracked is None:
-                heard = event.text
-            elif tracked.spoken is not None:
-                heard = tracked.spoken
-            else:  # cut off before any audio (merged / discarded): nothing was heard
-                heard = (tracked.heard or "") if tracked.audio_started else ""
+            heard = tracked.spoken if tracked is not None and tracked.spoken is not None else event.text
             return event.model_copy(update={"reason": "error", "text": heard})
         if tracked is not None and tracked.outcome in ("interrupted", "merged", "discarded") and event.reason != "error":
             return event.model_copy(update={"reason": "interrupted", "text": tracked.spoken or ""})
@@ -591,10 +586,13 @@ class VoiceSession(BaseVoiceSession):
 
     def _on_turn_outcome(self, tracked: TrackedTurn) -> None:
         turn_id = tracked.turn.turn_id
-        if turn_id in self._tts_failed and tracked.outcome in ("pending", "completed"):
-            # the reply's audio failed: the brain must not think the unheard rest was said
+        if turn_id in self._tts_failed and tracked.spoken is None:
+            # the reply's audio failed: what was heard, if any (cut off before any audio, merged
+            # or discarded, nothing); the brain must not think the unheard rest was said (the
+            # tracker already settled the memory of a merged or discarded turn)
             tracked.spoken = (tracked.heard or "") if tracked.audio_started else ""
-            self.brain.record_spoken(self.conversation_id, turn_id, tracked.spoken)
+            if tracked.outcome in ("pending", "completed"):
+                self.brain.record_spoken(self.conversation_id, turn_id, tracked.spoken)
         self._release(turn_id)
         row = self.latency.claim(turn_id) if tracked.audio_started else None
         if row is not None and self.bridge is not None:

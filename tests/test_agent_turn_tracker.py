@@ -192,10 +192,20 @@ def test_a_reply_whose_audio_failed_then_was_cut_off_before_any_audio_reports_no
 
     turn = Turn("what is the weather", "c")
     done = TurnDone(conversation_id="c", turn_id=turn.turn_id, reason="completed", text="It is sunny in Paris.")
-    session = SimpleNamespace(_tts_failed={turn.turn_id})
+    recorded: list[tuple[str, str, str]] = []
+    session = SimpleNamespace(  # what the two methods use of a VoiceSession
+        _tts_failed={turn.turn_id}, conversation_id="c", bridge=None, _release=lambda _: None,
+        brain=SimpleNamespace(record_spoken=lambda *a: recorded.append(a)), latency=SimpleNamespace(claim=lambda _: None),
+    )
+
+    def reported(tracked: TrackedTurn) -> tuple[str, str]:
+        VoiceSession._on_turn_outcome(session, tracked)  # type: ignore[arg-type]
+        out = VoiceSession._as_heard(session, done, tracked)  # type: ignore[arg-type]
+        return out.reason, out.text
+
     merged = TrackedTurn(turn=turn, user_text=turn.transcript, outcome="merged")
-    out = VoiceSession._as_heard(session, done, merged)  # type: ignore[arg-type]
-    assert (out.reason, out.text) == ("error", "")
-    heard = TrackedTurn(turn=turn, user_text=turn.transcript, audio_started=True, outcome="completed", spoken="It is")
-    out = VoiceSession._as_heard(session, done, heard)  # type: ignore[arg-type]
-    assert (out.reason, out.text) == ("error", "It is")
+    assert reported(merged) == ("error", "")
+    assert recorded == []  # the tracker settled a merged turn's memory already
+    heard = TrackedTurn(turn=turn, user_text=turn.transcript, audio_started=True, outcome="completed", heard="It is")
+    assert reported(heard) == ("error", "It is")
+    assert recorded == [("c", turn.turn_id, "It is")]
