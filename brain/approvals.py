@@ -92,6 +92,7 @@ class InProcessApprovalGate:
 
     `policy` (optional) decides automatically: it is called with each request and may return a
     decision (or an awaitable of one); returning None leaves the request for someone else.
+    Anything else (`True`, say) fails the call, as a policy that raises does.
     """
 
     policy: Policy | None = None

@@ -469,7 +469,10 @@ class VoiceBrain:
         decision: ApprovalDecision | None = None
         decided_by: str | None = None
         try:
-            decision = await asyncio.wait_for(asyncio.shield(future), s.hitl_timeout)
+            answer: object = await asyncio.wait_for(asyncio.shield(future), s.hitl_timeout)
+            if not isinstance(answer, ApprovalDecision):  # e.g. `policy=lambda r: True`: a bug, not a yes
+                raise TypeError(f"the approval gate answered {type(answer).__name__}, not an ApprovalDecision")
+            decision = answer
             outcome = "approved" if decision.approved else "rejected"
             decided_by = decision.decided_by
             return decision

@@ -660,3 +660,21 @@ async def test_an_approval_policy_that_raises_fails_the_call_at_once(kit: Kit) -
     assert fin.status == "error" and fin.error == "approval failed: KeyError: 'no such user'"
     assert log.done(turn.turn_id).reason == "error" and t.log == []
     log.check()
+
+
+async def test_an_approver_answering_with_something_else_than_a_decision_still_resolves_the_request(kit: Kit) -> None:
+    """`policy=lambda r: True`: the call fails at once, and clients still get the request's
+    approval.resolved (they would show the question until its deadline)."""
+    t = Calls()
+    kit.server.push(kit.calls(("call_m", "send_email", {"to": "a@b.c", "body": "x"})))
+    gate = InProcessApprovalGate(policy=lambda r: True)  # type: ignore[arg-type,return-value]
+    brain = kit.brain(tools=t.all(), approvals=gate, hitl_timeout=30)
+    log = EventLog(brain)
+    turn = Turn("mail", "c")
+    await reply(brain, turn)
+    (res,) = log.of(ApprovalResolved)
+    assert (res.call_id, res.outcome) == ("call_m", "cancelled")
+    (fin,) = log.of(ToolFinished)
+    assert fin.status == "error" and "not an ApprovalDecision" in (fin.error or "")
+    assert log.done(turn.turn_id).reason == "error" and t.log == [] and gate.pending() == []
+    log.check()
