@@ -380,7 +380,7 @@ class VoiceBrain:
                     finished("error", error=f"modified arguments invalid: {exc}")
                     return f"ERROR: the user's modified arguments were invalid: {exc}"
                 if decision.arguments != call.arguments:  # the model must learn what actually ran
-                    told = await self._invoke(call, tool, arguments, finished, results)
+                    told = await self._invoke(call, tool, arguments, finished, results, changed=decision.arguments)
                     return with_changed_arguments(decision.arguments, told)
         return await self._invoke(call, tool, arguments, finished, results)
 
@@ -391,8 +391,12 @@ class VoiceBrain:
         arguments: dict[str, Any],
         finished: Callable[..., None],
         results: dict[str, str] | None,
+        changed: dict[str, Any] | None = None,
     ) -> str:
-        """Run an approved call under its timeout; returns what the model is told."""
+        """Run an approved call under its timeout; returns what the model is told.
+
+        `changed`: the arguments the approver replaced the model's with (the note left in
+        `results` for an interrupted plain-function tool says so too)."""
         # the per-tool timeout starts only now, after approval
         timeout = tool.timeout or self.settings.tool_timeout
         task = asyncio.current_task()
@@ -409,8 +413,10 @@ class VoiceBrain:
             if tool.runs_in_thread:
                 finished("cancelled", error=f"turn interrupted; {TOOL_MAY_HAVE_RUN}")
                 if results is not None:
-                    results[call.id] = ("INTERRUPTED: the user interrupted while this was running; it could not be "
-                                        "stopped, so the action may or may not have been carried out.")
+                    note = ("INTERRUPTED: the user interrupted while this was running; it could not be "
+                            "stopped, so the action may or may not have been carried out.")
+                    # with the approver's arguments, the action that may happen is not the call in history
+                    results[call.id] = note if changed is None else with_changed_arguments(changed, note)
             else:
                 finished("cancelled", error="turn interrupted")
             raise

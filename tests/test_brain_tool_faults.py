@@ -291,3 +291,36 @@ async def test_a_conversations_lock_goes_away_when_nobody_holds_it() -> None:
         await reply(brain, Turn("hi", f"conversation-{i}"))
     gc.collect()
     assert len(brain._locks) == 0
+
+
+async def test_a_plain_tool_run_with_the_approvers_arguments_and_interrupted_tells_the_model_those(kit: Kit) -> None:
+    """Approved for three people instead of two, then cut off while booking: the booking that may
+    go through is for three, and the model (whose history holds its call for two) must be told."""
+    started, release, finished = asyncio.Event(), threading.Event(), threading.Event()
+    loop = asyncio.get_running_loop()
+    booked: list[int] = []
+
+    def book_table(party_size: int) -> str:
+        """Book a table."""
+        loop.call_soon_threadsafe(started.set)
+        release.wait(10)
+        booked.append(party_size)
+        finished.set()
+        return "booked"
+
+    gate = InProcessApprovalGate(policy=lambda r: ApprovalDecision.approve({"party_size": 3}, by="alice"))
+    kit.server.push(kit.calls(("call_b", "book_table", {"party_size": 2})))
+    kit.server.push(kit.text("Let me check."))
+    brain = kit.brain(tools=[make_tool(book_table, requires_approval=True)], approvals=gate)
+    log = EventLog(brain)
+    task = asyncio.create_task(reply(brain, Turn("book for two", "c")))
+    await wait_for(started)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    release.set()
+    await reply(brain, Turn("did it work?", "c"))
+    told = kit.results(kit.server.requests[1])["call_b"]
+    assert '{"party_size": 3}' in told and "may or may not have been carried out" in told
+    assert await asyncio.to_thread(finished.wait, 5) and booked == [3]
+    log.check()
