@@ -359,7 +359,7 @@ class VoiceBrain:
 
         if tool.requires_approval:
             try:
-                decision = await self._approve(turn, call, tool, arguments)
+                outcome, decision = await self._approve(turn, call, tool, arguments)
             except asyncio.CancelledError:
                 finished("cancelled", error="turn interrupted before approval")
                 raise
@@ -369,6 +369,10 @@ class VoiceBrain:
             if decision is None:  # timed out
                 finished("cancelled", error="no decision before the deadline")
                 return f"NOT APPROVED: the user did not answer within {self.settings.hitl_timeout:g} s; the action was not taken."
+            if outcome == "cancelled":  # withdrawn (the user left, the session closed): nobody said no
+                finished("cancelled", error=decision.reason)
+                by = f" ({decision.decided_by})" if decision.decided_by else ""
+                return f"NOT APPROVED: the request was withdrawn before anyone answered{by}; the action was not taken."
             if not decision.approved:
                 finished("cancelled", error=decision.reason or "rejected by the user")
                 why = f": {decision.reason}" if decision.reason else ""
@@ -440,8 +444,9 @@ class VoiceBrain:
 
     async def _approve(
         self, turn: Turn, call: ToolCall, tool: Tool, arguments: dict[str, Any]
-    ) -> ApprovalDecision | None:
-        """Ask for approval. None means the deadline passed."""
+    ) -> tuple[Outcome, ApprovalDecision | None]:
+        """Ask for approval: the outcome, and the decision (None when the deadline passed; a
+        rejection saying so when the request was withdrawn, outcome `cancelled`)."""
         s = self.settings
         deadline_ms = int((time.time() + s.hitl_timeout) * 1000)
         request = ApprovalRequest(
@@ -481,15 +486,15 @@ class VoiceBrain:
             decision = answer
             outcome = "approved" if decision.approved else "rejected"
             decided_by = decision.decided_by
-            return decision
+            return outcome, decision
         except TimeoutError:
             outcome = "timeout"
-            return None
+            return outcome, None
         except ApprovalCancelled as exc:
             outcome = "cancelled"
             decided_by = exc.by
             decision = ApprovalDecision.reject("the approval was cancelled", by=exc.by)
-            return decision
+            return outcome, decision
         finally:
             try:
                 self.approvals.finish(request.request_id, outcome)

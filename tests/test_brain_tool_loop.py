@@ -358,7 +358,11 @@ async def test_gate_cancel_all_rejects_pending_requests(kit: Kit) -> None:
     await reply(brain, Turn("mail", "c"))
     (res,) = log.of(ApprovalResolved)
     assert (res.outcome, res.decided_by) == ("cancelled", "participant-left")
-    assert kit.results(kit.server.requests[1])["call_mail"].startswith("REJECTED")
+    # nobody said no (the user left): the model must not tell the user, back or not, they declined
+    told = kit.results(kit.server.requests[1])["call_mail"]
+    assert told.startswith("NOT APPROVED") and "participant-left" in told and "REJECTED" not in told
+    (fin,) = log.of(ToolFinished)
+    assert (fin.status, fin.error) == ("cancelled", "the approval was cancelled")
     assert t.log == []
     log.check()
 
