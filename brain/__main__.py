@@ -1,7 +1,8 @@
 """`python -m brain`: a short text conversation through the configured brain (offline by default).
 
 Shows streaming deltas, a plain tool call, and a tool that waits for human approval (answered
-here by a console policy that approves after printing the request).
+here by a console policy that approves after printing the request). A turn that fails shows why
+(`[error] code: message`) before its apology, and the demo then exits with status 1.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ from . import (
 )
 from .config import describe_settings_error
 from .errors import ConfigError
-from .events import ApprovalRequested, ApprovalResolved, ToolFinished, ToolStarted
+from .events import (
+    ApprovalRequested,
+    ApprovalResolved,
+    ErrorEvent,
+    ToolFinished,
+    ToolStarted,
+    TurnDone,
+)
 
 SCRIPT = [
     "Hello there!",
@@ -45,6 +53,8 @@ def _show(event: object) -> None:
         print(f"  [hitl] {event.outcome} by {event.decided_by}")
     elif isinstance(event, ToolFinished):
         print(f"  [tool] {event.name} -> {event.status}: {event.result or event.error}")
+    elif isinstance(event, ErrorEvent):  # why the turn failed, before its apology
+        print(f"\n  [error] {event.code}: {event.message}", flush=True)
 
 
 async def main() -> int:
@@ -57,12 +67,17 @@ async def main() -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     brain.subscribe(_show)
+    failed: list[str] = []
+    brain.subscribe(lambda e: failed.append(e.turn_id) if isinstance(e, TurnDone) and e.reason == "error" else None)
     for line in SCRIPT:
         print(f"\nuser : {line}\nagent: ", end="", flush=True)
         async for delta in brain.stream_reply(Turn(line, conversation_id="demo", user_id="demo-user")):
             print(delta, end="", flush=True)
         print()
     await brain.aclose()
+    if failed:  # e.g. a wrong key: every turn apologised; the demo did not work
+        print(f"\n{len(failed)} of {len(SCRIPT)} turns failed", file=sys.stderr)
+        return 1
     return 0
 
 

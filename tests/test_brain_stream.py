@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -306,3 +307,36 @@ async def test_forget_turn_removes_an_unheard_turn_from_memory() -> None:
     assert brain.forget_turn("forget-conv", first.turn_id) is False
     users = [m.content for m in brain.history("forget-conv") if m.role == "user"]
     assert users == ["tell me more"]
+
+
+async def test_python_m_brain_shows_why_turns_failed_and_exits_non_zero(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The text demo against a provider that refuses the key: each failure is shown with the
+    turn (not only the apology), and the exit status says the demo did not work."""
+    from brain.__main__ import SCRIPT, main
+    from tests.fakes.openai_server import FakeOpenAIServer
+
+    async with FakeOpenAIServer() as server:
+        server.push(*[HttpError(401, "Incorrect API key provided") for _ in SCRIPT])
+        monkeypatch.chdir(tmp_path)  # no .env
+        for name, value in (("BRAIN_BACKEND", "openai"), ("OPENAI_API_KEY", "sk-test-key"),
+                            ("OPENAI_BASE_URL", server.base_url), ("BRAIN_MAX_RETRIES", "0")):
+            monkeypatch.setenv(name, value)
+        assert await main() == 1
+    out = capsys.readouterr().out
+    errors = [line for line in out.splitlines() if "[error]" in line]
+    assert len(errors) == len(SCRIPT)
+    assert all("[error] auth: " in line and "Incorrect API key provided" in line for line in errors)
+    assert out.index("[error] auth") < out.index(APOLOGY)  # shown with its turn, before its apology
+
+
+async def test_python_m_brain_exits_zero_when_every_turn_answered(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from brain.__main__ import main
+
+    monkeypatch.chdir(tmp_path)
+    assert await main() == 0
+    out = capsys.readouterr().out
+    assert "[error]" not in out and "approved by demo-user" in out and "is booked" in out
