@@ -150,11 +150,11 @@ def write_wav(path: str | Path, pcm: bytes, sample_rate: int, channels: int = 1)
     return p
 
 
-def check_writable(path: str | Path, what: str) -> Path:
+def check_writable(path: str | Path, what: str, example: str = "out/reply.wav") -> Path:
     """Fail now, naming `what` (e.g. "--out"), if a file cannot be written at `path` later."""
     p = Path(path)
     if str(path) in ("", ".") or p.is_dir():
-        raise ValueError(f"{what} {str(path)!r} is a directory; give a file name such as out/reply.wav")
+        raise ValueError(f"{what} {str(path)!r} is a directory; give a file name such as {example}")
     parent = p.parent
     while not parent.exists():  # the nearest folder that exists must let us create the rest
         parent = parent.parent

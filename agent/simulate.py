@@ -336,7 +336,7 @@ async def run(args: argparse.Namespace, *, settings: AgentSettings | None = None
                          "the simulated clock outruns the recogniser and the brain, and turns are lost)")
     if not (0 <= args.tail < float("inf")):
         raise ValueError(f"--tail must be 0 or more seconds, got {args.tail:g}")
-    check_writable(args.out, "--out")
+    _check_outputs(args)
     settings = settings or AgentSettings()
     check_tools(settings)  # as the worker does before it registers: a misspelt report override is refused
     if args.audio is not None:
@@ -416,6 +416,24 @@ async def run(args: argparse.Namespace, *, settings: AgentSettings | None = None
             "could not keep up with on this machine)")
         return 1
     return 0
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """--out and --events can be written, and neither replaces the input or the other."""
+    out = check_writable(args.out, "--out")
+    events = None if args.events in ("-", "off") else check_writable(args.events, "--events", "out/events.jsonl")
+    for flag, path in (("--out", out), ("--events", events)):
+        if path is not None and args.audio is not None and _same_file(path, args.audio):
+            raise ValueError(f"{flag} is the input file {str(args.audio)!r}; write the output elsewhere")
+    if events is not None and _same_file(events, out):
+        raise ValueError(f"--events and --out name the same file ({str(out)!r})")
 
 
 def _progress(duration: float, speed: float) -> Callable[[float], None] | None:

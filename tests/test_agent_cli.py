@@ -99,6 +99,27 @@ def test_simulate_refuses_an_unwritable_out_and_an_absurd_speed_before_running(t
     assert "is a directory, not an audio file" in capsys.readouterr().err
 
 
+def test_simulate_checks_events_and_refuses_to_overwrite_its_input_before_running(tmp_path, capsys) -> None:
+    """--events was opened only after the input was decoded, and its failures named neither the
+    flag nor the problem ("[Errno 17] File exists: 'x'"); --out or --events naming the input
+    file replaced the user's recording with the reply (or with JSON lines)."""
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "file").write_text("x")
+    recording = tmp_path / "question.wav"
+    recording.write_bytes(b"RIFF not really")
+    for argv, expected in (
+        (["no-such-file.wav", "--events", str(tmp_path / "adir")], "is a directory; give a file name such as out/events.jsonl"),
+        (["no-such-file.wav", "--events", str(tmp_path / "file" / "e.jsonl")], "is a file, not a folder"),
+        ([str(recording), "--out", str(recording)], "--out is the input file"),
+        ([str(recording), "--events", str(tmp_path / "." / "question.wav")], "--events is the input file"),
+        (["--out", str(tmp_path / "r.wav"), "--events", str(tmp_path / "r.wav")], "--events and --out name the same file"),
+    ):
+        assert main(["simulate", *argv]) == 2
+        err = capsys.readouterr().err
+        assert expected in err, err
+    assert recording.read_bytes() == b"RIFF not really" and not (tmp_path / "r.wav").exists()
+
+
 def test_python_m_brain_reports_config_errors_in_one_line(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BRAIN_", "OPENAI_"))}
     for extra, expected in (
