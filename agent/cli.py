@@ -62,14 +62,25 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 def check_dotenv(path: str = ".env") -> str | None:
     """One warning for the lines of `.env` that cannot be parsed (they are ignored: a key on
-    such a line is simply not set), instead of python-dotenv's one per line per settings class."""
+    such a line is simply not set), instead of python-dotenv's one per line per settings class.
+    A file that is not UTF-8 is a `UsageError` naming the line (every settings object would
+    fail to read it)."""
+    import io
+
     from dotenv.parser import parse_stream
 
     try:
-        with open(path, encoding="utf-8") as f:
-            bad = [b.original.line for b in parse_stream(f) if b.error]
-    except (OSError, UnicodeDecodeError):
+        with open(path, "rb") as fb:
+            raw = fb.read()
+    except OSError:
         return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise UsageError(f"{path}: line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
+                         "save the file as UTF-8") from None
+    bad = [b.original.line for b in parse_stream(io.StringIO(text)) if b.error]
     logging.getLogger("dotenv.main").setLevel(logging.ERROR)  # said once, here
     if not bad:
         return None
@@ -140,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     from .log_redaction import install as redact_logs
 
     redact_logs()
-    dotenv_problem = check_dotenv()
-    if dotenv_problem:
-        print(f"warning: {dotenv_problem}", file=sys.stderr)
     try:
+        dotenv_problem = check_dotenv()
+        if dotenv_problem:
+            print(f"warning: {dotenv_problem}", file=sys.stderr)
         level = log_level()
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

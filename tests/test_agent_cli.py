@@ -349,3 +349,13 @@ def test_an_unparsable_env_file_line_is_reported_once_by_number(tmp_path, capsys
     assert err.count("could not be parsed") == 1, err
     assert "warning: .env: lines 2, 3 could not be parsed and are ignored" in err
     assert "sk-unclosed" not in err
+
+
+def test_a_dotenv_that_is_not_utf8_is_one_error_naming_the_line(tmp_path, capsys) -> None:
+    """A `.env` saved in Latin-1 (an accent in a greeting) crashed every command with a
+    UnicodeDecodeError traceback that named neither the file nor the line."""
+    (tmp_path / ".env").write_bytes("AGENT_NAME=x\nAGENT_GREETING=Bonjour, ici le café\n".encode("latin-1"))
+    assert main(["doctor"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: .env: line 2 is not UTF-8 text"), err
+    assert "Traceback" not in err
