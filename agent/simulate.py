@@ -110,7 +110,10 @@ class SimulationResult:
     turns: list[TrackedTurn] = field(default_factory=list)
     reply_seconds: float = 0.0
     output_rate: int | None = None
+    """The rate the agent's audio played at (None when it played none)."""
     wav: Path | None = None
+    wav_rate: int | None = None
+    """The rate the reply WAV was written at (the TTS's own when nothing played)."""
 
 
 class Simulation:
@@ -242,6 +245,7 @@ class Simulation:
         rate = self.io.sink.output_rate or self.tts.sample_rate
         pcm = self.io.sink.timeline_pcm(rate, duration or self.io.mic.position)
         self.result.wav = write_wav(path, pcm, rate)
+        self.result.wav_rate = rate
         return self.result.wav
 
     # -- printing ---------------------------------------------------------------------------
@@ -408,7 +412,7 @@ async def run(args: argparse.Namespace, *, settings: AgentSettings | None = None
         say(f"\nsimulate: could not write --out {args.out}: {wav.strerror or wav}")
         return 1
     say(f"\nwrote {wav} ({r.reply_seconds:.1f} s of reply audio on a {sim.io.mic.position:.1f} s timeline, "
-        f"{r.output_rate or '?'} Hz mono) in {time.monotonic() - started:.1f} s")
+        f"{r.wav_rate} Hz mono) in {time.monotonic() - started:.1f} s")
     if r.reply_seconds == 0:
         say("simulate: warning: the agent produced no reply audio")
     if failed:

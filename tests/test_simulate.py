@@ -213,6 +213,9 @@ async def test_no_user_turn_is_a_failed_run(tmp_path) -> None:
     out = io.StringIO()
     assert await run(args, settings=settings(), out=out) == 1
     assert "simulate: no user turn was detected" in out.getvalue()
+    with wave.open(str(tmp_path / "r.wav"), "rb") as w:  # the WAV is written at the TTS's rate anyway
+        rate = w.getframerate()
+    assert f"of reply audio on a {w.getnframes() / rate:.1f} s timeline, {rate} Hz mono)" in out.getvalue()
 
 
 async def test_a_report_override_naming_no_tool_is_refused_before_anything_runs(tmp_path) -> None:
