@@ -60,33 +60,42 @@ def _describe(exc: BaseException) -> str:
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def check_dotenv(path: str = ".env") -> str | None:
-    """One warning for the lines of `.env` that cannot be parsed (they are ignored: a key on
-    such a line is simply not set), instead of python-dotenv's one per line per settings class.
-    A file that is not UTF-8 is a `UsageError` naming the line (every settings object would
-    fail to read it)."""
+def check_dotenv(path: str = ".env") -> list[str]:
+    """Warnings about `.env`: one for the lines that cannot be parsed (they are ignored: a key on
+    such a line is simply not set), instead of python-dotenv's one per line per settings class,
+    and one per name with this project's prefixes that nothing reads (a misspelt variable is
+    otherwise silently ignored). A file that is not UTF-8 is a `UsageError` naming the line
+    (every settings object would fail to read it)."""
     import io
 
     from dotenv.parser import parse_stream
+
+    from .config import unknown_variables
 
     try:
         with open(path, "rb") as fb:
             raw = fb.read()
     except OSError:
-        return None
+        return []
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise UsageError(f"{path}: line {line} is not UTF-8 text (byte 0x{raw[exc.start]:02x}); "
                          "save the file as UTF-8") from None
-    bad = [b.original.line for b in parse_stream(io.StringIO(text)) if b.error]
+    bindings = list(parse_stream(io.StringIO(text)))
     logging.getLogger("dotenv.main").setLevel(logging.ERROR)  # said once, here
-    if not bad:
-        return None
-    lines = ", ".join(str(n) for n in bad)
-    return (f"{path}: line{'s' if len(bad) > 1 else ''} {lines} could not be parsed and "
-            f"{'are' if len(bad) > 1 else 'is'} ignored (write KEY=value; close every quote)")
+    warnings_: list[str] = []
+    bad = [b.original.line for b in bindings if b.error]
+    if bad:
+        lines = ", ".join(str(n) for n in bad)
+        warnings_.append(f"{path}: line{'s' if len(bad) > 1 else ''} {lines} could not be parsed and "
+                         f"{'are' if len(bad) > 1 else 'is'} ignored (write KEY=value; close every quote)")
+    names = [b.key for b in bindings if b.key]
+    for name, meant in unknown_variables(names):
+        hint = f" (did you mean {meant}?)" if meant else ""
+        warnings_.append(f"{path}: {name} is not a variable the agent reads{hint}; it is ignored")
+    return warnings_
 
 
 def log_level() -> str:
@@ -152,9 +161,8 @@ def main(argv: list[str] | None = None) -> int:
 
     redact_logs()
     try:
-        dotenv_problem = check_dotenv()
-        if dotenv_problem:
-            print(f"warning: {dotenv_problem}", file=sys.stderr)
+        for problem in check_dotenv():
+            print(f"warning: {problem}", file=sys.stderr)
         level = log_level()
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

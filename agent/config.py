@@ -205,3 +205,59 @@ def _mask_model(model: Any) -> Any:
     if isinstance(model, BaseModel):
         return {name: _mask_value(name, getattr(model, name)) for name in type(model).model_fields}
     return repr(model)
+
+
+# --- variables nobody reads (a misspelt name in `.env` is otherwise silently ignored) ---
+
+OWN_PREFIXES = ("AGENT_", "BRAIN_", "TURN_", "BRIDGE_", "REALTIME_", "WEB_", "TOKEN_", "STT_", "TTS_", "FALLBACK_", "LOCAL_")
+"""Prefixes only this project's settings use: a `.env` name with one of them that no settings
+class reads is a mistake (other prefixes, e.g. OPENAI_, may belong to other tools)."""
+OTHER_READERS = frozenset({
+    "AGENT_LOG_LEVEL",  # agent.cli, before any settings object exists
+    "AGENT_EXTRAS", "AGENT_STOP_GRACE_PERIOD",  # docker-compose.yml
+})
+
+
+def known_variables() -> set[str]:
+    """Every variable name a settings class of the agent (or docker compose) reads, upper case."""
+    from pydantic import AliasChoices
+
+    from providers import SpeechSettings
+    from providers.realtime import RealtimeSettings
+
+    from .tokens import TokenSettings
+    from .web import WebSettings
+
+    names = set(OTHER_READERS)
+    classes: tuple[type[BaseSettings], ...] = (
+        AgentSettings, BrainConfig, TurnSettings, BridgeConfig, SpeechSettings, RealtimeSettings, TokenSettings, WebSettings,
+    )
+    for cls in classes:
+        prefix = str(cls.model_config.get("env_prefix") or "")
+        for name, field in cls.model_fields.items():
+            alias = field.validation_alias
+            if isinstance(alias, AliasChoices):
+                names.update(str(c).upper() for c in alias.choices if isinstance(c, str))
+            elif isinstance(alias, str):
+                names.add(alias.upper())
+            else:
+                names.add((prefix + name).upper())
+    names.update(SpeechSettings.collected_variables())
+    return names
+
+
+def unknown_variables(names: list[str]) -> list[tuple[str, str | None]]:
+    """The names with one of `OWN_PREFIXES` that nothing reads, each with the closest known name."""
+    import difflib
+
+    known: set[str] | None = None
+    out: list[tuple[str, str | None]] = []
+    for name in names:
+        upper = name.upper()
+        if not upper.startswith(OWN_PREFIXES):
+            continue
+        known = known_variables() if known is None else known
+        if upper not in known:
+            close = difflib.get_close_matches(upper, sorted(known), n=1, cutoff=0.75)
+            out.append((name, close[0] if close else None))
+    return out

@@ -359,3 +359,28 @@ def test_a_dotenv_that_is_not_utf8_is_one_error_naming_the_line(tmp_path, capsys
     err = capsys.readouterr().err
     assert err.startswith("error: .env: line 2 is not UTF-8 text"), err
     assert "Traceback" not in err
+
+
+def test_a_misspelt_variable_in_dotenv_is_named_with_the_one_meant(tmp_path, capsys) -> None:
+    """`BRAIN_BAKEND=openai` in `.env` was silently ignored: the run used the offline brain and
+    nothing said why. Names only this project uses are checked; others (OPENAI_ORG_ID) are not."""
+    (tmp_path / ".env").write_text(
+        "BRAIN_BAKEND=openai\nagent_greetng_mode=off\nAGENT_NAME=x\nagent_greeting=hi\nOPENAI_ORG_ID=org\n"
+        "AGENT_EXTRAS=openai\nLOCAL_TTS_VOICE=en-gb\nWEB_ROOM_PREFIX=web-\nTURN_WHATEVER_THIS_IS=1\n"
+    )
+    assert main(["doctor"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: .env: BRAIN_BAKEND is not a variable the agent reads (did you mean BRAIN_BACKEND?)" in err, err
+    assert "agent_greetng_mode is not a variable the agent reads (did you mean AGENT_GREETING_MODE?)" in err
+    assert "TURN_WHATEVER_THIS_IS is not a variable the agent reads; it is ignored" in err
+    for fine in ("AGENT_NAME", "agent_greeting", "OPENAI_ORG_ID", "AGENT_EXTRAS", "LOCAL_TTS_VOICE", "WEB_ROOM_PREFIX"):
+        assert f" {fine} is not" not in err
+    assert err.count("warning:") == 3
+
+
+def test_the_example_dotenv_names_only_variables_the_agent_reads(tmp_path, capsys) -> None:
+    import shutil
+
+    shutil.copy(ROOT / ".env.example", tmp_path / ".env")
+    assert main(["doctor"]) == 0
+    assert "warning" not in capsys.readouterr().err
