@@ -94,7 +94,8 @@ def check_dotenv(path: str = ".env") -> list[str]:
     names = [b.key for b in bindings if b.key]
     for name, meant in unknown_variables(names):
         hint = f" (did you mean {meant}?)" if meant else ""
-        warnings_.append(f"{path}: {name} is not a variable the agent reads{hint}; it is ignored")
+        warnings_.append(f"{path}: {name} is not a variable the agent reads{hint}; "
+                         "it has no effect unless your own brain or tools read it")
     return warnings_
 
 
@@ -102,7 +103,10 @@ def log_level() -> str:
     """AGENT_LOG_LEVEL from the environment or `.env` (read before any settings object exists)."""
     from dotenv import dotenv_values
 
-    value = os.environ.get("AGENT_LOG_LEVEL") or dotenv_values(".env").get("AGENT_LOG_LEVEL") or "WARNING"
+    def named(values: dict[str, str | None]) -> str | None:  # case-insensitive, as the settings read them
+        return next((v for k, v in values.items() if k.upper() == "AGENT_LOG_LEVEL" and v), None)
+
+    value = named(dict(os.environ)) or named(dotenv_values(".env")) or "WARNING"
     level = value.strip().upper()
     if level not in LOG_LEVELS:
         raise UsageError(f"AGENT_LOG_LEVEL={value.strip()!r}: use one of {', '.join(LOG_LEVELS)}")

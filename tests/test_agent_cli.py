@@ -181,6 +181,8 @@ def test_log_level_comes_from_env_or_dotenv(monkeypatch, tmp_path) -> None:
     assert log_level() == "WARNING"
     (tmp_path / ".env").write_text("AGENT_LOG_LEVEL=info\n")  # the fixture made tmp_path the cwd
     assert log_level() == "INFO"
+    (tmp_path / ".env").write_text("agent_log_level=error\n")  # any case, as every other setting
+    assert log_level() == "ERROR"
     monkeypatch.setenv("AGENT_LOG_LEVEL", "debug")
     assert log_level() == "DEBUG"  # the environment wins over .env
 
@@ -372,7 +374,7 @@ def test_a_misspelt_variable_in_dotenv_is_named_with_the_one_meant(tmp_path, cap
     err = capsys.readouterr().err
     assert "warning: .env: BRAIN_BAKEND is not a variable the agent reads (did you mean BRAIN_BACKEND?)" in err, err
     assert "agent_greetng_mode is not a variable the agent reads (did you mean AGENT_GREETING_MODE?)" in err
-    assert "TURN_WHATEVER_THIS_IS is not a variable the agent reads; it is ignored" in err
+    assert "TURN_WHATEVER_THIS_IS is not a variable the agent reads; it has no effect unless" in err
     for fine in ("AGENT_NAME", "agent_greeting", "OPENAI_ORG_ID", "AGENT_EXTRAS", "LOCAL_TTS_VOICE", "WEB_ROOM_PREFIX"):
         assert f" {fine} is not" not in err
     assert err.count("warning:") == 3
