@@ -311,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the voice pipeline (VAD, STT, brain, TTS) on an audio file, without a room.",
     )
     p.add_argument("audio", nargs="?", type=Path, help="WAV / MP3 / Opus / Ogg file; default: a synthesised question")
-    p.add_argument("--say", default=DEFAULT_UTTERANCE, help="what the synthesised user says (no AUDIO file)")
+    p.add_argument("--say", default=None, help="what the synthesised user says (without an AUDIO file; "
+                   f"default {DEFAULT_UTTERANCE!r})")
     p.add_argument("--speed", type=float, default=1.0, help="pace: 1 = real time (default), 2 = twice as fast ...")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"reply audio WAV (default {DEFAULT_OUT})")
     mode = p.add_mutually_exclusive_group()
@@ -340,6 +341,8 @@ async def run(args: argparse.Namespace, *, settings: AgentSettings | None = None
                          "the simulated clock outruns the recogniser and the brain, and turns are lost)")
     if not (0 <= args.tail < float("inf")):
         raise ValueError(f"--tail must be 0 or more seconds, got {args.tail:g}")
+    if args.audio is not None and args.say is not None:  # one of them would be silently ignored
+        raise ValueError("--say gives the words of a synthesised user, AUDIO_FILE a recorded one: give one of them")
     _check_outputs(args)
     settings = settings or AgentSettings()
     check_tools(settings)  # as the worker does before it registers: a misspelt report override is refused
@@ -349,9 +352,10 @@ async def run(args: argparse.Namespace, *, settings: AgentSettings | None = None
             f"{audio.source_channels} channel(s)) at {args.speed:g}x")
         conversation = f"simulate-{args.audio.stem}"
     else:
-        audio = await synthesize_utterance(args.say)
+        words = DEFAULT_UTTERANCE if args.say is None else args.say
+        audio = await synthesize_utterance(words)
         audio = DecodedAudio(silence(0.5, INPUT_RATE) + audio.pcm, INPUT_RATE, audio.source_rate, 1)
-        say(f"simulate: the user says {args.say!r} (espeak-ng, {audio.duration:.1f} s) at {args.speed:g}x")
+        say(f"simulate: the user says {words!r} (espeak-ng, {audio.duration:.1f} s) at {args.speed:g}x")
         conversation = "simulate-demo"
     greet = args.greeting if args.greeting is not None else args.audio is None
     if settings.mode != "pipeline":

@@ -113,6 +113,7 @@ def test_simulate_checks_events_and_refuses_to_overwrite_its_input_before_runnin
         ([str(recording), "--out", str(recording)], "--out is the input file"),
         ([str(recording), "--events", str(tmp_path / "." / "question.wav")], "--events is the input file"),
         (["--out", str(tmp_path / "r.wav"), "--events", str(tmp_path / "r.wav")], "--events and --out name the same file"),
+        ([str(recording), "--say", "hello"], "give one of them"),  # --say was silently ignored
     ):
         assert main(["simulate", *argv]) == 2
         err = capsys.readouterr().err
