@@ -61,6 +61,9 @@ class BrainConfig(BaseSettings):
     tool_timeout: float = Field(default=20.0, gt=0)
     max_tool_steps: int = Field(default=5, ge=1)
     memory_turns: int = Field(default=20, ge=1)
+    memory_chars: int = Field(default=48_000, ge=1)
+    """Size bound on a conversation's history (text, tool arguments and results; not the system
+    prompt): the oldest whole turns are dropped until it fits. The current turn is always sent."""
     request_timeout: float = Field(default=30.0, gt=0)
     max_retries: int = Field(default=0, ge=0)
     """SDK-level retries; 0 keeps latency predictable (a failed turn apologises instead)."""

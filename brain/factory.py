@@ -122,7 +122,7 @@ def create_voice_brain(
         backend or build_backend(config),
         tools=toolset,
         approvals=approvals,
-        memory=ConversationMemory(max_turns=config.memory_turns),
+        memory=ConversationMemory(max_turns=config.memory_turns, max_chars=config.memory_chars),
         settings=BrainSettings(
             model=config.effective_model,
             system_prompt=config.system_prompt,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -80,13 +81,32 @@ def _apply_spoken(messages: list[Message], spoken: str) -> list[Message]:
     return out
 
 
-class ConversationMemory:
-    """History per conversation id, bounded to the last `max_turns` turns and `max_conversations`."""
+def size_in_chars(messages: list[Message]) -> int:
+    """What messages weigh against `ConversationMemory.max_chars`: their text, and each tool
+    call's name and arguments as sent."""
+    total = 0
+    for m in messages:
+        total += len(m.content)
+        for c in m.tool_calls:
+            total += len(c.name) + len(c.raw_arguments or json.dumps(c.arguments, ensure_ascii=False, default=str))
+    return total
 
-    def __init__(self, max_turns: int = 20, max_conversations: int = 1000) -> None:
+
+class ConversationMemory:
+    """History per conversation id, bounded to the last `max_turns` turns and `max_conversations`.
+
+    `max_chars` bounds a conversation's history by size as well (tool results can be thousands of
+    characters each): the oldest whole turns are dropped until it fits, so a tool call never loses
+    its result and the history still starts with a user message. The current turn (the last) is
+    always kept, however large. The system prompt is not part of memory nor of this budget."""
+
+    def __init__(self, max_turns: int = 20, max_conversations: int = 1000, max_chars: int = 48_000) -> None:
         if max_turns < 1:
             raise ValueError("max_turns must be >= 1")
+        if max_chars < 1:
+            raise ValueError("max_chars must be >= 1")
         self.max_turns = max_turns
+        self.max_chars = max_chars
         self.max_conversations = max_conversations
         self._convs: OrderedDict[str, deque[TurnRecord]] = OrderedDict()
 
@@ -131,10 +151,20 @@ class ConversationMemory:
         return False
 
     def history(self, conversation_id: str) -> list[Message]:
-        out: list[Message] = []
-        for rec in self._convs.get(conversation_id, ()):
-            out.extend(rec.render())
-        return out
+        """The conversation as the model is to see it. Turns that no longer fit `max_chars` (a
+        turn grows with its tool results) are dropped here, oldest first, for good."""
+        conv = self._convs.get(conversation_id)
+        if not conv:
+            return []
+        turns = [rec.render() for rec in conv]
+        sizes = [size_in_chars(t) for t in turns]
+        total, dropped = sum(sizes), 0
+        while total > self.max_chars and dropped < len(turns) - 1:  # never the current turn
+            total -= sizes[dropped]
+            dropped += 1
+        for _ in range(dropped):
+            conv.popleft()
+        return [m for t in turns[dropped:] for m in t]
 
     def clear(self, conversation_id: str) -> None:
         self._convs.pop(conversation_id, None)

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from brain import ModelOutput, ModelRequest, TextChunk, ToolCall, Turn, create_voice_brain
+from brain import ModelOutput, ModelRequest, TextChunk, ToolCall, Turn, create_voice_brain, tool
 from brain.events import ErrorEvent, TextDelta, ToolStarted
 from tests.fakes import Close, HttpError, Raw
 from tests.fakes.brain_kits import (
@@ -24,7 +25,7 @@ from tests.fakes.brain_kits import (
     wait_for,
 )
 from tests.fakes.brain_plugins import shout as _shout
-from tests.fakes.scripted import Hold
+from tests.fakes.scripted import Hold, RecordedRequest
 
 APOLOGY = "Sorry, something went wrong on my side. Could you say that again?"
 
@@ -285,6 +286,50 @@ async def test_memory_is_bounded_to_the_last_turns(kit: Kit) -> None:
         ("user", "question 3"),
     ]
     assert [m.content for m in brain.history("c")] == ["question 2", "Answer 2.", "question 3", "Answer 3."]
+
+
+def _history_chars(kit: Kit, req: RecordedRequest) -> int:
+    """The size of a request's history as the memory budget counts it (system prompt excluded)."""
+    calls = kit.requested_calls(req).values()
+    return (
+        sum(len(text) for _, text in kit.dialogue(req))
+        + sum(len(result) for result in kit.results(req).values())
+        + sum(len(name) + len(json.dumps(args, ensure_ascii=False)) for name, args in calls)
+    )
+
+
+async def test_memory_is_bounded_by_size_dropping_whole_oldest_turns(kit: Kit) -> None:
+    """Big tool results cannot grow a request past BRAIN_MEMORY_CHARS: the oldest whole turns go
+    (each call keeps its result, the history still starts with a user turn, the fakes accept it),
+    and a turn larger than the budget on its own is still sent whole."""
+
+    @tool
+    async def lookup(topic: str) -> str:
+        """Everything about a topic."""
+        return f"{topic}: " + "x" * 10_000
+
+    budget = 25_000
+    for i in range(3):  # turns of ~10,000 characters: two fit the budget, three do not
+        kit.server.push(kit.calls((f"call_{i}", "lookup", {"topic": f"t{i}"})), kit.text(f"Answer {i}."))
+    # one turn of ~30,000 characters, alone over the budget
+    kit.server.push(kit.calls(*((f"call_3{c}", "lookup", {"topic": f"t3{c}"}) for c in "abc")), kit.text("Answer 3."))
+    brain = kit.brain(tools=[lookup], memory_chars=budget)
+    for i in range(4):
+        assert "".join(await reply(brain, Turn(f"question {i}", "c"))) == f"Answer {i}."
+    reqs = kit.server.requests
+    assert len(reqs) == 8  # two per turn: the call, then the answer after its results
+    for req in reqs:
+        assert set(kit.requested_calls(req)) == set(kit.results(req))  # every call has its result
+        assert kit.dialogue(req)[0][0] == "user"
+    assert all(_history_chars(kit, req) <= budget for req in reqs[:6])
+    # turn 2, after its result: turn 0 no longer fits and went, whole; turn 1 stayed
+    assert kit.dialogue(reqs[5])[0] == ("user", "question 1")
+    assert set(kit.results(reqs[5])) == {"call_1", "call_2"}
+    # turn 3 on its own exceeds the budget: every older turn went, but it is sent whole
+    assert _history_chars(kit, reqs[7]) > budget
+    assert kit.dialogue(reqs[7])[0] == ("user", "question 3")
+    assert {k: len(v) for k, v in kit.results(reqs[7]).items()} == {f"call_3{c}": 10_005 for c in "abc"}
+    assert brain.history("c")[0].content == "question 3"
 
 
 async def test_conversations_are_separate(kit: Kit) -> None:
