@@ -47,6 +47,13 @@ class ApprovalDecision:
     """Replacement arguments (approve with modifications)."""
     reason: str | None = None
     decided_by: str | None = None
+    withdrawn: bool = False
+    """Nobody answered: the request was withdrawn (the user left, the session closed). The tool
+    does not run, the outcome is `cancelled`, and the model is not told the user rejected it."""
+
+    def __post_init__(self) -> None:
+        if self.withdrawn and self.approved:
+            raise ValueError("a withdrawn approval request cannot be approved")
 
     @classmethod
     def approve(cls, arguments: dict[str, Any] | None = None, *, by: str | None = None) -> ApprovalDecision:
@@ -55,6 +62,12 @@ class ApprovalDecision:
     @classmethod
     def reject(cls, reason: str | None = None, *, by: str | None = None) -> ApprovalDecision:
         return cls(False, reason=reason, decided_by=by)
+
+    @classmethod
+    def withdraw(cls, reason: str = "the approval was cancelled", *, by: str | None = None) -> ApprovalDecision:
+        """What a transport resolves a request with when nobody can answer it any more (for a gate
+        without `cancel_all`): the same outcome as `cancel_all`, not a user's rejection."""
+        return cls(False, reason=reason, decided_by=by, withdrawn=True)
 
 
 class ResolveStatus(StrEnum):

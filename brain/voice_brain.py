@@ -446,7 +446,7 @@ class VoiceBrain:
         self, turn: Turn, call: ToolCall, tool: Tool, arguments: dict[str, Any]
     ) -> tuple[Outcome, ApprovalDecision | None]:
         """Ask for approval: the outcome, and the decision (None when the deadline passed; a
-        rejection saying so when the request was withdrawn, outcome `cancelled`)."""
+        withdrawal, `ApprovalDecision.withdrawn`, when the request was withdrawn, outcome `cancelled`)."""
         s = self.settings
         deadline_ms = int((time.time() + s.hitl_timeout) * 1000)
         request = ApprovalRequest(
@@ -484,7 +484,8 @@ class VoiceBrain:
             if not isinstance(answer, ApprovalDecision):  # e.g. `policy=lambda r: True`: a bug, not a yes
                 raise TypeError(f"the approval gate answered {type(answer).__name__}, not an ApprovalDecision")
             decision = answer
-            outcome = "approved" if decision.approved else "rejected"
+            # withdrawn through `resolve` (a transport, for a gate without `cancel_all`): as cancel_all
+            outcome = "cancelled" if decision.withdrawn else "approved" if decision.approved else "rejected"
             decided_by = decision.decided_by
             return outcome, decision
         except TimeoutError:
@@ -493,7 +494,7 @@ class VoiceBrain:
         except ApprovalCancelled as exc:
             outcome = "cancelled"
             decided_by = exc.by
-            decision = ApprovalDecision.reject("the approval was cancelled", by=exc.by)
+            decision = ApprovalDecision.withdraw(by=exc.by)
             return outcome, decision
         finally:
             try:

@@ -554,7 +554,8 @@ class EventBridge:
     # -- presence -------------------------------------------------------------------------------
 
     def cancel_pending(self, by: str) -> int:
-        """Resolve every pending approval of this session as cancelled (the tool call is rejected)."""
+        """Resolve every pending approval of this session as cancelled: the tool does not run, and
+        the model is told the request was withdrawn (not that the user rejected it)."""
         if self.brain is None or not self._pending:
             return 0
         gate = self.brain.approvals
@@ -564,9 +565,9 @@ class EventBridge:
         if callable(cancel_all):
             for conv in convs:
                 n += int(cancel_all(conv, by=by))
-        else:  # a gate without cancel_all: reject each one we know of
+        else:  # a gate without cancel_all: withdraw each one we know of (the same outcome)
             for rid in list(self._pending):
-                if gate.resolve(rid, ApprovalDecision.reject("cancelled", by=by)) == ResolveStatus.OK:
+                if gate.resolve(rid, ApprovalDecision.withdraw(by=by)) == ResolveStatus.OK:
                     n += 1
         return n
 

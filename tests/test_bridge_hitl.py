@@ -10,7 +10,17 @@ from typing import Any
 
 import pytest
 
-from brain import BrainConfig, Turn, VoiceBrain, create_voice_brain
+from brain import (
+    ApprovalDecision,
+    ApprovalRequest,
+    BrainConfig,
+    InProcessApprovalGate,
+    ResolveStatus,
+    Turn,
+    VoiceBrain,
+    create_voice_brain,
+)
+from brain.approvals import Outcome
 from bridge import BridgeOptions, EventBridge, attach_event_bridge
 from tests.bridge_fakes import FakeClient, FakeRoom
 
@@ -34,11 +44,31 @@ class Session:
         return asyncio.create_task(consume())
 
 
+class MinimalGate:
+    """A custom approval gate with only what `ApprovalGate` requires (no `cancel_all`)."""
+
+    def __init__(self) -> None:
+        self._inner = InProcessApprovalGate()
+
+    def register(self, request: ApprovalRequest) -> asyncio.Future[ApprovalDecision]:
+        return self._inner.register(request)
+
+    def resolve(self, request_id: str, decision: ApprovalDecision) -> ResolveStatus:
+        return self._inner.resolve(request_id, decision)
+
+    def finish(self, request_id: str, outcome: Outcome) -> None:
+        self._inner.finish(request_id, outcome)
+
+    def get(self, request_id: str) -> ApprovalRequest | None:
+        return self._inner.get(request_id)
+
+
 @pytest.fixture
 async def session(request: pytest.FixtureRequest) -> AsyncIterator[Session]:
     params: dict[str, Any] = getattr(request, "param", {})
     room = FakeRoom(["alice", "mallory"] + params.get("extra", []))
-    brain = create_voice_brain(BrainConfig(_env_file=None, hitl_timeout=params.get("hitl_timeout", 30.0)))
+    gate = MinimalGate() if params.get("minimal_gate") else None
+    brain = create_voice_brain(BrainConfig(_env_file=None, hitl_timeout=params.get("hitl_timeout", 30.0)), approvals=gate)
     bridge = attach_event_bridge(
         room, brain=brain, agent_name="assistant", served_identity="alice", conversation_id=CONV,
         allowed_identities=params.get("allowed", ()), options=BridgeOptions(send_attempts=2, retry_base_delay=0.001),
@@ -173,6 +203,27 @@ async def test_participant_leaving_cancels_pending_requests(session: Session) ->
     assert [r["data"]["outcome"] for r in resolved] == ["cancelled"]
     assert types(after)[:2] == ["hitl.resolved", "tool.finished"] and types(after)[-1] == "turn.done"
     assert resolved[0]["data"]["by"] == "system:participant_left"
+    late = await s.alice.respond(req["data"]["request_id"], "approve")
+    assert late["data"]["code"] == "expired"
+
+
+@pytest.mark.parametrize(
+    "session", [{"minimal_gate": True, "allowed": ["supervisor"], "extra": ["supervisor"]}], indirect=True
+)
+async def test_a_custom_gate_without_cancel_all_withdraws_pending_requests_too(session: Session) -> None:
+    """The bridge resolves them itself (the gate has no cancel_all): same outcome as cancel_all,
+    and the model is not told the user rejected a request nobody answered."""
+    s = session
+    assert not hasattr(s.brain.approvals, "cancel_all")
+    sup = s.client("supervisor")  # still in the room, so it sees what happens after alice leaves
+    task = await s.run_turn("book a table for two")
+    [req] = await s.alice.wait_for("hitl.request")
+    s.room.disconnect_participant("alice")
+    await finish(s, task)
+    resolved = [r["data"] for r in sup.of_type("hitl.resolved")]
+    assert [(r["outcome"], r["by"]) for r in resolved] == [("cancelled", "system:participant_left")]
+    (told,) = [m.content for m in s.brain.history(CONV) if m.role == "tool"]
+    assert told.startswith("NOT APPROVED") and "system:participant_left" in told and "REJECTED" not in told
     late = await s.alice.respond(req["data"]["request_id"], "approve")
     assert late["data"]["code"] == "expired"
 
