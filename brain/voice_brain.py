@@ -62,6 +62,18 @@ async def _closing(stream: AsyncIterator[Any]) -> AsyncIterator[AsyncIterator[An
             await aclose()
 
 
+@dataclass
+class _Cutoff:
+    """Why the calls of a tool step still running are cancelled (set before the cancel reaches them)."""
+
+    failed: bool = False
+    """Another call of the step failed the turn; otherwise a barge-in (or the caller's cancel)."""
+
+    @property
+    def why(self) -> str:
+        return "turn failed" if self.failed else "turn interrupted"
+
+
 @dataclass(frozen=True)
 class BrainSettings:
     """The knobs the tool loop needs (a subset of BrainConfig, so tests can build brains directly)."""
@@ -298,11 +310,15 @@ class VoiceBrain:
         async def one(call: ToolCall) -> None:
             # every text for the model is cut (errors and echoed arguments too, not only results):
             # it is resent with each later request of the conversation
-            results[call.id] = result_to_text(await self._run_call(turn, call, results, acted))
+            results[call.id] = result_to_text(await self._run_call(turn, call, results, acted, cutoff))
 
+        cutoff = _Cutoff()
         tasks = [asyncio.ensure_future(one(c)) for c in calls]
         try:
             await asyncio.gather(*tasks)
+        except Exception:
+            cutoff.failed = True  # the calls still running end because of this error, not the user
+            raise
         finally:
             for t in tasks:
                 if not t.done():
@@ -311,12 +327,19 @@ class VoiceBrain:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run_call(
-        self, turn: Turn, call: ToolCall, results: dict[str, str] | None = None, acted: set[str] | None = None
+        self,
+        turn: Turn,
+        call: ToolCall,
+        results: dict[str, str] | None = None,
+        acted: set[str] | None = None,
+        cutoff: _Cutoff | None = None,
     ) -> str:
         """Run one call; returns what the model is told. Emits started/approval/finished events.
 
         `results`: where to leave what the model is told when the call is interrupted while a
-        plain-function tool runs (its thread cannot be stopped, so the action may still happen)."""
+        plain-function tool runs (its thread cannot be stopped, so the action may still happen).
+        `cutoff`: why the call would be cancelled (a barge-in unless it says the turn failed)."""
+        cutoff = cutoff or _Cutoff()
         emit = self.events.emit
         conv, tid = turn.conversation_id, turn.turn_id
         tool = self.tools.get(call.name)
@@ -361,7 +384,7 @@ class VoiceBrain:
             try:
                 outcome, decision = await self._approve(turn, call, tool, arguments)
             except asyncio.CancelledError:
-                finished("cancelled", error="turn interrupted before approval")
+                finished("cancelled", error=f"{cutoff.why} before approval")
                 raise
             except Exception as exc:  # the gate failed: the turn fails, but the call still finishes
                 finished("error", error=redact_secrets(f"approval failed: {type(exc).__name__}: {exc}"))
@@ -384,9 +407,11 @@ class VoiceBrain:
                     finished("error", error=f"modified arguments invalid: {exc}")
                     return f"ERROR: the user's modified arguments were invalid: {exc}"
                 if decision.arguments != call.arguments:  # the model must learn what actually ran
-                    told = await self._invoke(call, tool, arguments, finished, results, changed=decision.arguments)
+                    told = await self._invoke(
+                        call, tool, arguments, finished, results, cutoff, changed=decision.arguments
+                    )
                     return with_changed_arguments(decision.arguments, told)
-        return await self._invoke(call, tool, arguments, finished, results)
+        return await self._invoke(call, tool, arguments, finished, results, cutoff)
 
     async def _invoke(
         self,
@@ -395,6 +420,7 @@ class VoiceBrain:
         arguments: dict[str, Any],
         finished: Callable[..., None],
         results: dict[str, str] | None,
+        cutoff: _Cutoff,
         changed: dict[str, Any] | None = None,
     ) -> str:
         """Run an approved call under its timeout; returns what the model is told.
@@ -415,14 +441,15 @@ class VoiceBrain:
                 finished("error", error="CancelledError raised by the tool")
                 return "ERROR: the tool failed (CancelledError)"
             if tool.runs_in_thread:
-                finished("cancelled", error=f"turn interrupted; {TOOL_MAY_HAVE_RUN}")
+                finished("cancelled", error=f"{cutoff.why}; {TOOL_MAY_HAVE_RUN}")
                 if results is not None:
-                    note = ("INTERRUPTED: the user interrupted while this was running; it could not be "
-                            "stopped, so the action may or may not have been carried out.")
+                    cut = ("ERROR: the turn failed while this was running" if cutoff.failed
+                           else "INTERRUPTED: the user interrupted while this was running")
+                    note = f"{cut}; it could not be stopped, so the action may or may not have been carried out."
                     # with the approver's arguments, the action that may happen is not the call in history
                     results[call.id] = note if changed is None else with_changed_arguments(changed, note)
             else:
-                finished("cancelled", error="turn interrupted")
+                finished("cancelled", error=cutoff.why)
             raise
         except TimeoutError as exc:
             if not deadline.expired():  # the tool's own timeout, not ours

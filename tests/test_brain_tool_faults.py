@@ -60,6 +60,50 @@ async def test_a_plain_tool_interrupted_while_running_is_reported_as_maybe_done(
     log.check()
 
 
+async def test_a_plain_tool_cut_off_by_a_failing_turn_is_not_reported_as_a_user_interruption(kit: Kit) -> None:
+    """A parallel call fails the turn (the approval gate breaks) while a plain-function tool runs:
+    the turn ended in an error, so neither the model nor the events may say the user interrupted."""
+    started, release = asyncio.Event(), threading.Event()
+    loop = asyncio.get_running_loop()
+
+    def book_table(restaurant: str) -> str:
+        """Book a table."""
+        loop.call_soon_threadsafe(started.set)
+        release.wait(10)
+        return "booked"
+
+    @tool(requires_approval=True)
+    async def send_email(to: str) -> str:
+        """Send an email."""
+        return "sent"
+
+    async def broken_policy(request: Any) -> None:
+        await wait_for(started)  # the booking is running when the gate fails
+        raise RuntimeError("approval service down")
+
+    kit.server.push(
+        kit.calls(("call_b", "book_table", {"restaurant": "Luigi's"}), ("call_m", "send_email", {"to": "bob"})),
+        kit.text("Let me check."),
+    )
+    brain = kit.brain(tools=[book_table, send_email], approvals=InProcessApprovalGate(policy=broken_policy))
+    log = EventLog(brain)
+    turn = Turn("book it and mail bob", "c")
+    await reply(brain, turn)
+    release.set()
+    assert log.done(turn.turn_id).reason == "error"
+    fin = {e.call_id: e for e in log.of(ToolFinished)}
+    assert fin["call_b"].status == "cancelled"
+    assert fin["call_b"].error == "turn failed; the tool was already running and may still complete"
+    await reply(brain, Turn("did it work?", "c"))
+    told = kit.results(kit.server.requests[1])
+    assert "interrupted" not in told["call_b"]
+    assert told["call_b"].startswith("ERROR: the turn failed while this was running")
+    assert "may or may not have been carried out" in told["call_b"]
+    assert told["call_m"] == "ERROR: the turn failed before this finished."
+    await asyncio.to_thread(lambda: None)
+    log.check()
+
+
 async def test_timed_out_plain_tools_do_not_starve_the_model_connection(kit: Kit) -> None:
     """Hung plain-function tools keep their threads; they must not be the threads asyncio
     resolves host names in, or the brain can no longer reach its model."""
