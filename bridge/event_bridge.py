@@ -42,6 +42,7 @@ from .protocol import (
     HitlRequestData,
     HitlResolvedData,
     HitlRespond,
+    PendingRequestData,
     SessionHelloData,
     ToolFinishedData,
     ToolStartedData,
@@ -197,6 +198,7 @@ class EventBridge:
         self._done_turns = _Lru(self.options.memory)
         self._requests = _Lru(self.options.memory)  # request id -> conversation id, for scoping
         self._pending: dict[str, str] = {}  # unresolved request id -> conversation id
+        self._open: dict[str, PendingRequestData] = {}  # unresolved request id -> what a hello lists
         self._overflowing = False
         self._closed = False
         self._unsubscribe: Callable[[], None] | None = None
@@ -334,6 +336,7 @@ class EventBridge:
             if ev.request_id not in self._requests:
                 return  # not one of ours (addressed to someone outside this session)
             self._pending.pop(ev.request_id, None)
+            self._open.pop(ev.request_id, None)
             self._requests.put(ev.request_id, ev.conversation_id)
             self._put("hitl.resolved", ev.turn_id, ev.ts, HitlResolvedData(
                 request_id=ev.request_id, call_id=ev.call_id, tool=ev.name, outcome=ev.outcome,
@@ -357,12 +360,15 @@ class EventBridge:
         self._requests.put(ev.request_id, ev.conversation_id)
         self._pending[ev.request_id] = ev.conversation_id
         level = self.reports.level(ev.name, ev.report)
-        self._put("hitl.request", ev.turn_id, ev.ts, HitlRequestData.model_validate({
+        data = HitlRequestData.model_validate({
             "request_id": ev.request_id, "call_id": ev.call_id, "tool": ev.name,
             "prompt": scrub_text(ev.prompt, 500),
             "arguments": scrub(ev.arguments) if shows_args(level) else None,
             "deadline": ev.deadline_ms, "for": addressed,
-        }), force=True)
+        })
+        # kept for the hellos of clients that join while it is open: they missed this envelope
+        self._open[ev.request_id] = PendingRequestData.model_validate({**data.model_dump(by_alias=True), "turn": ev.turn_id})
+        self._put("hitl.request", ev.turn_id, ev.ts, data, force=True)
         if self._served_gone and not any(i in self._present for i in self.allowed_identities):
             # nobody left who could answer: do not make the brain wait out the deadline
             asyncio.get_running_loop().call_soon(self.cancel_pending, "system:participant_left")
@@ -370,9 +376,11 @@ class EventBridge:
     def _hello(self, client: str | None) -> None:
         caps = ["hitl"] + (["interrupt", "user_text"] if self.controls is not None else [])
         control = ControlInfo(method=self.options.control_method, max_message_bytes=self.options.max_message_bytes)
+        now = _now_ms()
+        pending = [p for p in self._open.values() if p.deadline > now]
         data = SessionHelloData(protocol=PROTOCOL_VERSION, agent=self.agent_name, capabilities=caps, control=control,
-                                client=client, session=self.conversation_id)
-        self._put("session.hello", None, _now_ms(), data, force=True)
+                                client=client, session=self.conversation_id, pending=pending)
+        self._put("session.hello", None, now, data, force=True)
 
     def _put(self, etype: str, turn: str | None, ts: int, data: BaseModel | dict[str, Any], *, force: bool = False) -> None:
         if self._closed:

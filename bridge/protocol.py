@@ -42,15 +42,6 @@ class ControlInfo(_Model):
     max_message_bytes: int = Field(description="larger client messages are refused with too_large")
 
 
-class SessionHelloData(_Model):
-    protocol: int = PROTOCOL_VERSION
-    agent: str
-    capabilities: list[str] = Field(description="subset of: hitl, interrupt, user_text")
-    control: ControlInfo
-    client: str | None = Field(default=None, description="identity of the client that joined")
-    session: str | None = Field(default=None, description="conversation id, when known")
-
-
 class UserTranscriptData(_Model):
     text: str
     final: bool
@@ -82,6 +73,26 @@ class HitlRequestData(_Model):
     arguments: dict[str, Any] | None = Field(default=None, description="present for report level args/full")
     deadline: int = Field(description="epoch milliseconds after which the request times out")
     for_: str | None = Field(default=None, alias="for", description="identity the request is addressed to")
+
+
+class PendingRequestData(HitlRequestData):
+    """An open approval request as listed in `session.hello`: its `hitl.request` data plus its turn."""
+
+    turn: str | None = Field(default=None, description="the turn of the request's hitl.request")
+
+
+class SessionHelloData(_Model):
+    protocol: int = PROTOCOL_VERSION
+    agent: str
+    capabilities: list[str] = Field(description="subset of: hitl, interrupt, user_text")
+    control: ControlInfo
+    client: str | None = Field(default=None, description="identity of the client that joined")
+    session: str | None = Field(default=None, description="conversation id, when known")
+    pending: list[PendingRequestData] = Field(
+        default_factory=list,
+        description="approval requests still open when the hello was sent (a client that joins "
+        "mid-session missed their hitl.request); each resolves later with hitl.resolved",
+    )
 
 
 class HitlResolvedData(_Model):

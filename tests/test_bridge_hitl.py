@@ -279,3 +279,23 @@ async def test_other_conversations_are_not_forwarded(session: Session) -> None:
     assert other
     await s.bridge.flush(5)
     assert types(s.alice.envelopes) == ["session.hello"]
+
+
+@pytest.mark.parametrize("session", [{"allowed": ["supervisor"]}], indirect=True)
+async def test_a_client_joining_while_a_request_is_open_learns_it_from_its_hello(session: Session) -> None:
+    s = session
+    task = await s.run_turn("book a table for two")
+    [req] = await s.alice.wait_for("hitl.request")
+    s.room.connect("supervisor")  # a supervisor's dashboard opens after the request went out
+    sup = s.client("supervisor")
+    [hello] = await sup.wait_for("session.hello")
+    assert sup.of_type("hitl.request") == []  # it was sent before the supervisor was there
+    [pending] = hello["data"]["pending"]
+    assert pending == {**req["data"], "turn": req["turn"]}
+    assert (await sup.respond(pending["request_id"], "approve"))["type"] == "ack"
+    await finish(s, task)
+    assert s.alice.of_type("hitl.resolved")[0]["data"]["by"] == "supervisor"
+    s.room.disconnect_participant("supervisor")  # nothing is open any more when it comes back
+    s.room.connect("supervisor")
+    [_, again] = await sup.wait_for("session.hello", 2)
+    assert again["data"]["pending"] == []

@@ -274,6 +274,22 @@ export class VoiceAgentEvents {
     this._emit("envelope", env);
     this._emit("*", env);
     this._emit(env.type, env.data, env);
+    if (env.type === "session.hello") this._learnPending(env);
+  }
+
+  /** A hello lists the approvals open when it was sent (`data.pending`): a client that joined
+   *  after their `hitl.request` learns them here, announced as "hitl.request" callbacks whose
+   *  envelope is the hello's (its `ts`, so `deadline - ts` is the time left) with their `turn`. */
+  _learnPending(hello) {
+    const pending = hello.data?.pending;
+    if (!Array.isArray(pending)) return;
+    for (const item of pending) {
+      if (item === null || typeof item !== "object" || typeof item.request_id !== "string") continue;
+      if (this.pendingRequests.has(item.request_id)) continue;
+      const { turn = null, ...data } = item;
+      this.pendingRequests.set(data.request_id, data);
+      this._emit("hitl.request", data, { ...hello, type: "hitl.request", turn, data });
+    }
   }
 
   _emit(type, ...args) {

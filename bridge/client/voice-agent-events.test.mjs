@@ -257,3 +257,30 @@ test("a re-sent or late hello is a duplicate: pending approvals and ordering sta
   assert.deepEqual(problems.map(([t, info]) => `${t}:${info.seq ?? info.expected}`), ["duplicate:1", "gap:3", "duplicate:3"]);
   assert.deepEqual([...events.pendingRequests.keys()], ["r1"]);
 });
+
+test("a client joining while an approval is open learns it from its hello's pending list", () => {
+  const room = new FakeRoom(); // local identity user-1, a supervisor's dashboard joining late
+  const events = new VoiceAgentEvents(room).start();
+  const { seen, problems } = collect(events);
+  const asked = [];
+  events.onHitlRequest((data, envelope) => asked.push([data.request_id, envelope.turn, envelope.ts, envelope.seq]));
+  const open = { request_id: "r1", call_id: "c1", tool: "book_table", prompt: "Book?", arguments: null,
+    deadline: 31000, for: "alice", turn: "turn_3" };
+  events.receive(env(40, "session.hello", { client: "user-1", pending: [open] }), "agent");
+  // the request was asked before we joined: it is pending now and announced like a hitl.request
+  assert.deepEqual(asked, [["r1", "turn_3", 1040, 40]]);
+  assert.equal(events.pendingRequests.get("r1").for, "alice");
+  assert.equal(events.pendingRequests.get("r1").turn, undefined); // the same data a hitl.request has
+  // someone else's later hello lists it again: nothing new to announce
+  events.receive(env(41, "session.hello", { client: "user-9", pending: [open] }), "agent");
+  assert.equal(asked.length, 1);
+  events.receive(env(42, "hitl.resolved", { request_id: "r1", outcome: "approved" }), "agent");
+  assert.equal(events.pendingRequests.size, 0);
+  assert.deepEqual(seen, [40, 41, 42]);
+  assert.deepEqual(problems, []);
+  // a hello without the field (an older agent) or with a malformed list changes nothing
+  events.receive(env(43, "session.hello", { client: "user-8", pending: "nope" }), "agent");
+  events.receive(env(44, "session.hello", { client: "user-7", pending: [null, { tool: "x" }] }), "agent");
+  assert.equal(asked.length, 1);
+  assert.deepEqual(seen, [40, 41, 42, 43, 44]);
+});
