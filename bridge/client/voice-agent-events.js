@@ -49,6 +49,7 @@ export class VoiceAgentEvents {
     this.room = room;
     this.topic = options.topic ?? DEFAULT_TOPIC;
     this.controlMethod = options.controlMethod ?? DEFAULT_CONTROL_METHOD;
+    this._fixedMethod = options.controlMethod != null;
     this.agentIdentity = options.agentIdentity ?? null;
     this._fixedAgent = options.agentIdentity != null;
     this.responseTimeoutMs = options.responseTimeoutMs ?? 10000;
@@ -186,7 +187,8 @@ export class VoiceAgentEvents {
 
   sendText(text) { return this.send("user.text", { text }); }
 
-  /** Send any client message type; resolves with the agent's reply. */
+  /** Send any client message type; resolves with the agent's reply. Goes to the RPC method the
+   *  agent's hello named (`control.method`), or `options.controlMethod` when given. */
   async send(type, data) {
     const destination = this.agentIdentity;
     if (!destination) {
@@ -268,7 +270,12 @@ export class VoiceAgentEvents {
 
   _deliver(env) {
     if (typeof env.ts === "number" && env.ts > this._lastTs) this._lastTs = env.ts;
-    if (env.type === "session.hello") this.hello = env.data;
+    if (env.type === "session.hello") {
+      this.hello = env.data;
+      // the agent names its control method (BRIDGE_CONTROL_METHOD); an explicit option wins
+      const method = env.data?.control?.method;
+      if (!this._fixedMethod && typeof method === "string" && method) this.controlMethod = method;
+    }
     if (env.type === "hitl.request") this.pendingRequests.set(env.data.request_id, env.data);
     if (env.type === "hitl.resolved") this.pendingRequests.delete(env.data.request_id);
     this._emit("envelope", env);

@@ -284,3 +284,21 @@ test("a client joining while an approval is open learns it from its hello's pend
   assert.equal(asked.length, 1);
   assert.deepEqual(seen, [40, 41, 42, 43, 44]);
 });
+
+test("control messages use the RPC method the agent's hello names (BRIDGE_CONTROL_METHOD), unless fixed", async () => {
+  const hello = (seq, method) => env(seq, "session.hello", { client: "user-1",
+    control: { method, max_message_bytes: 8192 } });
+  const room = new FakeRoom();
+  const events = new VoiceAgentEvents(room).start();
+  events.receive(hello(1, "acme.control"), "agent");
+  await events.interrupt();
+  events.receive(hello(2, ""), "agent"); // not a method name: keep the one we have
+  await events.sendText("hi");
+  assert.deepEqual(room.rpcCalls.map((c) => c.method), ["acme.control", "acme.control"]);
+
+  const fixedRoom = new FakeRoom();
+  const fixed = new VoiceAgentEvents(fixedRoom, { controlMethod: "mine.control" }).start();
+  fixed.receive(hello(1, "acme.control"), "agent");
+  await fixed.interrupt();
+  assert.deepEqual(fixedRoom.rpcCalls.map((c) => c.method), ["mine.control"]);
+});
