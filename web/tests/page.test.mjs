@@ -308,6 +308,34 @@ test('a request for someone else says so, and a forbidden reply leaves it watchi
   assert.equal(await card.locator('.outcome').innerText(), 'Approved by bob');
 });
 
+test('an approval asked before the page joined is shown from its hello, and answered on the method the hello names', async () => {
+  await fake(() => {
+    window.__fakeLiveKit.rpcCalls.length = 0;
+    window.__fakeLiveKit.rpcReply = (call) =>
+      JSON.stringify({ v: 1, type: 'ack', id: JSON.parse(call.payload).id, ts: Date.now(), data: { type: 'hitl.respond', request_id: 'req-9' } });
+  });
+  const me = await fake(() => window.__fakeLiveKit.room.localParticipant.identity);
+  const ts = Date.now();
+  const open = { request_id: 'req-9', call_id: 'call-9', tool: 'refund', prompt: 'Refund 20 EUR?', arguments: null, deadline: ts + 60_000, for: me, turn: 't7' };
+  await envelope('session.hello', {
+    protocol: 1, agent: 'assistant', capabilities: ['hitl', 'interrupt', 'user_text'],
+    control: { method: 'acme.control', max_message_bytes: 8192 }, client: 'someone-else', session: 'test-room', pending: [open],
+  }, { ts });
+  const card = page.locator('.hitl[data-request-id="req-9"]');
+  assert.equal(await card.locator('.prompt').innerText(), 'Refund 20 EUR?');
+  assert.equal(await card.locator('.status').innerText(), 'needs your approval');
+  assert.equal(await card.getAttribute('data-state'), 'pending');
+  assert.ok(Number(await card.locator('.countdown').getAttribute('data-seconds')) > 0, 'counts down to the request\'s deadline');
+
+  await card.locator('button.approve').click();
+  await card.locator('.status', { hasText: 'approved, waiting for the agent' }).waitFor();
+  const calls = await rpcCalls();
+  assert.deepEqual(calls.map((c) => [c.method, c.payload.data]), [['acme.control', { request_id: 'req-9', decision: 'approve' }]]);
+  await envelope('hitl.resolved', { request_id: 'req-9', call_id: 'call-9', tool: 'refund', outcome: 'approved', by: me, modified: false, reason: null }, { turn: 't7' });
+  assert.equal(await card.getAttribute('data-state'), 'approved');
+  assert.equal(await page.locator('.hitl[data-request-id="req-9"]').count(), 1, 'one card, not one per hello');
+});
+
 test('disconnecting resets the page', async () => {
   await fake(() => window.__fakeLiveKit.disconnect());
   assert.equal(await text('#connection'), 'Disconnected');
