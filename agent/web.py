@@ -10,8 +10,9 @@ Routes:
   `agent.tokens` for a fresh identity the server picks (``web-`` + random hex; a client that
   could choose its identity could take another participant's place, or an approver's in
   ``BRIDGE_ALLOWED_IDENTITIES``); rooms must start with ``WEB_ROOM_PREFIX`` (``web-``), and each
-  client address gets at most ``WEB_TOKENS_PER_MINUTE`` tokens. Bad input is a 400 with
-  ``{"error", "field"}``, too many requests a 429.
+  client address gets at most ``WEB_TOKENS_PER_MINUTE`` tokens. The response also names the
+  bridge's events topic (``topic``, ``BRIDGE_TOPIC``), which the page listens on. Bad input is a
+  400 with ``{"error", "field"}``, too many requests a 429.
 * ``GET /healthz`` - liveness for container health checks.
 
 Test mode (``--test-mode`` / ``WEB_TEST_MODE=1``) exists for the browser tests only.
@@ -37,6 +38,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bridge.config import BridgeConfig
+from bridge.protocol import DEFAULT_TOPIC
 
 from .tokens import TokenInputError, TokenSettings, describe_settings_error, issue_token
 
@@ -225,9 +229,11 @@ async def _read_token_request(request: web.Request) -> dict[str, Any]:
 
 
 def create_app(
-    settings: TokenSettings, *, paths: WebPaths | None = None, test_mode: bool = False, tokens_per_minute: int = 20
+    settings: TokenSettings, *, paths: WebPaths | None = None, test_mode: bool = False, tokens_per_minute: int = 20,
+    bridge_topic: str = DEFAULT_TOPIC,
 ) -> web.Application:
-    """The aiohttp application; `settings` supplies the keys, agent name, TTL and room prefix."""
+    """The aiohttp application; `settings` supplies the keys, agent name, TTL and room prefix.
+    `bridge_topic` (BRIDGE_TOPIC) is told to the page with its token: the agent's events topic."""
     paths = paths or WebPaths.discover()
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     limit = RateLimit(tokens_per_minute)
@@ -281,6 +287,7 @@ def create_app(
             "room": issued.room,
             "identity": issued.identity,
             "expires_at": issued.expires_at,
+            "topic": bridge_topic,
         }
         return web.json_response(payload, headers={"Cache-Control": "no-store"})
 
@@ -338,6 +345,7 @@ def web_command(argv: list[str]) -> int:
     try:
         settings = TokenSettings()
         web_settings = WebSettings()
+        bridge_topic = BridgeConfig().topic
     except ValidationError as e:
         print(f"error: bad web settings: {describe_settings_error(e)}", file=sys.stderr)
         return 2
@@ -362,7 +370,8 @@ def web_command(argv: list[str]) -> int:
             file=sys.stderr,
         )
     logging.basicConfig(level=logging.INFO)
-    app = create_app(settings, paths=paths, test_mode=test_mode, tokens_per_minute=web_settings.tokens_per_minute)
+    app = create_app(settings, paths=paths, test_mode=test_mode, tokens_per_minute=web_settings.tokens_per_minute,
+                     bridge_topic=bridge_topic)
     asyncio.run(_serve(app, host, port))
     return 0
 

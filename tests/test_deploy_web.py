@@ -85,7 +85,8 @@ async def test_post_token_issues_a_client_token(make_client: Factory) -> None:
     assert SECRET not in text
     assert resp.headers["Cache-Control"] == "no-store"
     body = await resp.json()
-    assert set(body) == {"token", "url", "room", "identity", "expires_at"}
+    assert set(body) == {"token", "url", "room", "identity", "expires_at", "topic"}
+    assert body["topic"] == "voice-agent.events"  # BRIDGE_TOPIC's default: the page listens there
     assert body["url"] == PUBLIC_URL  # the browser-facing URL, not the compose-internal one
     claims = jwt.decode(body["token"], SECRET, algorithms=["HS256"], issuer=KEY)
     # the server picks the identity: a client that could choose one could take another

@@ -54,7 +54,7 @@ async function setMicrophone(on) {
   }
 }
 
-function wireRoom(r) {
+function wireRoom(r, topic) {
   r.on(RoomEvent.ParticipantConnected, refreshAgentState)
     .on(RoomEvent.ParticipantDisconnected, refreshAgentState)
     .on(RoomEvent.ParticipantAttributesChanged, refreshAgentState)
@@ -93,7 +93,7 @@ function wireRoom(r) {
     onMetrics: (data, envelope) => view.metrics(envelope.turn, data),
     onError: (data) => view.error(data.code, data.message, data.fatal),
     onProtocolError: (message) => view.error('protocol', message),
-  }, window.__voiceAgentOptions ?? {});
+  }, { ...(topic ? { topic } : {}), ...(window.__voiceAgentOptions ?? {}) });
 }
 
 async function connect() {
@@ -101,9 +101,10 @@ async function connect() {
   view.showBanner(null);
   view.setConnection('connecting', 'Connecting…');
   try {
-    const { url, token } = await fetchToken(roomName, $('name').value.trim());
+    // `topic`: the agent's events topic (BRIDGE_TOPIC), as the server knows it
+    const { url, token, topic } = await fetchToken(roomName, $('name').value.trim());
     room = new Room({ adaptiveStream: true, dynacast: true });
-    wireRoom(room);
+    wireRoom(room, topic);
     await room.connect(url, token);
     view.setConnection('connected');
     refreshAgentState();

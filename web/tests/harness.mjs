@@ -20,7 +20,7 @@ const PYTHON = process.env.PYTHON || path.join(REPO, '.venv', 'bin', 'python');
  * Start `python -m agent.web [--test-mode] --port 0`; resolves with its base URL and a stop().
  * Without test mode the page gets the real livekit-client from web/node_modules.
  */
-export async function startServer({ testMode = true, publicUrl = PUBLIC_URL } = {}) {
+export async function startServer({ testMode = true, publicUrl = PUBLIC_URL, env = {} } = {}) {
   const args = ['-m', 'agent.web', '--host', '127.0.0.1', '--port', '0'];
   if (testMode) args.push('--test-mode');
   const child = spawn(PYTHON, args, {
@@ -37,6 +37,7 @@ export async function startServer({ testMode = true, publicUrl = PUBLIC_URL } = 
       WEB_TOKENS_PER_MINUTE: '0',
       ROOM_MAX_PARTICIPANTS: '3',
       WEB_ROOT: '',
+      ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

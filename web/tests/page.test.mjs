@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import { PUBLIC_URL, jwtClaims, launchBrowser, screenshotPath, startServer } from './harness.mjs';
 
 const AGENT = 'agent-AJ_1';
-const TOPIC = 'voice-agent.events';
+const TOPIC = 'acme.events'; // the server's BRIDGE_TOPIC, which the page learns with its token
 
 let server;
 let browser;
@@ -39,7 +39,7 @@ const attr = (selector, name) => page.locator(selector).getAttribute(name);
 const rpcCalls = () => fake(() => window.__fakeLiveKit.rpcCalls.map((c) => ({ ...c, payload: JSON.parse(c.payload) })));
 
 before(async () => {
-  server = await startServer();
+  server = await startServer({ env: { BRIDGE_TOPIC: TOPIC } });
   browser = await launchBrowser();
   page = await browser.newPage();
   page.on('pageerror', (err) => {
