@@ -70,6 +70,25 @@ def speakable(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
+def _variant_exists(voice: str) -> bool:
+    """Whether espeak-ng has the `+variant` of `voice` (True without one). espeak-ng itself
+    ignores a variant it has no file for and speaks the plain voice, so a misspelt one (or one
+    in the wrong case: the files are `Annie`, `f3`, ...) would pass unnoticed. As in espeak-ng,
+    a number is a numbered variant: `+3` is `m3`, `+13` is `f3`."""
+    _, plus, variant = voice.partition("+")
+    if not plus:
+        return True
+    number = re.match(r"\d+", variant)
+    if number:
+        n = int(number.group())
+        if n == 0:
+            return True  # no variant
+        variant = f"m{n}" if n < 10 else f"f{n - 10}"
+    if not variant or "/" in variant or variant.startswith("."):
+        return False
+    return os.path.isfile(os.path.join(espeakng_loader.get_data_path(), "voices", "!v", variant))
+
+
 class EspeakEngine:
     """Process-wide espeak-ng instance. Use `EspeakEngine.shared()`."""
 
@@ -170,6 +189,8 @@ class EspeakEngine:
         """By voice name / file (e.g. "en-us", "gmw/en"), else by language code ("en-gb")."""
         assert self._lib is not None
         self._current = None  # the active voice may change: re-apply parameters next time
+        if not _variant_exists(voice):
+            return False
         if self._lib.espeak_SetVoiceByName(voice.encode()) == _EE_OK:
             return True
         spec = _Voice(languages=voice.lower().encode())

@@ -323,6 +323,29 @@ def test_the_local_voice_is_checked_with_the_configuration_not_in_each_job() -> 
     assert create_tts(SpeechSettings(TTS_LANGUAGE="en_US")).voice.voice == "en-us"
 
 
+def test_an_espeak_voice_variant_is_kept_as_written_and_checked() -> None:
+    """espeak-ng's variant names are case-sensitive (`+Annie`, `+Michael`): the whole value used
+    to be lowercased, and espeak-ng, finding no `annie`, spoke the plain voice without a word; a
+    misspelt variant was accepted the same way. Only the language part is normalised now, and a
+    variant espeak-ng lacks is refused with the configuration."""
+    import numpy as np
+
+    from providers import LocalTTS
+
+    annie, plain = (create_tts(SpeechSettings(LOCAL_TTS_VOICE=v)) for v in ("en_US+Annie", "en-us"))
+    assert isinstance(annie, LocalTTS) and isinstance(plain, LocalTTS)
+    assert annie.voice.voice == "en-us+Annie"
+    with pytest.raises(ProviderConfigError, match=r"LOCAL_TTS_VOICE.*espeak-ng has no voice 'en-us\+Anie'"):
+        create_tts(SpeechSettings(LOCAL_TTS_VOICE="en-us+Anie"))
+
+    def crossings(engine: LocalTTS) -> float:  # zero crossings per sample: a higher voice has more
+        pcm = engine._engine.synthesize_blocking("Hello there, how are you?", engine.voice)
+        samples = np.sign(np.frombuffer(pcm, dtype=np.int16))
+        return float(np.mean(samples[1:] != samples[:-1]))
+
+    assert crossings(annie) > 1.15 * crossings(plain)
+
+
 def test_batch_stt_chain_needs_a_vad(all_keys: dict[str, str]) -> None:
     settings = SpeechSettings(STT_PROVIDERS="openai,local", **all_keys)
     with pytest.raises(ProviderConfigError, match="openai, local cannot stream.*VAD"):

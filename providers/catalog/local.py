@@ -38,8 +38,10 @@ class LocalTTSOptions(ProviderOptions):
     @classmethod
     def _known_voice(cls, value: str) -> str:
         """Checked with the configuration (doctor, start-up), not in every job: a locale spelled
-        `en_US` is espeak's `en-us`; a voice espeak-ng does not have is refused here."""
-        voice = value.strip().lower().replace("_", "-")
+        `en_US` is espeak's `en-us`; a voice espeak-ng does not have is refused here. A `+variant`
+        suffix is kept as written: espeak-ng's variant names are case-sensitive (`+Annie`)."""
+        language, plus, variant = value.strip().partition("+")
+        voice = language.strip().lower().replace("_", "-") + plus + variant.strip()
         from ..local_tts import EspeakEngine
 
         if not EspeakEngine.shared().has_voice(voice):
