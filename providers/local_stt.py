@@ -34,6 +34,10 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 SAMPLE_RATE = 16_000
 LANGUAGE = "en"
 
+SILENT_PEAK = 2
+"""Audio whose samples never exceed this (|x| <= 2 of 32767, below -80 dBFS) has no signal:
+pocketsphinx would hear a word in it ("dog", "it"), so it is not decoded."""
+
 Profile = Literal["fast", "accurate"]
 # "fast" trades a little accuracy for ~2x speed (fewer active HMMs, fewer Gaussians);
 # "accurate" is pocketsphinx's own default configuration.
@@ -296,7 +300,8 @@ class LocalSTT(stt.STT):
 
     def recognize_pcm(self, pcm: bytes, job: DecodeJob | None = None) -> str:
         """Blocking: decode 16 kHz mono 16-bit PCM to text ("" for silence / no audio)."""
-        if not pcm:
+        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype=np.int16)
+        if not samples.size or int(np.abs(samples.astype(np.int32)).max()) <= SILENT_PEAK:
             return ""
         return self._pool.decode(pcm, job)
 

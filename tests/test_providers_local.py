@@ -98,9 +98,15 @@ async def test_local_stt_resamples_and_mixes_down_48k_stereo(
 
 
 async def test_local_stt_empty_and_silent_audio(local_stt: LocalSTT) -> None:
+    """pocketsphinx hears a word in half a second or more of digital silence ("dog", "it", "and"),
+    and in silence with a stray LSB in it: audio with no signal is "" without decoding."""
+    stray = np.zeros(16000, dtype=np.int16)
+    stray[::1000] = 1
     buffers: list[list[rtc.AudioFrame] | rtc.AudioFrame] = [
         [],
         rtc.AudioFrame(b"\0\0" * 1600, 16000, 1, 1600),
+        [rtc.AudioFrame(b"\0\0" * 1600, 16000, 1, 1600)] * 10,
+        rtc.AudioFrame(stray.tobytes(), 16000, 1, len(stray)),
     ]
     for buffer in buffers:
         event = await local_stt.recognize(buffer)
