@@ -56,6 +56,8 @@ async def example_session() -> list[dict[str, object]]:
     rid = gate.pending("room-42")[0].request_id
     await client_sends("intruder", {"v": 1, "id": "x1", "type": "hitl.respond",
                                     "data": {"request_id": rid, "decision": "approve"}})
+    # a client that lost envelopes (a seq gap) asks which approvals are open
+    await client_sends("user-1", {"v": 1, "id": "s1", "type": "session.sync", "data": {}})
     await client_sends("user-1", {"v": 1, "id": "m1", "type": "hitl.respond",
                                   "data": {"request_id": rid, "decision": "approve",
                                            "arguments": {"restaurant": "Luigi's", "party_size": 3, "time": "20:00"}}})

@@ -36,6 +36,8 @@ from .outbound import OutboundQueue, Outgoing
 from .protocol import (
     DEFAULT_CONTROL_METHOD,
     PROTOCOL_VERSION,
+    Ack,
+    AckData,
     AgentInterrupt,
     ControlInfo,
     ErrorData,
@@ -44,6 +46,7 @@ from .protocol import (
     HitlRespond,
     PendingRequestData,
     SessionHelloData,
+    SessionSync,
     ToolFinishedData,
     ToolStartedData,
     TurnDoneData,
@@ -104,6 +107,9 @@ class BridgeOptions:
     """False: envelopes go to the served participant and allowed identities only. True: to everyone."""
     memory: int = 1024
     """How many finished turn ids / request ids are remembered (for exactly-once and scoping)."""
+    max_reply_bytes: int = 15 * 1024
+    """The largest reply to a client message (LiveKit refuses RPC responses over 15 KiB): a
+    `session.sync` ack that would be larger lists less and says `truncated`."""
 
 
 @dataclass
@@ -377,10 +383,35 @@ class EventBridge:
         caps = ["hitl"] + (["interrupt", "user_text"] if self.controls is not None else [])
         control = ControlInfo(method=self.options.control_method, max_message_bytes=self.options.max_message_bytes)
         now = _now_ms()
-        pending = [p for p in self._open.values() if p.deadline > now]
         data = SessionHelloData(protocol=PROTOCOL_VERSION, agent=self.agent_name, capabilities=caps, control=control,
-                                client=client, session=self.conversation_id, pending=pending)
+                                client=client, session=self.conversation_id, pending=self._open_requests(now))
         self._put("session.hello", None, now, data, force=True)
+
+    def _open_requests(self, now: int) -> list[PendingRequestData]:
+        """What a hello and a `session.sync` ack list: the requests still open, each as its
+        `hitl.request` (same scrubbing and report level) plus its turn. Every request kept here
+        was published to the whole audience, so every client of the audience may see all of them."""
+        return [p for p in self._open.values() if p.deadline > now]
+
+    def _sync_ack(self, cid: str | None) -> str:
+        now = _now_ms()
+        pending = self._open_requests(now)
+        limit = self.options.max_reply_bytes
+
+        def reply(items: list[PendingRequestData], truncated: bool) -> str:
+            return _data_json(Ack(id=cid, ts=now, data=AckData(type="session.sync", pending=items, truncated=truncated)))
+
+        text = reply(pending, False)
+        if len(text.encode("utf-8")) <= limit:
+            return text
+        # too big for an RPC reply: without arguments, then without the newest requests
+        items = [p.model_copy(update={"arguments": None}) for p in pending]
+        while True:
+            text = reply(items, True)
+            if len(text.encode("utf-8")) <= limit or not items:
+                log.warning("session.sync reply cut to %d of %d open requests to fit %d bytes", len(items), len(pending), limit)
+                return text
+            items.pop()
 
     def _put(self, etype: str, turn: str | None, ts: int, data: BaseModel | dict[str, Any], *, force: bool = False) -> None:
         if self._closed:
@@ -501,6 +532,10 @@ class EventBridge:
             cid = parsed.id
             if self._closed:
                 return error_json("unsupported", "the session has ended", cid)
+            if isinstance(parsed, SessionSync):  # a read: for whoever receives the events
+                if not self._in_audience(sender):
+                    return error_json("forbidden", "session.sync is only accepted from participants that receive this agent's events", cid)
+                return self._sync_ack(cid)
             if not self.may_control(sender):
                 return error_json("forbidden", f"{parsed.type} is only accepted from the participant this agent serves", cid)
             if isinstance(parsed, HitlRespond):

@@ -19,11 +19,12 @@ from .protocol import (
     HitlRespond,
     ReplyError,
     ReplyErrorData,
+    SessionSync,
     UserText,
     client_message_adapter,
 )
 
-ParsedMessage = HitlRespond | AgentInterrupt | UserText
+ParsedMessage = HitlRespond | AgentInterrupt | UserText | SessionSync
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,13 @@ def parse_client_message(raw: Any, max_bytes: int) -> ParsedMessage | Rejected:
     return msg  # type: ignore[no-any-return]
 
 
+_SYNC_ONLY = {"data": {"pending", "truncated"}}
+
+
 def ack_json(message_type: str, client_id: str | None, request_id: str | None = None) -> str:
-    return Ack(id=client_id, ts=_now_ms(), data=AckData(type=message_type, request_id=request_id)).model_dump_json()
+    """An ack without the fields only a `session.sync` ack carries (see `EventBridge`)."""
+    ack = Ack(id=client_id, ts=_now_ms(), data=AckData(type=message_type, request_id=request_id))
+    return ack.model_dump_json(exclude=_SYNC_ONLY)
 
 
 def error_json(code: ErrorCode, message: str, client_id: str | None = None) -> str:

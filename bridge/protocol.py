@@ -241,8 +241,15 @@ class UserText(_ClientMessage):
     data: UserTextData
 
 
-ClientMessage = Annotated[HitlRespond | AgentInterrupt | UserText, Field(discriminator="type")]
-CLIENT_MESSAGE_TYPES = ("hitl.respond", "agent.interrupt", "user.text")
+class SessionSync(_ClientMessage):
+    """Ask which approval requests are open now (after a `seq` gap): the ack lists them."""
+
+    type: Literal["session.sync"] = "session.sync"
+    data: EmptyData = Field(default_factory=EmptyData)
+
+
+ClientMessage = Annotated[HitlRespond | AgentInterrupt | UserText | SessionSync, Field(discriminator="type")]
+CLIENT_MESSAGE_TYPES = ("hitl.respond", "agent.interrupt", "user.text", "session.sync")
 
 # -- replies (agent -> one client, as the RPC response) ---------------------------------------
 
@@ -265,6 +272,17 @@ ErrorCode = Literal[
 class AckData(_Model):
     type: str = Field(description="the client message type acknowledged")
     request_id: str | None = None
+    pending: list[PendingRequestData] | None = Field(
+        default=None,
+        description="session.sync only (absent otherwise): the approval requests open now, by the "
+        "rules of session.hello's pending",
+    )
+    truncated: bool | None = Field(
+        default=None,
+        description="session.sync only: true when pending had to be cut to fit the RPC reply "
+        "(arguments left out, then the last requests); a client must not drop requests it knows "
+        "because they are missing from a truncated list",
+    )
 
 
 class Ack(_Model):

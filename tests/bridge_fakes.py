@@ -1,7 +1,8 @@
 """A fake LiveKit room: the subset of `rtc.Room` / `LocalParticipant` the bridge uses.
 
 `FakeRoom` behaves like the SDK where the bridge can tell: `send_text` with no (or an empty)
-destination list reaches everyone, RPC payloads over 15 KiB are refused before the handler runs,
+destination list reaches everyone, RPC payloads over 15 KiB are refused before the handler runs
+(and replies over 15 KiB instead of reaching the caller),
 events fire synchronously like `rtc.EventEmitter`. `FakeClient` plays a web client.
 """
 
@@ -134,6 +135,8 @@ class FakeRoom:
         result = handler(data)
         if asyncio.iscoroutine(result):
             result = await result
+        if len(str(result).encode("utf-8", "surrogatepass")) > MAX_RPC_PAYLOAD:
+            raise FakeRpcError(1504, "Response payload too large")
         return str(result)
 
     def envelopes_for(self, identity: str, topic: str = "voice-agent.events") -> list[dict[str, Any]]:
@@ -177,6 +180,12 @@ class FakeClient:
         if reason is not None:
             data["reason"] = reason
         msg: dict[str, Any] = {"v": 1, "type": "hitl.respond", "data": data}
+        if msg_id is not None:
+            msg["id"] = msg_id
+        return await self.send(msg)
+
+    async def sync(self, msg_id: str | None = None) -> dict[str, Any]:
+        msg: dict[str, Any] = {"v": 1, "type": "session.sync", "data": {}}
         if msg_id is not None:
             msg["id"] = msg_id
         return await self.send(msg)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from brain import (
     create_voice_brain,
 )
 from brain.approvals import Outcome
+from brain.events import ApprovalRequested
 from bridge import BridgeOptions, EventBridge, attach_event_bridge
 from tests.bridge_fakes import FakeClient, FakeRoom
 
@@ -71,7 +73,9 @@ async def session(request: pytest.FixtureRequest) -> AsyncIterator[Session]:
     brain = create_voice_brain(BrainConfig(_env_file=None, hitl_timeout=params.get("hitl_timeout", 30.0)), approvals=gate)
     bridge = attach_event_bridge(
         room, brain=brain, agent_name="assistant", served_identity="alice", conversation_id=CONV,
-        allowed_identities=params.get("allowed", ()), options=BridgeOptions(send_attempts=2, retry_base_delay=0.001),
+        allowed_identities=params.get("allowed", ()), report_overrides=params.get("reports"),
+        options=BridgeOptions(send_attempts=2, retry_base_delay=0.001, broadcast=params.get("broadcast", False),
+                              **({"max_reply_bytes": params["max_reply_bytes"]} if "max_reply_bytes" in params else {})),
     )
     yield Session(room, brain, bridge, FakeClient(room, "alice"))
     await bridge.aclose()
@@ -299,3 +303,85 @@ async def test_a_client_joining_while_a_request_is_open_learns_it_from_its_hello
     s.room.connect("supervisor")
     [_, again] = await sup.wait_for("session.hello", 2)
     assert again["data"]["pending"] == []
+
+
+async def hello_pending(s: Session, identity: str) -> list[dict[str, Any]]:
+    """What the hello of `identity` (re)joining now lists."""
+    client = s.client(identity)
+    before = len(client.of_type("session.hello"))
+    if identity in s.room.remote_participants:
+        s.room.disconnect_participant(identity)
+    s.room.connect(identity)
+    hellos = await client.wait_for("session.hello", before + 1)
+    return hellos[-1]["data"]["pending"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("session", [{"allowed": ["supervisor"], "extra": ["supervisor"]}], indirect=True)
+async def test_session_sync_lists_the_open_requests_as_a_hello_does(session: Session) -> None:
+    """A client that lost the hitl.request's stream asks session.sync: the ack carries the
+    hello's pending list, to the audience only, and nothing once the request is decided."""
+    s = session
+    task = await s.run_turn("book a table for two")
+    [req] = await s.alice.wait_for("hitl.request")
+    listed = {**req["data"], "turn": req["turn"]}
+    reply = await s.alice.sync(msg_id="s1")
+    assert reply["type"] == "ack" and reply["id"] == "s1"
+    assert reply["data"] == {"type": "session.sync", "request_id": None, "pending": [listed], "truncated": False}
+    sup = s.client("supervisor")  # an allowed identity gets the same list
+    assert (await sup.sync())["data"]["pending"] == [listed]
+    assert await hello_pending(s, "supervisor") == [listed]
+    forbidden = await s.client("mallory").sync(msg_id="x")  # not in the audience: sees nothing
+    assert forbidden["type"] == "error" and forbidden["data"]["code"] == "forbidden" and forbidden["id"] == "x"
+    assert s.client("mallory").envelopes == []
+    # other acks do not grow the sync-only fields
+    assert await s.alice.respond(req["data"]["request_id"], "approve") == {
+        "v": 1, "type": "ack", "id": None, "ts": ANY_TS, "data": {"type": "hitl.respond", "request_id": req["data"]["request_id"]},
+    }
+    await finish(s, task)
+    assert (await s.alice.sync())["data"]["pending"] == []
+
+
+class _AnyInt:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int)
+
+
+ANY_TS: Any = _AnyInt()
+
+
+@pytest.mark.parametrize("session", [{"broadcast": True, "reports": {"book_table": "name"}}], indirect=True)
+async def test_session_sync_follows_the_report_level_and_the_broadcast_audience(session: Session) -> None:
+    """With BRIDGE_BROADCAST anyone sees events, so anyone may sync (but not answer); arguments
+    hidden by the report level are hidden in the sync ack as in the hitl.request."""
+    s = session
+    mallory = s.client("mallory")
+    task = await s.run_turn("book a table for two")
+    [req] = await mallory.wait_for("hitl.request")
+    assert req["data"]["arguments"] is None
+    [item] = (await mallory.sync())["data"]["pending"]
+    assert item == {**req["data"], "turn": req["turn"]} and item["arguments"] is None
+    assert (await mallory.respond(item["request_id"], "approve"))["data"]["code"] == "forbidden"
+    await s.alice.respond(item["request_id"], "reject")
+    await finish(s, task)
+    assert (await mallory.sync())["data"]["pending"] == []
+
+
+async def test_a_session_sync_ack_too_big_for_an_rpc_reply_is_cut_and_says_so(session: Session) -> None:
+    """LiveKit refuses RPC replies over 15 KiB (the fake room too): arguments are left out first,
+    then the newest requests; the full data stays in the envelopes and the hello."""
+    s = session
+    ts = int(time.time() * 1000)
+    big = {"notes": ["x" * 1900 for _ in range(8)]}  # ~15 KB of arguments per request
+    for n in (1, 2):
+        s.bridge.publish_event(ApprovalRequested(
+            conversation_id=CONV, turn_id=f"turn_{n}", request_id=f"r{n}", call_id=f"c{n}", name="book_table",
+            prompt="Book?", arguments=big, report="args", user_id="alice", deadline_ms=ts + 60_000,
+        ))
+    reply = await s.alice.sync()
+    assert reply["type"] == "ack" and reply["data"]["truncated"] is True
+    assert [(p["request_id"], p["arguments"]) for p in reply["data"]["pending"]] == [("r1", None), ("r2", None)]
+    assert [p["arguments"] for p in (await hello_pending(s, "alice"))] == [big, big]
+    s.bridge.options = BridgeOptions(max_reply_bytes=300)  # room for one request without arguments
+    reply = await s.alice.sync()
+    assert [p["request_id"] for p in reply["data"]["pending"]] == ["r1"] and reply["data"]["truncated"] is True
+    assert len(json.dumps(reply, separators=(",", ":"))) <= 300

@@ -96,6 +96,7 @@ def valid(rid: str) -> list[dict[str, Any]]:
          "data": {"request_id": rid, "decision": "approve", "arguments": {"restaurant": "x", "party_size": 2}}},
         {"v": 1, "type": "agent.interrupt", "data": {}},
         {"v": 1, "type": "user.text", "data": {"text": "hello"}},
+        {"v": 1, "id": "s1", "type": "session.sync", "data": {}},
     ]
 
 
@@ -180,7 +181,7 @@ def mutated(draw: st.DrawFn) -> str:
         elif op == "add":
             target[draw(st.sampled_from(KEYS) | st.text(max_size=6))] = draw(json_values)
         elif op == "retype":
-            msg["type"] = draw(st.sampled_from(["hitl.respond", "agent.interrupt", "user.text", "HITL.RESPOND", ""]))
+            msg["type"] = draw(st.sampled_from(["hitl.respond", "agent.interrupt", "user.text", "session.sync", "HITL.RESPOND", ""]))
         elif op == "wrap":
             msg = draw(st.sampled_from([[msg], {"msg": msg}, json.dumps(msg)]))
     text = json.dumps(msg)
@@ -202,7 +203,7 @@ messages = st.one_of(
 def test_fuzzed_messages_are_always_answered_and_change_nothing(harness: Harness, sender: str, raw: Any) -> None:
     reply = harness.send(sender, raw)  # raises if no valid reply came back
     if reply["type"] == "ack":
-        assert sender == "alice" and reply["data"]["type"] in ("agent.interrupt", "user.text")
+        assert sender == "alice" and reply["data"]["type"] in ("agent.interrupt", "user.text", "session.sync")
     else:
         assert reply["data"]["code"] in (
             "too_large", "malformed_json", "invalid_message", "unsupported_version", "unknown_type",

@@ -51,7 +51,7 @@ def test_committed_schema_matches_the_models() -> None:
     schema = json_schema()
     mapping = schema["AgentEnvelope"]["discriminator"]["mapping"]
     assert sorted(mapping) == sorted(ENVELOPE_TYPES)
-    assert sorted(schema["ClientMessage"]["discriminator"]["mapping"]) == ["agent.interrupt", "hitl.respond", "user.text"]
+    assert sorted(schema["ClientMessage"]["discriminator"]["mapping"]) == ["agent.interrupt", "hitl.respond", "session.sync", "user.text"]
     jsonschema.Draft202012Validator.check_schema(schema["AgentEnvelope"])
 
 

@@ -12,6 +12,10 @@
 //   });
 //   events.on("gap", ({ expected, next }) => console.warn("lost envelopes", expected, "to", next - 1));
 //
+// After a gap the helper asks the agent which approvals are open (`session.sync`, also
+// `events.sync()`), so a lost `hitl.request` is still announced and a lost `hitl.resolved`
+// still closes its request (see `sync`).
+//
 // Envelopes arrive on a text-stream topic; each stream is read concurrently, so they may
 // complete out of order. The helper reorders them by `seq`, drops duplicates, and when an
 // envelope does not arrive within `gapTimeoutMs` (or too many wait behind it) reports a gap
@@ -38,7 +42,8 @@ export const HELPER_EVENTS = Object.freeze(["envelope", "gap", "duplicate", "pro
  * @typedef {{v: 1, seq: number, ts: number, type: string, turn: string|null, data: any}} Envelope
  * @typedef {{v: 1, type: "ack"|"error", id: string|null, ts: number, data: any}} Reply
  * @typedef {{topic?: string, controlMethod?: string, agentIdentity?: string,
- *            responseTimeoutMs?: number, gapTimeoutMs?: number, maxBuffered?: number}} Options
+ *            responseTimeoutMs?: number, gapTimeoutMs?: number, maxBuffered?: number,
+ *            syncOnGap?: boolean}} Options
  */
 
 let nextMessageId = 1;
@@ -55,6 +60,7 @@ export class VoiceAgentEvents {
     this.responseTimeoutMs = options.responseTimeoutMs ?? 10000;
     this.gapTimeoutMs = options.gapTimeoutMs ?? 2000;
     this.maxBuffered = options.maxBuffered ?? 256;
+    this.syncOnGap = options.syncOnGap ?? true;
     /** @type {Map<string, Set<Function>>} */
     this._listeners = new Map();
     /** @type {Map<number, Envelope>} */
@@ -66,6 +72,10 @@ export class VoiceAgentEvents {
     /** Pending approval requests by id (from hitl.request until hitl.resolved). */
     this.pendingRequests = new Map();
     this.hello = null;
+    this._resolvedIds = new Set(); // recently resolved: a sync ack sent before cannot revive them
+    this._epoch = 0; // bumped by a reset: a sync ack from before it is about another session
+    this._syncing = false;
+    this._syncAgain = false;
   }
 
   /** Subscribe to the events topic. Returns `this`. */
@@ -185,6 +195,38 @@ export class VoiceAgentEvents {
 
   interrupt() { return this.send("agent.interrupt", {}); }
 
+  /**
+   * Ask the agent which approval requests are open now (`session.sync`) and merge its answer
+   * into `pendingRequests`: a request not known yet is added and announced to "hitl.request"
+   * listeners (envelope `{v, seq: null, ts, type: "hitl.request", turn, data}`, `ts` the ack's);
+   * a request known before the call that the agent no longer lists is removed and announced to
+   * "hitl.resolved" listeners with `outcome: null` (its hitl.resolved was lost; if it still
+   * arrives it is delivered as usual). Called automatically after a gap (`options.syncOnGap`).
+   * @returns {Promise<Reply>} the agent's reply (an older agent answers `unknown_type`)
+   */
+  async sync() {
+    const epoch = this._epoch;
+    const known = new Set(this.pendingRequests.keys());
+    const reply = await this.send("session.sync", {});
+    if (reply?.type === "ack" && epoch === this._epoch && Array.isArray(reply.data?.pending)) {
+      const base = { v: PROTOCOL_VERSION, seq: null, ts: reply.ts };
+      const listed = this._learnPending(reply.data.pending, base);
+      // a truncated list says nothing about the requests it left out
+      if (reply.data.truncated !== true) {
+        for (const id of known) {
+          const request = this.pendingRequests.get(id);
+          if (listed.has(id) || request === undefined) continue;
+          this.pendingRequests.delete(id);
+          this._rememberResolved(id);
+          const data = { request_id: id, call_id: request.call_id ?? null, tool: request.tool ?? null,
+            outcome: null, by: null, modified: false, reason: null };
+          this._emit("hitl.resolved", data, { ...base, type: "hitl.resolved", turn: null, data });
+        }
+      }
+    }
+    return reply;
+  }
+
   sendText(text) { return this.send("user.text", { text }); }
 
   /** Send any client message type; resolves with the agent's reply. Goes to the RPC method the
@@ -239,10 +281,30 @@ export class VoiceAgentEvents {
     const next = Math.min(...this._buffer.keys());
     if (this._expected !== null) {
       this._emit("gap", { expected: this._expected, next, missing: next - this._expected });
+      this._syncAfterGap();
     }
     this._expected = next;
     this._drain();
     if (this._buffer.size > 0) this._armGapTimer(true);
+  }
+
+  /** One sync at a time; a gap while one is in flight asks again once it is answered. */
+  _syncAfterGap() {
+    if (!this.syncOnGap || !this.agentIdentity) return;
+    if (this._syncing) {
+      this._syncAgain = true;
+      return;
+    }
+    this._syncing = true;
+    this.sync()
+      .catch((err) => this._emit("protocol-error", { reason: "sync-failed", error: String(err) }))
+      .finally(() => {
+        this._syncing = false;
+        if (this._syncAgain) {
+          this._syncAgain = false;
+          this._syncAfterGap();
+        }
+      });
   }
 
   _armGapTimer(restart = false) {
@@ -265,6 +327,8 @@ export class VoiceAgentEvents {
     this._lastTs = 0;
     this._clearGapTimer();
     this.pendingRequests.clear();
+    this._resolvedIds.clear();
+    this._epoch += 1;
     this._emit("reset", { reason });
   }
 
@@ -276,27 +340,43 @@ export class VoiceAgentEvents {
       const method = env.data?.control?.method;
       if (!this._fixedMethod && typeof method === "string" && method) this.controlMethod = method;
     }
-    if (env.type === "hitl.request") this.pendingRequests.set(env.data.request_id, env.data);
-    if (env.type === "hitl.resolved") this.pendingRequests.delete(env.data.request_id);
+    // a request a sync ack already announced (its envelope was still on the way) is not announced twice
+    let announce = true;
+    if (env.type === "hitl.request") {
+      announce = !this.pendingRequests.has(env.data?.request_id);
+      this.pendingRequests.set(env.data.request_id, env.data);
+    }
+    if (env.type === "hitl.resolved") {
+      this.pendingRequests.delete(env.data.request_id);
+      this._rememberResolved(env.data.request_id);
+    }
     this._emit("envelope", env);
     this._emit("*", env);
-    this._emit(env.type, env.data, env);
-    if (env.type === "session.hello") this._learnPending(env);
+    if (announce) this._emit(env.type, env.data, env);
+    if (env.type === "session.hello" && Array.isArray(env.data?.pending)) this._learnPending(env.data.pending, env);
   }
 
-  /** A hello lists the approvals open when it was sent (`data.pending`): a client that joined
-   *  after their `hitl.request` learns them here, announced as "hitl.request" callbacks whose
-   *  envelope is the hello's (its `ts`, so `deadline - ts` is the time left) with their `turn`. */
-  _learnPending(hello) {
-    const pending = hello.data?.pending;
-    if (!Array.isArray(pending)) return;
+  /** A hello (or a sync ack) lists the approvals open when it was sent (`pending`): a client
+   *  that joined after their `hitl.request`, or lost it, learns them here, announced as
+   *  "hitl.request" callbacks whose envelope is `base` (the hello: its `ts`, so `deadline - ts`
+   *  is the time left) with their `turn`. Returns the ids listed. */
+  _learnPending(pending, base) {
+    const listed = new Set();
     for (const item of pending) {
       if (item === null || typeof item !== "object" || typeof item.request_id !== "string") continue;
-      if (this.pendingRequests.has(item.request_id)) continue;
+      listed.add(item.request_id);
+      if (this.pendingRequests.has(item.request_id) || this._resolvedIds.has(item.request_id)) continue;
       const { turn = null, ...data } = item;
       this.pendingRequests.set(data.request_id, data);
-      this._emit("hitl.request", data, { ...hello, type: "hitl.request", turn, data });
+      this._emit("hitl.request", data, { ...base, type: "hitl.request", turn, data });
     }
+    return listed;
+  }
+
+  _rememberResolved(id) {
+    this._resolvedIds.delete(id);
+    this._resolvedIds.add(id);
+    if (this._resolvedIds.size > 256) this._resolvedIds.delete(this._resolvedIds.values().next().value);
   }
 
   _emit(type, ...args) {

@@ -302,3 +302,122 @@ test("control messages use the RPC method the agent's hello names (BRIDGE_CONTRO
   await fixed.interrupt();
   assert.deepEqual(fixedRoom.rpcCalls.map((c) => c.method), ["mine.control"]);
 });
+
+/** An ack to a session.sync listing `pending` (what the Python bridge replies). */
+function syncAck(call, pending, { ts = 5000, truncated = false } = {}) {
+  return JSON.stringify({ v: 1, type: "ack", id: JSON.parse(call.payload).id, ts,
+    data: { type: "session.sync", request_id: null, pending, truncated } });
+}
+
+const openRequest = (id, turn = "t1") => ({ request_id: id, call_id: `c-${id}`, tool: "book_table", prompt: "Book?",
+  arguments: null, deadline: 90000, for: "user-1", turn });
+
+test("after a gap the helper syncs: a lost hitl.request is announced, a lost hitl.resolved closes its request", async () => {
+  const room = new FakeRoom();
+  const events = new VoiceAgentEvents(room, { gapTimeoutMs: 10 }).start();
+  const { seen, problems } = collect(events);
+  const asked = [];
+  const resolved = [];
+  events.onHitlRequest((data, envelope) => asked.push([data.request_id, envelope.seq, envelope.ts, envelope.turn]));
+  events.onHitlResolved((data, envelope) => resolved.push([data.request_id, data.outcome, data.tool, envelope.ts]));
+  room.rpcReply = (call) => syncAck(call, [openRequest("r2", "t2")]);
+  events.receive(env(1, "session.hello", { client: "user-1", control: { method: "acme.control" }, pending: [] }), "agent");
+  events.receive(env(2, "hitl.request", { request_id: "r1", call_id: "c-r1", tool: "book_table" }), "agent");
+  // lost: 3 = hitl.resolved r1, 4 = hitl.request r2
+  events.receive(env(5), "agent");
+  await sleep(30);
+  assert.deepEqual(problems.map(([t]) => t), ["gap"]);
+  assert.deepEqual(room.rpcCalls.map((c) => [c.destinationIdentity, c.method, JSON.parse(c.payload).type, JSON.parse(c.payload).data]),
+    [["agent", "acme.control", "session.sync", {}]]);
+  assert.deepEqual(asked, [["r1", 2, 1002, "t1"], ["r2", null, 5000, "t2"]]);
+  assert.deepEqual(resolved, [["r1", null, "book_table", 5000]]);
+  assert.deepEqual([...events.pendingRequests.keys()], ["r2"]);
+  assert.equal(events.pendingRequests.get("r2").turn, undefined); // the data a hitl.request has
+  assert.deepEqual(seen, [1, 2, 5]);
+  // a later hello listing r2 again announces nothing new
+  events.receive(env(6, "session.hello", { client: "user-9", pending: [openRequest("r2", "t2")] }), "agent");
+  assert.equal(asked.length, 2);
+});
+
+test("sync() against envelopes still on the way: nothing announced twice, nothing revived, nothing dropped early", async () => {
+  const room = new FakeRoom();
+  const events = new VoiceAgentEvents(room).start();
+  const { seen } = collect(events);
+  const asked = [];
+  const resolved = [];
+  events.onHitlRequest((data) => asked.push(data.request_id));
+  events.onHitlResolved((data) => resolved.push([data.request_id, data.outcome]));
+  events.receive(env(1, "session.hello", { client: "user-1", pending: [] }), "agent");
+  events.receive(env(2, "hitl.request", { request_id: "r1", call_id: "c-r1", tool: "book_table" }), "agent");
+  let answer;
+  room.rpcReply = () => new Promise((resolve) => { answer = resolve; });
+  const syncing = events.sync();
+  await sleep(1);
+  const [call] = room.rpcCalls;
+  // while the ack travels: r1 is decided, r3 asked (r3 after the agent built its ack)
+  events.receive(env(3, "hitl.resolved", { request_id: "r1", outcome: "approved" }), "agent");
+  events.receive(env(4, "hitl.request", { request_id: "r3", call_id: "c-r3", tool: "book_table" }), "agent");
+  // the ack lists r1 (still open when it was built) and r2, whose hitl.request is still on the way
+  answer(syncAck(call, [openRequest("r1"), openRequest("r2")]));
+  const reply = await syncing;
+  assert.equal(reply.type, "ack");
+  assert.deepEqual(asked, ["r1", "r3", "r2"]);
+  assert.deepEqual(resolved, [["r1", "approved"]]); // r1 not revived; r3 (not known at the call) kept
+  assert.deepEqual([...events.pendingRequests.keys()].sort(), ["r2", "r3"]);
+  events.receive(env(5, "hitl.request", { request_id: "r2", call_id: "c-r2", tool: "book_table" }), "agent");
+  assert.deepEqual(asked, ["r1", "r3", "r2"]); // r2's own envelope: delivered, not announced again
+  assert.deepEqual(seen, [1, 2, 3, 4, 5]);
+  assert.equal(events.pendingRequests.get("r2").prompt, undefined); // the envelope's data now
+});
+
+test("sync: a truncated list drops nothing, an older agent's error or a reset changes nothing, syncOnGap: false", async () => {
+  const room = new FakeRoom();
+  const events = new VoiceAgentEvents(room).start();
+  const resolved = [];
+  events.onHitlResolved((data) => resolved.push(data.request_id));
+  events.receive(env(1, "session.hello", { client: "user-1" }), "agent");
+  events.receive(env(2, "hitl.request", { request_id: "r1", tool: "book_table" }), "agent");
+  room.rpcReply = (call) => syncAck(call, [], { truncated: true });
+  await events.sync();
+  room.rpcReply = (call) => JSON.stringify({ v: 1, type: "error", id: JSON.parse(call.payload).id, ts: 1,
+    data: { code: "unknown_type", message: "unknown message type 'session.sync'", fatal: false } });
+  assert.equal((await events.sync()).data.code, "unknown_type");
+  assert.deepEqual([...events.pendingRequests.keys()], ["r1"]);
+  let answer;
+  room.rpcReply = () => new Promise((resolve) => { answer = resolve; });
+  const syncing = events.sync();
+  await sleep(1);
+  events.receive(env(1, "session.hello", { client: "user-1" }), "agent-2"); // another agent: reset
+  events.receive(env(2, "hitl.request", { request_id: "r9", tool: "book_table" }), "agent-2");
+  answer(syncAck(room.rpcCalls.at(-1), [openRequest("r1")]));
+  await syncing;
+  assert.deepEqual([...events.pendingRequests.keys()], ["r9"]);
+  assert.deepEqual(resolved, []);
+
+  const quiet = new VoiceAgentEvents(room, { gapTimeoutMs: 5, syncOnGap: false });
+  const calls = room.rpcCalls.length;
+  quiet.receive(env(1), "agent");
+  quiet.receive(env(3), "agent");
+  await sleep(20);
+  assert.equal(room.rpcCalls.length, calls);
+});
+
+test("gaps while a sync is in flight ask once more afterwards; a failed sync is reported", async () => {
+  const room = new FakeRoom();
+  const events = new VoiceAgentEvents(room, { maxBuffered: 1, gapTimeoutMs: 60000 });
+  const { problems } = collect(events);
+  const answers = [];
+  room.rpcReply = () => new Promise((resolve, reject) => { answers.push({ resolve, reject }); });
+  events.receive(env(1, "session.hello", { client: "user-1" }), "agent");
+  for (const seq of [3, 4, 6, 7, 9, 10]) events.receive(env(seq), "agent"); // gaps at 2, 5 and 8
+  await sleep(1);
+  assert.equal(room.rpcCalls.length, 1);
+  answers[0].reject(new Error("Response timeout"));
+  await sleep(1);
+  assert.equal(room.rpcCalls.length, 2);
+  answers[1].resolve(syncAck(room.rpcCalls[1], []));
+  await sleep(1);
+  assert.equal(room.rpcCalls.length, 2);
+  assert.deepEqual(problems.map(([t, info]) => `${t}:${info.reason ?? info.expected}`),
+    ["gap:2", "gap:5", "gap:8", "protocol-error:sync-failed"]);
+});

@@ -214,6 +214,11 @@ export class View {
   hitlResolved(data) {
     const entry = this.hitl.get(data.request_id);
     if (!entry) return;
+    if (data.outcome == null) {
+      // the helper's sync after lost events: the agent no longer lists it, its outcome was lost
+      this.#finishHitl(entry, 'expired', 'No longer open (its outcome did not reach this page).');
+      return;
+    }
     const who = data.by ? ` by ${data.by}` : '';
     const how = data.modified ? ' (with changed arguments)' : '';
     const why = data.reason ? ` - ${data.reason}` : '';

@@ -336,6 +336,43 @@ test('an approval asked before the page joined is shown from its hello, and answ
   assert.equal(await page.locator('.hitl[data-request-id="req-9"]').count(), 1, 'one card, not one per hello');
 });
 
+test('after lost events the page asks session.sync: a lost approval shows up, a lost outcome closes its card', async () => {
+  const ts = Date.now();
+  const me = await fake(() => window.__fakeLiveKit.room.localParticipant.identity);
+  const gone = { request_id: 'req-20', call_id: 'call-20', tool: 'refund', prompt: 'Refund 5 EUR?', arguments: null, deadline: ts + 60_000, for: me };
+  const open = { request_id: 'req-21', call_id: 'call-21', tool: 'refund', prompt: 'Refund 7 EUR?', arguments: null, deadline: ts + 60_000, for: me, turn: 't9' };
+  await fake((pending) => {
+    window.__fakeLiveKit.rpcCalls.length = 0;
+    window.__fakeLiveKit.rpcReply = (call) => {
+      const message = JSON.parse(call.payload);
+      return JSON.stringify({ v: 1, type: 'ack', id: message.id, ts: Date.now(), data: { type: message.type, request_id: null, pending, truncated: false } });
+    };
+  }, [open]);
+  await envelope('hitl.request', gone, { ts, turn: 't8' });
+  const goneCard = page.locator('.hitl[data-request-id="req-20"]');
+  assert.equal(await goneCard.getAttribute('data-state'), 'pending');
+  // lost: req-20's hitl.resolved and req-21's hitl.request; then more than the helper's reorder
+  // buffer (256) waits behind the hole, so it reports the gap at once (this page's gap timeout is long)
+  const first = (seq += 3);
+  seq += 256;
+  await fake(({ from, topic, first }) => {
+    for (let n = 0; n <= 256; n++) {
+      const env = { v: 1, seq: first + n, ts: Date.now(), type: 'agent.text', turn: 't9', data: { delta: '.' } };
+      window.__fakeLiveKit.textStream({ topic, from, chunks: [JSON.stringify(env)] });
+    }
+  }, { from: AGENT, topic: TOPIC, first });
+  const card = page.locator('.hitl[data-request-id="req-21"]');
+  await card.waitFor();
+  assert.equal(await card.locator('.prompt').innerText(), 'Refund 7 EUR?');
+  assert.equal(await card.getAttribute('data-state'), 'pending');
+  assert.equal(await goneCard.getAttribute('data-state'), 'expired');
+  assert.equal(await goneCard.locator('.outcome').innerText(), 'No longer open (its outcome did not reach this page).');
+  assert.equal(await goneCard.locator('button').count(), 0);
+  const calls = await rpcCalls();
+  assert.deepEqual(calls.map((c) => [c.method, c.payload.type, c.payload.data]), [['acme.control', 'session.sync', {}]]);
+  assert.equal(await page.locator('#errors li', { hasText: 'were lost' }).count(), 1);
+});
+
 test('disconnecting resets the page', async () => {
   await fake(() => window.__fakeLiveKit.disconnect());
   assert.equal(await text('#connection'), 'Disconnected');
