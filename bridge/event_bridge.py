@@ -242,6 +242,12 @@ class EventBridge:
             await asyncio.sleep(0)
         await self.flush(self.options.flush_timeout)
         self._closed = True
+        if self._pending:
+            # the gate could not cancel them (it logged why): nobody can answer them through this
+            # bridge any more, and their resolution will not be published
+            log.warning("bridge closed with %d approval request(s) its gate did not resolve", len(self._pending))
+        self._pending.clear()
+        self._open.clear()
         if self._unsubscribe is not None:
             self._unsubscribe()
         self.transport.stop()
@@ -339,7 +345,7 @@ class EventBridge:
         elif isinstance(ev, ApprovalRequested):
             self._on_approval_requested(ev)
         elif isinstance(ev, ApprovalResolved):
-            if ev.request_id not in self._requests:
+            if ev.request_id not in self._pending and ev.request_id not in self._requests:
                 return  # not one of ours (addressed to someone outside this session)
             self._pending.pop(ev.request_id, None)
             self._open.pop(ev.request_id, None)
@@ -568,7 +574,7 @@ class EventBridge:
     def _hitl_respond(self, sender: str, msg: HitlRespond) -> str:
         d, cid = msg.data, msg.id
         rid = d.request_id
-        if rid not in self._requests or self.brain is None:
+        if (rid not in self._pending and rid not in self._requests) or self.brain is None:
             return error_json("unknown_request", f"no approval request {rid!r} in this session", cid)
         gate = self.brain.approvals
         request = gate.get(rid)
@@ -602,16 +608,27 @@ class EventBridge:
         if self.brain is None or not self._pending:
             return 0
         gate = self.brain.approvals
-        convs = set(self._pending.values())
         cancel_all = getattr(gate, "cancel_all", None)
+        if not callable(cancel_all):  # a gate without cancel_all: withdraw each one we know of (the same outcome)
+            return self._withdraw(gate, list(self._pending), by)
         n = 0
-        if callable(cancel_all):
-            for conv in convs:
+        for conv in set(self._pending.values()):
+            try:
                 n += int(cancel_all(conv, by=by))
-        else:  # a gate without cancel_all: withdraw each one we know of (the same outcome)
-            for rid in list(self._pending):
+            except Exception:  # noqa: BLE001 - a broken gate must not keep the requests open (or break leave / close)
+                log.exception("the approval gate's cancel_all failed; withdrawing its requests one by one")
+                n += self._withdraw(gate, [rid for rid, c in self._pending.items() if c == conv], by)
+        return n
+
+    @staticmethod
+    def _withdraw(gate: Any, request_ids: list[str], by: str) -> int:
+        n = 0
+        for rid in request_ids:
+            try:
                 if gate.resolve(rid, ApprovalDecision.withdraw(by=by)) == ResolveStatus.OK:
                     n += 1
+            except Exception:  # noqa: BLE001
+                log.exception("the approval gate could not withdraw request %s", rid)
         return n
 
     def _on_join(self, identity: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
@@ -20,13 +21,19 @@ from brain import (
     Turn,
     VoiceBrain,
     create_voice_brain,
+    tool,
 )
 from brain.approvals import Outcome
-from brain.events import ApprovalRequested
+from brain.events import ApprovalRequested, ApprovalResolved
+from brain.memory import ToolCall
 from bridge import BridgeOptions, EventBridge, attach_event_bridge
 from tests.bridge_fakes import FakeClient, FakeRoom
 
 CONV = "room-1"
+
+
+async def consume(brain: VoiceBrain, turn: Turn) -> list[str]:
+    return [d async for d in brain.stream_reply(turn)]
 
 
 @dataclass
@@ -69,13 +76,14 @@ class MinimalGate:
 async def session(request: pytest.FixtureRequest) -> AsyncIterator[Session]:
     params: dict[str, Any] = getattr(request, "param", {})
     room = FakeRoom(["alice", "mallory"] + params.get("extra", []))
-    gate = MinimalGate() if params.get("minimal_gate") else None
-    brain = create_voice_brain(BrainConfig(_env_file=None, hitl_timeout=params.get("hitl_timeout", 30.0)), approvals=gate)
+    gate = params["gate"]() if "gate" in params else MinimalGate() if params.get("minimal_gate") else None
+    brain = create_voice_brain(BrainConfig(_env_file=None, hitl_timeout=params.get("hitl_timeout", 30.0)), approvals=gate,
+                               tools=params.get("tools"))
     bridge = attach_event_bridge(
         room, brain=brain, agent_name="assistant", served_identity="alice", conversation_id=CONV,
         allowed_identities=params.get("allowed", ()), report_overrides=params.get("reports"),
         options=BridgeOptions(send_attempts=2, retry_base_delay=0.001, broadcast=params.get("broadcast", False),
-                              **({"max_reply_bytes": params["max_reply_bytes"]} if "max_reply_bytes" in params else {})),
+                              **{k: params[k] for k in ("max_reply_bytes", "memory") if k in params}),
     )
     yield Session(room, brain, bridge, FakeClient(room, "alice"))
     await bridge.aclose()
@@ -385,3 +393,179 @@ async def test_a_session_sync_ack_too_big_for_an_rpc_reply_is_cut_and_says_so(se
     reply = await s.alice.sync()
     assert [p["request_id"] for p in reply["data"]["pending"]] == ["r1"] and reply["data"]["truncated"] is True
     assert len(json.dumps(reply, separators=(",", ":"))) <= 300
+
+
+# -- every way a request ends empties the bridge's per-request stores -------------------------
+
+
+def bridge_stores(bridge: EventBridge) -> dict[str, object]:
+    """The bridge's stores of open requests (what hellos and session.sync list)."""
+    return {"open": dict(bridge._open), "pending": dict(bridge._pending)}
+
+
+async def assert_nothing_stale(s: Session) -> None:
+    assert bridge_stores(s.bridge) == {"open": {}, "pending": {}}
+    if "alice" in s.room.remote_participants:
+        assert (await s.alice.sync())["data"]["pending"] == []
+    identity = "alice" if "alice" in s.room.remote_participants else "supervisor"
+    assert await hello_pending(s, identity) == []
+
+
+async def ends_the_turn(task: asyncio.Task[Any]) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, 10)
+
+
+class FailingGate(InProcessApprovalGate):
+    """A gate whose bookkeeping (`finish`) or cancellation (`cancel_all`, `resolve`) raises."""
+
+    def __init__(self, *, finish: bool = False, cancel: bool = False, resolve: bool = False) -> None:
+        super().__init__()
+        self.fail_finish, self.fail_cancel, self.fail_resolve = finish, cancel, resolve
+
+    def resolve(self, request_id: str, decision: ApprovalDecision) -> ResolveStatus:
+        if self.fail_resolve:
+            raise RuntimeError("approval store down")
+        return super().resolve(request_id, decision)
+
+    def finish(self, request_id: str, outcome: Outcome) -> None:
+        super().finish(request_id, outcome)
+        if self.fail_finish:
+            raise RuntimeError("approval store down")
+
+    def cancel_all(self, conversation_id: str | None = None, *, by: str | None = None) -> int:
+        if self.fail_cancel:
+            raise RuntimeError("approval store down")
+        return super().cancel_all(conversation_id, by=by)
+
+
+SUPERVISED: dict[str, Any] = {"allowed": ["supervisor"], "extra": ["supervisor"]}
+
+
+@pytest.mark.parametrize(
+    ("session", "end"),
+    [
+        (SUPERVISED, "approved"),
+        (SUPERVISED, "rejected"),
+        ({**SUPERVISED, "hitl_timeout": 0.05}, "timeout"),
+        (SUPERVISED, "barge_in"),
+        (SUPERVISED, "user_left"),
+        (SUPERVISED, "room_closed"),
+        ({**SUPERVISED, "gate": lambda: FailingGate(finish=True)}, "approved"),
+        ({**SUPERVISED, "gate": lambda: FailingGate(cancel=True)}, "user_left"),
+        ({**SUPERVISED, "minimal_gate": True}, "user_left"),
+        ({**SUPERVISED, "memory": 2}, "approved_after_many_others"),
+    ],
+    indirect=["session"],
+    ids=["approved", "rejected", "timeout", "barge_in", "user_left", "room_closed", "gate_finish_raises",
+         "gate_cancel_all_raises", "gate_without_cancel_all", "request_ids_forgotten"],
+)
+async def test_every_way_a_request_ends_empties_the_bridge_stores(session: Session, end: str) -> None:
+    s = session
+    task = await s.run_turn("book a table for two")
+    [req] = await s.alice.wait_for("hitl.request")
+    rid = req["data"]["request_id"]
+    assert list(bridge_stores(s.bridge)["open"]) == [rid]
+    if end == "approved_after_many_others":
+        # more requests than BridgeOptions.memory come and go (other turns' tools) while this one is open
+        for n in range(3):
+            common = {"conversation_id": CONV, "turn_id": f"other_{n}", "request_id": f"other_{n}", "call_id": f"c{n}",
+                      "name": "book_table"}
+            s.bridge.publish_event(ApprovalRequested(**common, prompt="?", arguments={}, deadline_ms=2**62))
+            s.bridge.publish_event(ApprovalResolved(**common, outcome="rejected", decided_by="alice"))
+        end = "approved"
+    if end in ("approved", "rejected"):
+        assert (await s.alice.respond(rid, "approve" if end == "approved" else "reject"))["type"] == "ack"
+    elif end == "barge_in":
+        task.cancel()
+    elif end == "user_left":
+        s.room.disconnect_participant("alice")
+    elif end == "room_closed":
+        s.room.close()
+    await ends_the_turn(task)
+    assert await s.bridge.flush(5)
+    # its hitl.resolved went out (once), so clients drop it too
+    assert [r["data"]["request_id"] for r in s.client("supervisor").of_type("hitl.resolved")].count(rid) == 1
+    await assert_nothing_stale(s)
+
+
+@pytest.mark.parametrize("session", [SUPERVISED], indirect=True)
+async def test_a_turn_that_fails_while_its_approval_is_open_empties_the_bridge_stores(session: Session) -> None:
+    """A parallel call fails the turn (the approval service breaks): the open request is cut off."""
+    s = session
+
+    async def policy(request: ApprovalRequest) -> ApprovalDecision | None:
+        if request.tool_name != "get_weather":
+            return None  # book_table: a person decides
+        while not any(r.tool_name == "book_table" for r in gate.pending(CONV)):  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+        raise RuntimeError("approval service down")
+
+    @tool(requires_approval=True)
+    async def get_weather(city: str) -> str:
+        """Weather for a city."""
+        return "sunny"
+
+    gate = InProcessApprovalGate(policy=policy)
+    brain = create_voice_brain(BrainConfig(_env_file=None), approvals=gate, tools=[get_weather])
+    await s.bridge.aclose()
+    s.room.local_participant.sends.clear()
+    s.bridge = attach_event_bridge(s.room, brain=brain, agent_name="assistant", served_identity="alice",
+                                   conversation_id=CONV, allowed_identities=["supervisor"])
+    s.brain = brain
+    task = await s.run_turn("book a table and tell me the weather")
+    await ends_the_turn(task)
+    assert await s.bridge.flush(5)
+    assert s.alice.of_type("turn.done")[-1]["data"]["reason"] == "error"
+    outcomes = {r["data"]["tool"]: r["data"]["outcome"] for r in s.alice.of_type("hitl.resolved")}
+    assert outcomes == {"get_weather": "cancelled", "book_table": "cancelled"}
+    await assert_nothing_stale(s)
+
+
+@pytest.mark.parametrize("session", [SUPERVISED], indirect=True)
+async def test_a_realtime_tool_call_empties_the_bridge_stores_when_cut_off_or_decided(session: Session) -> None:
+    """Realtime mode runs the model's calls through `run_tool_call` (agent/realtime.py) and
+    cancels it on barge-in."""
+    s = session
+    turn = Turn("book it", CONV, turn_id="rt_1", user_id="alice")
+    args = {"restaurant": "Luigi's", "party_size": 2, "time": "19:00"}
+    for n, decide in enumerate((False, True)):
+        call = ToolCall(f"rt_call_{n}", "book_table", args, json.dumps(args))
+        task = asyncio.create_task(s.brain.run_tool_call(turn, call))
+        [*_, req] = await s.alice.wait_for("hitl.request", n + 1)
+        if decide:
+            await s.alice.respond(req["data"]["request_id"], "approve")
+        else:
+            task.cancel()
+        await ends_the_turn(task)
+        assert await s.bridge.flush(5)
+        await assert_nothing_stale(s)
+    assert [r["data"]["outcome"] for r in s.alice.of_type("hitl.resolved")] == ["cancelled", "approved"]
+
+
+@pytest.mark.parametrize(
+    "gate",
+    [lambda: FailingGate(), lambda: FailingGate(cancel=True), lambda: FailingGate(cancel=True, resolve=True)],
+    ids=["gate_ok", "gate_cancel_all_raises", "gate_cannot_cancel"],
+)
+async def test_closing_the_bridge_empties_its_stores_whatever_the_gate_does(gate: Any) -> None:
+    room = FakeRoom(["alice"])
+    brain = create_voice_brain(BrainConfig(_env_file=None), approvals=gate())
+    bridge = attach_event_bridge(room, brain=brain, agent_name="assistant", served_identity="alice", conversation_id=CONV)
+    alice = FakeClient(room, "alice")
+    task = asyncio.create_task(consume(brain, Turn("book a table for two", CONV, user_id="alice")))
+    await alice.wait_for("hitl.request")
+    await bridge.aclose()  # completes, even if the gate cannot cancel
+    assert bridge_stores(bridge) == {"open": {}, "pending": {}}
+    assert room.local_participant.rpc_handlers == {}
+    if brain.approvals.fail_resolve:
+        # nothing could withdraw it: the brain waits for its deadline (the agent ends the turn
+        # with the session); the closed bridge no longer holds it
+        assert len(brain.approvals.pending(CONV)) == 1 and alice.of_type("hitl.resolved") == []
+        task.cancel()
+        await ends_the_turn(task)
+        return
+    await ends_the_turn(task)
+    assert brain.approvals.pending(CONV) == []  # withdrawn in the gate too
+    assert [r["data"]["by"] for r in alice.of_type("hitl.resolved")] == ["system:session_closed"]
+
