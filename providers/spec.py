@@ -45,7 +45,8 @@ class ProviderOptions(BaseModel):
     @classmethod
     def _blank_means_unset(cls, data: Any) -> Any:
         if isinstance(data, Mapping):
-            return {k: v for k, v in data.items() if v is not None and v != ""}
+            # a value of spaces too (`LOCAL_TTS_VOICE= ` picked espeak's en-gb, not the en-us default)
+            return {k: v for k, v in data.items() if v is not None and not (isinstance(v, str) and not v.strip())}
         return data
 
     @field_validator("*", mode="before")

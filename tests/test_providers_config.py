@@ -410,6 +410,17 @@ def test_a_key_of_spaces_is_no_key(kind: str) -> None:
         create(SpeechSettings(**{f"{kind.upper()}_PROVIDERS": "openai", "OPENAI_API_KEY": "   "}))  # type: ignore[operator]
 
 
+def test_an_option_of_spaces_means_its_default() -> None:
+    """`LOCAL_TTS_VOICE= ` (spaces) picked espeak's en-gb instead of the en-us default; blank options
+    mean their default, as empty ones do."""
+    from providers.factory import resolve_options
+    from providers.registry import get_spec
+
+    options, problem = resolve_options(get_spec("tts", "local"), SpeechSettings(LOCAL_TTS_VOICE="   ", LOCAL_TTS_RATE=" "))
+    assert problem == "" and options is not None
+    assert (options.voice, options.rate) == ("en-us", 175)  # type: ignore[attr-defined]
+
+
 def test_a_chosen_plugin_that_fails_to_import_is_not_ok(monkeypatch: pytest.MonkeyPatch) -> None:
     """doctor and GET /providers said "ok" for a plugin found on disk that raises on import;
     the worker's start-up then failed on it."""
