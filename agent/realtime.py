@@ -111,6 +111,9 @@ class _RealtimeTurn:
     handle: SpeechHandle | None = None
     tools_running: int = 0
     watchdog: asyncio.TimerHandle | None = None
+    awaiting_answer: bool = False
+    """Taken back from hold by a reply that has said nothing yet: it may answer the tool
+    results, or new input (then it becomes a turn of its own, see `_split_off`)."""
     refused: bool = False
     """The server refused a request while this reply ran (`bad_request`, maybe about another
     one), or a recoverable failure hit while the turn waited for its tools: an error of the
@@ -203,20 +206,30 @@ class RealtimeTurnTracker:
     # -- session events --
 
     def _on_speech_created(self, ev: SpeechCreatedEvent) -> None:
-        self.open_turn(ev.speech_handle)
+        self.open_turn(ev.speech_handle, user_initiated=ev.user_initiated)
 
-    def open_turn(self, handle: SpeechHandle) -> _RealtimeTurn:
+    def open_turn(self, handle: SpeechHandle, *, user_initiated: bool = False) -> _RealtimeTurn:
+        """The turn of a new reply. `user_initiated`: asked for by the agent (`generate_reply`:
+        a typed message, the greeting, an apology), so never the model's answer to tool results."""
         existing = self._by_speech.get(handle.id)
         if existing is not None:
             return existing
-        held = self._take_held()
-        if held is not None:  # the model's own answer to the tool results of that turn
+        if user_initiated:
+            self._release_held()  # new input: the old turn's answer is not what comes next
+        held = None if user_initiated else self._take_held()
+        if held is not None:  # the model's own answer to the tool results of that turn, likely
             held.speech_id, held.done, held.continues, held.handle = handle.id, False, False, handle
+            held.awaiting_answer = True
             self._by_speech[handle.id] = held
             self._open.append(held)
             handle.add_done_callback(self._on_speech_done)
             self._arm(held)
             return held
+        rt = self._new_turn(handle)
+        handle.add_done_callback(self._on_speech_done)
+        return rt
+
+    def _new_turn(self, handle: SpeechHandle) -> _RealtimeTurn:
         transcript = " ".join(self._pending_transcript)
         self._pending_transcript.clear()
         rt = _RealtimeTurn(
@@ -230,12 +243,29 @@ class RealtimeTurnTracker:
         self.events.emit(
             TurnStarted(conversation_id=self.conversation_id, turn_id=rt.turn.turn_id, transcript=transcript)
         )
-        handle.add_done_callback(self._on_speech_done)
         self._arm(rt)
         return rt
 
+    def _split_off(self) -> None:
+        """The user's words arrived for a reply that took a held turn back before saying anything:
+        it answers them, not the tool results (Gemini reports the transcript of what the user
+        said only once the reply to it has begun). The held turn ends as it was; the reply gets
+        a turn of its own."""
+        for t in list(self._open):
+            if not t.awaiting_answer or t.handle is None:
+                continue
+            handle = t.handle
+            t.awaiting_answer = False
+            self._open.remove(t)
+            self._by_speech.pop(handle.id, None)
+            t.done = True
+            self._finish(t, interrupted=False)
+            self._new_turn(handle)  # its done callback is already registered
+
     def _on_user_input_transcribed(self, ev: UserInputTranscribedEvent) -> None:
         text = ev.transcript.strip()
+        if text:
+            self._split_off()
         if not ev.is_final or not text:
             return
         self._release_held()  # the user spoke again: no answer to the old tool results is coming
@@ -254,6 +284,7 @@ class RealtimeTurnTracker:
         if t is None or t.done:
             return
         t.text.append(text)
+        t.awaiting_answer = False
         self._arm(t)
         self.events.emit(TextDelta(conversation_id=self.conversation_id, turn_id=t.turn.turn_id, text=text))
 
@@ -261,6 +292,7 @@ class RealtimeTurnTracker:
         """A frame of the model's audio arrived (progress)."""
         t = self.current(speech_id)
         if t is not None and not t.done:
+            t.awaiting_answer = False
             self._arm(t)
 
     def on_output_end(self, speech_id: str | None) -> None:
@@ -431,6 +463,7 @@ class RealtimeTurnTracker:
             return
         if isinstance(event, ToolStarted):
             t.tools_running += 1  # a tool (or its approval) may take long: not a stall
+            t.awaiting_answer = False
             self._disarm(t)
         else:
             t.tools_running = max(0, t.tools_running - 1)

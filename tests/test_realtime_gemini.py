@@ -92,3 +92,44 @@ async def test_gemini_live_barge_in_interrupts_the_reply() -> None:
         assert (by_turn[second_id].reason, by_turn[second_id].text) == ("completed", "Okay.")
         position, interrupted = h.sink.segments[0]
         assert interrupted and position < 4.0
+
+
+@tool
+def check_weather(city: str) -> str:
+    """Current weather for a city."""
+    return f"sunny in {city}"
+
+
+def _said(h: RealtimeHarness, words: str) -> bool:
+    return words in "".join(e.text for e in h.of_type("text.delta"))
+
+
+async def test_a_reply_to_new_input_is_not_folded_into_a_turn_waiting_for_its_tool_answer() -> None:
+    """Gemini may not answer tool results (the turn is held for that answer). What comes next is
+    the answer to new input, a turn of its own: a typed message (`user.text`), or the user's next
+    utterance (whose transcript Gemini reports only after the reply to it has begun)."""
+    async with RealtimeHarness(provider="gemini-live", tools=[check_weather]) as h:
+        h.server.answer_tool_results = False
+        h.server.transcripts.extend(["weather in paris", "and in rome", "hello?"])
+        h.server.script.extend([CallTool("check_weather", {"city": "Paris"}, call_id="fc_paris"), Say("It is sunny in Paris.", audio_ms=200),
+                                CallTool("check_weather", {"city": "Rome"}, call_id="fc_rome"), Say("Rome is sunny too.", audio_ms=200)])
+        tracker = h.agent.tracker
+        h.user_says()
+        await h.wait_until(lambda: len(h.of_type("tool.finished")) == 1 and tracker._held is not None)
+        h.session.generate_reply(user_input="hello?")  # what the bridge does with `user.text`
+        await h.wait_until(lambda: _said(h, "Paris.") and not tracker._open)
+        h.user_says()
+        await h.wait_until(lambda: len(h.of_type("tool.finished")) == 2 and tracker._held is not None)
+        h.user_says()  # "hello?" again, spoken: Gemini answers the user, not the tool results
+        await h.wait_until(lambda: _said(h, "too.") and not tracker._open)
+        await h.wait_until(lambda: tracker._held is None)
+
+    tool_turns = [e.turn_id for e in h.of_type("tool.started")]
+    started = [e.turn_id for e in h.of_type("turn.started")]
+    assert len(started) == len(set(started)) == 4
+    assert tool_turns == [started[0], started[2]]
+    done = {d.turn_id: (d.reason, d.text) for d in h.done_turns()}
+    assert len(h.done_turns()) == 4
+    assert [done[t] for t in started] == [("completed", ""), ("completed", "It is sunny in Paris."),
+                                          ("completed", ""), ("completed", "Rome is sunny too.")]
+    assert [h.texts(t) for t in tool_turns] == ["", ""]

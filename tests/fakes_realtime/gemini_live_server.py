@@ -92,6 +92,9 @@ class FakeGeminiLiveServer:
         self.setups: list[dict[str, Any]] = []
         self.connections = 0
         self.faults_played = 0
+        self.answer_tool_results = True
+        """False: the model says nothing after a tool response, as Gemini may (its default
+        `WHEN_IDLE` scheduling waits for an idle moment that a voice session may not have)."""
         self.started: list[tuple[Any, dict[str, Any] | None]] = []
         """Every reply played, with the client request that started it (None: the user's turn)."""
         self._transport: asyncio.BaseTransport | None = None
@@ -177,7 +180,8 @@ class FakeGeminiLiveServer:
                 await self._on_audio(base64.urlsafe_b64decode(data + "=" * (-len(data) % 4)))
         elif "toolResponse" in message or "tool_response" in message:
             # Gemini answers tool results by itself
-            self._start_reply(transcript=None)
+            if self.answer_tool_results:
+                self._start_reply(transcript=None)
         elif (content := message.get("clientContent") or message.get("client_content")) is not None:
             # the client asks for a reply (livekit's generate_reply): text turns, turn complete.
             # Like Gemini, client content interrupts the generation in progress.
