@@ -259,7 +259,7 @@ class RealtimeTurnTracker:
             self._open.remove(t)
             self._by_speech.pop(handle.id, None)
             t.done = True
-            self._finish(t, interrupted=False)
+            self._end_held(t)
             self._new_turn(handle)  # its done callback is already registered
 
     def _on_user_input_transcribed(self, ev: UserInputTranscribedEvent) -> None:
@@ -346,8 +346,9 @@ class RealtimeTurnTracker:
         if spoken := _spoken_text(handle):
             t.spoken.append(spoken)
         failed = handle.exception() if handle.done() else None
-        said_nothing = not t.spoken and not "".join(t.text).strip()
-        if not t.error and not handle.interrupted and (failed is not None or (t.refused and said_nothing)):
+        # a turn whose answer comes in a reply of its own (Gemini) is judged when that ends
+        refused = t.refused and _said_nothing(t) and not t.continues
+        if not t.error and not handle.interrupted and (failed is not None or refused):
             # the reply never happened (e.g. "pending response discarded due to session
             # reconnection", or a refused request): an error turn, not an empty completed one
             log.info("reply %s failed: %s", handle.id, failed or "the server refused it")
@@ -378,7 +379,14 @@ class RealtimeTurnTracker:
     def _release_held(self) -> None:
         held = self._take_held()
         if held is not None:
-            self._finish(held, interrupted=False)
+            self._end_held(held)
+
+    def _end_held(self, t: _RealtimeTurn) -> None:
+        """A held turn ends without the model's answer to its tool results: an error only if a
+        refused request or a dropped connection kept it from saying anything."""
+        if t.refused and _said_nothing(t):
+            t.error = True
+        self._finish(t, interrupted=False)
 
     def _finish(self, t: _RealtimeTurn, *, interrupted: bool) -> None:
         self._disarm(t)
@@ -512,6 +520,10 @@ class RealtimeTurnTracker:
         self._apology_speech_ids.add(handle.id)
         if (t := self._by_speech.get(handle.id)) is not None:
             t.apology = True
+
+
+def _said_nothing(t: _RealtimeTurn) -> bool:
+    return not t.spoken and not "".join(t.text).strip()
 
 
 def _spoken_text(handle: SpeechHandle) -> str:

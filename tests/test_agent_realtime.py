@@ -21,7 +21,7 @@ from tests.fakes.openai_server import text_reply, tool_reply
 from tests.fakes_realtime import CallTool, Say
 
 from .agent_fakes import settings
-from .faults_kit import ANSWER, TIMEOUT, FaultTransport, PipelineRig, RealtimeRig
+from .faults_kit import ANSWER, APOLOGY, TIMEOUT, FaultTransport, PipelineRig, RealtimeRig
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -358,3 +358,39 @@ async def test_a_drop_while_an_approval_is_pending_cuts_nothing() -> None:
     dones = [(e["turn"], e["data"]["reason"], e["data"]["text"]) for e in envelopes if e["type"] == "turn.done"]
     assert dones == [(tool_turn, "completed", "Email sent.")], dones
     assert [e["data"]["status"] for e in envelopes if e["type"] == "tool.finished"] == ["ok"]
+
+
+async def test_gemini_a_drop_while_an_approval_is_pending_cuts_nothing() -> None:
+    """As above with Gemini Live, which answers tool results in a reply of its own: the turn that
+    made the call said nothing itself, and that is no failure (it ended `error`, an apology was
+    asked for and cut off by the answer, and the answer came as a turn of its own)."""
+    sent: list[str] = []
+
+    @tool(requires_approval=True, report="args", approval_prompt="Send an email to {to}?")
+    async def send_email(to: str, body: str) -> str:
+        """Send an email."""
+        sent.append(to)
+        return f"sent to {to}"
+
+    async with RealtimeRig(provider="gemini-live", tools=[send_email]) as rig:
+        rig.server.transcripts.append("email ada")
+        rig.server.script.extend([CallTool("send_email", {"to": "ada@x", "body": "hi"}, call_id="c1"),
+                                  Say("Email sent.", audio_ms=200)])
+        rig.input.push_speech(rig.samples, rig.rate, trailing_silence_s=1.0)
+        await rig.wait(lambda: any(e["type"] == "hitl.request" for e in rig.transport.envelopes))
+        rig.server.drop_connection()
+        await rig.wait(lambda: len(rig.server.setups) == 2)  # reconnected
+        request = next(e for e in rig.transport.envelopes if e["type"] == "hitl.request")
+        reply = json.loads(await rig.transport.deliver("user", json.dumps(
+            {"v": 1, "id": "m1", "type": "hitl.respond", "data": {"request_id": request["data"]["request_id"], "decision": "approve"}})))
+        assert reply["type"] == "ack"
+        tracker = rig.voice.tracker
+        await rig.wait(lambda: "Email sent." in "".join(e.text for e in rig.brain_events if e.type == "text.delta")
+                       and not tracker._open and tracker._held is None)
+        assert rig.voice.bridge is not None and await rig.voice.bridge.flush(2.0)
+        envelopes = list(rig.transport.envelopes)
+    assert sent == ["ada@x"]
+    (tool_turn,) = {e["turn"] for e in envelopes if e["type"] in ("tool.started", "hitl.request", "tool.finished")}
+    dones = [(e["turn"], e["data"]["reason"], e["data"]["text"]) for e in envelopes if e["type"] == "turn.done"]
+    assert dones == [(tool_turn, "completed", "Email sent.")], dones
+    assert [i for i in rig.server.requested_texts() if APOLOGY in i] == []  # no apology asked for

@@ -132,6 +132,11 @@ class FakeGeminiLiveServer:
     def base_url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
+    def drop_connection(self) -> None:
+        """Close the TCP connection without a WebSocket close frame (client side: 1006)."""
+        assert self._transport is not None, "no client connected"
+        self._transport.close()
+
     def of_key(self, key: str) -> list[dict[str, Any]]:
         """Client messages of one kind, e.g. `tool_response` (snake or camel case)."""
         camel = key.split("_")[0] + "".join(w.title() for w in key.split("_")[1:])
