@@ -427,6 +427,11 @@ class RealtimeTurnTracker:
         # reply ends it as an error, and (once) the user hears a short apology
         if report.code == "protocol" or t is None or t.done:
             return
+        if report.code == "auth" and report.recoverable:
+            # a rejected key, retried by livekit: no reply can run until an attempt succeeds
+            # (then nothing was lost), and an apology could not be heard either; the last
+            # attempt is fatal and ends the session
+            return
         if report.code == "bad_request" and not t.error:
             # e.g. `conversation_already_has_active_response` about some other client event:
             # judged when the reply ends (an error only if it said nothing)

@@ -97,10 +97,11 @@ class RealtimeVoiceSession(BaseVoiceSession):
         hits_reply = current is not None and not current.done
         turn_id = self._turn_id()
         if report.recoverable and not fatal and report.code != "protocol":
-            if not hits_reply or turn_id in self._reported_turns:
+            if not hits_reply or turn_id in self._reported_turns or report.code == "auth":
                 # a connection attempt livekit retries, with no reply in flight (or one already
-                # told of the failure): logged by the caller; clients hear of it again only if
-                # the last attempt fails too (fatal)
+                # told of the failure, or a rejected key: the reply cannot run before an attempt
+                # succeeds): logged by the caller; clients hear of it again only if the last
+                # attempt fails too (fatal)
                 return
             if turn_id is not None:
                 self._reported_turns.add(turn_id)

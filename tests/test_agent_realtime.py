@@ -226,6 +226,24 @@ async def test_a_rejected_key_is_one_fatal_error_not_one_per_retry() -> None:
     assert "test-key" not in errors[0]["message"]
 
 
+async def test_a_rejected_key_while_the_greeting_waits_is_one_fatal_error_and_no_apology() -> None:
+    """The greeting (on by default) is a reply in flight while the rejected key is retried:
+    still one `error` (fatal), the greeting's turn ends `error`, and no apology for a "lost
+    connection" is asked for (it was: two more `error`s, and an apology turn failing in turn)."""
+    rig = RealtimeRig(greeting="Hello!")
+    rig.server.api_key = "another-key"
+    async with rig:
+        await rig.wait(lambda: any(e["type"] == "error" and e["data"]["fatal"] for e in rig.transport.envelopes))
+        await rig.wait(lambda: not rig.voice.tracker._open)
+        assert rig.voice.bridge is not None and await rig.voice.bridge.flush(2.0)
+        envelopes = list(rig.transport.envelopes)
+    errors = [(e["turn"], e["data"]["code"], e["data"]["fatal"]) for e in envelopes if e["type"] == "error"]
+    dones = [(e["turn"], e["data"]["reason"]) for e in envelopes if e["type"] == "turn.done"]
+    assert len(dones) == 1 and dones[0][1] == "error", dones
+    assert errors == [(dones[0][0], "auth", True)], errors
+    assert rig.server.rejected_connections == 4  # the first attempt and REALTIME_MAX_RETRY=3 retries
+
+
 async def test_barge_in_while_a_plain_function_tool_runs_tells_the_model_it_may_have_happened() -> None:
     """A thread cannot be stopped: as in pipeline mode, the model must not be told the action
     was not done (here it was: the SMS went out after the barge-in)."""
