@@ -75,7 +75,10 @@ def realtime_session_kwargs(settings: RealtimeSettings) -> dict[str, Any]:
 
     The model detects turns server-side, so no local VAD is loaded; barge-in comes from the
     server's `speech_started`. There is no false-interruption resume: the server has already
-    cancelled its reply by then.
+    cancelled its reply by then. livekit's own interruptions stay on whatever
+    REALTIME_ALLOW_INTERRUPTIONS says (livekit-agents refuses to start a session with server-side
+    turn detection otherwise): the server decides (Gemini's NO_INTERRUPTION), see
+    `providers.realtime.create_realtime_model`.
     """
     from livekit.agents.voice.turn import InterruptionOptions, TurnHandlingOptions
 
@@ -84,7 +87,7 @@ def realtime_session_kwargs(settings: RealtimeSettings) -> dict[str, Any]:
         "turn_handling": TurnHandlingOptions(
             turn_detection="realtime_llm",
             interruption=InterruptionOptions(
-                enabled=settings.allow_interruptions,
+                enabled=True,
                 mode="vad",
                 false_interruption_timeout=None,
                 resume_false_interruption=False,

@@ -233,6 +233,14 @@ def _create_openai(settings: RealtimeSettings) -> llm.RealtimeModel:
         raise ProviderConfigError(
             "OPENAI_API_KEY is not set; REALTIME_PROVIDER=openai-realtime needs it"
         )
+    if not settings.allow_interruptions:
+        # livekit-agents interrupts the reply on the server's `speech_started` whatever
+        # `interrupt_response` says, and refuses a session whose own interruptions are off
+        raise ProviderConfigError(
+            "REALTIME_ALLOW_INTERRUPTIONS=false is not supported with REALTIME_PROVIDER=openai-realtime: "
+            "livekit-agents stops the reply whenever the server hears the user; leave it true, or "
+            "use REALTIME_PROVIDER=gemini-live"
+        )
     _import_plugin("openai-realtime")
     from openai.types.realtime import AudioTranscription
 

@@ -133,3 +133,22 @@ async def test_a_reply_to_new_input_is_not_folded_into_a_turn_waiting_for_its_to
     assert [done[t] for t in started] == [("completed", ""), ("completed", "It is sunny in Paris."),
                                           ("completed", ""), ("completed", "Rome is sunny too.")]
     assert [h.texts(t) for t in tool_turns] == ["", ""]
+
+
+async def test_a_session_without_interruptions_starts_and_keeps_talking_over_the_user() -> None:
+    """REALTIME_ALLOW_INTERRUPTIONS=false is Gemini's NO_INTERRUPTION: the session starts (livekit
+    refused to start it: its own interruptions must stay on with server-side turn detection) and
+    the user's speech does not cut the reply."""
+    async with RealtimeHarness(provider="gemini-live", allow_interruptions=False) as h:
+        h.server.transcripts.extend(["tell me a story", "wait"])
+        story = "Once upon a time in a land far away there lived"
+        h.server.script.extend([Say(story, audio_ms=700), Say("Yes?", audio_ms=200)])
+        h.user_says()
+        await h.agent_speaking()
+        h.user_says()  # talks over the agent
+        await h.turn_done(2)
+        assert h.server.setups[0]["realtimeInputConfig"]["activity_handling"] == "NO_INTERRUPTION"
+    first, second = h.done_turns()
+    assert (first.reason, first.text) == ("completed", story)
+    assert (second.reason, second.text) == ("completed", "Yes?")
+    assert h.sink.segments[0] == (pytest.approx(0.7, abs=0.01), False)  # played to the end

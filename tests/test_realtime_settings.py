@@ -119,3 +119,12 @@ async def test_gemini_live_builds_offline_with_server_side_vad() -> None:
         assert opts.voice == "Kore" and opts.api_key == "placeholder"
     finally:
         await model.aclose()
+
+
+def test_openai_without_interruptions_is_refused_naming_the_variable() -> None:
+    """livekit-agents stops an OpenAI reply whenever the server hears the user, whatever the
+    server's `interrupt_response`: REALTIME_ALLOW_INTERRUPTIONS=false cannot be honoured there
+    (every session failed to start with it), so it is refused when the model is built."""
+    with pytest.raises(ProviderConfigError) as e:
+        create_realtime_model(settings(openai_api_key="placeholder", allow_interruptions=False))
+    assert "REALTIME_ALLOW_INTERRUPTIONS" in str(e.value) and "gemini-live" in str(e.value)

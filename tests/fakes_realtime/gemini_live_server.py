@@ -104,6 +104,9 @@ class FakeGeminiLiveServer:
         self._ws: web.WebSocketResponse | None = None
         self._responding: asyncio.Task[None] | None = None
         self._in_speech = False
+        self._user_interrupts = True
+        """Activity handling: the user's speech cuts the reply (else NO_INTERRUPTION: the reply
+        plays on, and the answer to the user follows it)."""
         self._speech_ms = 0.0
         self._silence_ms = 0.0
         self.port = 0
@@ -177,6 +180,9 @@ class FakeGeminiLiveServer:
         # the SDK sends snake_case keys and URL-safe base64; the API accepts both spellings
         if "setup" in message:
             self.setups.append(message["setup"])
+            config = message["setup"].get("realtimeInputConfig") or message["setup"].get("realtime_input_config") or {}
+            handling = config.get("activity_handling") or config.get("activityHandling")
+            self._user_interrupts = handling != "NO_INTERRUPTION"
             await self._send({"setupComplete": {}})
         elif (rt := message.get("realtimeInput") or message.get("realtime_input")) is not None:
             audio = rt.get("audio")
@@ -207,7 +213,7 @@ class FakeGeminiLiveServer:
             self._speech_ms = self._speech_ms + ms if loud else 0.0
             if self._speech_ms >= 60:
                 self._in_speech, self._silence_ms = True, 0.0
-                if self._responding is not None and not self._responding.done():
+                if self._user_interrupts and self._responding is not None and not self._responding.done():
                     self._responding.cancel()  # it reports the interruption itself
             return
         self._silence_ms = 0.0 if loud else self._silence_ms + ms
@@ -218,7 +224,19 @@ class FakeGeminiLiveServer:
     def _start_reply(self, transcript: str | None, request: dict[str, Any] | None = None) -> None:
         reply = self.script.popleft() if self.script else Say("(unscripted reply)", audio_ms=200)
         self.started.append((reply, request))
-        self._responding = asyncio.ensure_future(self._reply(reply, transcript))
+        current = self._responding
+        if current is not None and not current.done() and not self._user_interrupts:
+            self._responding = asyncio.ensure_future(self._reply_after(current, reply, transcript))
+        else:
+            self._responding = asyncio.ensure_future(self._reply(reply, transcript))
+
+    async def _reply_after(self, current: asyncio.Task[None], reply: Reply, transcript: str | None) -> None:
+        """NO_INTERRUPTION: the answer to what the user said while the model spoke comes after
+        that turn, once the model has had a moment to think (as Gemini's answers do)."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(current)
+        await asyncio.sleep(0.3)
+        await self._reply(reply, transcript)
 
     def started_by(self, reply: Any) -> dict[str, Any] | None:
         """The client's `clientContent` that started `reply` (None: the user's speech did)."""

@@ -42,8 +42,10 @@ class RealtimeHarness:
         max_retry: int = 3,
         apology: str | None = "Sorry, I lost you for a moment.",
         approval_policy: Any = None,
+        allow_interruptions: bool = True,
     ) -> None:
         self.provider = provider
+        self.allow_interruptions = allow_interruptions
         self.server: Any = FakeRealtimeServer() if provider == "openai-realtime" else FakeGeminiLiveServer()
         self.api_key = api_key
         self._cleanup = contextlib.AsyncExitStack()
@@ -85,6 +87,7 @@ class RealtimeHarness:
             max_retry=self.max_retry,
             retry_interval=0.1,
             connect_timeout=5.0,
+            allow_interruptions=self.allow_interruptions,
             **keys,
         )
         self.model = cast(GuardedOpenAIRealtimeModel, create_realtime_model(self.settings))
