@@ -9,7 +9,9 @@ we know how it went and tell the brain:
   `speaking` state during this speech): the user's words are not lost, they are merged into the
   user's next turn (`previous + " " + new`), and the empty brain turn is dropped from memory;
 - a preemptive generation livekit discarded (never scheduled): dropped, nothing merged, since the
-  final transcript of the same user turn comes in the next `llm_node` call anyway.
+  final transcript of the same user turn comes in the next `llm_node` call anyway;
+- stopped on request (a client's `agent.interrupt`, see `stop`) before any reply audio: dropped,
+  nothing merged: the user asked the agent to stop, not to wait for more words.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class TrackedTurn:
     cannot be stopped: it may have had effects."""
     scripted: bool = False
     """Started by the agent (a generated greeting's prompt), not by the user's words."""
+    stopped: bool = False
+    """A client asked the agent to stop while this turn was pending (`TurnTracker.stop`)."""
 
 
 class TurnTracker:
@@ -97,6 +101,15 @@ class TurnTracker:
                 return t
         return None
 
+    def stop(self) -> None:
+        """A client asked the agent to stop (`agent.interrupt`): the turns pending now, if cut off
+        before any audio, are dropped rather than merged into the user's next words, and words
+        already waiting to be merged are dropped too (the user wants that request cancelled)."""
+        for tracked in self.turns:
+            if tracked.outcome == "pending":
+                tracked.stopped = True
+        self.pending_merge = None
+
     # -- speech progress ----------------------------------------------------------------------
 
     def audio_started(self, speech: Any | None) -> None:
@@ -131,7 +144,7 @@ class TurnTracker:
             else:
                 tracked.outcome = "completed"
             self.pending_merge = None
-        elif interrupted and scheduled and not tracked.scripted and not tracked.tool_ran:
+        elif interrupted and scheduled and not tracked.scripted and not tracked.tool_ran and not tracked.stopped:
             tracked.outcome = "merged"
             self.pending_merge = tracked.turn.transcript
             self._forget(tracked)

@@ -246,7 +246,11 @@ class BaseVoiceSession:
 
     async def interrupt(self, sender: str) -> None:
         log.info("interrupt requested by %s", sender)
+        self.stop_requested()
         await self._interrupt()
+
+    def stop_requested(self) -> None:
+        """An explicit stop is not a barge-in: what was cut off is not carried into the next turn."""
 
     async def user_text(self, sender: str, text: str) -> None:
         log.info("typed message from %s", sender)
@@ -492,6 +496,9 @@ class VoiceSession(BaseVoiceSession):
 
     def say_goodbye(self, text: str) -> Any:
         return self.session.say(text, allow_interruptions=False)
+
+    def stop_requested(self) -> None:
+        self.tracker.stop()
 
     # -- provider failures ----------------------------------------------------------------------
 

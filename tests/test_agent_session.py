@@ -406,3 +406,37 @@ async def test_waiting_for_a_user_ends_when_the_room_closes() -> None:
     room.isconnected = lambda: False  # type: ignore[attr-defined]
     with pytest.raises(RoomGone):  # already gone: at once, not after AGENT_JOIN_TIMEOUT
         await asyncio.wait_for(wait_for_user(room), 5)
+
+
+async def test_a_reply_stopped_before_any_audio_is_dropped_not_merged_into_the_next(vad) -> None:
+    """`agent.interrupt` while the model is still thinking is a stop, not a barge-in: the
+    cancelled request must not come back glued to the user's next message (it did: "book a
+    table what is the weather", and the model was asked to book again)."""
+    import json
+
+    backend = ScriptedBackend([Step(hang_before=True), Step(text=["Sunny."])])
+    brain = create_voice_brain(BrainConfig(_env_file=None), backend=backend)  # type: ignore[call-arg]
+    events = __import__("io").StringIO()
+    sim = Simulation(settings(), vad=vad, brain=brain, speed=4.0, conversation_id="stop", events=events)
+    try:
+        await sim.start()
+        bridge = sim.voice.bridge
+        assert bridge is not None
+        await bridge.handle_message("user", _control("user.text", "t1", {"text": "book a table"}))
+        await _wait(lambda: bool(backend.requests), sim)
+        assert sim.io.sink.segments == []  # nothing said yet: the model is thinking
+        reply = json.loads(await bridge.handle_message("user", _control("agent.interrupt", "i1")))
+        assert reply["type"] == "ack", reply
+        await bridge.handle_message("user", _control("user.text", "t2", {"text": "what is the weather"}))
+        assert await sim.settle(limit=30)
+        await bridge.flush(2)
+    finally:
+        await sim.aclose()
+    stopped, answered = sim.voice.tracker.turns
+    assert stopped.outcome == "discarded" and 0 in backend.closed_early
+    assert answered.turn.transcript == "what is the weather" and answered.outcome == "completed"
+    assert [(m.role, m.content) for m in backend.requests[1].messages] == [("user", "what is the weather")]
+    assert [(m.role, m.content) for m in brain.history("stop")] == [("user", "what is the weather"), ("assistant", "Sunny.")]
+    done = {e["turn"]: e["data"] for e in _envelopes(events) if e["type"] == "turn.done"}
+    assert done == {stopped.turn.turn_id: {"reason": "interrupted", "text": ""},
+                    answered.turn.turn_id: {"reason": "completed", "text": "Sunny."}}
