@@ -472,12 +472,14 @@ class VoiceSession(BaseVoiceSession):
     def _as_heard(self, event: TurnDone, tracked: TrackedTurn | None) -> TurnDone:
         """The turn as the user experienced it: a reply whose audio failed is an `error`; one cut
         off (after some audio, or before any: merged / discarded) is `interrupted` with the text
-        that was heard, whatever the brain had written by then."""
+        that was heard, whatever the brain had written by then (a failed turn cut off stays an
+        `error`, with the text heard: not the unheard rest, nor an apology never played)."""
         if event.turn_id in self._tts_failed and event.reason == "completed":
             heard = tracked.spoken if tracked is not None and tracked.spoken is not None else event.text
             return event.model_copy(update={"reason": "error", "text": heard})
-        if tracked is not None and tracked.outcome in ("interrupted", "merged", "discarded") and event.reason != "error":
-            return event.model_copy(update={"reason": "interrupted", "text": tracked.spoken or ""})
+        if tracked is not None and tracked.outcome in ("interrupted", "merged", "discarded"):
+            reason = "error" if event.reason == "error" else "interrupted"
+            return event.model_copy(update={"reason": reason, "text": tracked.spoken or ""})
         return event
 
     def _release_all(self) -> None:

@@ -440,3 +440,45 @@ async def test_a_reply_stopped_before_any_audio_is_dropped_not_merged_into_the_n
     done = {e["turn"]: e["data"] for e in _envelopes(events) if e["type"] == "turn.done"}
     assert done == {stopped.turn.turn_id: {"reason": "interrupted", "text": ""},
                     answered.turn.turn_id: {"reason": "completed", "text": "Sunny."}}
+
+
+async def test_a_failed_reply_cut_off_reports_only_what_was_heard(vad) -> None:
+    """A turn that failed (the model broke off, the brain apologised) and was then talked over:
+    its `turn.done` says `error` with the text the user heard, as the brain's memory keeps it,
+    not the whole text written (the unheard rest and the apology)."""
+    from brain import ModelRequest, TextChunk
+
+    class BreaksOff(ScriptedBackend):
+        async def stream(self, request: ModelRequest):  # type: ignore[no-untyped-def,override]
+            if len(self.requests) == 0:
+                self.requests.append(request)
+                yield TextChunk(LONG)
+                raise RuntimeError("the model connection broke")
+            async for item in super().stream(request):
+                yield item
+
+    import io
+
+    backend = BreaksOff([Step(text=["Second answer."])])
+    brain = create_voice_brain(BrainConfig(_env_file=None), backend=backend)  # type: ignore[call-arg]
+    events = io.StringIO()
+    sim = Simulation(settings(), vad=vad, brain=brain, speed=4.0, conversation_id="failed-cut", events=events)
+    try:
+        await sim.start()
+        bridge = sim.voice.bridge
+        assert bridge is not None
+        await bridge.handle_message("user", _control("user.text", "t1", {"text": "tell me about the sea"}))
+        await _until_played(sim, 2.0)
+        await bridge.handle_message("user", _control("user.text", "t2", {"text": "stop"}))
+        assert await sim.settle(limit=30)
+        await bridge.flush(2)
+    finally:
+        await sim.aclose()
+    first = sim.voice.tracker.turns[0]
+    assert first.outcome == "interrupted" and first.spoken is not None and len(first.spoken) < len(LONG)
+    assistant = [m.content for m in brain.history("failed-cut") if m.role == "assistant"]
+    assert assistant[0] == first.spoken  # (the second turn's answer follows)
+    done = {e["turn"]: e["data"] for e in _envelopes(events) if e["type"] == "turn.done"}
+    assert done[first.turn.turn_id] == {"reason": "error", "text": first.spoken}
+    errors = [e for e in _envelopes(events) if e["type"] == "error"]
+    assert [e["turn"] for e in errors] == [first.turn.turn_id]
