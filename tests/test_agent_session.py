@@ -59,6 +59,40 @@ async def test_greeting_spoken_verbatim(vad) -> None:
     assert sim.result.turns == []  # said as is: the brain was not asked
 
 
+async def test_a_greeting_said_as_is_is_remembered_as_heard(vad) -> None:
+    """The model never saw the default greeting: asked "Shall I book your usual table?", the
+    user's "yes please" reached it alone. Now memory holds the greeting (behind a user-side cue,
+    so the history still starts with a user message), cut to what was heard when cut off."""
+    from brain.voice_brain import GREETING_CUE
+
+    greeting = "Hi! Shall I book your usual table tonight, at eight, for two people, as always?"
+    backend = ScriptedBackend([Step(text=["Booked."])])
+    brain = create_voice_brain(settings().brain, backend=backend)
+    events = __import__("io").StringIO()
+    s = settings(greeting_mode="say", greeting=greeting)
+    sim = Simulation(s, vad=vad, brain=brain, speed=4.0, conversation_id="greet3", events=events)
+    try:
+        await sim.start(greet=True)
+        bridge = sim.voice.bridge
+        assert bridge is not None
+        await bridge.handle_message("user", _control("user.text", "t1", {"text": "yes please"}))
+        assert await sim.settle(limit=30)
+        # a second session of the same brain: its greeting is cut off after some of its audio
+        handle = sim.voice.greet()
+        await _until_played(sim, 3.5)
+        handle.interrupt()
+        await handle
+    finally:
+        await sim.aclose()
+    assert [(m.role, m.content) for m in backend.requests[0].messages] == [
+        ("user", GREETING_CUE), ("assistant", greeting), ("user", "yes please")]
+    history = [(m.role, m.content) for m in brain.history("greet3")]
+    assert history[:4] == [("user", GREETING_CUE), ("assistant", greeting), ("user", "yes please"), ("assistant", "Booked.")]
+    assert history[4][0] == "user" and history[5][0] == "assistant"
+    heard = history[5][1]
+    assert heard and greeting.startswith(heard) and len(heard) < len(greeting), heard
+
+
 async def test_greeting_generated_by_the_brain(vad) -> None:
     backend = ScriptedBackend([Step(text=["Welcome ", "back!"])])
     brain = create_voice_brain(settings().brain, backend=backend)
