@@ -91,6 +91,8 @@ def brain_rows(settings: AgentSettings) -> list[dict[str, Any]]:
 
 
 def realtime_rows(settings: AgentSettings) -> list[dict[str, Any]]:
+    from providers.realtime import unsupported_setting
+
     rt = settings.realtime
     keys = {"openai-realtime": rt.openai_api_key, "gemini-live": rt.gemini_api_key}
     rows = []
@@ -99,6 +101,9 @@ def realtime_rows(settings: AgentSettings) -> list[dict[str, Any]]:
         configured = _secret_set(keys[name])
         chosen = settings.mode == "realtime" and rt.provider == name
         reason = hint if not installed else ("" if configured else f"missing {key_var}")
+        if problem := unsupported_setting(rt, name):  # refused at start-up too
+            configured = False
+            reason = (reason + "; " if reason else "") + problem
         if not chosen and settings.mode != "realtime" and rt.provider == name:
             reason = (reason + "; " if reason else "") + "not used: AGENT_MODE=pipeline"
         rows.append(_row("realtime", name, installed, configured, chosen, reason))

@@ -227,20 +227,29 @@ def openai_turn_detection(settings: RealtimeSettings) -> Any:
     )
 
 
+def unsupported_setting(settings: RealtimeSettings, provider: str) -> str | None:
+    """Why `provider` cannot run with these settings (None: it can). The model factory refuses
+    them at start-up, and `python -m agent doctor` reports the provider as unusable."""
+    if provider == "openai-realtime" and not settings.allow_interruptions:
+        # livekit-agents interrupts the reply on the server's `speech_started` whatever
+        # `interrupt_response` says, and refuses a session whose own interruptions are off
+        return (
+            "REALTIME_ALLOW_INTERRUPTIONS=false is not supported with REALTIME_PROVIDER=openai-realtime: "
+            "livekit-agents stops the reply whenever the server hears the user; leave it true, or "
+            "use REALTIME_PROVIDER=gemini-live"
+        )
+    return None
+
+
 def _create_openai(settings: RealtimeSettings) -> llm.RealtimeModel:
     key = _secret(settings.openai_api_key)
     if key is None:
         raise ProviderConfigError(
             "OPENAI_API_KEY is not set; REALTIME_PROVIDER=openai-realtime needs it"
         )
-    if not settings.allow_interruptions:
-        # livekit-agents interrupts the reply on the server's `speech_started` whatever
-        # `interrupt_response` says, and refuses a session whose own interruptions are off
-        raise ProviderConfigError(
-            "REALTIME_ALLOW_INTERRUPTIONS=false is not supported with REALTIME_PROVIDER=openai-realtime: "
-            "livekit-agents stops the reply whenever the server hears the user; leave it true, or "
-            "use REALTIME_PROVIDER=gemini-live"
-        )
+    problem = unsupported_setting(settings, "openai-realtime")
+    if problem:
+        raise ProviderConfigError(problem)
     _import_plugin("openai-realtime")
     from openai.types.realtime import AudioTranscription
 

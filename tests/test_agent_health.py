@@ -89,3 +89,25 @@ def test_doctor_reports_every_kind_and_names_the_missing_variable(monkeypatch) -
     assert line.startswith(" *") and "unusable" in line and ("GEMINI_API_KEY" in line or "pip install" in line)
     offline = next(x for x in text.splitlines() if " llm " in x and "offline" in x)
     assert offline.startswith("  ") and offline.rstrip().endswith("ok")  # usable, not chosen
+
+
+def test_doctor_refuses_openai_realtime_without_interruptions_as_start_up_does(monkeypatch) -> None:
+    """REALTIME_ALLOW_INTERRUPTIONS=false cannot work with openai-realtime: the worker refuses to
+    start, so doctor (a deploy script's check) and GET /providers must not call it usable."""
+    from agent.startup_checks import check_configuration
+    from providers import ProviderConfigError
+
+    for var, value in (("AGENT_MODE", "realtime"), ("REALTIME_PROVIDER", "openai-realtime"),
+                       ("OPENAI_API_KEY", SECRET), ("REALTIME_ALLOW_INTERRUPTIONS", "false")):
+        monkeypatch.setenv(var, value)
+    with pytest.raises(ProviderConfigError, match="REALTIME_ALLOW_INTERRUPTIONS"):
+        check_configuration(AgentSettings())
+    out = io.StringIO()
+    assert doctor_command(["--json"], out=out) == 1
+    data = json.loads(out.getvalue())
+    row = _rows(data)[("realtime", "openai-realtime")]
+    assert data["ok"] is False and row["chosen"] and not row["configured"]
+    assert "REALTIME_ALLOW_INTERRUPTIONS=false" in row["reason"] and "gemini-live" in row["reason"]
+    assert SECRET not in out.getvalue()
+    monkeypatch.setenv("REALTIME_ALLOW_INTERRUPTIONS", "true")
+    assert doctor_command(["--json"], out=io.StringIO()) == 0
