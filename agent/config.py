@@ -61,7 +61,8 @@ class AgentSettings(BaseSettings):
     # --- the worker ---
     name: str = "voice-agent"
     """Agent name for explicit dispatch (AGENT_NAME): rooms get this agent only when a token or
-    the dispatch API asks for it by name. Empty: automatic dispatch to every new room."""
+    the dispatch API asks for it by name. Blank means the default, as for the tokens the web
+    service and `python -m agent token` issue (they dispatch this same name)."""
     http_host: str = ""
     """Interface of the worker's health-check HTTP server ('' = all)."""
     http_port: int = Field(default=8081, ge=0, le=65535)
@@ -113,7 +114,7 @@ class AgentSettings(BaseSettings):
         return None if isinstance(v, str) and not v.strip() else v
 
     @field_validator(
-        "http_port", "drain_timeout", "mode", "provider_timeout", "provider_max_retry",
+        "name", "http_port", "drain_timeout", "mode", "provider_timeout", "provider_max_retry",
         "provider_retry_interval", "join_timeout", "greeting_mode", "inactivity_timeout", mode="before",
     )
     @classmethod

@@ -87,6 +87,8 @@ class TokenSettings(BaseSettings):
         blank setting; WEB_ROOM_PREFIX is the exception: empty there means any room."""
         if isinstance(v, str) and not v.strip() and info.field_name is not None:
             return cls.model_fields[info.field_name].default
+        if info.field_name == "agent_name" and isinstance(v, str):
+            return v.strip()  # as the worker reads AGENT_NAME: tokens must dispatch the name it registers
         return v
 
     @field_validator("api_secret", mode="before")

@@ -8,6 +8,7 @@ from pathlib import Path
 import jwt
 import pytest
 
+from agent.config import AgentSettings
 from agent.tokens import (
     MAX_TTL_SECONDS,
     TokenInputError,
@@ -164,3 +165,15 @@ def test_cli_bad_ttl_setting_names_variable_not_value(
     assert token_command(["--room", "demo", "--identity", "bob"]) == 2
     err = capsys.readouterr().err
     assert "TOKEN_TTL" in err and "86400" not in err
+
+
+@pytest.mark.parametrize("value", ["concierge", " concierge ", "", "  "])
+def test_tokens_dispatch_the_name_the_worker_registers_under(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """One AGENT_NAME for both sides (outside compose too): a blank one meant `voice-agent` in
+    tokens but automatic dispatch (no name) for the worker, so the agent never joined."""
+    monkeypatch.setenv("AGENT_NAME", value)
+    worker_name = AgentSettings(_env_file=None).name  # type: ignore[call-arg]
+    token_settings = TokenSettings(_env_file=None, api_key=KEY, api_secret=SECRET)  # type: ignore[call-arg]
+    claims = decode(issue_token(token_settings, room="r", identity="u").token)
+    assert claims["roomConfig"]["agents"] == [{"agentName": worker_name}]
+    assert worker_name == (value.strip() or "voice-agent")
