@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import html
 import ipaddress
 import json
 import logging
+import re
 import secrets
 import signal
 import sys
@@ -149,6 +151,9 @@ def _file_response(path: Path, *, no_cache: bool = False) -> web.FileResponse:
 
 
 TOKEN_FIELDS = ("room", "name")
+DEFAULT_ROOM_PREFIX = "web-"
+"""What the page names new rooms with when WEB_ROOM_PREFIX is empty (any room is accepted)."""
+ROOM_PREFIX_META = re.compile(r'<meta name="room-prefix" content="[^"]*">')
 
 
 def _client_key(remote: str | None) -> str:
@@ -243,7 +248,12 @@ def create_app(
         if not page.is_file():
             logger.error("page not found: %s", page)  # the path is for the operator, not the visitor
             raise web.HTTPNotFound(text="page not found")
-        return _file_response(page, no_cache=True)
+        # the page names new rooms with the prefix this endpoint accepts (WEB_ROOM_PREFIX; it
+        # always made web-xxxxxx rooms, which a server with another prefix refused)
+        prefix = html.escape(settings.room_prefix or DEFAULT_ROOM_PREFIX, quote=True)
+        text = ROOM_PREFIX_META.sub(f'<meta name="room-prefix" content="{prefix}">', page.read_text(encoding="utf-8"), count=1)
+        headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": CSP, "Cache-Control": "no-cache"}
+        return web.Response(text=text, content_type="text/html", charset="utf-8", headers=headers)
 
     async def asset(request: web.Request) -> web.StreamResponse:
         found = _safe_file(paths.public, request.match_info["path"])

@@ -175,6 +175,24 @@ async def test_room_prefix_is_enforced(make_client: Factory) -> None:
     assert (await anywhere.post("/token", json={"room": "admin"})).status == 200
 
 
+async def test_the_page_names_new_rooms_with_the_prefix_the_endpoint_accepts() -> None:
+    """The page always made web-xxxxxx rooms: with another WEB_ROOM_PREFIX every Connect was
+    refused ("room: must start with ...") until the user typed a room name."""
+    seen = {}
+    for prefix in ("demo-", "", 'a"><script>'):
+        settings = TokenSettings(_env_file=None, api_key=KEY, api_secret=SECRET, public_url=PUBLIC_URL,  # type: ignore[call-arg]
+                                 room_prefix=prefix)
+        client = TestClient(TestServer(create_app(settings, paths=WebPaths.discover()), host="127.0.0.1"))
+        await client.start_server()
+        try:
+            page = await (await client.get("/")).text()
+        finally:
+            await client.close()
+        seen[prefix] = re.findall(r'<meta name="room-prefix" content="([^"]*)">', page)
+    assert seen == {"demo-": ["demo-"], "": ["web-"], 'a"><script>': ["a&quot;&gt;&lt;script&gt;"]}
+    # that the page uses it: web/tests/page.test.mjs ("new rooms get the server's room prefix")
+
+
 async def test_missing_keys_is_503_without_details(make_client: Factory) -> None:
     client = await make_client(api_secret=None)
     body = await _error(await client.post("/token", json={"room": "web-r"}), 503, None)

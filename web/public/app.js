@@ -123,7 +123,9 @@ async function connect() {
 
 function init() {
   const params = new URLSearchParams(location.search);
-  $('room').value = params.get('room') ?? `web-${randomId()}`;
+  // new rooms get the prefix the token endpoint accepts (WEB_ROOM_PREFIX), written in by the server
+  const prefix = document.querySelector('meta[name="room-prefix"]')?.content || 'web-';
+  $('room').value = params.get('room') ?? `${prefix}${randomId()}`;
   view.setConnection('disconnected');
   view.setAgentState(null);
 

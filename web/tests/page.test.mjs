@@ -57,6 +57,21 @@ after(async () => {
   await server?.stop();
 });
 
+test("new rooms get the server's room prefix (WEB_ROOM_PREFIX)", async () => {
+  // the page always made web-xxxxxx rooms, which a server with another prefix refused
+  const other = await startServer({ env: { WEB_ROOM_PREFIX: 'acme-' } });
+  const fresh = await browser.newPage();
+  try {
+    await fresh.goto(`${other.base}/`);
+    assert.match(await fresh.inputValue('#room'), /^acme-[a-z0-9]{6}$/);
+    await fresh.goto(`${server.base}/`); // WEB_ROOM_PREFIX empty (any room): web-xxxxxx as before
+    assert.match(await fresh.inputValue('#room'), /^web-[a-z0-9]{6}$/);
+  } finally {
+    await fresh.close();
+    await other.stop();
+  }
+});
+
 test('connects with a token from the endpoint and turns the microphone on', async () => {
   assert.equal(await text('#connection'), 'Disconnected');
   assert.equal(await page.inputValue('#room'), 'test-room');
