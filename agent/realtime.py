@@ -42,6 +42,7 @@ from livekit.agents.voice.events import EventTypes, SpeechCreatedEvent, UserInpu
 from livekit.agents.voice.speech_handle import SpeechHandle
 
 from brain import (
+    BrainError,
     ErrorEvent,
     EventHub,
     TextDelta,
@@ -55,6 +56,7 @@ from brain import (
     VoiceBrain,
 )
 from brain.turn import new_turn_id
+from brain.voice_brain import TURN_FAILED_RESULT
 from providers.provider_errors import (
     ProviderErrorReport,
     describe_session_error,
@@ -121,6 +123,9 @@ class _RealtimeTurn:
     """The server refused a request while this reply ran (`bad_request`, maybe about another
     one), or a recoverable failure hit while the turn waited for its tools: an error of the
     reply only if the reply then says nothing."""
+    failed: bool = False
+    """The brain failed the turn (e.g. its approval gate raised; already reported): it ends
+    `error` whatever follows, but the model still answers the call (told the turn failed)."""
 
 
 class RealtimeTurnTracker:
@@ -391,9 +396,15 @@ class RealtimeTurnTracker:
             t.error = True
         self._finish(t, interrupted=False)
 
+    def fail_turn(self, turn_id: str) -> None:
+        """The brain failed that turn while running one of its calls (and reported it)."""
+        for t in [*self._open, *([self._held] if self._held is not None else [])]:
+            if t.turn.turn_id == turn_id:
+                t.failed = True
+
     def _finish(self, t: _RealtimeTurn, *, interrupted: bool) -> None:
         self._disarm(t)
-        if t.error:
+        if t.error or t.failed:
             reason = "error"
         elif interrupted:
             reason = "interrupted"
@@ -600,7 +611,13 @@ def _function_tool(brain: VoiceBrain, tracker: RealtimeTurnTracker, t: Tool) -> 
                 await asyncio.gather(task, return_exceptions=True)
         if task.cancelled():
             return notes.get(call.id, INTERRUPTED_OUTPUT)
-        return task.result()
+        try:
+            return task.result()
+        except BrainError:
+            # reported by the brain (`error`, as a failed pipeline turn): the turn ends `error`;
+            # the model, told so, answers the user itself
+            tracker.fail_turn(turn.turn_id)
+            return TURN_FAILED_RESULT
 
     run.__name__ = f"brain_tool_{t.name}"
     schema = {"name": t.name, "description": t.description, "parameters": t.parameters or {"type": "object", "properties": {}}}

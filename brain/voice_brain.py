@@ -62,6 +62,9 @@ async def _closing(stream: AsyncIterator[Any]) -> AsyncIterator[AsyncIterator[An
             await aclose()
 
 
+TURN_FAILED_RESULT = "ERROR: the turn failed before this finished."
+"""What the model is told about a call the turn's failure left unanswered (or cut off)."""
+
 GREETING_CUE = "[The user joined the call.]"
 """The user side of a greeting said as is, in memory (`VoiceBrain.remember_greeting`)."""
 
@@ -161,8 +164,21 @@ class VoiceBrain:
         the model should be told; cancelling the caller cancels the approval or the tool. If it
         is cancelled while a plain-function tool runs (which cannot be stopped), `notes[call.id]`
         says what to tell the model instead: the action may or may not have happened.
+
+        An unexpected exception (e.g. a custom approval gate that raises) fails the turn as in
+        the tool loop: it is logged with its traceback, reported (`ErrorEvent` `internal` for
+        `turn`) and raised as the `InternalError` reported; the caller ends the turn as an error
+        and tells the model `TURN_FAILED_RESULT`.
         """
-        return result_to_text(await self._run_call(turn, call, notes))
+        try:
+            return result_to_text(await self._run_call(turn, call, notes))
+        except BrainError as exc:
+            self._report_error(turn, exc)
+            raise
+        except Exception as exc:
+            failure = InternalError(f"{type(exc).__name__}: {exc}")
+            self._report_error(turn, failure, cause=exc)
+            raise failure from exc
 
     async def stream_reply(self, turn: Turn) -> AsyncGenerator[str, None]:
         # one turn at a time per conversation: a second turn started while one is in flight
@@ -298,7 +314,7 @@ class VoiceBrain:
             try:
                 await self._run_calls(turn, calls, results, acted)
             except Exception:
-                unanswered = "ERROR: the turn failed before this finished."
+                unanswered = TURN_FAILED_RESULT
                 raise
             finally:
                 # every call gets a result message, even when interrupted: providers reject a

@@ -412,3 +412,44 @@ async def test_gemini_a_drop_while_an_approval_is_pending_cuts_nothing() -> None
     dones = [(e["turn"], e["data"]["reason"], e["data"]["text"]) for e in envelopes if e["type"] == "turn.done"]
     assert dones == [(tool_turn, "completed", "Email sent.")], dones
     assert [i for i in rig.server.requested_texts() if APOLOGY in i] == []  # no apology asked for
+
+
+@pytest.mark.parametrize("provider", ["openai-realtime", "gemini-live"])
+async def test_an_approval_gate_that_raises_fails_the_turn_as_in_pipeline_mode(provider: str) -> None:
+    """Pipeline mode: a custom gate that raises fails the turn with an `error` envelope (code
+    `internal`) and `turn.done` `error`. Realtime mode too (it used to send no `error`, the
+    turn ended `completed`, and the model was told only "An internal error occurred"); the
+    model, told the turn failed, says so itself."""
+    sent: list[str] = []
+
+    @tool(requires_approval=True, report="args", approval_prompt="Send an email to {to}?")
+    async def send_email(to: str, body: str) -> str:
+        """Send an email."""
+        sent.append(to)
+        return "sent"
+
+    def broken_policy(request: Any) -> Any:
+        raise KeyError("no such user")
+
+    async with RealtimeRig(provider=provider, tools=[send_email], approval_policy=broken_policy) as rig:
+        rig.server.script.extend([CallTool("send_email", {"to": "ada@x", "body": "hi"}, call_id="c_gate"),
+                                  Say("Sorry, that did not work.", audio_ms=200)])
+        rig.session.generate_reply(user_input="email ada")  # a typed `user.text`
+        tracker = rig.voice.tracker
+        await rig.wait(lambda: any(e["type"] == "turn.done" for e in rig.transport.envelopes)
+                       and not tracker._open and tracker._held is None)
+        assert rig.voice.bridge is not None and await rig.voice.bridge.flush(2.0)
+        envelopes = list(rig.transport.envelopes)
+    assert sent == []
+    (tool_turn,) = {e["turn"] for e in envelopes if e["type"] in ("tool.started", "tool.finished")}
+    errors = [(e["turn"], e["data"]["code"], e["data"]["fatal"]) for e in envelopes if e["type"] == "error"]
+    assert errors == [(tool_turn, "internal", False)]
+    dones = [(e["turn"], e["data"]["reason"], e["data"]["text"]) for e in envelopes if e["type"] == "turn.done"]
+    assert dones == [(tool_turn, "error", "Sorry, that did not work.")], dones
+    if provider == "openai-realtime":
+        outputs = [e["item"]["output"] for e in rig.server.of_type("conversation.item.create")
+                   if e["item"]["type"] == "function_call_output"]
+    else:
+        outputs = [r["output"] for m in rig.server.of_key("tool_response") for r in
+                   [f["response"] for f in m.get("functionResponses") or m.get("function_responses")]]
+    assert [o.split(":")[0] for o in outputs] == ["ERROR"], outputs
