@@ -43,6 +43,7 @@ from livekit.agents.voice.speech_handle import SpeechHandle
 
 from brain import (
     BrainError,
+    Cutoff,
     ErrorEvent,
     EventHub,
     TextDelta,
@@ -585,6 +586,22 @@ def _json_object(text: str) -> bool:
 
 
 INTERRUPTED_OUTPUT = "CANCELLED: the user interrupted before this finished; the action was not completed."
+CLOSED_OUTPUT = "CANCELLED: the session ended before this finished; the action was not completed."
+FAILED_OUTPUT = "CANCELLED: the turn failed before this finished; the action was not completed."
+
+
+def _why_cut(tracker: RealtimeTurnTracker, session: AgentSession, cutoff: Cutoff) -> str:
+    """Set `cutoff` to why a call of this reply is being cancelled; returns what the model is told.
+    The model failed for good (a fatal error): the turn failed; the session is closing (the user
+    left, the agent shuts down): neither; else the reply was interrupted (a barge-in, `agent.interrupt`)."""
+    if tracker.stopped:
+        cutoff.failed = True
+        return FAILED_OUTPUT
+    closing = getattr(session, "_is_closing", None)  # livekit-agents 1.8 (private)
+    if callable(closing) and closing():
+        cutoff.closed = True
+        return CLOSED_OUTPUT
+    return INTERRUPTED_OUTPUT
 
 
 def _function_tool(brain: VoiceBrain, tracker: RealtimeTurnTracker, t: Tool) -> llm.Tool:
@@ -600,17 +617,21 @@ def _function_tool(brain: VoiceBrain, tracker: RealtimeTurnTracker, t: Tool) -> 
         handle = context.speech_handle
         turn = tracker.turn_for_speech(handle.id)
         notes: dict[str, str] = {}  # what to tell the model if interrupted mid-run (a thread tool)
-        task = asyncio.ensure_future(brain.run_tool_call(turn, call, notes=notes))
+        cutoff = Cutoff()
+        told = INTERRUPTED_OUTPUT
+        task = asyncio.ensure_future(brain.run_tool_call(turn, call, notes=notes, cutoff=cutoff))
         try:
             # a barge-in ends the reply; like in pipeline mode it also cancels the call (and a
-            # pending approval), instead of leaving it waiting for a turn that is over
+            # pending approval), instead of leaving it waiting for a turn that is over. So does
+            # the end of the session, or of the model (then the call says so, not "interrupted")
             await handle.wait_if_not_interrupted([task])
         finally:
             if not task.done():
+                told = _why_cut(tracker, context.session, cutoff)
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         if task.cancelled():
-            return notes.get(call.id, INTERRUPTED_OUTPUT)
+            return notes.get(call.id, told)
         try:
             return task.result()
         except BrainError:

@@ -47,12 +47,12 @@ from .factory import create_voice_brain
 from .memory import ConversationMemory, Message, ToolCall
 from .tools import Tool, ToolSet, load_tool_module, make_tool, tool
 from .turn import Turn, new_turn_id
-from .voice_brain import BrainSettings, VoiceBrain
+from .voice_brain import BrainSettings, Cutoff, VoiceBrain
 
 __all__ = [
     "ApprovalCancelled", "ApprovalDecision", "ApprovalGate", "ApprovalRequest", "ApprovalRequested",
     "ApprovalResolved", "AuthError", "BadRequestError", "BrainConfig", "BrainError", "BrainEvent",
-    "BrainSettings", "CancelledTurnError", "ConfigError", "ConversationMemory", "ErrorEvent",
+    "BrainSettings", "CancelledTurnError", "ConfigError", "Cutoff", "ConversationMemory", "ErrorEvent",
     "EventHub", "InProcessApprovalGate", "InternalError", "Message", "ModelBackend", "ModelOutput",
     "ModelRequest", "ProtocolError", "ProviderTimeoutError", "RateLimitedError", "ReportLevel",
     "ResolveStatus", "TextChunk", "TextDelta", "Tool", "ToolCall", "ToolFailedError", "ToolFinished",

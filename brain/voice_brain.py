@@ -70,15 +70,27 @@ GREETING_CUE = "[The user joined the call.]"
 
 
 @dataclass
-class _Cutoff:
-    """Why the calls of a tool step still running are cancelled (set before the cancel reaches them)."""
+class Cutoff:
+    """Why the calls of a tool step still running are cancelled (set before the cancel reaches
+    them); neither flag: a barge-in (or the caller's cancel)."""
 
     failed: bool = False
-    """Another call of the step failed the turn; otherwise a barge-in (or the caller's cancel)."""
+    """The turn failed (another call of the step, or the model behind it)."""
+    closed: bool = False
+    """The session is closing (the user left, the agent shuts down)."""
 
     @property
     def why(self) -> str:
-        return "turn failed" if self.failed else "turn interrupted"
+        return "turn failed" if self.failed else "session closed" if self.closed else "turn interrupted"
+
+    @property
+    def cut(self) -> str:
+        """What the model is told about a call this cut off, before `; ...` saying what became of it."""
+        if self.failed:
+            return "ERROR: the turn failed while this was running"
+        if self.closed:
+            return "INTERRUPTED: the session ended while this was running"
+        return "INTERRUPTED: the user interrupted while this was running"
 
 
 @dataclass(frozen=True)
@@ -156,14 +168,18 @@ class VoiceBrain:
         if inspect.isawaitable(closing):  # a custom backend's plain `def aclose` is fine too
             await closing
 
-    async def run_tool_call(self, turn: Turn, call: ToolCall, notes: dict[str, str] | None = None) -> str:
+    async def run_tool_call(
+        self, turn: Turn, call: ToolCall, notes: dict[str, str] | None = None, cutoff: Cutoff | None = None
+    ) -> str:
         """Run one tool call the brain's own loop did not produce (e.g. a realtime model's).
 
         Same path as the tool loop: validation, the approval gate, the per-tool timeout and the
         ToolStarted / Approval* / ToolFinished events (with `call.id` as call id). Returns what
         the model should be told; cancelling the caller cancels the approval or the tool. If it
         is cancelled while a plain-function tool runs (which cannot be stopped), `notes[call.id]`
-        says what to tell the model instead: the action may or may not have happened.
+        says what to tell the model instead: the action may or may not have happened. The caller
+        sets `cutoff` before it cancels, to say why (`tool.finished` and that note say so; no
+        cutoff, or one with no flag set: the user interrupted).
 
         An unexpected exception (e.g. a custom approval gate that raises) fails the turn as in
         the tool loop: it is logged with its traceback, reported (`ErrorEvent` `internal` for
@@ -171,7 +187,7 @@ class VoiceBrain:
         and tells the model `TURN_FAILED_RESULT`.
         """
         try:
-            return result_to_text(await self._run_call(turn, call, notes))
+            return result_to_text(await self._run_call(turn, call, notes, cutoff=cutoff))
         except BrainError as exc:
             self._report_error(turn, exc)
             raise
@@ -342,7 +358,7 @@ class VoiceBrain:
             # it is resent with each later request of the conversation
             results[call.id] = result_to_text(await self._run_call(turn, call, results, acted, cutoff))
 
-        cutoff = _Cutoff()
+        cutoff = Cutoff()
         tasks = [asyncio.ensure_future(one(c)) for c in calls]
         try:
             await asyncio.gather(*tasks)
@@ -362,14 +378,14 @@ class VoiceBrain:
         call: ToolCall,
         results: dict[str, str] | None = None,
         acted: set[str] | None = None,
-        cutoff: _Cutoff | None = None,
+        cutoff: Cutoff | None = None,
     ) -> str:
         """Run one call; returns what the model is told. Emits started/approval/finished events.
 
         `results`: where to leave what the model is told when the call is interrupted while a
         plain-function tool runs (its thread cannot be stopped, so the action may still happen).
-        `cutoff`: why the call would be cancelled (a barge-in unless it says the turn failed)."""
-        cutoff = cutoff or _Cutoff()
+        `cutoff`: why the call would be cancelled (a barge-in unless it says otherwise)."""
+        cutoff = cutoff or Cutoff()
         emit = self.events.emit
         conv, tid = turn.conversation_id, turn.turn_id
         tool = self.tools.get(call.name)
@@ -450,7 +466,7 @@ class VoiceBrain:
         arguments: dict[str, Any],
         finished: Callable[..., None],
         results: dict[str, str] | None,
-        cutoff: _Cutoff,
+        cutoff: Cutoff,
         changed: dict[str, Any] | None = None,
     ) -> str:
         """Run an approved call under its timeout; returns what the model is told.
@@ -473,9 +489,7 @@ class VoiceBrain:
             if tool.runs_in_thread:
                 finished("cancelled", error=f"{cutoff.why}; {TOOL_MAY_HAVE_RUN}")
                 if results is not None:
-                    cut = ("ERROR: the turn failed while this was running" if cutoff.failed
-                           else "INTERRUPTED: the user interrupted while this was running")
-                    note = f"{cut}; it could not be stopped, so the action may or may not have been carried out."
+                    note = f"{cutoff.cut}; it could not be stopped, so the action may or may not have been carried out."
                     # with the approver's arguments, the action that may happen is not the call in history
                     results[call.id] = note if changed is None else with_changed_arguments(changed, note)
             else:

@@ -18,7 +18,7 @@ import pytest
 from agent.worker import load_vad
 from brain import tool
 from tests.fakes.openai_server import text_reply, tool_reply
-from tests.fakes_realtime import CallTool, Say
+from tests.fakes_realtime import Calls, CallTool, Say
 
 from .agent_fakes import settings
 from .faults_kit import ANSWER, APOLOGY, TIMEOUT, FaultTransport, PipelineRig, RealtimeRig
@@ -191,15 +191,24 @@ def test_agent_mode_is_read_from_the_environment(monkeypatch, tmp_path) -> None:
 async def test_a_fatal_model_error_ends_the_session_and_cancels_the_pending_approval() -> None:
     """livekit-agents 1.8 never emits `close` after a fatal realtime error (its `aclose`
     re-raises the model's failure): the session must end anyway, with one fatal `error`, the
-    pending approval cancelled as `system:session_closed`, and no stall report after it."""
+    pending approval cancelled as `system:session_closed`, and no stall report after it. A call
+    of the same response that was running is cut off as a failure of the turn (it was called
+    "turn interrupted", as if the user had talked over it)."""
     @tool(requires_approval=True, report="args", approval_prompt="Send an email to {to}?")
     async def send_email(to: str, body: str) -> str:
         """Send an email."""
         return "sent"
 
-    async with RealtimeRig(tools=[send_email]) as rig:
+    @tool
+    async def slow_lookup(key: str) -> str:
+        """Look something up (slowly)."""
+        await asyncio.sleep(30)
+        return "found"
+
+    async with RealtimeRig(tools=[send_email, slow_lookup]) as rig:
         rig.server.transcripts.append("email ada")
-        rig.server.script.append(CallTool("send_email", {"to": "ada@example.com", "body": "hi"}, call_id="c_fatal"))
+        rig.server.script.append(Calls([CallTool("send_email", {"to": "ada@example.com", "body": "hi"}, call_id="c_fatal"),
+                                        CallTool("slow_lookup", {"key": "k"}, call_id="c_running")]))
         rig.input.push_speech(rig.samples, rig.rate, trailing_silence_s=1.0)
         await rig.wait(lambda: any(e["type"] == "hitl.request" for e in rig.transport.envelopes))
         await rig.server.send_event({"type": "error", "error": {
@@ -212,6 +221,8 @@ async def test_a_fatal_model_error_ends_the_session_and_cancels_the_pending_appr
     (resolved,) = [e["data"] for e in envelopes if e["type"] == "hitl.resolved"]
     assert (resolved["outcome"], resolved["by"]) == ("cancelled", "system:session_closed")
     assert rig.brain.approvals.pending() == []
+    finished = {e.call_id: (e.status, e.error) for e in rig.brain_events if e.type == "tool.finished"}
+    assert finished["c_running"] == ("cancelled", "turn failed"), finished
 
 
 async def test_a_rejected_key_is_one_fatal_error_not_one_per_retry() -> None:
@@ -453,3 +464,4 @@ async def test_an_approval_gate_that_raises_fails_the_turn_as_in_pipeline_mode(p
         outputs = [r["output"] for m in rig.server.of_key("tool_response") for r in
                    [f["response"] for f in m.get("functionResponses") or m.get("function_responses")]]
     assert [o.split(":")[0] for o in outputs] == ["ERROR"], outputs
+

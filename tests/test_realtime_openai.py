@@ -7,6 +7,7 @@ tools, approval gate and events are the ones pipeline mode uses.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 
@@ -268,3 +269,32 @@ async def test_barge_in_during_a_pending_approval_cancels_the_call() -> None:
         outputs = [e["item"] for e in h.server.of_type("conversation.item.create") if e["item"]["type"] == "function_call_output"]
         assert [(o["call_id"], o["output"].split(":")[0]) for o in outputs] == [("call_barge_1", "CANCELLED")]
         assert h.server.of_type("response.create") == []
+
+
+@tool
+async def slow_lookup(key: str) -> str:
+    """Look something up (slowly)."""
+    await asyncio.sleep(30)
+    return "found"
+
+
+@pytest.mark.parametrize("pending", ["approval", "tool"])
+async def test_a_call_cut_off_by_the_end_of_the_session_is_not_called_a_user_interruption(pending: str) -> None:
+    """The session closes (the user left) while a call waits for its approval or runs: it is
+    cancelled, and clients and the model are told the session ended, not that the user
+    interrupted (they were)."""
+    SENT.clear()
+    async with RealtimeHarness(tools=[send_email, slow_lookup]) as h:
+        call = (CallTool("send_email", {"to": "ada@example.com", "body": "hi"}, call_id="call_c")
+                if pending == "approval" else CallTool("slow_lookup", {"key": "k"}, call_id="call_c"))
+        h.server.script.extend([call, Say("Done.", audio_ms=200)])
+        h.session.generate_reply(user_input="go")
+        await h.wait_until(lambda: bool(h.of_type("approval.requested" if pending == "approval" else "tool.started")))
+        await h.session.aclose()
+        outputs = [e["item"]["output"] for e in h.server.of_type("conversation.item.create")
+                   if e["item"]["type"] == "function_call_output"]
+    (finished,) = h.of_type("tool.finished")
+    expected = "session closed before approval" if pending == "approval" else "session closed"
+    assert (finished.call_id, finished.status, finished.error) == ("call_c", "cancelled", expected)
+    assert [o.split(";")[0] for o in outputs] == ["CANCELLED: the session ended before this finished"], outputs
+    assert SENT == []

@@ -7,7 +7,7 @@ speech_stopped / committed, the user item and its transcription), `conversation.
 with its transcript or a function call.
 
 Replies are scripted: every response (after a detected user turn, or on `response.create`)
-pops the next `Say` / `CallTool` / `Fail` from `script`, whatever the client asked for: so a test
+pops the next `Say` / `CallTool` / `Calls` / `Fail` from `script`, whatever the client asked for: so a test
 that scripts what the model says must check what the client requested in `received` (every
 client event, across reconnections) or `started` (each reply with the `response.create` that
 started it, None when the server started it itself). Tests can also inject raw frames, drop
@@ -65,6 +65,13 @@ class CallTool:
 
 
 @dataclass
+class Calls:
+    """One response with several function call items (the model calls tools in parallel)."""
+
+    calls: list[CallTool]
+
+
+@dataclass
 class Fail:
     """A response that fails server-side (`response.done` with status `failed`)."""
 
@@ -73,7 +80,7 @@ class Fail:
     message: str = "Rate limit reached, retry later"
 
 
-Reply = Say | CallTool | Fail
+Reply = Say | CallTool | Calls | Fail
 
 
 @dataclass
@@ -362,17 +369,21 @@ class FakeRealtimeServer:
             error = {"type": reply.type, "code": reply.code, "message": reply.message}
             await self._done(conn, response_id, "failed", [], {"type": "failed", "error": error})
             return
-        if isinstance(reply, CallTool):
-            args = reply.arguments if isinstance(reply.arguments, str) else json.dumps(reply.arguments)
-            item = {"id": _id("item"), "type": "function_call", "status": "in_progress", "call_id": reply.call_id, "name": reply.name, "arguments": ""}
-            await self._send(conn, {"type": "response.output_item.added", **base, "item": item})
-            await self._add_item(conn, dict(item))
-            await self._send(conn, {"type": "response.function_call_arguments.delta", **base, "item_id": item["id"], "call_id": reply.call_id, "delta": args})
-            await self._send(conn, {"type": "response.function_call_arguments.done", **base, "item_id": item["id"], "call_id": reply.call_id, "arguments": args})
-            item = {**item, "status": "completed", "arguments": args}
-            self.items[-1] = item
-            await self._send(conn, {"type": "response.output_item.done", **base, "item": item})
-            await self._done(conn, response_id, "completed", [item])
+        if isinstance(reply, CallTool | Calls):
+            done: list[dict[str, Any]] = []
+            for index, call in enumerate(reply.calls if isinstance(reply, Calls) else [reply]):
+                base = {"response_id": response_id, "output_index": index}
+                args = call.arguments if isinstance(call.arguments, str) else json.dumps(call.arguments)
+                item = {"id": _id("item"), "type": "function_call", "status": "in_progress", "call_id": call.call_id, "name": call.name, "arguments": ""}
+                await self._send(conn, {"type": "response.output_item.added", **base, "item": item})
+                await self._add_item(conn, dict(item))
+                await self._send(conn, {"type": "response.function_call_arguments.delta", **base, "item_id": item["id"], "call_id": call.call_id, "delta": args})
+                await self._send(conn, {"type": "response.function_call_arguments.done", **base, "item_id": item["id"], "call_id": call.call_id, "arguments": args})
+                item = {**item, "status": "completed", "arguments": args}
+                self.items[-1] = item
+                await self._send(conn, {"type": "response.output_item.done", **base, "item": item})
+                done.append(item)
+            await self._done(conn, response_id, "completed", done)
             return
 
         item = {"id": _id("item"), "type": "message", "role": "assistant", "status": "in_progress", "content": []}
