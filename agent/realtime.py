@@ -204,6 +204,11 @@ class RealtimeTurnTracker:
             return t
         return self._open[-1] if self._open else None
 
+    def turn_hit(self) -> _RealtimeTurn | None:
+        """The turn a provider failure hits now: the newest reply still open, else a turn waiting
+        for the model's answer to its tool results (Gemini), which the failure may lose."""
+        return self._open[-1] if self._open else self._held
+
     def turn_for_speech(self, speech_id: str | None) -> Turn:
         """The brain Turn a tool call of that reply belongs to."""
         t = self.current(speech_id)
@@ -425,7 +430,7 @@ class RealtimeTurnTracker:
         self.handle_error(report)
 
     def handle_error(self, report: ProviderErrorReport, turn: _RealtimeTurn | None = None) -> None:
-        t = turn or self.current()
+        t = turn or self.turn_hit()
         if self.report_errors:
             log_provider_error(report, log)
             self.events.emit(
@@ -440,7 +445,12 @@ class RealtimeTurnTracker:
             )
         # a dropped malformed frame does not break the reply; anything else that hits an open
         # reply ends it as an error, and (once) the user hears a short apology
-        if report.code == "protocol" or t is None or t.done:
+        if report.code == "protocol" or t is None:
+            return
+        if t is self._held:
+            self._held_failed(t, report)
+            return
+        if t.done:
             return
         if report.code == "auth" and report.recoverable:
             # a rejected key, retried by livekit: no reply can run until an attempt succeeds
@@ -461,6 +471,20 @@ class RealtimeTurnTracker:
         already = t.error
         t.error = True
         if report.recoverable and not already and not t.apology and self.apology:
+            self._apologise()
+
+    def _held_failed(self, t: _RealtimeTurn, report: ProviderErrorReport) -> None:
+        """A failure while the turn waits for the model's answer to its tool results: a dropped
+        connection loses that answer (the model does not answer again on the new one), so the turn
+        ends now as an error, with the apology, as a reply the failure cut would. A refused
+        request (about another event) or a rejected key being retried takes nothing from it."""
+        if report.code == "bad_request" or (report.code == "auth" and report.recoverable):
+            t.refused = report.code == "bad_request" or t.refused
+            return
+        self._take_held()
+        t.error = True
+        self._finish(t, interrupted=False)
+        if report.recoverable and not t.apology and self.apology and not self.stopped:
             self._apologise()
 
     # -- stalls --

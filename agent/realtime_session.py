@@ -87,15 +87,12 @@ class RealtimeVoiceSession(BaseVoiceSession):
     def say_goodbye(self, text: str) -> Any:
         return self.session.generate_reply(instructions=_say_exactly(text), allow_interruptions=False)
 
-    def _turn_id(self) -> str | None:
-        t = self.agent.tracker.current()
-        return t.turn.turn_id if t is not None else None
-
     def handle_failure(self, report: ProviderErrorReport, *, kind: str, fatal: bool) -> None:
-        # the turn the error hit; the tracker (which sees the same event) ends it and apologises
-        current = self.agent.tracker.current()
-        hits_reply = current is not None and not current.done
-        turn_id = self._turn_id()
+        # the turn the error hit (a reply, or a turn waiting for the model's answer to its tool
+        # results); the tracker, which sees the same event after us, ends it and apologises
+        hit = self.agent.tracker.turn_hit()
+        hits_reply = hit is not None
+        turn_id = hit.turn.turn_id if hit is not None else None
         if report.recoverable and not fatal and report.code != "protocol":
             if not hits_reply or turn_id in self._reported_turns or report.code == "auth":
                 # a connection attempt livekit retries, with no reply in flight (or one already

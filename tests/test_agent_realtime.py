@@ -465,3 +465,40 @@ async def test_an_approval_gate_that_raises_fails_the_turn_as_in_pipeline_mode(p
                    [f["response"] for f in m.get("functionResponses") or m.get("function_responses")]]
     assert [o.split(":")[0] for o in outputs] == ["ERROR"], outputs
 
+
+
+async def test_gemini_a_drop_while_the_turn_waits_for_the_answer_to_its_tool_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Gemini answers tool results in a reply of its own; the connection drops before it comes,
+    and the new connection does not bring it. The turn that made the call was neither told of the
+    drop nor marked: clients got no `error`, and once the wait ran out it ended `completed` with
+    nothing said. Now the drop is the turn's failure, as for a reply it cuts: reported with the
+    turn's id, `turn.done` `error`, and the apology."""
+    import agent.realtime
+
+    monkeypatch.setattr(agent.realtime, "CONTINUATION_TIMEOUT", 1.0)  # the wait for an answer that never comes
+
+    @tool
+    async def check_weather(city: str) -> str:
+        """Current weather for a city."""
+        return f"sunny in {city}"
+
+    async with RealtimeRig(provider="gemini-live", tools=[check_weather]) as rig:
+        rig.server.answer_tool_results = False  # the answer would have come: the drop loses it
+        rig.server.script.extend([CallTool("check_weather", {"city": "Paris"}, call_id="fc_drop"), Say(APOLOGY, audio_ms=200)])
+        rig.session.generate_reply(user_input="weather in paris")
+        tracker = rig.voice.tracker
+        await rig.wait(lambda: bool(rig.server.of_key("tool_response")) and tracker._held is not None)
+        rig.server.drop_connection()
+        await rig.wait(lambda: sum(e["type"] == "turn.done" for e in rig.transport.envelopes) >= 1
+                       and not tracker._open and tracker._held is None)
+        await rig.wait(lambda: APOLOGY in "".join(e.text for e in rig.brain_events if e.type == "text.delta")
+                       and not tracker._open, within=5.0)
+        assert rig.voice.bridge is not None and await rig.voice.bridge.flush(2.0)
+        envelopes = list(rig.transport.envelopes)
+    (tool_turn,) = {e["turn"] for e in envelopes if e["type"] in ("tool.started", "tool.finished")}
+    errors = [(e["turn"], e["data"]["code"], e["data"]["fatal"]) for e in envelopes if e["type"] == "error"]
+    assert errors == [(tool_turn, "unavailable", False)], errors
+    dones = [(e["turn"], e["data"]["reason"], e["data"]["text"]) for e in envelopes if e["type"] == "turn.done"]
+    assert dones[0] == (tool_turn, "error", ""), dones
+    assert [d[1:] for d in dones[1:]] == [("completed", APOLOGY)], dones
+    assert len([i for i in rig.server.requested_texts() if APOLOGY in i]) == 1  # the agent asked for it
