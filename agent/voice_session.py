@@ -444,6 +444,7 @@ class VoiceSession(BaseVoiceSession):
         self.tracker.on_outcome(self._on_turn_outcome)
         self._user_spoke = False  # since the last transcript: an STT failure lost their words
         self._tts_failed: set[str] = set()  # turn ids whose reply audio failed
+        self._greeting: tuple[Any, str] | None = None  # a greeting said as is: (its speech, its turn id)
         self._held: dict[str, list[tuple[TurnDone, Callable[[Any], None]]]] = {}
         self.on_close(lambda _reason: self._release_all())
         if _has_loop():
@@ -494,6 +495,7 @@ class VoiceSession(BaseVoiceSession):
             # the brain did not write it, so it would not know what it asked: remembered now (before
             # any user turn), cut to what was heard once it has played
             turn_id = self.brain.remember_greeting(self.conversation_id, s.greeting)
+            self._greeting = (handle, turn_id)
             handle.add_done_callback(lambda h: self._greeting_heard(h, turn_id))
             return handle
         if s.greeting_mode == "generate" and s.greeting_prompt:
@@ -502,7 +504,9 @@ class VoiceSession(BaseVoiceSession):
         return None
 
     def _greeting_heard(self, handle: Any, turn_id: str) -> None:
-        if not handle.interrupted:
+        # cut off, or its audio failed (the user heard the apology instead of the rest; livekit
+        # then records none of it as said): memory keeps only what was heard
+        if not handle.interrupted and turn_id not in self._tts_failed:
             return
         heard = " ".join(
             item.text_content for item in handle.chat_items
@@ -510,7 +514,7 @@ class VoiceSession(BaseVoiceSession):
         ).strip()
         if heard:
             self.brain.record_spoken(self.conversation_id, turn_id, heard)
-        else:  # cut off before any of it played: nobody heard it
+        else:  # cut off before any of it played (or failed): nobody heard it
             self.brain.forget_turn(self.conversation_id, turn_id)
 
     def say_goodbye(self, text: str) -> Any:
@@ -559,6 +563,8 @@ class VoiceSession(BaseVoiceSession):
 
     def _tts_apology(self, turn_id: str | None) -> None:
         """Apologise in the offline voice: the configured TTS is what just failed."""
+        if turn_id is None and self._greeting is not None and not self._greeting[0].done():
+            turn_id = self._greeting[1]  # the greeting was playing (no user turn yet)
         if turn_id is not None:
             if turn_id in self._tts_failed:
                 return  # once per reply

@@ -36,3 +36,20 @@ async def test_a_reply_whose_audio_failed_is_remembered_as_heard(fault: str, cap
     if fault == "stall":  # one line says so; livekit's traceback of the failed TTS node is not repeated
         assert "TTS stalled: audio stopped for" in caplog.text
         assert "Error in _tts_inference_task" not in caplog.text
+
+
+
+async def test_a_greeting_whose_audio_failed_is_not_remembered_whole() -> None:
+    """A greeting said as is (AGENT_GREETING_MODE=say) whose TTS fails after its first sentence
+    (the user hears that and the apology): the brain kept the whole greeting, so the model took
+    the user's next words for an answer to questions nobody heard. It keeps only what livekit
+    counts as heard (none: livekit ends the failed speech before recording any of it)."""
+    async with PipelineRig(load_vad(settings()), speed=8.0, tts_providers="openai") as rig:
+        voice = rig.sim.voice
+        voice.settings = voice.settings.model_copy(update={"greeting_mode": "say", "greeting": REPLY})
+        rig.server.tts_faults.extend(["ok", "mid_stream"])
+        handle = voice.greet()
+        await handle
+        assert not handle.interrupted  # it ended on the TTS failure
+        said = [m.content for m in rig.brain.history("faults") if m.role == "assistant"]
+    assert all(REPLY.startswith(s) and s != REPLY for s in said), said
