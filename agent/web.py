@@ -251,7 +251,8 @@ def create_app(
         # the page names new rooms with the prefix this endpoint accepts (WEB_ROOM_PREFIX; it
         # always made web-xxxxxx rooms, which a server with another prefix refused)
         prefix = html.escape(settings.room_prefix or DEFAULT_ROOM_PREFIX, quote=True)
-        text = ROOM_PREFIX_META.sub(f'<meta name="room-prefix" content="{prefix}">', page.read_text(encoding="utf-8"), count=1)
+        meta = f'<meta name="room-prefix" content="{prefix}">'
+        text = ROOM_PREFIX_META.sub(lambda _: meta, page.read_text(encoding="utf-8"), count=1)  # taken as is
         headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": CSP, "Cache-Control": "no-cache"}
         return web.Response(text=text, content_type="text/html", charset="utf-8", headers=headers)
 

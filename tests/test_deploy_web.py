@@ -179,7 +179,7 @@ async def test_the_page_names_new_rooms_with_the_prefix_the_endpoint_accepts() -
     """The page always made web-xxxxxx rooms: with another WEB_ROOM_PREFIX every Connect was
     refused ("room: must start with ...") until the user typed a room name."""
     seen = {}
-    for prefix in ("demo-", "", 'a"><script>'):
+    for prefix in ("demo-", "", 'a"><script>', "a\\1"):
         settings = TokenSettings(_env_file=None, api_key=KEY, api_secret=SECRET, public_url=PUBLIC_URL,  # type: ignore[call-arg]
                                  room_prefix=prefix)
         client = TestClient(TestServer(create_app(settings, paths=WebPaths.discover()), host="127.0.0.1"))
@@ -189,7 +189,7 @@ async def test_the_page_names_new_rooms_with_the_prefix_the_endpoint_accepts() -
         finally:
             await client.close()
         seen[prefix] = re.findall(r'<meta name="room-prefix" content="([^"]*)">', page)
-    assert seen == {"demo-": ["demo-"], "": ["web-"], 'a"><script>': ["a&quot;&gt;&lt;script&gt;"]}
+    assert seen == {"demo-": ["demo-"], "": ["web-"], 'a"><script>': ["a&quot;&gt;&lt;script&gt;"], "a\\1": ["a\\1"]}
     # that the page uses it: web/tests/page.test.mjs ("new rooms get the server's room prefix")
 
 
