@@ -198,7 +198,7 @@ messages = st.one_of(
 )
 
 
-@settings(max_examples=2500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(sender=st.sampled_from(["alice", "mallory", "", "alice "]), raw=messages)
 def test_fuzzed_messages_are_always_answered_and_change_nothing(harness: Harness, sender: str, raw: Any) -> None:
     reply = harness.send(sender, raw)  # raises if no valid reply came back

@@ -20,7 +20,7 @@ def test_simulate_offline_default_writes_a_playable_wav(tmp_path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "OPENAI_", "GEMINI_", "GOOGLE_"))}
     env.update({"BRAIN_BACKEND": "offline", "STT_PROVIDERS": "local", "TTS_PROVIDERS": "local"})
     proc = subprocess.run(
-        [sys.executable, "-m", "agent", "simulate", "--speed", "2", "--out", str(out)],
+        [sys.executable, "-m", "agent", "simulate", "--speed", "3", "--out", str(out)],
         cwd=tmp_path,  # no .env from the checkout
         env={**env, "PYTHONPATH": str(ROOT)},
         capture_output=True,
