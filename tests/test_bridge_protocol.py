@@ -246,6 +246,25 @@ async def test_recorded_example_session_is_valid_and_current() -> None:
     assert [(x["dir"], x["msg"]["type"]) for x in fresh] == shape, "run: python -m bridge example > " + str(FIXTURE)  # type: ignore[index]
 
 
+def test_docs_protocol_examples_validate() -> None:
+    """Every concrete JSON example in docs/protocol.md (one message a line) fits the schema."""
+    import re
+
+    doc = (SCHEMA_PATH.parents[1] / "docs" / "protocol.md").read_text()
+    v = validators()
+    checked = 0
+    for block in re.findall(r"```jsonc?\n(.*?)```", doc, re.S):
+        for line in block.splitlines():
+            line = line.strip()
+            if not line or line.startswith("//") or "{...}" in line:  # comments, schematic shapes
+                continue
+            msg = json.loads(line)
+            kind = "AgentEnvelope" if "seq" in msg else "Reply" if msg.get("type") in ("ack", "error") else "ClientMessage"
+            v[kind].validate(msg)
+            checked += 1
+    assert checked >= 20, checked
+
+
 @pytest.mark.parametrize(
     ("text", "kept"),
     [
