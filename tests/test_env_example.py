@@ -12,7 +12,9 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from agent.config import AgentSettings
+from agent.tokens import TokenSettings
 from agent.turns import TurnSettings
+from agent.web import WebSettings
 from brain import BrainConfig
 from bridge.config import BridgeConfig
 from providers import SpeechSettings
@@ -40,7 +42,9 @@ def _env_names(cls: type[BaseSettings]) -> list[str]:
     return names
 
 
-@pytest.mark.parametrize("cls", [BrainConfig, BridgeConfig, TurnSettings, AgentSettings, RealtimeSettings])
+@pytest.mark.parametrize(
+    "cls", [BrainConfig, BridgeConfig, TurnSettings, AgentSettings, RealtimeSettings, TokenSettings, WebSettings]
+)
 def test_every_variable_is_documented(cls: type[BaseSettings]) -> None:
     missing = [n for n in _env_names(cls) if n not in DOCUMENTED]
     assert missing == [], f"{cls.__name__} reads variables .env.example does not document: {missing}"
