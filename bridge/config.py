@@ -26,7 +26,7 @@ class BridgeConfig(BaseSettings):
     topic: str = Field(default=DEFAULT_TOPIC, min_length=1)
     """Text-stream topic the envelopes are published on."""
     control_method: str = Field(default=DEFAULT_CONTROL_METHOD, min_length=1)
-    """RPC method clients call with hitl.respond / agent.interrupt / user.text."""
+    """RPC method clients call with hitl.respond / agent.interrupt / user.text / session.sync."""
     allowed_identities: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Identities besides the served participant that may see events and answer approvals (comma-separated)."""
     report_overrides: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
