@@ -107,7 +107,7 @@ class HitlResolvedData(_Model):
 
 class TurnDoneData(_Model):
     reason: TurnReason
-    text: str = Field(default="", description="the whole reply text of the turn")
+    text: str = Field(default="", description="the reply text of the turn as the user heard it (all of it when completed)")
 
 
 class ErrorData(_Model):

@@ -1,7 +1,7 @@
 """Speech providers (STT / TTS) chosen by name from configuration.
 
     settings = SpeechSettings()              # env, .env, VOICE_CONFIG_FILE (TOML)
-    stt = create_stt(settings, vad=vad)      # one provider or a FallbackAdapter chain
+    stt = create_stt(settings, vad=vad)      # one provider, or a chain (BatchFallbackSTT / StreamingFallbackSTT)
     tts = create_tts(settings)
     for row in provider_report(settings): ...
 
