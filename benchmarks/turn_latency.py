@@ -6,7 +6,7 @@ end, time to the first reply audio; premature replies (inside a user turn); miss
 
     .venv/bin/python benchmarks/turn_latency.py                  # all presets, real time
     .venv/bin/python benchmarks/turn_latency.py --configs a,d --files multi
-    .venv/bin/python benchmarks/turn_latency.py --variant "d2:mode=eou,eou_threshold=0.5"
+    .venv/bin/python benchmarks/turn_latency.py --variant "d2:mode=eou,eou_fast_threshold=0.8"
 
 Configurations:
   a  livekit-agents defaults for VAD turn handling (silero.VAD.load(), turn_detection="vad")
@@ -120,8 +120,22 @@ PRESETS = {
 
 
 def _parse_variant(spec: str) -> Config:
+    """`name:key=val,...` -> a project config; a key TurnSettings does not have is an error
+    (TurnSettings ignores unknown fields, so a misspelt knob would silently run the defaults)."""
+    from agent.turns import TurnSettings
+
     name, _, body = spec.partition(":")
-    overrides = dict(kv.split("=", 1) for kv in body.split(",") if kv)
+    if not name:
+        raise ValueError(f"variant {spec!r}: expected name:key=val,...")
+    overrides: dict[str, str] = {}
+    for kv in (kv.strip() for kv in body.split(",") if kv.strip()):
+        key, sep, val = kv.partition("=")
+        if not sep:
+            raise ValueError(f"variant {spec!r}: {kv!r} is not key=val")
+        if key not in TurnSettings.model_fields:
+            known = ", ".join(sorted(TurnSettings.model_fields))
+            raise ValueError(f"variant {spec!r}: TurnSettings has no {key!r} (known: {known})")
+        overrides[key] = val
     return Config(name, f"({name}) {body}", _project(overrides))
 
 
@@ -209,6 +223,16 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the rows here")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args()
+    # reject bad names before minutes of real-time runs, not in the middle of them
+    if bad := [k for k in args.configs.split(",") if k and k not in PRESETS]:
+        p.error(f"--configs: unknown preset(s) {', '.join(bad)} (known: {', '.join(PRESETS)})")
+    if bad := [k for k in args.files.split(",") if k not in FILES]:
+        p.error(f"--files: unknown file(s) {', '.join(bad)} (known: {', '.join(FILES)})")
+    for v in args.variant:
+        try:
+            _parse_variant(v)
+        except ValueError as e:
+            p.error(f"--variant: {e}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     if args.verbose:
         for h in logging.getLogger().handlers:
