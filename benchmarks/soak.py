@@ -90,7 +90,9 @@ SECONDS_PER_WORD = 0.1
 """The stub TTS's pace: shorter replies, less silence to feed while they play."""
 
 
-_POOL_PREFIXES = ("asyncio_", "ThreadPoolExecutor-")
+# thread pools: bounded, their threads started on demand and reused. "brain-tool_" is
+# brain.tools._tool_threads (TOOL_THREADS, shared by every brain in the process).
+_POOL_PREFIXES = ("asyncio_", "ThreadPoolExecutor-", "brain-tool_")
 
 
 # -- resources --------------------------------------------------------------------------------
@@ -102,7 +104,8 @@ class Resources:
     fds: int
     threads: int
     pool_threads: int
-    """Of `threads`, workers of thread pools (the loop's default executor): bounded, reused."""
+    """Of `threads`, workers of thread pools (the loop's default executor, the brain's tool
+    threads): bounded, reused."""
     rss_mb: float
     py_blocks: int
     """Memory blocks Python's own allocator holds (`sys.getallocatedblocks`): Python objects,
@@ -454,7 +457,8 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         r = s.resources
         print(f"{s.sessions:5d} sessions {s.seconds:7.1f} s  rss {r.rss_mb:7.1f} MB  tasks {r.tasks:3d}  "
               f"fds {r.fds:3d}  threads {r.threads:2d} ({r.pool_threads} pooled)  py blocks {r.py_blocks}", flush=True)
-        if args.tracemalloc and s.sessions in (100, args.sessions):
+        # the first sample from session 100 on (--every need not divide 100), and the last
+        if args.tracemalloc and ((s.sessions >= 100 and not snapshots) or s.sessions == args.sessions):
             snapshots[s.sessions] = tracemalloc.take_snapshot()
 
     if args.tracemalloc:
@@ -481,12 +485,17 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
         "final": asdict(result.final),
         "live_session_objects": result.live,
         "curve": [{"sessions": s.sessions, "seconds": round(s.seconds, 1), **asdict(s.resources)} for s in result.samples],
-        "rss_growth_100_to_end_pct": round(100 * (rend - r100) / r100, 2),
+        # a run of 100 sessions or fewer has no sample after session 100: no growth to report
+        "rss_growth_100_to_end_pct": round(100 * (rend - r100) / r100, 2) if args.sessions > 100 else None,
         "py_blocks_growth_pct": round(100 * (result.final.py_blocks / result.baseline.py_blocks - 1), 2),
         "session_seconds_p50": sorted(r.seconds for r in result.reports)[len(result.reports) // 2],
     }
-    if args.tracemalloc and 100 in snapshots and args.sessions in snapshots:
-        out["tracemalloc_growth"] = _top_growth(snapshots[100], snapshots[args.sessions])
+    if args.tracemalloc:
+        if len(snapshots) == 2:
+            first, last = sorted(snapshots)
+            out["tracemalloc_growth"] = {f"{first} -> {last}": _top_growth(snapshots[first], snapshots[last])}
+        else:
+            out["tracemalloc_growth"] = "not measured: needs more than 100 sessions"
     return out
 
 
