@@ -290,19 +290,21 @@ async def _until_played(sim: Simulation, seconds: float, limit: float = 30.0) ->
     raise AssertionError("the reply never played that long")
 
 
-async def _type_over_a_reply(vad, backend: ScriptedBackend, typed: str):  # type: ignore[no-untyped-def]
-    """Type "tell me about the sea", let 1.5 s of the reply play, type `typed` over it, settle."""
+async def _type_over_a_reply(  # type: ignore[no-untyped-def]
+    vad, backend: ScriptedBackend, typed: str, *, speed: float = 2.0, played: float = 1.5
+):
+    """Type "tell me about the sea", let `played` s of the reply play, type `typed` over it, settle."""
     import io
 
     brain = create_voice_brain(BrainConfig(_env_file=None), backend=backend)  # type: ignore[call-arg]
     events = io.StringIO()
-    sim = Simulation(settings(), vad=vad, brain=brain, speed=2.0, conversation_id="typed", events=events)
+    sim = Simulation(settings(), vad=vad, brain=brain, speed=speed, conversation_id="typed", events=events)
     try:
         await sim.start()
         bridge = sim.voice.bridge
         assert bridge is not None
         await bridge.handle_message("user", _control("user.text", "t1", {"text": "tell me about the sea"}))
-        await _until_played(sim, 1.5)
+        await _until_played(sim, played)
         reply = await bridge.handle_message("user", _control("user.text", "t2", {"text": typed}))
         assert await sim.settle(limit=30)
         await bridge.flush(2)
@@ -491,26 +493,11 @@ async def test_a_failed_reply_cut_off_reports_only_what_was_heard(vad) -> None:
             async for item in super().stream(request):
                 yield item
 
-    import io
-
     backend = BreaksOff([Step(text=["Second answer."])])
-    brain = create_voice_brain(BrainConfig(_env_file=None), backend=backend)  # type: ignore[call-arg]
-    events = io.StringIO()
-    sim = Simulation(settings(), vad=vad, brain=brain, speed=4.0, conversation_id="failed-cut", events=events)
-    try:
-        await sim.start()
-        bridge = sim.voice.bridge
-        assert bridge is not None
-        await bridge.handle_message("user", _control("user.text", "t1", {"text": "tell me about the sea"}))
-        await _until_played(sim, 2.0)
-        await bridge.handle_message("user", _control("user.text", "t2", {"text": "stop"}))
-        assert await sim.settle(limit=30)
-        await bridge.flush(2)
-    finally:
-        await sim.aclose()
+    sim, events, _ = await _type_over_a_reply(vad, backend, "stop", speed=4.0, played=2.0)
     first = sim.voice.tracker.turns[0]
     assert first.outcome == "interrupted" and first.spoken is not None and len(first.spoken) < len(LONG)
-    assistant = [m.content for m in brain.history("failed-cut") if m.role == "assistant"]
+    assistant = [m.content for m in sim.voice.brain.history("typed") if m.role == "assistant"]
     assert assistant[0] == first.spoken  # (the second turn's answer follows)
     done = {e["turn"]: e["data"] for e in _envelopes(events) if e["type"] == "turn.done"}
     assert done[first.turn.turn_id] == {"reason": "error", "text": first.spoken}
