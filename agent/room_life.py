@@ -4,7 +4,10 @@ A job serves one user: the first user (a standard, SIP or connector participant,
 agent nor an identity of `BRIDGE_ALLOWED_IDENTITIES`, who watches and approves) in the room.
 The session ends when no user is left, or when the served user has been gone for
 `AGENT_INACTIVITY_TIMEOUT` while others stay (a supervisor cannot talk to the session: the room
-input follows the served identity). livekit runs a job's shutdown callbacks concurrently, so
+input follows the served identity). A served user whose connection dropped (any disconnect reason
+but livekit-agents' close-on-disconnect ones: they left, were rejected, the room was deleted) or
+who reconnects (same identity, new participant sid: livekit reports a leave, then a join) gets
+that grace even when nobody else is in the room. livekit runs a job's shutdown callbacks concurrently, so
 what the job closes is one ordered list: the session first, then what it uses.
 """
 
@@ -28,6 +31,19 @@ USER_KINDS = (
     rtc.ParticipantKind.PARTICIPANT_KIND_SIP,
     rtc.ParticipantKind.PARTICIPANT_KIND_CONNECTOR,
 )
+
+
+# a user gone for one of these reasons left on purpose (livekit-agents' DEFAULT_CLOSE_ON_DISCONNECT_REASONS,
+# what its room input closes the session on); any other (a dropped connection, a reconnect) may be followed by a return
+LEFT_ON_PURPOSE = (
+    rtc.DisconnectReason.CLIENT_INITIATED,
+    rtc.DisconnectReason.ROOM_DELETED,
+    rtc.DisconnectReason.USER_REJECTED,
+)
+
+
+def _left_on_purpose(participant: Any) -> bool:
+    return getattr(participant, "disconnect_reason", None) in LEFT_ON_PURPOSE
 
 
 def _is_user(participant: Any) -> bool:
@@ -81,7 +97,8 @@ async def wait_for_user(room: Any, *, exclude: Collection[str] = ()) -> Any:
 
 class LastParticipantWatcher:
     """Calls `on_gone(reason)` once: when the last user has left, or (with `served`) when the
-    served user has been gone `grace` seconds while other users stay (cancelled if they return)."""
+    served user has been gone `grace` seconds (cancelled if they return) while other users stay,
+    or when their connection dropped rather than they left (see the module)."""
 
     def __init__(self, room: Any, on_gone: Callable[[str], Any], *, served: str | None = None, grace: float = 0.0) -> None:
         self.room = room
@@ -90,6 +107,7 @@ class LastParticipantWatcher:
         self.grace = grace
         self.fired = False
         self._timer: asyncio.TimerHandle | None = None
+        self._served_dropped = False  # the served user's last disconnect was not a deliberate leave
         room.on("participant_disconnected", self._on_disconnected)
         room.on("participant_connected", self._on_connected)
 
@@ -101,18 +119,30 @@ class LastParticipantWatcher:
         if self.fired:
             return
         users = remaining_users(self.room)
-        if not users:
-            who = getattr(participant, "identity", None) or self.served or "?"
-            log.info("last participant (%s) left", who)
+        who = getattr(participant, "identity", None)
+        if who is not None and who == self.served:
+            self._served_dropped = not _left_on_purpose(participant)
+        served_gone = self.served is not None and self.served not in users
+        if not users and not (served_gone and self._served_dropped):
+            log.info("last participant (%s) left", who or self.served or "?")
             self._fire("last participant left")
-        elif self.served is not None and self.served not in users and self._timer is None:
-            log.info("the served participant (%s) left; %d other user(s) stay", self.served, len(users))
+        elif served_gone and self._timer is None:
+            how = "dropped" if self._served_dropped else "left"
+            log.info("the served participant (%s) %s; %d other user(s) stay; ending in %g s unless they return",
+                     self.served, how, len(users), self.grace)
             self._timer = asyncio.get_running_loop().call_later(self.grace, self._fire, "served participant left")
 
+    @property
+    def waiting(self) -> bool:
+        """True while the served user is gone and the grace runs."""
+        return self._timer is not None
+
     def _on_connected(self, participant: Any) -> None:
-        if self._timer is not None and getattr(participant, "identity", None) == self.served:
-            self._timer.cancel()  # back in time: livekit re-links the room input to them
-            self._timer = None
+        if getattr(participant, "identity", None) == self.served:
+            self._served_dropped = False
+            if self._timer is not None:
+                self._timer.cancel()  # back in time: livekit re-links the room input to them
+                self._timer = None
 
     def _fire(self, reason: str) -> None:
         if not self.fired:

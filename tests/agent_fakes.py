@@ -88,6 +88,7 @@ class FakeParticipant:
     identity: str
     kind: int = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
     state: int = rtc.ParticipantState.PARTICIPANT_STATE_JOINING
+    disconnect_reason: int = rtc.DisconnectReason.UNKNOWN_REASON
 
 
 class FakeRoom(rtc.EventEmitter[str]):
@@ -114,9 +115,20 @@ class FakeRoom(rtc.EventEmitter[str]):
         p.state = rtc.ParticipantState.PARTICIPANT_STATE_ACTIVE
         self.emit("participant_active", p)
 
-    def leave(self, identity: str) -> None:
+    def leave(self, identity: str, reason: int = rtc.DisconnectReason.CLIENT_INITIATED) -> None:
+        """A participant is gone: by default they left (hung up, closed the page); a `reason` such
+        as CONNECTION_TIMEOUT or SIGNAL_CLOSE is a dropped connection."""
         p = self.remote_participants.pop(identity)
+        p.disconnect_reason = reason
         self.emit("participant_disconnected", p)
+
+    def rejoin(self, identity: str) -> FakeParticipant:
+        """The same identity connects again (a client's full reconnect: a new participant sid). The
+        SDK reports it as livekit's Rust core does: the old participant disconnected (no reason
+        given), then the new one connected."""
+        kind = self.remote_participants[identity].kind
+        self.leave(identity, reason=rtc.DisconnectReason.UNKNOWN_REASON)
+        return self.join(identity, kind)
 
 
 def speech_spans(name: str) -> list[tuple[float, float]]:

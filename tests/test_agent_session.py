@@ -12,10 +12,18 @@ from livekit.agents.testing import fake_job_context
 from agent.brain_agent import BrainAgent, BrainLLM
 from agent.simulate import Simulation
 from agent.turn_tracker import TurnTracker
-from agent.worker import JobClosers, attach_session_life, load_vad, remaining_users, wait_for_user
+from agent.worker import (
+    JobClosers,
+    LastParticipantWatcher,
+    attach_session_life,
+    load_vad,
+    remaining_users,
+    wait_for_user,
+)
 from brain import BrainConfig, InProcessApprovalGate, auto_approve, create_voice_brain
 
 from .agent_fakes import FakeRoom, ScriptedBackend, Step, settings
+from .bridge_fakes import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +209,38 @@ async def test_a_leave_before_the_watcher_was_attached_still_ends_the_session(va
         finally:
             await sim.aclose()
     assert sim.voice.close_reason == "last participant left"
+
+
+async def test_a_served_user_who_reconnects_or_drops_is_waited_for() -> None:
+    """A client's full reconnect (same identity, new participant sid) reaches the agent as a leave
+    then a join, and a dropped connection as a leave with a reason other than the user's own: the
+    session ended at once when nobody else was in the room, so the user came back to a room
+    without an agent. Only a deliberate leave (livekit-agents' close-on-disconnect reasons) ends
+    it at once; a drop gets the grace (AGENT_INACTIVITY_TIMEOUT), as with others in the room."""
+    room = FakeRoom("room-12")
+    room.join("alice")
+    gone: list[str] = []
+    watcher = LastParticipantWatcher(room, gone.append, served="alice", grace=60.0)
+    room.rejoin("alice")
+    assert gone == [] and not watcher.waiting  # back at once: nothing pending
+    room.join("supervisor")
+    room.leave("alice", reason=rtc.DisconnectReason.CONNECTION_TIMEOUT)
+    room.leave("supervisor")  # the last one there leaves: alice may still come back
+    assert gone == [] and watcher.waiting
+    room.join("alice")
+    assert not watcher.waiting
+    room.leave("alice")  # hangs up: the last user left on purpose
+    assert gone == ["last participant left"]
+    watcher.close()
+
+    room.join("alice")
+    gone.clear()
+    watcher = LastParticipantWatcher(room, gone.append, served="alice", grace=0.05)
+    room.leave("alice", reason=rtc.DisconnectReason.SIGNAL_CLOSE)
+    assert gone == []
+    await wait_until(lambda: gone)  # never came back: the grace ends the session
+    assert gone == ["served participant left"]
+    watcher.close()
 
 
 async def test_the_served_user_is_never_a_supervisor() -> None:
