@@ -204,7 +204,7 @@ class EventBridge:
         self._done_turns = _Lru(self.options.memory)
         self._requests = _Lru(self.options.memory)  # request id -> conversation id, for scoping
         self._pending: dict[str, str] = {}  # unresolved request id -> conversation id
-        self._open: dict[str, PendingRequestData] = {}  # unresolved request id -> what a hello lists
+        self._open: dict[str, PendingRequestData] = {}  # answerable request id -> what a hello lists
         self._overflowing = False
         self._closed = False
         self._unsubscribe: Callable[[], None] | None = None
@@ -593,6 +593,7 @@ class EventBridge:
         decision = ApprovalDecision(approved=approved, arguments=d.arguments, reason=d.reason, decided_by=sender)
         status = gate.resolve(rid, decision)
         if status == ResolveStatus.OK:
+            self._open.pop(rid, None)  # decided: a hello or sync ack before its hitl.resolved must not list it
             return ack_json(msg.type, cid, rid)
         if status == ResolveStatus.ALREADY_RESOLVED:
             return error_json("already_resolved", f"approval request {rid!r} was already decided", cid)
@@ -613,19 +614,23 @@ class EventBridge:
             return self._withdraw(gate, list(self._pending), by)
         n = 0
         for conv in set(self._pending.values()):
+            ids = [rid for rid, c in self._pending.items() if c == conv]
             try:
                 n += int(cancel_all(conv, by=by))
             except Exception:  # noqa: BLE001 - a broken gate must not keep the requests open (or break leave / close)
                 log.exception("the approval gate's cancel_all failed; withdrawing its requests one by one")
-                n += self._withdraw(gate, [rid for rid, c in self._pending.items() if c == conv], by)
+                n += self._withdraw(gate, ids, by)
+            else:
+                for rid in ids:  # no longer answerable: a hello before their hitl.resolved must not list them
+                    self._open.pop(rid, None)
         return n
 
-    @staticmethod
-    def _withdraw(gate: Any, request_ids: list[str], by: str) -> int:
+    def _withdraw(self, gate: Any, request_ids: list[str], by: str) -> int:
         n = 0
         for rid in request_ids:
             try:
                 if gate.resolve(rid, ApprovalDecision.withdraw(by=by)) == ResolveStatus.OK:
+                    self._open.pop(rid, None)
                     n += 1
             except Exception:  # noqa: BLE001
                 log.exception("the approval gate could not withdraw request %s", rid)

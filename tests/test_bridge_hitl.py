@@ -324,6 +324,33 @@ async def hello_pending(s: Session, identity: str) -> list[dict[str, Any]]:
     return hellos[-1]["data"]["pending"]  # type: ignore[no-any-return]
 
 
+@pytest.mark.parametrize("session", [{"allowed": ["supervisor"]}], indirect=True)
+async def test_a_hello_right_after_a_request_ended_does_not_list_it(session: Session) -> None:
+    """The served user reconnects (LiveKit: the old participant leaves, the new one, same
+    identity, joins at once) while a request is open: their leaving cancelled it, yet the hello
+    of their return, sent before the brain had published the cancellation, listed it as open (a
+    page would show a request that can only answer `expired`). Likewise a dashboard joining just
+    after a decision was acked."""
+    s = session
+    task = await s.run_turn("book a table for two")
+    [req] = await s.alice.wait_for("hitl.request")
+    s.room.disconnect_participant("alice")
+    s.room.connect("alice")
+    [_, back] = await s.alice.wait_for("session.hello", 2)
+    assert back["data"]["pending"] == []
+    await finish(s, task)
+    assert [r["data"]["outcome"] for r in s.alice.of_type("hitl.resolved")] == ["cancelled"]
+
+    task = await s.run_turn("book a table for two")
+    [_, req] = await s.alice.wait_for("hitl.request", 2)
+    assert (await s.alice.respond(req["data"]["request_id"], "approve"))["type"] == "ack"
+    s.room.connect("supervisor")  # before the brain has run the tool and published the outcome
+    [hello] = await s.client("supervisor").wait_for("session.hello")
+    assert hello["data"]["pending"] == []
+    assert (await s.client("supervisor").sync())["data"]["pending"] == []
+    await finish(s, task)
+
+
 @pytest.mark.parametrize("session", [{"allowed": ["supervisor"], "extra": ["supervisor"]}], indirect=True)
 async def test_session_sync_lists_the_open_requests_as_a_hello_does(session: Session) -> None:
     """A client that lost the hitl.request's stream asks session.sync: the ack carries the
@@ -374,6 +401,7 @@ async def test_session_sync_follows_the_report_level_and_the_broadcast_audience(
     assert (await mallory.sync())["data"]["pending"] == []
 
 
+@pytest.mark.parametrize("session", [{"allowed": ["supervisor"]}], indirect=True)
 async def test_a_session_sync_ack_too_big_for_an_rpc_reply_is_cut_and_says_so(session: Session) -> None:
     """LiveKit refuses RPC replies over 15 KiB (the fake room too): arguments are left out first,
     then the newest requests; the full data stays in the envelopes and the hello."""
@@ -388,7 +416,8 @@ async def test_a_session_sync_ack_too_big_for_an_rpc_reply_is_cut_and_says_so(se
     reply = await s.alice.sync()
     assert reply["type"] == "ack" and reply["data"]["truncated"] is True
     assert [(p["request_id"], p["arguments"]) for p in reply["data"]["pending"]] == [("r1", None), ("r2", None)]
-    assert [p["arguments"] for p in (await hello_pending(s, "alice"))] == [big, big]
+    # a supervisor's hello (alice leaving to rejoin would withdraw them)
+    assert [p["arguments"] for p in (await hello_pending(s, "supervisor"))] == [big, big]
     s.bridge.options = BridgeOptions(max_reply_bytes=300)  # room for one request without arguments
     reply = await s.alice.sync()
     assert [p["request_id"] for p in reply["data"]["pending"]] == ["r1"] and reply["data"]["truncated"] is True
