@@ -29,8 +29,18 @@ def checked_base_url(value: object) -> object:
     if not url:
         return None
     if not url.lower().startswith(("http://", "https://", "ws://", "wss://")):
-        raise ValueError(f"{url!r} is not a URL: it must start with http:// or https://")
+        raise ValueError(f"{_shown_url(url)!r} is not a URL: it must start with http:// or https://")
     return url.rstrip("/")
+
+
+def _shown_url(url: str) -> str:
+    """What an error may say of a URL given without its scheme: its host and path, without any
+    `user:password@` (without a scheme no pattern recognises a password) and without anything
+    credential-shaped (a key pasted into the wrong variable)."""
+    authority, slash, rest = url.partition("/")
+    if "@" in authority:
+        authority = "…@" + authority.rpartition("@")[2]
+    return redact_secrets(authority + slash + rest)
 
 
 class BrainConfig(BaseSettings):

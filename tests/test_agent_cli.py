@@ -387,3 +387,12 @@ def test_the_example_dotenv_names_only_variables_the_agent_reads(tmp_path, capsy
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
     assert main(["doctor"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_scheme_less_base_url_is_named_without_its_password(monkeypatch, capsys) -> None:
+    """`error:` lines are printed, not logged: the log redaction never saw them."""
+    monkeypatch.setenv("OPENAI_BASE_URL", "bob:hunter2pass@proxy.corp/v1")
+    assert main(["doctor"]) == 2
+    err = capsys.readouterr().err
+    assert "OPENAI_BASE_URL: Value error, '…@proxy.corp/v1' is not a URL" in err, err
+    assert "hunter2pass" not in err

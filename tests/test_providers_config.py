@@ -402,6 +402,33 @@ def test_a_base_url_needs_its_scheme_and_loses_its_trailing_slash(all_keys: dict
     assert SpeechSettings(OPENAI_BASE_URL=" http://127.0.0.1:9/v1/ ").openai_base_url == "http://127.0.0.1:9/v1"
 
 
+def test_a_base_url_without_its_scheme_is_not_echoed_with_its_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The value the scheme check names went out as it was (the CLI's `error:` line, doctor,
+    the worker's `GET /providers`): a proxy's `user:password@` or a key pasted into the wrong
+    variable with it. The host is still named; the credentials are not."""
+    from pydantic import ValidationError
+
+    from agent.config import AgentSettings
+    from agent.health import providers_payload
+    from brain import BrainConfig
+    from brain.config import describe_settings_error
+
+    with pytest.raises(ProviderConfigError) as raised:
+        SpeechSettings(OPENAI_BASE_URL="bob:hunter2pass@proxy.corp:8443/v1")
+    assert "hunter2pass" not in str(raised.value) and "bob" not in str(raised.value)
+    assert "proxy.corp:8443/v1" in str(raised.value) and "not a URL" in str(raised.value)
+    # what the CLI and `python -m brain` print of a settings error (never the input itself)
+    with pytest.raises(ValidationError) as raised_brain:
+        BrainConfig(_env_file=None, OPENAI_BASE_URL="sk-proj-Abc123def456ghi789jkl")  # type: ignore[call-arg]
+    said = describe_settings_error(raised_brain.value, [BrainConfig])
+    assert "Abc123def456" not in said and "OPENAI_BASE_URL: " in said and "not a URL" in said, said
+    # a plugin's own base URL: the reason of its row, served over HTTP by the worker
+    monkeypatch.setenv("CARTESIA_BASE_URL", "u:s3cretpw@api.cartesia.ai")
+    rows = providers_payload(AgentSettings(_env_file=None))["providers"]  # type: ignore[call-arg]
+    reason = next(r["reason"] for r in rows if r["name"] == "cartesia")
+    assert "not a URL" in reason and "api.cartesia.ai" in reason and "s3cretpw" not in reason, reason
+
+
 @pytest.mark.parametrize("kind", ["stt", "tts"])
 def test_a_key_of_spaces_is_no_key(kind: str) -> None:
     """It counted as configured: start-up and doctor said ok, then every request failed."""
