@@ -10,6 +10,12 @@ livekit's pretty or JSON formatter) sees it.
 `extra={...}` fields (livekit logs `extra={"error": str(e)}`) are set by the logger after the
 record is made, so they are redacted when the message is first read: every formatter, and
 livekit's job-process log forwarder, reads the message before the extra fields.
+
+Private data too: livekit-agents marks the fields that carry the conversation with a `pii`
+segment (`lk.pii.user_input`, `lk.pii.arguments`, ...; its telemetry drops them) and logs some
+of them at WARNING (the user's words when it skips a reply, a tool call's arguments when it
+repairs their JSON). Above DEBUG such a field reads `[private]`; at DEBUG, which an operator
+chooses to see the conversation, it is kept (redacted like any other).
 """
 
 from __future__ import annotations
@@ -26,6 +32,12 @@ _STANDARD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None)._
     "asctime",
 }
 _MAX_DEPTH = 4
+PRIVATE = "[private]"
+
+
+def is_private_field(name: str) -> bool:
+    """A field livekit marks as conversation content: a dot-separated `pii` segment."""
+    return "pii" in name.lower().split(".")
 
 
 class RedactedRecord(logging.LogRecord):
@@ -50,8 +62,12 @@ class RedactedRecord(logging.LogRecord):
     def getMessage(self) -> str:  # noqa: N802 - logging's name
         if not self._extras_redacted:
             self._extras_redacted = True
+            private = self.levelno > logging.DEBUG
             for key, value in list(self.__dict__.items()):
                 if key not in _STANDARD_ATTRIBUTES and not key.startswith("_"):
+                    if private and value is not None and is_private_field(key):
+                        self.__dict__[key] = PRIVATE
+                        continue
                     clean = redact_value(value)
                     if clean is not value:
                         self.__dict__[key] = clean

@@ -179,3 +179,41 @@ def test_secret_named_environment_variables_are_scrubbed(monkeypatch: pytest.Mon
     logger, out = _logger(logging.Formatter("%(message)s"))
     logger.error("upstream said: %s", key)
     assert key not in out.getvalue()
+
+
+@pytest.mark.usefixtures("redacted_logs")
+@pytest.mark.parametrize(
+    "formatter",
+    [JsonFormatter(), ColoredFormatter("%(levelname)s %(name)s %(message)s %(extra)s")],
+    ids=["json", "colored"],
+)
+def test_fields_livekit_marks_private_stay_out_of_logs_above_debug(formatter: logging.Formatter) -> None:
+    """livekit-agents puts conversation content in `lk.pii.*` extras (its telemetry drops them)
+    and logs some at WARNING: a realtime tool call's arguments when it repairs their JSON, the
+    user's words when it skips a reply (the goodbye cannot be interrupted). Both formatters
+    printed them whole; above DEBUG they now read `[private]`, the rest of the record kept."""
+    from livekit.agents.llm.utils import parse_function_arguments
+
+    card = "4111 1111 1111 1111"
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    lk = logging.getLogger("livekit.agents")
+    lk.addHandler(handler)
+    level = lk.level
+    lk.setLevel(logging.DEBUG)
+    try:
+        # the real parser: a trailing comma is repaired, and the raw arguments were logged
+        assert parse_function_arguments(f'{{"card": "{card}", "amount": 12,}}') == {"card": card, "amount": 12}
+        lk.warning("skipping reply to user input, current speech generation cannot be interrupted",
+                   extra={"lk.pii.user_input": f"my card is {card}", "speech_id": "speech_1"})
+        lk.debug("received user transcript", extra={"lk.pii.user_transcript": f"my card is {card}"})
+    finally:
+        lk.removeHandler(handler)
+        lk.setLevel(level)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3, lines
+    for line in lines[:2]:  # WARNING
+        assert card not in line and "[private]" in line, line
+    assert "repaired malformed function-call JSON arguments" in lines[0] and "speech_1" in lines[1]
+    assert card in lines[2]  # DEBUG: the operator asked for the conversation
