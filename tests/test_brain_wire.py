@@ -89,17 +89,23 @@ async def test_openai_tools_and_split_interleaved_arguments(openai_kit: OpenAIKi
     ]
 
 
-async def test_openai_invalid_json_arguments_are_fed_back_verbatim(openai_kit: OpenAIKit) -> None:
+@pytest.mark.parametrize("raw", ['{"key": "unterminated', '["alpha"]'], ids=["not_json", "not_an_object"])
+async def test_openai_invalid_arguments_are_fed_back_and_the_history_stays_valid(openai_kit: OpenAIKit, raw: str) -> None:
+    """The call went back into the history with its raw text: vLLM, SGLang and other strict
+    servers parse every call's arguments there, so the continuation and every later request of
+    the conversation got a 400 (the user heard only apologies). The raw text now reaches the
+    model in the tool's error result; the call in history carries `{}`."""
     server = openai_kit.server
-    server.push(oa.tool_reply(("call_j", "lookup", '{"key": "unterminated')), oa.text_reply("Oops."))
+    server.push(oa.tool_reply(("call_j", "lookup", raw)), oa.text_reply("Oops, let me retry."), oa.text_reply("Sure."))
     brain = openai_kit.brain(tools=[lookup])
     log = EventLog(brain)
-    await reply(brain, Turn("x", "c"))
-    second = server.requests[1]
-    assert oa.tool_results(second) == {"call_j": 'ERROR: arguments were not valid JSON: {"key": "unterminated'}
-    (call,) = [c for m in second.body["messages"] for c in m.get("tool_calls") or []]
-    assert call["function"]["arguments"] == '{"key": "unterminated'
-    assert [e.status for e in log.of(ToolFinished)] == ["error"]
+    assert "".join(await reply(brain, Turn("x", "c"))) == "Oops, let me retry."
+    assert "".join(await reply(brain, Turn("next", "c"))) == "Sure."
+    second, third = server.requests[1:]
+    assert oa.tool_results(second) == {"call_j": f"ERROR: arguments were not valid JSON: {raw}"}
+    (call,) = [c for m in third.body["messages"] for c in m.get("tool_calls") or []]
+    assert call["function"] == {"name": "lookup", "arguments": "{}"}
+    assert [e.status for e in log.of(ToolFinished)] == ["error"] and not log.of(ErrorEvent)
     log.check()
 
 

@@ -22,6 +22,8 @@ from ..memory import Message, ToolCall, well_formed
 from .base import ModelOutput, ModelRequest, TextChunk, check_finish
 
 PROVIDER = "openai"
+INVALID_JSON = "__invalid_json__"
+"""The key `parse_arguments` marks arguments that are not a JSON object with (the tool loop reports it)."""
 
 
 def map_openai_error(exc: BaseException) -> BrainError:
@@ -63,7 +65,7 @@ def to_openai_messages(system_prompt: str, messages: list[Message]) -> list[dict
                             "type": "function",
                             "function": {
                                 "name": c.name,
-                                "arguments": well_formed(c.raw_arguments) or json.dumps(c.arguments),
+                                "arguments": wire_arguments(c),
                             },
                         }
                         for c in m.tool_calls
@@ -75,6 +77,17 @@ def to_openai_messages(system_prompt: str, messages: list[Message]) -> list[dict
     return out
 
 
+def wire_arguments(call: ToolCall) -> str:
+    """A call's arguments as the history carries them: the model's text when it is a JSON object,
+    else `{}`. vLLM, SGLang and other compatible servers parse every call's arguments in the
+    history, so text that is not an object (a truncated or malformed call) would fail this and
+    every later request of the conversation with a 400; the model still sees its text, in the
+    call's error result."""
+    if INVALID_JSON in call.arguments:
+        return "{}"
+    return well_formed(call.raw_arguments) or json.dumps(call.arguments)
+
+
 def parse_arguments(raw: str) -> dict[str, Any]:
     """Parse tool arguments; invalid JSON yields a marker the tool loop reports back to the model."""
     if not raw.strip():
@@ -82,8 +95,8 @@ def parse_arguments(raw: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
-        return {"__invalid_json__": raw}
-    return value if isinstance(value, dict) else {"__invalid_json__": raw}
+        return {INVALID_JSON: raw}
+    return value if isinstance(value, dict) else {INVALID_JSON: raw}
 
 
 def _call_index(index: int | None, call_id: str | None, calls: dict[int, dict[str, str]], wire: dict[int | None, int]) -> int:

@@ -49,6 +49,15 @@ class FakeOpenAIServer(ScriptedServer):
         msgs = body["messages"]
         for i, m in enumerate(msgs):
             if m.get("role") == "assistant" and m.get("tool_calls"):
+                for c in m["tool_calls"]:
+                    # vLLM, SGLang and other compatible servers parse every call's arguments of
+                    # the history (for the chat template): text that is not a JSON object is a 400
+                    try:
+                        arguments = json.loads(c["function"]["arguments"])
+                    except (json.JSONDecodeError, TypeError):
+                        arguments = None
+                    if not isinstance(arguments, dict):
+                        return f"messages[{i}].tool_calls: function.arguments must be a JSON object string"
                 expected = {c["id"] for c in m["tool_calls"]}
                 answered = set()
                 for follower in msgs[i + 1 :]:
