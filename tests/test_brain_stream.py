@@ -15,7 +15,7 @@ import pytest
 
 from brain import ModelOutput, ModelRequest, TextChunk, ToolCall, Turn, create_voice_brain, tool
 from brain.events import ErrorEvent, TextDelta, ToolStarted
-from tests.fakes import Close, HttpError, Raw
+from tests.fakes import Close, HttpError, Raw, Sleep
 from tests.fakes.brain_kits import (
     BRAIN_TESTS,
     EventLog,
@@ -150,6 +150,27 @@ async def test_http_error_status_maps_to_its_code(kit: Kit, status: int) -> None
     assert deltas == [APOLOGY]
     assert log.done(turn.turn_id).reason == "error"
     assert len(kit.server.requests) == 1  # no hidden SDK retries
+    log.check()
+
+
+async def test_request_timeout_bounds_silence_not_the_length_of_a_reply(kit: Kit) -> None:
+    """BRAIN_REQUEST_TIMEOUT is how long the model may stay silent. The Gemini SDK applied it to
+    the whole stream: a reply still flowing when it expired was cut mid-sentence (a `timeout`
+    and the apology), e.g. a thinking model's long answer."""
+    words = [f"word{i} " for i in range(4)]
+    flowing: list[object] = [kit.text_chunk(words[0])]
+    for w in words[1:]:
+        flowing += [Sleep(0.2), kit.text_chunk(w)]  # 0.6 s in all, no gap near the timeout
+    hold = asyncio.Event()  # never set: the second reply stalls after its first words
+    kit.server.push(kit.stream(*flowing, *kit.end_text()), kit.stream(kit.text_chunk("Let me"), Hold(hold)))
+    brain = kit.brain(request_timeout=0.5)
+    log = EventLog(brain)
+    long_turn, stalled = Turn("tell me more", "c"), Turn("and?", "c")
+    assert "".join(await reply(brain, long_turn)) == "".join(words)
+    assert log.done(long_turn.turn_id).reason == "completed" and not log.of(ErrorEvent)
+    assert await reply(brain, stalled) == ["Let me", " " + APOLOGY]
+    assert [(e.code, e.turn_id) for e in log.of(ErrorEvent)] == [("timeout", stalled.turn_id)]
+    await wait_for(kit.server.requests[1].disconnected)
     log.check()
 
 

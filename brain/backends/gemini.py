@@ -85,12 +85,17 @@ class GeminiBackend:
         timeout: float = 30.0,
         max_retries: int = 0,
     ) -> None:
+        self.timeout = timeout
+        self.attempts = max_retries + 1
         http = types.HttpOptions(
             base_url=base_url,
             # pinned: function calling with JSON-schema parameters is documented on v1beta
             api_version=API_VERSION,
-            timeout=int(timeout * 1000),
-            retry_options=types.HttpRetryOptions(attempts=max_retries + 1),
+            # no SDK timeout: it bounds the whole stream (aiohttp's `total`, and the server's
+            # deadline through X-Server-Timeout), so a long reply was cut mid-sentence; `_pump`
+            # bounds the model's silence instead, as the `openai` SDK's read timeout does
+            timeout=None,
+            retry_options=types.HttpRetryOptions(attempts=self.attempts),
         )
         # vertexai=False: GOOGLE_GENAI_USE_VERTEXAI in the environment must not move this brain
         # to Vertex AI (another endpoint, another credential) behind the GEMINI_API_KEY setting
@@ -163,14 +168,23 @@ class GeminiBackend:
             yield call
 
     async def _pump(self, request: ModelRequest, queue: asyncio.Queue[Any]) -> None:
+        """Reads the SDK's stream into `queue`. The request timeout bounds each silence: the
+        first chunk comes within it times the attempts (the SDK retries before any chunk), each
+        next chunk within it of the last one; a reply may stream for as long as it flows."""
+        loop = asyncio.get_running_loop()
+        deadline = asyncio.timeout(self.timeout * self.attempts)
         try:
-            stream = await self.client.aio.models.generate_content_stream(
-                model=request.model,
-                contents=to_gemini_contents(request.messages),  # type: ignore[arg-type]
-                config=self._config(request),
-            )
-            async for chunk in stream:
-                queue.put_nowait(chunk)
+            async with deadline:
+                stream = await self.client.aio.models.generate_content_stream(
+                    model=request.model,
+                    contents=to_gemini_contents(request.messages),  # type: ignore[arg-type]
+                    config=self._config(request),
+                )
+                async for chunk in stream:
+                    queue.put_nowait(chunk)
+                    deadline.reschedule(loop.time() + self.timeout)
+        except TimeoutError as exc:
+            queue.put_nowait(TimeoutError(f"the model sent nothing for {self.timeout:g} s") if deadline.expired() else exc)
         except Exception as exc:  # noqa: BLE001 - handed to the consumer, mapped there
             queue.put_nowait(exc)
         else:
