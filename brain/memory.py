@@ -27,6 +27,9 @@ class ToolCall:
     """The model's argument text as received (kept so invalid JSON can be fed back)."""
     thought_signature: bytes | None = None
     """Gemini's opaque signature on a function call; it must be sent back with the call in history."""
+    extra_content: dict[str, Any] | None = None
+    """An OpenAI-compatible server's `extra_content` on the call, sent back with it in history
+    (Gemini's endpoint signs calls there; Gemini 3 rejects a history without the signature)."""
 
 
 @dataclass

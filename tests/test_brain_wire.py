@@ -109,6 +109,32 @@ async def test_openai_invalid_arguments_are_fed_back_and_the_history_stays_valid
     log.check()
 
 
+async def test_openai_compatible_thought_signatures_go_back_with_their_calls(openai_kit: OpenAIKit) -> None:
+    """Gemini 3 through its OpenAI-compatible endpoint (OPENAI_BASE_URL) signs a step's first call
+    in `extra_content` and rejects a history without it ("missing a thought_signature"): the
+    backend dropped it, so every turn with a tool call ended in the apology."""
+    signed = {"google": {"thought_signature": "c2lnbmVkLWJ5LWdlbWluaQ=="}}
+    calls = [
+        {"index": 0, "id": "fc_1", "type": "function", "extra_content": signed,
+         "function": {"name": "lookup", "arguments": '{"key": "a"}'}},
+        {"index": 1, "id": "fc_2", "type": "function", "function": {"name": "lookup", "arguments": '{"key": "b"}'}},
+    ]
+    server = openai_kit.server
+    server.push(
+        Stream([oa.chunk({"role": "assistant", "tool_calls": calls}), oa.finish_chunk("tool_calls")]),
+        oa.text_reply("Both found."),
+        oa.text_reply("You're welcome."),
+    )
+    brain = openai_kit.brain(tools=[lookup])
+    log = EventLog(brain)
+    assert "".join(await reply(brain, Turn("find", "c"))) == "Both found."
+    assert "".join(await reply(brain, Turn("thanks", "c"))) == "You're welcome."
+    for req in server.requests[1:]:
+        sent = [c for m in req.body["messages"] for c in m.get("tool_calls") or []]
+        assert [(c["id"], c.get("extra_content")) for c in sent] == [("fc_1", signed), ("fc_2", None)]
+    assert not log.of(ErrorEvent)
+
+
 async def test_openai_error_event_inside_the_stream(openai_kit: OpenAIKit) -> None:
     openai_kit.server.push(
         Stream([oa.text_chunk("Let me"), Chunk({"error": {"message": "model overloaded", "type": "server_error"}})])

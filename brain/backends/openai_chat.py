@@ -55,23 +55,17 @@ def to_openai_messages(system_prompt: str, messages: list[Message]) -> list[dict
         if m.role == "tool":
             out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": well_formed(m.content)})
         elif m.role == "assistant" and m.tool_calls:
-            out.append(
-                {
-                    "role": "assistant",
-                    "content": well_formed(m.content) or None,
-                    "tool_calls": [
-                        {
-                            "id": c.id,
-                            "type": "function",
-                            "function": {
-                                "name": c.name,
-                                "arguments": wire_arguments(c),
-                            },
-                        }
-                        for c in m.tool_calls
-                    ],
+            calls: list[dict[str, Any]] = []
+            for c in m.tool_calls:
+                call: dict[str, Any] = {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": wire_arguments(c)},
                 }
-            )
+                if c.extra_content is not None:  # as received (a Gemini thought signature)
+                    call["extra_content"] = c.extra_content
+                calls.append(call)
+            out.append({"role": "assistant", "content": well_formed(m.content) or None, "tool_calls": calls})
         else:
             out.append({"role": m.role, "content": well_formed(m.content)})
     return out
@@ -156,6 +150,7 @@ class OpenAIChatBackend:
         except openai.OpenAIError as exc:
             raise map_openai_error(exc) from exc
         calls: dict[int, dict[str, str]] = {}
+        extras: dict[int, dict[str, Any]] = {}  # a call's `extra_content`, to send back with it
         wire: dict[int | None, int] = {}  # the server's `index` -> the call its chunks continue
         finish_reason: str | None = None
         texts = 0
@@ -179,6 +174,9 @@ class OpenAIChatBackend:
                         slot = calls.setdefault(index, {"id": "", "name": "", "arguments": ""})
                         if tc.id:
                             slot["id"] = tc.id
+                        extra = (tc.model_extra or {}).get("extra_content")
+                        if isinstance(extra, dict):
+                            extras.setdefault(index, {}).update(extra)
                         if tc.function is not None:
                             # OpenAI sends the name once; some servers repeat it on every chunk
                             if tc.function.name and tc.function.name != slot["name"]:
@@ -205,6 +203,7 @@ class OpenAIChatBackend:
                 name=slot["name"],
                 arguments=parse_arguments(slot["arguments"]),
                 raw_arguments=slot["arguments"],
+                extra_content=extras.get(index),
             )
 
     async def aclose(self) -> None:

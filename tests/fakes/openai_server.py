@@ -32,6 +32,18 @@ ERROR_TYPES = {
 class FakeOpenAIServer(ScriptedServer):
     end_marker = b"data: [DONE]\n\n"
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.extra_content: dict[str, Any] = {}
+        """call id -> the `extra_content` streamed with it (Gemini's OpenAI-compatible endpoint
+        puts thought signatures there, and Gemini 3 rejects a history that drops them)."""
+
+    def sent(self, payload: dict[str, Any]) -> None:
+        for choice in payload.get("choices") or []:
+            for tc in (choice.get("delta") or {}).get("tool_calls") or []:
+                if tc.get("id") and tc.get("extra_content") is not None:
+                    self.extra_content[tc["id"]] = tc["extra_content"]
+
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
 
@@ -58,6 +70,12 @@ class FakeOpenAIServer(ScriptedServer):
                         arguments = None
                     if not isinstance(arguments, dict):
                         return f"messages[{i}].tool_calls: function.arguments must be a JSON object string"
+                    issued = self.extra_content.get(c.get("id"))
+                    if issued is not None and c.get("extra_content") != issued:
+                        return (
+                            f"Function call `{c['function']['name']}` in the {i}. content block is missing "
+                            "a `thought_signature`."
+                        )
                 expected = {c["id"] for c in m["tool_calls"]}
                 answered = set()
                 for follower in msgs[i + 1 :]:

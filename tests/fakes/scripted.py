@@ -121,6 +121,9 @@ class ScriptedServer:
         """A reason the real provider would refuse this request body, or None."""
         return None
 
+    def sent(self, payload: dict[str, Any]) -> None:
+        """Called with each chunk written (a fake that must remember what it told the client)."""
+
     async def start(self) -> ScriptedServer:
         app = web.Application()
         self.routes(app)
@@ -205,6 +208,7 @@ class ScriptedServer:
                 if isinstance(action, Chunk):
                     await resp.write(b"data: " + json.dumps(action.payload).encode() + self.sse_separator)
                     rec.sent_chunks += 1
+                    self.sent(action.payload)
                 elif isinstance(action, Raw):
                     await resp.write(action.data)
                 elif isinstance(action, Sleep):
