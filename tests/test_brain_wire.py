@@ -279,6 +279,24 @@ async def test_an_answer_without_words_ends_with_the_apology(case: str) -> None:
         assert await reply(brain, Turn("again", "c")) != [APOLOGY]  # the history is still accepted
 
 
+@pytest.mark.parametrize("reason", ["MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL"])
+async def test_gemini_a_failed_call_after_a_preamble_ends_with_the_apology(gemini_kit: GeminiKit, reason: str) -> None:
+    """The model said "Let me check that." and its call failed (no call came): the turn ended
+    `completed` on the preamble, and the user waited for an answer that was never coming."""
+    gemini_kit.server.push(
+        Stream([gm.text_chunk("Let me check that."), Chunk({"candidates": [{"finishReason": reason, "index": 0}]})]),
+        gm.text_reply("Fine now."),
+    )
+    brain = gemini_kit.brain(tools=[lookup])
+    log = EventLog(brain)
+    turn = Turn("x", "c")
+    assert await reply(brain, turn) == ["Let me check that.", " " + APOLOGY]
+    (err,) = log.of(ErrorEvent)
+    assert err.code == "protocol" and reason in err.message
+    assert log.done(turn.turn_id).reason == "error"
+    assert "".join(await reply(brain, Turn("again", "c"))) == "Fine now."  # the history is still accepted
+
+
 async def test_an_answer_cut_short_after_some_words_stands(openai_kit: OpenAIKit, caplog: pytest.LogCaptureFixture) -> None:
     openai_kit.server.push(Stream([oa.text_chunk("It is sunny and"), oa.finish_chunk("length")]))
     brain = openai_kit.brain()

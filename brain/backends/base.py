@@ -50,13 +50,25 @@ class ModelBackend(Protocol):
 log = logging.getLogger("brain")
 
 
-def check_finish(reason: str, *, answered: bool, normal: Collection[str], provider: str) -> None:
+def check_finish(
+    reason: str,
+    *,
+    answered: bool,
+    normal: Collection[str],
+    provider: str,
+    failed_call: Collection[str] = (),
+    called: bool = False,
+) -> None:
     """What a model call's finish reason means. A content filter, a safety block or a token
     limit that hit before any word or tool call leaves the user with silence: a
     `ProtocolError`, so the turn ends with the apology. After some words, the cut-short answer
-    stands and is logged."""
+    stands and is logged. A reason in `failed_call` (the model's tool call failed) with no call
+    to run is a `ProtocolError` even after words: they were a preamble ("Let me check.") to an
+    answer that is not coming."""
     if reason in normal:
         return
+    if reason in failed_call and not called:
+        raise ProtocolError(f"the model's tool call failed (finish reason {reason})", provider=provider)
     if not answered:
         raise ProtocolError(f"the model gave no answer (finish reason {reason})", provider=provider)
     log.warning("[%s] the model's answer was cut short (finish reason %s)", provider, reason)

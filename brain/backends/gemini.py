@@ -25,6 +25,8 @@ PROVIDER = "gemini"
 API_VERSION = "v1beta"
 _END = object()
 _NORMAL_FINISH = ("STOP",)
+_FAILED_CALL = ("MALFORMED_FUNCTION_CALL", "UNEXPECTED_TOOL_CALL", "TOO_MANY_TOOL_CALLS", "MISSING_THOUGHT_SIGNATURE")
+"""Finish reasons that say the model's function call failed (no call comes with them)."""
 
 
 def map_gemini_error(exc: BaseException) -> BrainError:
@@ -163,7 +165,14 @@ class GeminiBackend:
         if finish_reason is None:
             # the connection closed cleanly mid-answer: the reply so far is not the whole answer
             raise UnavailableError("the model's stream ended before it finished (no finishReason)", provider=PROVIDER)
-        check_finish(finish_reason, answered=bool(texts or calls), normal=_NORMAL_FINISH, provider=PROVIDER)
+        check_finish(
+            finish_reason,
+            answered=bool(texts or calls),
+            normal=_NORMAL_FINISH,
+            provider=PROVIDER,
+            failed_call=_FAILED_CALL,
+            called=bool(calls),
+        )
         for call in calls:
             yield call
 
