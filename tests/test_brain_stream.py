@@ -157,13 +157,13 @@ async def test_request_timeout_bounds_silence_not_the_length_of_a_reply(kit: Kit
     """BRAIN_REQUEST_TIMEOUT is how long the model may stay silent. The Gemini SDK applied it to
     the whole stream: a reply still flowing when it expired was cut mid-sentence (a `timeout`
     and the apology), e.g. a thinking model's long answer."""
-    words = [f"word{i} " for i in range(4)]
+    words = [f"word{i} " for i in range(6)]
     flowing: list[object] = [kit.text_chunk(words[0])]
     for w in words[1:]:
-        flowing += [Sleep(0.2), kit.text_chunk(w)]  # 0.6 s in all, no gap near the timeout
+        flowing += [Sleep(0.2), kit.text_chunk(w)]  # 1 s in all, each gap 0.6 s short of the timeout
     hold = asyncio.Event()  # never set: the second reply stalls after its first words
     kit.server.push(kit.stream(*flowing, *kit.end_text()), kit.stream(kit.text_chunk("Let me"), Hold(hold)))
-    brain = kit.brain(request_timeout=0.5)
+    brain = kit.brain(request_timeout=0.8)
     log = EventLog(brain)
     long_turn, stalled = Turn("tell me more", "c"), Turn("and?", "c")
     assert "".join(await reply(brain, long_turn)) == "".join(words)
