@@ -65,16 +65,11 @@ class ProviderOptions(BaseModel):
 
     def missing(self) -> list[str]:
         """Variable names of required settings that are not set."""
-        out = []
-        for name in self.required:
-            value = getattr(self, name)
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            if isinstance(value, str):
-                value = value.strip()  # a key of spaces is no key
-            if not value:
-                out.append(" or ".join(field_variables(name, type(self).model_fields[name])))
-        return out
+        return [
+            " or ".join(field_variables(name, type(self).model_fields[name]))
+            for name in self.required
+            if not is_set(getattr(self, name))
+        ]
 
 
 OptionsT = TypeVar("OptionsT", bound=ProviderOptions)
@@ -96,6 +91,15 @@ class ProviderSpec(Generic[OptionsT, ProductT]):
     modules: tuple[str, ...] = ()
     extra: str | None = None
     summary: str = ""
+
+
+def is_set(value: object) -> bool:
+    """A setting has a value: a key (secret or not) of spaces is no key. For `missing()`."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, str):
+        value = value.strip()
+    return bool(value)
 
 
 def secret(value: SecretStr | None) -> str | None:

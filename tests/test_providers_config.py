@@ -429,12 +429,25 @@ def test_a_base_url_without_its_scheme_is_not_echoed_with_its_credentials(monkey
     assert "not a URL" in reason and "api.cartesia.ai" in reason and "s3cretpw" not in reason, reason
 
 
-@pytest.mark.parametrize("kind", ["stt", "tts"])
-def test_a_key_of_spaces_is_no_key(kind: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "name", "values", "variable"),
+    [
+        ("stt", "openai", {"OPENAI_API_KEY": "   "}, "OPENAI_API_KEY"),
+        ("tts", "openai", {"OPENAI_API_KEY": "   "}, "OPENAI_API_KEY"),
+        # azure has its own rule (a key, and a region or an endpoint): its key of spaces passed
+        ("stt", "azure", {"AZURE_SPEECH_KEY": "  ", "AZURE_SPEECH_REGION": "westeurope"}, "AZURE_SPEECH_KEY"),
+        ("tts", "azure", {"AZURE_SPEECH_KEY": "\t", "AZURE_SPEECH_ENDPOINT": "https://x.example/v1"}, "AZURE_SPEECH_KEY"),
+    ],
+)
+def test_a_key_of_spaces_is_no_key(kind: str, name: str, values: dict[str, str], variable: str) -> None:
     """It counted as configured: start-up and doctor said ok, then every request failed."""
-    create = create_stt if kind == "stt" else create_tts
-    with pytest.raises(ProviderConfigError, match="missing OPENAI_API_KEY"):
-        create(SpeechSettings(**{f"{kind.upper()}_PROVIDERS": "openai", "OPENAI_API_KEY": "   "}))  # type: ignore[operator]
+    from providers.factory import check_chains
+
+    settings = SpeechSettings(**{f"{kind.upper()}_PROVIDERS": name}, **values)
+    with pytest.raises(ProviderConfigError, match=f"missing {variable}$"):
+        check_chains(settings)  # the worker's start-up check
+    (row,) = [r for r in provider_report(settings) if (r.kind, r.name) == (kind, name)]
+    assert (row.configured, row.reason) == (False, f"missing {variable}")  # doctor, GET /providers
 
 
 def test_an_option_of_spaces_means_its_default() -> None:

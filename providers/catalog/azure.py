@@ -8,7 +8,7 @@ from livekit.agents import stt, tts
 from livekit.agents.types import NOT_GIVEN
 from pydantic import AliasChoices, Field, SecretStr
 
-from ..spec import ProviderOptions, ProviderSpec, secret
+from ..spec import ProviderOptions, ProviderSpec, is_set, secret
 
 _MODULES = ("livekit.plugins.azure",)
 
@@ -20,8 +20,8 @@ class _AzureOptions(ProviderOptions):
     endpoint: str | None = Field(None, validation_alias="AZURE_SPEECH_ENDPOINT")
 
     def missing(self) -> list[str]:
-        out = [] if self.api_key and self.api_key.get_secret_value() else ["AZURE_SPEECH_KEY"]
-        if not (self.region or self.endpoint):
+        out = [] if is_set(self.api_key) else ["AZURE_SPEECH_KEY"]
+        if not (is_set(self.region) or is_set(self.endpoint)):
             out.append("AZURE_SPEECH_REGION")
         return out
 
