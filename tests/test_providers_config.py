@@ -312,6 +312,23 @@ def test_invalid_option_names_its_variable() -> None:
         create_tts(SpeechSettings(LOCAL_TTS_VOICE="xx-nope"))
 
 
+def test_an_azure_tts_sample_rate_the_plugin_lacks_is_refused_with_the_configuration(all_keys: dict[str, str]) -> None:
+    """livekit-plugins-azure raises for such a rate only when the TTS is built, in each job: doctor
+    and the start-up check said ok, then every room failed."""
+    from providers.factory import check_chains
+
+    settings = SpeechSettings(TTS_PROVIDERS="azure", **all_keys, AZURE_TTS_SAMPLE_RATE="32000")
+    with pytest.raises(ProviderConfigError, match=r"AZURE_TTS_SAMPLE_RATE: .*one of \(8000, 16000, 22050, 24000, 44100, 48000\)"):
+        check_chains(settings)
+    (row,) = [r for r in provider_report(settings) if (r.kind, r.name) == ("tts", "azure")]
+    assert not row.configured and row.reason.startswith("AZURE_TTS_SAMPLE_RATE")
+    from livekit.plugins.azure.tts import SUPPORTED_OUTPUT_FORMATS
+
+    from providers.catalog.azure import TTS_RATES
+
+    assert set(TTS_RATES) == set(SUPPORTED_OUTPUT_FORMATS)  # every rate the plugin has, no other
+
+
 def test_the_local_voice_is_checked_with_the_configuration_not_in_each_job() -> None:
     """The start-up check and doctor refuse a voice espeak-ng lacks (the worker used to look
     healthy, then fail every room); a locale spelled en_US is espeak's en-us."""

@@ -6,11 +6,13 @@ from typing import Any
 
 from livekit.agents import stt, tts
 from livekit.agents.types import NOT_GIVEN
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 
 from ..spec import ProviderOptions, ProviderSpec, is_set, secret
 
 _MODULES = ("livekit.plugins.azure",)
+# the plugin's raw PCM output formats; it raises for any other rate only when the TTS is built
+TTS_RATES = (8000, 16000, 22050, 24000, 44100, 48000)
 
 
 class _AzureOptions(ProviderOptions):
@@ -39,6 +41,13 @@ class AzureTTSOptions(_AzureOptions):
         None, validation_alias=AliasChoices("AZURE_TTS_LANGUAGE", "TTS_LANGUAGE")
     )
     sample_rate: int = Field(24000, gt=0, validation_alias="AZURE_TTS_SAMPLE_RATE")
+
+    @field_validator("sample_rate")
+    @classmethod
+    def _supported_rate(cls, value: int) -> int:
+        if value not in TTS_RATES:
+            raise ValueError(f"must be one of {TTS_RATES}")
+        return value
 
 
 def _build_stt(o: AzureSTTOptions) -> stt.STT:
