@@ -169,7 +169,7 @@ class SpeechSettings(BaseSettings):
         None, validation_alias="GOOGLE_APPLICATION_CREDENTIALS"
     )
     google_api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("GOOGLE_API_KEY", "GEMINI_API_KEY")
+        None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY")
     )
     eleven_api_key: SecretStr | None = Field(None, validation_alias="ELEVEN_API_KEY")
     cartesia_api_key: SecretStr | None = Field(None, validation_alias="CARTESIA_API_KEY")

@@ -244,7 +244,7 @@ def test_openai_speech_may_use_its_own_servers(all_keys: dict[str, str]) -> None
         ("tts", "cartesia", ["CARTESIA_API_KEY"]),
         ("tts", "deepgram", ["DEEPGRAM_API_KEY"]),
         ("tts", "fishaudio", ["FISH_API_KEY"]),
-        ("tts", "google", ["GOOGLE_API_KEY or GEMINI_API_KEY"]),
+        ("tts", "google", ["GEMINI_API_KEY or GOOGLE_API_KEY"]),
         ("tts", "hume", ["HUME_API_KEY"]),
         ("tts", "resemble", ["RESEMBLE_API_KEY"]),
     ],
@@ -256,6 +256,36 @@ def test_missing_key_names_its_variable(kind: str, name: str, variables: list[st
         create(settings)  # type: ignore[operator]
     assert f"missing {', '.join(variables)}" in str(err.value)
     assert f"{kind.upper()}_PROVIDERS={name}" in str(err.value)
+
+
+async def test_gemini_tts_uses_the_gemini_key_the_brain_and_gemini_live_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With both GEMINI_API_KEY and GOOGLE_API_KEY set, the brain and gemini-live used the first,
+    Gemini TTS the second: one key in a .env was good, the other one failed every reply."""
+    import base64
+
+    from brain import BrainConfig
+    from providers.realtime import RealtimeSettings
+
+    from .fakes.gemini_server import FakeGeminiServer, candidate_chunk
+    from .fakes.scripted import Stream
+
+    monkeypatch.setenv("GEMINI_API_KEY", "the-gemini-key")
+    monkeypatch.setenv("GOOGLE_API_KEY", "another-google-key")
+    async with FakeGeminiServer() as server:
+        audio = {"inlineData": {"mimeType": "audio/L16;codec=pcm;rate=24000", "data": base64.b64encode(bytes(4800)).decode()}}
+        server.push(Stream([candidate_chunk([audio], "STOP")]))
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", server.base_url)  # google-genai's own endpoint variable
+        engine = create_tts(SpeechSettings(TTS_PROVIDERS="google"))
+        try:
+            frames = [ev.frame async for ev in engine.synthesize("Hi.")]
+        finally:
+            await engine.aclose()
+        (request,) = server.requests
+    assert sum(f.samples_per_channel for f in frames) == 2400
+    brain_key = BrainConfig(_env_file=None).gemini_api_key  # type: ignore[call-arg]
+    live_key = RealtimeSettings(_env_file=None).gemini_api_key  # type: ignore[call-arg]
+    assert brain_key is not None and live_key is not None
+    assert request.headers["x-goog-api-key"] == brain_key.get_secret_value() == live_key.get_secret_value() == "the-gemini-key"
 
 
 def test_google_credentials_file_must_exist() -> None:

@@ -36,7 +36,7 @@ class GoogleSTTOptions(ProviderOptions):
 class GeminiTTSOptions(ProviderOptions):
     required = ("api_key",)
     api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("GOOGLE_API_KEY", "GEMINI_API_KEY")
+        None, validation_alias=AliasChoices("GEMINI_API_KEY", "GOOGLE_API_KEY")
     )
     model: str | None = Field(None, validation_alias="GOOGLE_TTS_MODEL")  # None: plugin default
     voice: str = Field("Kore", validation_alias="GOOGLE_TTS_VOICE")
