@@ -60,7 +60,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 @pytest.fixture
 def all_keys(tmp_path: Path) -> dict[str, str]:
     creds = tmp_path / "service-account.json"
-    creds.write_text(json.dumps({"type": "service_account", "project_id": "placeholder"}))
+    # a file google-auth loads without a network (a service account's would need a real RSA key)
+    creds.write_text(json.dumps({"type": "authorized_user", "client_id": "c", "client_secret": "s", "refresh_token": "r"}))
     keys = [
         "OPENAI_API_KEY",
         "DEEPGRAM_API_KEY",
@@ -294,6 +295,28 @@ def test_google_credentials_file_must_exist() -> None:
         ProviderConfigError, match="GOOGLE_APPLICATION_CREDENTIALS \\(file not found\\)"
     ):
         create_stt(settings)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ('{"installed": {"client_id": "id", "client_secret": "s"}}', "does not have a valid type"),  # an OAuth client
+        ('{"type": "service_account", "project_id": "p"}', "missing fields"),
+        ("project = 'p'", "not a valid json file"),
+    ],
+)
+def test_a_google_credentials_file_google_auth_cannot_load_is_refused(tmp_path: Path, content: str, problem: str) -> None:
+    """Only the file's existence was checked: doctor said ok, the worker started, and every
+    recognition then failed (the plugin loads the file at its first request)."""
+    from providers.factory import check_chains
+
+    creds = tmp_path / "creds.json"
+    creds.write_text(content)
+    settings = SpeechSettings(STT_PROVIDERS="google", GOOGLE_APPLICATION_CREDENTIALS=str(creds))
+    with pytest.raises(ProviderConfigError, match=f"GOOGLE_APPLICATION_CREDENTIALS: .*{problem}"):
+        check_chains(settings)
+    (row,) = [r for r in provider_report(settings) if (r.kind, r.name) == ("stt", "google")]
+    assert not row.configured and problem in row.reason
 
 
 def test_unknown_name_lists_the_valid_ones() -> None:

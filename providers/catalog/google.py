@@ -3,16 +3,37 @@ both from livekit-plugins-google (extra `google`)."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 from livekit.agents import stt, tts
 from livekit.agents.types import NOT_GIVEN
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 
 from ..spec import ProviderOptions, ProviderSpec, secret
 
 _MODULES = ("livekit.plugins.google",)
+
+
+def _credentials_problem(path: Path) -> str | None:
+    """Why google-auth cannot load a credentials file (None: it can). Local only: nothing is
+    refreshed, no network."""
+    try:
+        import google.auth
+        from google.auth.exceptions import DefaultCredentialsError
+    except ImportError:
+        return None  # no plugin: the report says which pip install
+    try:
+        with warnings.catch_warnings():  # "deprecated": the plugin loads the file with it too
+            warnings.simplefilter("ignore", DeprecationWarning)
+            google.auth.load_credentials_from_file(str(path))  # type: ignore[no-untyped-call]
+    except DefaultCredentialsError as e:
+        # its messages name the file and the problem (missing fields, no valid type), no values
+        return "; ".join(str(a) for a in e.args)
+    except OSError as e:  # unreadable (permissions)
+        return f"cannot read {path}: {e.strerror or e}"
+    return None
 
 
 class GoogleSTTOptions(ProviderOptions):
@@ -24,6 +45,19 @@ class GoogleSTTOptions(ProviderOptions):
     )
     sample_rate: int = Field(16000, gt=0, validation_alias="GOOGLE_STT_SAMPLE_RATE")
     location: str = Field("global", validation_alias="GOOGLE_STT_LOCATION")
+
+    @field_validator("credentials_file")
+    @classmethod
+    def _loadable(cls, value: str | None) -> str | None:
+        """The plugin loads the file only at its first request: one google-auth cannot load
+        (an OAuth client's JSON, a truncated key, ...) is refused with the configuration."""
+        path = Path(value).expanduser() if value else None
+        if path is None or not path.is_file():
+            return value  # missing() names it
+        problem = _credentials_problem(path)
+        if problem:
+            raise ValueError(f"google-auth cannot load this credentials file: {problem}")
+        return value
 
     def missing(self) -> list[str]:
         if not self.credentials_file:
