@@ -12,7 +12,8 @@ Times are in seconds. A turn whose reply was cut off before any audio has no rep
 livekit-agents leaves the end of user speech (and so `e2e`) out of a turn's metrics when its
 VAD and transcript anchors disagree, e.g. when a transcript arrives after the user spoke again
 (seen on a loaded machine). The collector then falls back to its own reading, as livekit takes
-it: the VAD's end-of-speech moment minus the silence it needed (`min_silence`).
+it: the time of the VAD's `user_state_changed` to listening, which livekit already dates back
+by the silence the VAD waited for (and its inference time).
 """
 
 from __future__ import annotations
@@ -53,9 +54,8 @@ class TurnLatency:
 class LatencyCollector:
     """Listens to `conversation_item_added` and pairs each reply with the user turn before it."""
 
-    def __init__(self, min_silence: float = 0.0) -> None:
+    def __init__(self) -> None:
         self.rows: list[TurnLatency] = []
-        self.min_silence = min_silence
         self._last_stopped_at: float | None = None
 
     def attach(self, session: Any) -> None:
@@ -64,7 +64,8 @@ class LatencyCollector:
 
     def _on_user_state(self, event: Any) -> None:
         if event.old_state == "speaking" and event.new_state != "speaking":
-            self._last_stopped_at = event.created_at - self.min_silence
+            # livekit dates the event at the end of speech (the VAD's silence already deducted)
+            self._last_stopped_at = event.created_at
 
     def _on_item(self, event: Any) -> None:
         item = event.item

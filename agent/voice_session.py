@@ -167,7 +167,7 @@ class BaseVoiceSession:
         self.session = session
         self.conversation_id = conversation_id
         self.user_id = user_id
-        self.latency = LatencyCollector(min_silence=settings.turn.vad_min_silence_duration)
+        self.latency = LatencyCollector()
         self.latency.attach(session)
         self.closed = asyncio.Event()
         self.close_reason: str | None = None

@@ -11,10 +11,13 @@ import asyncio
 import io
 import json
 import re
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from agent.audio_files import DecodedAudio, decode_file
+from agent.latency import LatencyCollector
 from agent.simulate import INPUT_RATE, Simulation, synthesize_utterance
 from agent.turns import TurnSettings
 from agent.worker import load_vad
@@ -36,6 +39,7 @@ from .agent_fakes import (
     settings,
     speech_spans,
 )
+from .faults_kit import PipelineRig
 
 
 @pytest.fixture(scope="module")
@@ -325,3 +329,55 @@ async def test_ending_the_session_cancels_a_pending_approval_as_session_closed(v
         await sim.aclose()
     (resolved,) = [e for e in seen if isinstance(e, ApprovalResolved)]
     assert (resolved.outcome, resolved.decided_by) == ("cancelled", "system:session_closed")
+
+
+class _AnchorsDropped:
+    """The session as a latency collector sees it when livekit leaves the end of speech out of
+    a turn's metrics (and so computes no `e2e_latency`): the same events, those metrics removed."""
+
+    DROPPED = {
+        "user": ("stopped_speaking_at", "started_speaking_at", "end_of_turn_delay", "transcription_delay"),
+        "assistant": ("e2e_latency",),
+    }
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+
+    def on(self, name: str, fn: Any) -> None:
+        if name != "conversation_item_added":
+            self.session.on(name, fn)
+            return
+
+        def without_anchors(event: Any) -> None:
+            item = event.item
+            dropped = self.DROPPED.get(getattr(item, "role", None) or "", ())
+            metrics = {k: v for k, v in (getattr(item, "metrics", None) or {}).items() if k not in dropped}
+            fn(SimpleNamespace(item=SimpleNamespace(
+                type=getattr(item, "type", None), role=getattr(item, "role", None), text_content=item.text_content,
+                metrics=metrics, interrupted=getattr(item, "interrupted", False))))
+
+        self.session.on(name, without_anchors)
+
+
+async def test_latency_rows_on_a_real_session(vad) -> None:
+    """The latency row of a spoken turn: its reply starts when the speaker got its first frame,
+    after the end of speech; where livekit drops its end-of-speech anchor, the collector's own
+    reading (the VAD event) is the moment livekit uses (it took the VAD's silence off a time
+    livekit had already dated back, so e2e read 0.5 s too long). Speed 4: at 8 the VAD's silence
+    (audio time) taken off wall time puts the end of speech before its start and livekit drops
+    its anchors itself."""
+    async with PipelineRig(vad, speed=4.0) as rig:
+        sim = rig.sim
+        fallback = LatencyCollector()
+        fallback.attach(_AnchorsDropped(sim.session))
+        livekit: list[dict[str, Any]] = []
+        sim.session.on("conversation_item_added", lambda ev: livekit.append(dict(ev.item.metrics or {})))
+        await rig.turn()
+    user, reply = livekit
+    [spoken] = sim.voice.latency.rows
+    [first] = sim.io.sink.segments
+    assert spoken.e2e == reply["e2e_latency"] and spoken.reply_started_at == first.started_at
+    assert spoken.e2e > 0 and user["stopped_speaking_at"] < first.started_at
+    [alone] = fallback.rows
+    assert alone.user_stopped_at == pytest.approx(user["stopped_speaking_at"], abs=0.01)
+    assert alone.e2e == pytest.approx(reply["e2e_latency"], abs=0.01)
