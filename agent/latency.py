@@ -8,12 +8,16 @@ One row per user turn: end of user speech -> first reply audio (`e2e`), and its 
 - `first_audio`: the TTS's first audio, from its first text.
 
 Times are in seconds. A turn whose reply was cut off before any audio has no reply columns.
+A typed turn (`user.text`, or livekit's own text input) has no speech: no `e2e`, `end_of_turn`
+or `transcription`.
 
 livekit-agents leaves the end of user speech (and so `e2e`) out of a turn's metrics when its
 VAD and transcript anchors disagree, e.g. when a transcript arrives after the user spoke again
 (seen on a loaded machine). The collector then falls back to its own reading, as livekit takes
 it: the time of the VAD's `user_state_changed` to listening, which livekit already dates back
-by the silence the VAD waited for (and its inference time).
+by the silence the VAD waited for (and its inference time). That reading belongs to one spoken
+turn: a typed message (livekit adds it with no metrics) never takes it, nor does a later turn
+once it has been used.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class LatencyCollector:
     def __init__(self) -> None:
         self.rows: list[TurnLatency] = []
         self._last_stopped_at: float | None = None
+        """The VAD's end of the user's latest speech, until a spoken user turn takes it."""
 
     def attach(self, session: Any) -> None:
         session.on("conversation_item_added", self._on_item)
@@ -73,13 +78,17 @@ class LatencyCollector:
             return
         m = dict(item.metrics or {})
         if item.role == "user":
+            # livekit's end-of-turn path always attaches metrics; a typed message has none
+            vad_stopped_at = None
+            if m:
+                vad_stopped_at, self._last_stopped_at = self._last_stopped_at, None
             self.rows.append(
                 TurnLatency(
                     index=len(self.rows) + 1,
                     user_text=item.text_content or "",
                     end_of_turn=m.get("end_of_turn_delay"),
                     transcription=m.get("transcription_delay"),
-                    user_stopped_at=m.get("stopped_speaking_at") or self._last_stopped_at,
+                    user_stopped_at=m.get("stopped_speaking_at") or vad_stopped_at,
                 )
             )
         elif item.role == "assistant" and self.rows and self.rows[-1].reply_text is None:

@@ -62,3 +62,19 @@ def test_no_reply_audio_no_e2e() -> None:
     [row] = collector.rows
     assert row.e2e is None and row.interrupted
     assert collector.answered() == []
+
+
+def test_a_typed_turn_has_no_end_of_speech() -> None:
+    """A typed message (livekit adds it with no metrics) after a spoken turn: its reply is not
+    measured from the spoken turn's end of speech, nor is a later spoken turn whose anchors
+    livekit dropped measured from speech already used."""
+    collector, session = _collector()
+    session.user_state("speaking", "listening", at=100.0)
+    session.item("user", "hello", {"on_user_turn_completed_delay": 0.001})  # anchors dropped
+    session.item("assistant", "hi", {"started_speaking_at": 101.0})
+    session.item("user", "and tomorrow?", {})  # typed
+    session.item("assistant", "sunny", {"started_speaking_at": 110.0})
+    session.item("user", "thanks", {"on_user_turn_completed_delay": 0.001})  # no new speech seen
+    session.item("assistant", "bye", {"started_speaking_at": 120.0})
+    assert [r.e2e for r in collector.rows] == [pytest.approx(1.0), None, None]
+    assert collector.answered() == collector.rows[:1]

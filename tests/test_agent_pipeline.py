@@ -365,7 +365,8 @@ async def test_latency_rows_on_a_real_session(vad) -> None:
     reading (the VAD event) is the moment livekit uses (it took the VAD's silence off a time
     livekit had already dated back, so e2e read 0.5 s too long). Speed 4: at 8 the VAD's silence
     (audio time) taken off wall time puts the end of speech before its start and livekit drops
-    its anchors itself."""
+    its anchors itself. A typed turn after it has no speech, so no e2e (it was measured from the
+    spoken turn's end of speech, seconds earlier), in the table and in its `metrics` envelope."""
     async with PipelineRig(vad, speed=4.0) as rig:
         sim = rig.sim
         fallback = LatencyCollector()
@@ -373,11 +374,23 @@ async def test_latency_rows_on_a_real_session(vad) -> None:
         livekit: list[dict[str, Any]] = []
         sim.session.on("conversation_item_added", lambda ev: livekit.append(dict(ev.item.metrics or {})))
         await rig.turn()
-    user, reply = livekit
-    [spoken] = sim.voice.latency.rows
-    [first] = sim.io.sink.segments
+        bridge = sim.voice.bridge
+        assert bridge is not None
+        typed_in = {"v": 1, "id": "t1", "type": "user.text", "data": {"text": "and tomorrow?"}}
+        await bridge.handle_message("user", json.dumps(typed_in))
+        assert await sim.settle(quiet=1.5, limit=30)
+        assert await bridge.flush(2)
+    user, reply = livekit[:2]
+    spoken, typed = sim.voice.latency.rows
+    first, second = sim.io.sink.segments
     assert spoken.e2e == reply["e2e_latency"] and spoken.reply_started_at == first.started_at
     assert spoken.e2e > 0 and user["stopped_speaking_at"] < first.started_at
-    [alone] = fallback.rows
+    assert typed.user_text == "and tomorrow?" and typed.reply_started_at == second.started_at
+    assert (typed.e2e, typed.end_of_turn, typed.transcription, typed.user_stopped_at) == (None, None, None, None)
+    assert typed.first_text is not None and typed.first_audio is not None
+    metrics = {e["turn"]: e["data"] for e in rig.transport.envelopes if e["type"] == "metrics"}
+    assert [metrics[r.turn_id]["e2e_ms"] for r in (spoken, typed)] == [round(spoken.e2e * 1000), None]
+    alone, typed_alone = fallback.rows
     assert alone.user_stopped_at == pytest.approx(user["stopped_speaking_at"], abs=0.01)
     assert alone.e2e == pytest.approx(reply["e2e_latency"], abs=0.01)
+    assert typed_alone.e2e is None
