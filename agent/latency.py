@@ -126,8 +126,9 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def format_table(rows: list[TurnLatency], *, text_width: int = 34) -> str:
-    """A fixed-width table in milliseconds."""
+def format_table(rows: list[TurnLatency], *, text_width: int = 34, speed: float = 1.0) -> str:
+    """A fixed-width table in milliseconds (`speed`: the simulation's, said under the table
+    when it is not 1, as the figures then mix wall-clock and audio time)."""
     head = ("#", "user said", "e2e ms", "eot ms", "stt ms", "text ms", "audio ms", "reply")
     lines = [
         f"{head[0]:>2}  {head[1]:<{text_width}}  {head[2]:>7} {head[3]:>7} {head[4]:>7} "
@@ -150,6 +151,9 @@ def format_table(rows: list[TurnLatency], *, text_width: int = 34) -> str:
                      f"max {max(answered) * 1000:.0f} ms")
     lines.append("    e2e = end of user speech -> first reply audio; eot = end-of-turn delay; "
                  "stt = transcription delay; text = brain's first text; audio = TTS first audio")
+    if speed != 1.0:
+        lines.append(f"    at --speed {speed:g} these figures mix wall-clock and audio time (livekit-agents "
+                     "times them on the wall clock, the VAD in audio): measure latency at --speed 1")
     return "\n".join(lines)
 
 

@@ -410,7 +410,7 @@ async def run(args: argparse.Namespace, *, settings: AgentSettings | None = None
             events_file.close()
     r = sim.result
     say("")
-    say(format_table(r.latency) if r.latency else "no user turn was detected")
+    say(format_table(r.latency, speed=args.speed) if r.latency else "no user turn was detected")
     failed = not r.latency  # nothing was heard and answered: a script must not read success
     if isinstance(wav, OSError):
         say(f"\nsimulate: could not write --out {args.out}: {wav.strerror or wav}")

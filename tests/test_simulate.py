@@ -48,6 +48,8 @@ def test_simulate_offline_default_writes_a_playable_wav(tmp_path) -> None:
     assert "user : " in stdout and "agent: " in stdout
     assert "approval requested: Book a table" in stdout
     assert "e2e ms" in stdout and "wrote " in stdout
+    # at --speed 3 the table says its figures are not audio-time latencies
+    assert "at --speed 3 these figures mix wall-clock and audio time" in stdout
 
 
 def test_long_runs_report_progress_short_ones_do_not(capsys) -> None:
@@ -77,6 +79,7 @@ async def test_bridge_off_says_why_no_event_lines_are_printed(tmp_path) -> None:
     assert await run(args, settings=s, out=out) == 0
     text = out.getvalue()
     assert "BRIDGE_ENABLED=false: no event lines are printed" in text
+    assert "e2e ms" in text and "at --speed 4 these figures mix wall-clock and audio time" in text
     assert not [line for line in text.splitlines() if line.startswith("{")]
     assert "user : " in text and (tmp_path / "r.wav").exists()
 
