@@ -4,8 +4,12 @@ One row per user turn: end of user speech -> first reply audio (`e2e`), and its 
 
 - `end_of_turn`: end of speech -> the decision that the turn is over (VAD silence + endpointing);
 - `transcription`: end of speech -> final transcript (overlaps `end_of_turn`);
-- `first_text`: the brain's first text delta, from the start of `llm_node`;
+- `first_text`: the brain's first text delta, from the start of `llm_node` (with preemptive
+  generation that start is before the end of the turn; a tool run, and its approval wait,
+  before the brain's first words count here);
 - `first_audio`: the TTS's first audio, from its first text.
+
+The parts overlap: they need not add up to `e2e`.
 
 Times are in seconds. A turn whose reply was cut off before any audio has no reply columns.
 A typed turn (`user.text`, or livekit's own text input) has no speech: no `e2e`, `end_of_turn`
