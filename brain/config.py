@@ -76,7 +76,8 @@ class BrainConfig(BaseSettings):
     prompt): the oldest whole turns are dropped until it fits. The current turn is always sent."""
     request_timeout: float = Field(default=30.0, gt=0)
     """Seconds the model may stay silent: before its first chunk (per attempt) and between two
-    chunks. Not a bound on a whole reply, which streams for as long as it flows."""
+    chunks (a server's keep-alives do not count as the model speaking). Not a bound on a whole
+    reply, which streams for as long as it flows."""
     max_retries: int = Field(default=0, ge=0)
     """SDK-level retries; 0 keeps latency predictable (a failed turn apologises instead)."""
     apology: str = "Sorry, something went wrong on my side. Could you say that again?"

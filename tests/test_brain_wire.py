@@ -12,7 +12,15 @@ from brain.events import ErrorEvent, ToolFinished
 from tests.fakes import Chunk, FakeGeminiServer, FakeOpenAIServer, Stream
 from tests.fakes import gemini_server as gm
 from tests.fakes import openai_server as oa
-from tests.fakes.brain_kits import EventLog, GeminiKit, OpenAIKit, clean_env, open_kit, reply
+from tests.fakes.brain_kits import (
+    EventLog,
+    GeminiKit,
+    OpenAIKit,
+    clean_env,
+    open_kit,
+    reply,
+    wait_for,
+)
 
 # google-genai subclasses aiohttp.ClientSession, which aiohttp deprecates; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
@@ -147,6 +155,29 @@ async def test_openai_error_event_inside_the_stream(openai_kit: OpenAIKit) -> No
     (err,) = log.of(ErrorEvent)
     assert (err.code, err.message) == ("unavailable", "model overloaded")
     assert log.done(turn.turn_id).reason == "error"
+
+
+@pytest.mark.parametrize(("comment", "after_words"), [(True, False), (False, True)], ids=["sse-comments", "empty-choices-after-words"])
+async def test_openai_keep_alives_do_not_hide_a_silent_model(openai_kit: OpenAIKit, comment: bool, after_words: bool) -> None:
+    """A server that keeps the stream busy while its model says nothing (OpenRouter's
+    `: OPENROUTER PROCESSING` comments, empty-choices chunks) kept httpx's read timeout from
+    firing: the brain waited without limit and the user heard nothing. BRAIN_REQUEST_TIMEOUT
+    bounds the model's silence, keep-alives or not."""
+    words = [oa.text_chunk("Let me check.")] if after_words else []
+    # keep-alives every 0.1 s (0.5 s inside the timeout) for 2 s, then an answer: the timeout
+    # (0.6 s) comes long before it
+    stream = Stream([*words, *oa.keep_alive(20, 0.1, comment=comment), oa.text_chunk(" Sunny."), oa.finish_chunk()])
+    openai_kit.server.push(stream)
+    brain = openai_kit.brain(request_timeout=0.6)
+    log = EventLog(brain)
+    turn = Turn("weather?", "c")
+    deltas = await reply(brain, turn)
+    req = openai_kit.server.requests[0]
+    assert not req.completed.is_set()  # the turn ended while the server was still keeping alive
+    assert deltas == (["Let me check.", " " + APOLOGY] if after_words else [APOLOGY])
+    assert [e.code for e in log.of(ErrorEvent)] == ["timeout"]
+    assert log.done(turn.turn_id).reason == "error"
+    await wait_for(req.disconnected)  # and the connection was let go
 
 
 async def test_openai_server_repeating_the_tool_name_on_every_chunk(openai_kit: OpenAIKit) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
-from ..errors import ProtocolError
+from ..errors import BrainError, ProtocolError, ProviderTimeoutError
 from ..memory import Message, ToolCall
 from ..tools import Tool
 
@@ -72,3 +74,63 @@ def check_finish(
     if not answered:
         raise ProtocolError(f"the model gave no answer (finish reason {reason})", provider=provider)
     log.warning("[%s] the model's answer was cut short (finish reason %s)", provider, reason)
+
+
+T = TypeVar("T")
+_END = object()
+
+
+class _Silence(Exception):
+    """The model stayed silent past its deadline (our deadline, not the SDK's own timeout)."""
+
+
+async def _within(deadline: float, step: Awaitable[T]) -> T:
+    """`step` awaited until `deadline` (loop time): past it, the step is cancelled (which unwinds
+    the SDK at its network read and closes the connection) and `_Silence` is raised."""
+    timer = asyncio.timeout_at(deadline)
+    try:
+        async with timer:
+            return await step
+    except TimeoutError:
+        if timer.expired():
+            raise _Silence from None
+        raise
+
+
+async def bounded_stream(
+    attempt: Callable[[], AsyncGenerator[T, None]],
+    *,
+    silence: float,
+    first_silence: float,
+    progress: Callable[[T], bool],
+    map_error: Callable[[BaseException], BrainError],
+    provider: str,
+) -> AsyncGenerator[T, None]:
+    """The chunks of one model call, with BRAIN_REQUEST_TIMEOUT enforced here rather than by
+    the SDK: each chunk that carries the model's output (`progress`) must come within `silence`
+    of the previous one (the first within `first_silence` of the request: the SDK's retries
+    happen before it). Chunks that carry nothing
+    (an OpenAI-compatible server's empty-choices chunks; its SSE keep-alive comments never reach
+    us) do not count as output: a server that keeps the connection busy while its model says
+    nothing would otherwise be waited for without end (httpx's read timeout sees bytes).
+    The time the consumer spends on a chunk is not counted. Failures are mapped with `map_error`."""
+    loop = asyncio.get_running_loop()
+    progressed = False
+    deadline = loop.time() + first_silence
+    async with contextlib.aclosing(attempt()) as chunks:
+        while True:
+            try:
+                chunk = await _within(deadline, anext(chunks, _END))
+            except _Silence:
+                waited = silence if progressed else first_silence
+                raise ProviderTimeoutError(f"the model sent nothing for {waited:g} s", provider=provider) from None
+            except BrainError:
+                raise
+            except Exception as exc:
+                raise map_error(exc) from exc
+            if chunk is _END:
+                return
+            yield chunk  # type: ignore[misc]
+            if progress(chunk):  # type: ignore[arg-type]
+                progressed = True
+                deadline = loop.time() + silence

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletionChunk
 
 from ..errors import (
     AuthError,
@@ -19,7 +21,7 @@ from ..errors import (
     error_for_status,
 )
 from ..memory import Message, ToolCall, well_formed
-from .base import ModelOutput, ModelRequest, TextChunk, check_finish
+from .base import ModelOutput, ModelRequest, TextChunk, bounded_stream, check_finish
 
 PROVIDER = "openai"
 INVALID_JSON = "__invalid_json__"
@@ -127,6 +129,8 @@ class OpenAIChatBackend:
         max_retries: int = 0,
         client: openai.AsyncOpenAI | None = None,
     ) -> None:
+        self.timeout = timeout
+        self.attempts = max_retries + 1
         self.client = client or openai.AsyncOpenAI(
             api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
         )
@@ -145,18 +149,29 @@ class OpenAIChatBackend:
             kwargs["temperature"] = request.temperature
         if request.max_tokens is not None:
             kwargs["max_tokens"] = request.max_tokens
-        try:
+
+        async def attempt() -> AsyncGenerator[ChatCompletionChunk, None]:
             stream = await self.client.chat.completions.create(**kwargs)
-        except openai.OpenAIError as exc:
-            raise map_openai_error(exc) from exc
+            async with stream:
+                async for chunk in stream:
+                    yield chunk
+
+        chunks = bounded_stream(
+            attempt,
+            silence=self.timeout,
+            first_silence=self.timeout * self.attempts,
+            progress=lambda chunk: bool(chunk.choices),  # not a keep-alive's empty choices
+            map_error=map_openai_error,
+            provider=PROVIDER,
+        )
         calls: dict[int, dict[str, str]] = {}
         extras: dict[int, dict[str, Any]] = {}  # a call's `extra_content`, to send back with it
         wire: dict[int | None, int] = {}  # the server's `index` -> the call its chunks continue
         finish_reason: str | None = None
         texts = 0
         try:
-            async with stream:
-                async for chunk in stream:
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
                     if not chunk.choices:
                         continue
                     if chunk.choices[0].finish_reason:
@@ -183,11 +198,11 @@ class OpenAIChatBackend:
                                 slot["name"] += tc.function.name
                             if tc.function.arguments:
                                 slot["arguments"] += tc.function.arguments
-        except openai.OpenAIError as exc:
-            raise map_openai_error(exc) from exc
+        except BrainError:  # the SDK's failures, mapped by `bounded_stream`
+            raise
         except (ValueError, KeyError, TypeError) as exc:
             raise ProtocolError(f"malformed stream chunk: {exc}", provider=PROVIDER) from exc
-        except Exception as exc:  # transport errors raised by the HTTP layer mid-stream
+        except Exception as exc:
             raise map_openai_error(exc) from exc
         if finish_reason is None:
             # the connection closed cleanly mid-answer (a proxy's idle cut, a crashed server):

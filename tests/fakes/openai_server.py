@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .scripted import Action, Chunk, RecordedRequest, ScriptedServer, Stream
+from .scripted import Action, Chunk, Raw, RecordedRequest, ScriptedServer, Sleep, Stream
 
 ERROR_TYPES = {
     400: ("invalid_request_error", None),
@@ -123,6 +123,18 @@ def text_chunk(text: str) -> Chunk:
 
 def finish_chunk(reason: str = "stop") -> Chunk:
     return chunk({}, finish_reason=reason)
+
+
+def empty_chunk() -> Chunk:
+    """A chunk with no choices (a usage chunk; some servers send them to keep a stream alive)."""
+    return Chunk({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": "fake-model", "choices": []})
+
+
+def keep_alive(count: int, every: float, *, comment: bool = True) -> list[Action]:
+    """`count` keep-alives `every` seconds, as OpenRouter sends while its model has said nothing:
+    SSE comments (`: OPENROUTER PROCESSING`), or with `comment=False` empty-choices chunks."""
+    beat: Action = Raw(b": OPENROUTER PROCESSING\n\n") if comment else empty_chunk()
+    return [a for _ in range(count) for a in (beat, Sleep(every))]
 
 
 def split(text: str, pieces: int) -> list[str]:
