@@ -79,7 +79,9 @@ class BrainConfig(BaseSettings):
     chunks (a server's keep-alives do not count as the model speaking). Not a bound on a whole
     reply, which streams for as long as it flows."""
     max_retries: int = Field(default=0, ge=0)
-    """SDK-level retries; 0 keeps latency predictable (a failed turn apologises instead)."""
+    """Retries of a request that failed or stayed silent before its first chunk, made by the brain
+    (`brain.backends.base.bounded_stream`), after the server's retry hint, all within
+    `request_timeout` x (`max_retries` + 1); 0 keeps latency predictable (a failed turn apologises)."""
     apology: str = "Sorry, something went wrong on my side. Could you say that again?"
     """Spoken when a turn fails; empty to stay silent."""
     offline_token_delay: float = Field(default=0.0, ge=0)

@@ -174,6 +174,39 @@ async def test_request_timeout_bounds_silence_not_the_length_of_a_reply(kit: Kit
     log.check()
 
 
+async def test_a_rate_limit_asking_for_longer_than_the_timeout_ends_the_turn_at_once(kit: Kit) -> None:
+    """With BRAIN_MAX_RETRIES, the openai SDK slept whatever a 429's Retry-After said (up to
+    2 minutes per retry) while the user heard nothing; google-genai ignored the hint and retried
+    into the same limit. A wait past BRAIN_REQUEST_TIMEOUT x attempts (here 30 s against 2 s)
+    is not made: `rate_limited` and the apology at once, and no retry against the server's word."""
+    kit.server.push(kit.rate_limited(30), kit.text("Too late."))
+    brain = kit.brain(request_timeout=1.0, max_retries=1)
+    log = EventLog(brain)
+    turn = Turn("hello", "c")
+    assert await reply(brain, turn, limit=3) == [APOLOGY]
+    assert [(e.code, e.provider) for e in log.of(ErrorEvent)] == [("rate_limited", kit.name)]
+    assert log.done(turn.turn_id).reason == "error"
+    assert len(kit.server.requests) == 1
+    log.check()
+
+
+async def test_a_failed_or_silent_first_attempt_is_retried_within_the_timeout(kit: Kit) -> None:
+    """BRAIN_MAX_RETRIES=2, BRAIN_REQUEST_TIMEOUT=0.6: a 429 asking for 0.1 s is retried after it,
+    an attempt that then says nothing is given up after 0.6 s (its connection released) and
+    retried, and the third attempt's answer is heard: all within 3 x 0.6 s. google-genai never
+    gave up on a silent attempt, so its retries went unused and the turn timed out."""
+    hold = asyncio.Event()  # never set: the second attempt stays silent
+    kit.server.push(kit.rate_limited(0.1), kit.stream(Hold(hold)), kit.text("Here you go."))
+    brain = kit.brain(request_timeout=0.6, max_retries=2)
+    log = EventLog(brain)
+    turn = Turn("hello", "c")
+    assert "".join(await reply(brain, turn)) == "Here you go."
+    assert log.of(ErrorEvent) == [] and log.done(turn.turn_id).reason == "completed"
+    assert len(kit.server.requests) == 3
+    await wait_for(kit.server.requests[1].disconnected)
+    log.check()
+
+
 async def test_mid_stream_failure_apologises_and_the_brain_recovers(kit: Kit) -> None:
     kit.server.push(kit.stream(kit.text_chunk("The answer is"), Close()), kit.text("All good now."))
     brain = kit.brain()

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import logging
+import math
+import random
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from ..errors import BrainError, ProtocolError, ProviderTimeoutError
 from ..memory import Message, ToolCall
@@ -97,40 +101,96 @@ async def _within(deadline: float, step: Awaitable[T]) -> T:
         raise
 
 
+def retry_after_header(headers: Any) -> float | None:
+    """Seconds a response's `Retry-After` (or `retry-after-ms`) asks the client to wait, if any:
+    a number of seconds or an HTTP date."""
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            try:
+                seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                continue
+        if math.isfinite(seconds):
+            return max(seconds, 0.0)
+    return None
+
+
+def backoff(retry: int) -> float:
+    """The wait before retry number `retry` (1, 2, ...) when the server gives no hint."""
+    return min(0.5 * 2 ** (retry - 1), 8.0) * random.uniform(0.75, 1.0)
+
+
 async def bounded_stream(
     attempt: Callable[[], AsyncGenerator[T, None]],
     *,
     silence: float,
-    first_silence: float,
+    retries: int,
     progress: Callable[[T], bool],
     map_error: Callable[[BaseException], BrainError],
+    retry_hint: Callable[[BaseException], float | None],
     provider: str,
 ) -> AsyncGenerator[T, None]:
-    """The chunks of one model call, with BRAIN_REQUEST_TIMEOUT enforced here rather than by
-    the SDK: each chunk that carries the model's output (`progress`) must come within `silence`
-    of the previous one (the first within `first_silence` of the request: the SDK's retries
-    happen before it). Chunks that carry nothing
-    (an OpenAI-compatible server's empty-choices chunks; its SSE keep-alive comments never reach
-    us) do not count as output: a server that keeps the connection busy while its model says
-    nothing would otherwise be waited for without end (httpx's read timeout sees bytes).
-    The time the consumer spends on a chunk is not counted. Failures are mapped with `map_error`."""
+    """The chunks of one model call, with BRAIN_REQUEST_TIMEOUT and BRAIN_MAX_RETRIES enforced
+    here rather than by the SDK (its own retries are off), the same for every backend:
+
+    - each chunk that carries the model's output (`progress`) must come within `silence` of the
+      previous one. Chunks that carry nothing (an OpenAI-compatible server's empty-choices
+      chunks; its SSE keep-alive comments never reach us) do not count: a server that keeps the
+      connection busy while its model says nothing would otherwise be waited for without end
+      (httpx's read timeout sees bytes). The time the consumer spends on a chunk is not counted;
+    - an attempt that fails or stays silent before its first output is retried, up to `retries`
+      times, after the server's hint (`retry_hint` of the SDK's exception: `Retry-After`, ...) or
+      a short backoff (none after a silence); every attempt and wait fits in `silence` x
+      (`retries` + 1) from the start. A wait that would not fit is not made: the error in hand
+      (`rate_limited` for a 429) ends the turn at once, rather than after the minute a rate
+      limit may ask for.
+
+    Failures are mapped with `map_error`."""
     loop = asyncio.get_running_loop()
-    progressed = False
-    deadline = loop.time() + first_silence
-    async with contextlib.aclosing(attempt()) as chunks:
-        while True:
-            try:
-                chunk = await _within(deadline, anext(chunks, _END))
-            except _Silence:
-                waited = silence if progressed else first_silence
-                raise ProviderTimeoutError(f"the model sent nothing for {waited:g} s", provider=provider) from None
-            except BrainError:
+    first_by = loop.time() + silence * (retries + 1)
+    tries = 0
+    while True:
+        tries += 1
+        progressed = silent = False
+        started = loop.time()
+        deadline = min(first_by, started + silence)
+        try:
+            async with contextlib.aclosing(attempt()) as chunks:
+                while True:
+                    try:
+                        chunk = await _within(deadline, anext(chunks, _END))
+                    except _Silence:
+                        silent = True
+                        waited = silence if progressed else deadline - started
+                        raise ProviderTimeoutError(f"the model sent nothing for {waited:.3g} s", provider=provider) from None
+                    except BrainError:
+                        raise
+                    except Exception as exc:
+                        raise map_error(exc) from exc
+                    if chunk is _END:
+                        return
+                    yield chunk  # type: ignore[misc]
+                    if progress(chunk):  # type: ignore[arg-type]
+                        progressed = True
+                        deadline = loop.time() + silence
+        except BrainError as err:
+            if progressed or not err.retryable or tries > retries:
                 raise
-            except Exception as exc:
-                raise map_error(exc) from exc
-            if chunk is _END:
-                return
-            yield chunk  # type: ignore[misc]
-            if progress(chunk):  # type: ignore[arg-type]
-                progressed = True
-                deadline = loop.time() + silence
+            hint = retry_hint(err.__cause__) if err.__cause__ is not None else None
+            # after a silence, at once: it was waited already, and the next attempt needs the time
+            wait = hint if hint is not None else 0.0 if silent else backoff(tries)
+            if loop.time() + wait >= first_by:
+                if wait > 0:
+                    log.warning("[%s] %s; not retried: the wait asked for (%.3g s) would exceed "
+                                "BRAIN_REQUEST_TIMEOUT x attempts", provider, err.code, wait)
+                raise
+            log.warning("[%s] %s: %s; retrying in %.3g s (attempt %d of %d)", provider, err.code, err.message,
+                        wait, tries + 1, retries + 1)
+            await asyncio.sleep(wait)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from google import genai
@@ -19,7 +20,14 @@ from ..errors import (
     error_for_status,
 )
 from ..memory import Message, ToolCall, well_formed
-from .base import ModelOutput, ModelRequest, TextChunk, check_finish
+from .base import (
+    ModelOutput,
+    ModelRequest,
+    TextChunk,
+    bounded_stream,
+    check_finish,
+    retry_after_header,
+)
 
 PROVIDER = "gemini"
 API_VERSION = "v1beta"
@@ -38,6 +46,25 @@ def map_gemini_error(exc: BaseException) -> BrainError:
     if isinstance(exc, genai_errors.UnknownApiResponseError | ValueError):
         return ProtocolError(str(exc), provider=PROVIDER)
     return UnavailableError(f"{type(exc).__name__}: {exc}", provider=PROVIDER)
+
+
+def gemini_retry_hint(exc: BaseException) -> float | None:
+    """The wait an error response asks for: its `Retry-After` header, else the `RetryInfo`
+    detail Gemini puts in a 429's body (`"retryDelay": "37s"`)."""
+    if not isinstance(exc, genai_errors.APIError):
+        return None
+    header = retry_after_header(getattr(exc.response, "headers", None))
+    if header is not None:
+        return header
+    body = exc.details.get("error", exc.details) if isinstance(exc.details, dict) else None
+    for detail in (body.get("details") if isinstance(body, dict) else None) or []:
+        delay = detail.get("retryDelay") if isinstance(detail, dict) else None
+        if isinstance(delay, str) and delay.endswith("s"):
+            try:
+                return max(float(delay[:-1]), 0.0)
+            except ValueError:
+                continue
+    return None
 
 
 def to_gemini_contents(messages: list[Message]) -> list[types.Content]:
@@ -88,16 +115,19 @@ class GeminiBackend:
         max_retries: int = 0,
     ) -> None:
         self.timeout = timeout
-        self.attempts = max_retries + 1
+        self.retries = max_retries
         http = types.HttpOptions(
             base_url=base_url,
             # pinned: function calling with JSON-schema parameters is documented on v1beta
             api_version=API_VERSION,
             # no SDK timeout: it bounds the whole stream (aiohttp's `total`, and the server's
             # deadline through X-Server-Timeout), so a long reply was cut mid-sentence; `_pump`
-            # bounds the model's silence instead, as the `openai` SDK's read timeout does
+            # bounds the model's silence instead (`bounded_stream`, as for OpenAI)
             timeout=None,
-            retry_options=types.HttpRetryOptions(attempts=self.attempts),
+            # one attempt: `bounded_stream` retries, after the server's retry hint, within
+            # BRAIN_REQUEST_TIMEOUT x attempts (the SDK's backoff ignores the hint). Set rather
+            # than None, which would let the SDK retry a failed connection after 1-10 s itself
+            retry_options=types.HttpRetryOptions(attempts=1),
         )
         # vertexai=False: GOOGLE_GENAI_USE_VERTEXAI in the environment must not move this brain
         # to Vertex AI (another endpoint, another credential) behind the GEMINI_API_KEY setting
@@ -145,6 +175,8 @@ class GeminiBackend:
                 item = await queue.get()
                 if item is _END:
                     break
+                if isinstance(item, BrainError):
+                    raise item
                 if isinstance(item, BaseException):
                     raise map_gemini_error(item) from item
                 feedback = item.prompt_feedback
@@ -177,23 +209,31 @@ class GeminiBackend:
             yield call
 
     async def _pump(self, request: ModelRequest, queue: asyncio.Queue[Any]) -> None:
-        """Reads the SDK's stream into `queue`. The request timeout bounds each silence: the
-        first chunk comes within it times the attempts (the SDK retries before any chunk), each
-        next chunk within it of the last one; a reply may stream for as long as it flows."""
-        loop = asyncio.get_running_loop()
-        deadline = asyncio.timeout(self.timeout * self.attempts)
+        """Reads the SDK's stream into `queue`, under `bounded_stream`: the request timeout bounds
+        each silence (a reply may stream for as long as it flows) and the retries happen there."""
+
+        async def attempt() -> AsyncGenerator[types.GenerateContentResponse, None]:
+            stream = await self.client.aio.models.generate_content_stream(
+                model=request.model,
+                contents=to_gemini_contents(request.messages),  # type: ignore[arg-type]
+                config=self._config(request),
+            )
+            async for chunk in stream:
+                yield chunk
+
+        chunks = bounded_stream(
+            attempt,
+            silence=self.timeout,
+            retries=self.retries,
+            progress=lambda chunk: bool(chunk.candidates),
+            map_error=map_gemini_error,
+            retry_hint=gemini_retry_hint,
+            provider=PROVIDER,
+        )
         try:
-            async with deadline:
-                stream = await self.client.aio.models.generate_content_stream(
-                    model=request.model,
-                    contents=to_gemini_contents(request.messages),  # type: ignore[arg-type]
-                    config=self._config(request),
-                )
-                async for chunk in stream:
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
                     queue.put_nowait(chunk)
-                    deadline.reschedule(loop.time() + self.timeout)
-        except TimeoutError as exc:
-            queue.put_nowait(TimeoutError(f"the model sent nothing for {self.timeout:g} s") if deadline.expired() else exc)
         except Exception as exc:  # noqa: BLE001 - handed to the consumer, mapped there
             queue.put_nowait(exc)
         else:

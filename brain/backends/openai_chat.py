@@ -21,7 +21,14 @@ from ..errors import (
     error_for_status,
 )
 from ..memory import Message, ToolCall, well_formed
-from .base import ModelOutput, ModelRequest, TextChunk, bounded_stream, check_finish
+from .base import (
+    ModelOutput,
+    ModelRequest,
+    TextChunk,
+    bounded_stream,
+    check_finish,
+    retry_after_header,
+)
 
 PROVIDER = "openai"
 INVALID_JSON = "__invalid_json__"
@@ -47,6 +54,12 @@ def map_openai_error(exc: BaseException) -> BrainError:
     if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
         return ProviderTimeoutError(f"{type(exc).__name__}: {exc}", provider=PROVIDER)
     return UnavailableError(f"{type(exc).__name__}: {exc}", provider=PROVIDER)
+
+
+def openai_retry_hint(exc: BaseException) -> float | None:
+    """The wait an HTTP error response asks for (`Retry-After`, `retry-after-ms`), if any."""
+    response = getattr(exc, "response", None) if isinstance(exc, openai.APIStatusError) else None
+    return retry_after_header(getattr(response, "headers", None))
 
 
 def to_openai_messages(system_prompt: str, messages: list[Message]) -> list[dict[str, Any]]:
@@ -130,10 +143,10 @@ class OpenAIChatBackend:
         client: openai.AsyncOpenAI | None = None,
     ) -> None:
         self.timeout = timeout
-        self.attempts = max_retries + 1
-        self.client = client or openai.AsyncOpenAI(
-            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
-        )
+        self.retries = max_retries
+        # the SDK's own retries are off: `bounded_stream` retries within BRAIN_REQUEST_TIMEOUT x
+        # attempts (the SDK sleeps whatever Retry-After says, up to 2 minutes per retry)
+        self.client = client or openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
 
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelOutput]:
         kwargs: dict[str, Any] = {
@@ -159,9 +172,10 @@ class OpenAIChatBackend:
         chunks = bounded_stream(
             attempt,
             silence=self.timeout,
-            first_silence=self.timeout * self.attempts,
+            retries=self.retries,
             progress=lambda chunk: bool(chunk.choices),  # not a keep-alive's empty choices
             map_error=map_openai_error,
+            retry_hint=openai_retry_hint,
             provider=PROVIDER,
         )
         calls: dict[int, dict[str, str]] = {}

@@ -37,7 +37,7 @@ from . import gemini_server as gm
 from . import openai_server as oa
 from .gemini_server import FakeGeminiServer
 from .openai_server import FakeOpenAIServer
-from .scripted import Action, Chunk, RecordedRequest, ScriptedServer, Stream
+from .scripted import Action, Chunk, HttpError, RecordedRequest, ScriptedServer, Stream
 
 PROVIDERS = ("openai", "gemini")
 CallSpec = tuple[str | None, str, dict[str, Any]]
@@ -85,6 +85,10 @@ class Kit:
         raise NotImplementedError
 
     def calls(self, *calls: CallSpec, text: str = "") -> Stream:
+        raise NotImplementedError
+
+    def rate_limited(self, retry_after: float) -> HttpError:
+        """A 429 asking to wait `retry_after` seconds, the way the provider says it."""
         raise NotImplementedError
 
     # -- reading requests (provider-specific) ----------------------------------------------
@@ -165,6 +169,9 @@ class OpenAIKit(Kit):
     def calls(self, *calls: CallSpec, text: str = "") -> Stream:
         return oa.tool_reply(*calls, text=text)
 
+    def rate_limited(self, retry_after: float) -> HttpError:
+        return oa.rate_limited(retry_after)
+
     def results(self, req: RecordedRequest) -> dict[str, str]:
         return oa.tool_results(req)
 
@@ -219,6 +226,9 @@ class GeminiKit(Kit):
 
     def calls(self, *calls: CallSpec, text: str = "") -> Stream:
         return gm.tool_reply(*calls, text=text)
+
+    def rate_limited(self, retry_after: float) -> HttpError:
+        return gm.rate_limited(retry_after)
 
     def results(self, req: RecordedRequest) -> dict[str, str]:
         return {k: v["response"]["result"] for k, v in gm.function_responses(req).items()}

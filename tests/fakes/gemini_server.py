@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .scripted import Action, Chunk, RecordedRequest, ScriptedServer, Stream
+from .scripted import Action, Chunk, HttpError, RecordedRequest, ScriptedServer, Stream
 
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
@@ -101,6 +101,19 @@ def function_call_part(name: str, args: dict[str, Any], call_id: str | None = No
     if thought_signature is not None:
         part["thoughtSignature"] = base64.b64encode(thought_signature).decode()
     return part
+
+
+def rate_limited(retry_after: float) -> HttpError:
+    """A 429 the way Gemini sends it: the wait in a `RetryInfo` detail of the body, no header."""
+    body = {
+        "error": {
+            "code": 429,
+            "message": "You exceeded your current quota. Please retry later.",
+            "status": "RESOURCE_EXHAUSTED",
+            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{retry_after:g}s"}],
+        }
+    }
+    return HttpError(429, body=body)
 
 
 def split(text: str, pieces: int) -> list[str]:

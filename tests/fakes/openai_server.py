@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .scripted import Action, Chunk, Raw, RecordedRequest, ScriptedServer, Sleep, Stream
+from .scripted import Action, Chunk, HttpError, Raw, RecordedRequest, ScriptedServer, Sleep, Stream
 
 ERROR_TYPES = {
     400: ("invalid_request_error", None),
@@ -123,6 +123,16 @@ def text_chunk(text: str) -> Chunk:
 
 def finish_chunk(reason: str = "stop") -> Chunk:
     return chunk({}, finish_reason=reason)
+
+
+def rate_limited(retry_after: float) -> HttpError:
+    """A 429 asking the client to wait `retry_after` seconds, as OpenAI does (`retry-after-ms`
+    for a fraction of a second)."""
+    if retry_after == int(retry_after):
+        headers = {"Retry-After": str(int(retry_after))}
+    else:
+        headers = {"retry-after-ms": str(int(retry_after * 1000))}
+    return HttpError(429, "Rate limit reached for requests", headers=headers)
 
 
 def empty_chunk() -> Chunk:

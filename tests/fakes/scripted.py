@@ -69,6 +69,8 @@ class HttpError:
     status: int
     message: str = "scripted error"
     body: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    """Response headers, e.g. `Retry-After` on a 429."""
 
 
 Reply = Stream | HttpError
@@ -194,11 +196,13 @@ class ScriptedServer:
         else:
             return self._error_response(500, "fake server: no scripted reply left")
         if isinstance(reply, HttpError):
-            return self._error_response(reply.status, reply.message, reply.body)
+            return self._error_response(reply.status, reply.message, reply.body, reply.headers)
         return await self._stream(request, rec, reply)
 
-    def _error_response(self, status: int, message: str, body: dict[str, Any] | None = None) -> web.Response:
-        return web.json_response(body if body is not None else self.error_body(status, message), status=status)
+    def _error_response(
+        self, status: int, message: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+    ) -> web.Response:
+        return web.json_response(body if body is not None else self.error_body(status, message), status=status, headers=headers)
 
     async def _stream(self, request: web.Request, rec: RecordedRequest, reply: Stream) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
