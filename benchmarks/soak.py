@@ -90,9 +90,9 @@ SECONDS_PER_WORD = 0.1
 """The stub TTS's pace: shorter replies, less silence to feed while they play."""
 
 
-# thread pools: bounded, their threads started on demand and reused. "brain-tool_" is
-# brain.tools._tool_threads (TOOL_THREADS, shared by every brain in the process).
-_POOL_PREFIXES = ("asyncio_", "ThreadPoolExecutor-", "brain-tool_")
+# thread pools: bounded, their threads started on demand and reused (a plain-function tool's
+# thread, "brain-tool-<name>", is its own and ends with the call: not counted here)
+_POOL_PREFIXES = ("asyncio_", "ThreadPoolExecutor-")
 
 
 # -- resources --------------------------------------------------------------------------------
@@ -104,8 +104,7 @@ class Resources:
     fds: int
     threads: int
     pool_threads: int
-    """Of `threads`, workers of thread pools (the loop's default executor, the brain's tool
-    threads): bounded, reused."""
+    """Of `threads`, workers of thread pools (the loop's default executor): bounded, reused."""
     rss_mb: float
     py_blocks: int
     """Memory blocks Python's own allocator holds (`sys.getallocatedblocks`): Python objects,

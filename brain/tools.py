@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import importlib
 import inspect
@@ -15,8 +16,8 @@ import json
 import logging
 import re
 import string
+import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
@@ -74,10 +75,8 @@ class Tool:
         kwargs = {name: getattr(checked, name) for name in type(checked).model_fields}
         if inspect.iscoroutinefunction(self.fn):
             return await self.fn(**kwargs)
-        # plain functions run off the event loop so a slow tool never stalls audio, in the tools'
-        # own threads: a hung tool must not take the threads asyncio resolves host names in
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(_tool_threads(), functools.partial(self.fn, **kwargs))
+        # plain functions run off the event loop so a slow tool never stalls audio
+        result = await _in_thread(self.name, functools.partial(self.fn, **kwargs))
         if inspect.isawaitable(result):
             return await result
         return result
@@ -303,13 +302,37 @@ class ToolSet:
         return list(self._tools)
 
 
-TOOL_THREADS = 16
-"""Threads for plain-function tools, shared by every brain in the process."""
+async def _in_thread(name: str, call: Callable[[], Any]) -> Any:
+    """Run a plain-function tool in a thread of its own, which ends when the function returns.
 
+    Not a pool: a tool that hangs keeps its thread, and a bounded pool would fill up, after which
+    every later plain-function call in the process would wait behind them (and time out unrun,
+    with the model told it may have happened); nor asyncio's default executor (the threads it
+    resolves host names in). A daemon thread: a hung tool does not keep the process from exiting
+    (a pool's threads are joined at exit)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
 
-@functools.cache
-def _tool_threads() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=TOOL_THREADS, thread_name_prefix="brain-tool")
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():  # cancelled meanwhile (barge-in, timeout)
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    def run() -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, context.run(call))
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task, as a pool would
+            outcome = (False, exc)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the loop is closed: nobody waits for the result any more
+            pass
+
+    threading.Thread(target=run, name=f"brain-tool-{name}", daemon=True).start()
+    return await future
 
 
 MAX_RESULT_CHARS = 16_000

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ from brain.voice_brain import BrainSettings
 from tests.fakes.brain_kits import BRAIN_TESTS, EventLog, Kit, reply, wait_for
 
 pytestmark = BRAIN_TESTS
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 async def test_a_plain_tool_interrupted_while_running_is_reported_as_maybe_done(kit: Kit) -> None:
@@ -130,6 +133,64 @@ async def test_timed_out_plain_tools_do_not_starve_the_model_connection(kit: Kit
         assert "".join(await reply(brain, Turn("hello?", "c"), limit=10)) == "Still here."
     finally:
         release.set()
+
+
+async def test_hung_plain_tools_do_not_hold_up_later_plain_tools() -> None:
+    """More hung plain-function tools than a thread pool would hold (it had 16): each still runs,
+    and a quick one called after them runs too (it used to queue behind them and time out unrun,
+    with the model told it may have happened)."""
+    release = threading.Event()
+    loop = asyncio.get_running_loop()
+    started = asyncio.Semaphore(0)
+
+    def hang() -> str:
+        loop.call_soon_threadsafe(started.release)
+        release.wait(20)
+        return "late"
+
+    def quick() -> str:
+        return "done"
+
+    hung, fast = make_tool(hang), make_tool(quick)
+    tasks = [asyncio.create_task(hung.invoke({})) for _ in range(24)]
+    try:
+
+        async def all_started() -> None:
+            for _ in tasks:
+                await started.acquire()
+
+        await asyncio.wait_for(all_started(), 10)
+        assert await asyncio.wait_for(fast.invoke({}), 10) == "done"
+        assert not any(t.done() for t in tasks)  # the hung ones are still hung
+    finally:
+        for t in tasks:
+            t.cancel()  # a barge-in: their threads go on
+        await asyncio.gather(*tasks, return_exceptions=True)
+        release.set()
+
+
+def test_a_hung_plain_tool_does_not_keep_the_process_from_exiting() -> None:
+    """A tool cut off by its timeout while blocked for good: the program still exits (a pool's
+    threads are joined at exit, so `python -m brain` or a worker hung there)."""
+    script = """
+import asyncio, threading
+from brain import make_tool
+
+def hang() -> str:
+    threading.Event().wait()
+    return "never"
+
+async def main() -> None:
+    try:
+        await asyncio.wait_for(make_tool(hang).invoke({}), 0.05)
+    except TimeoutError:
+        print("cut off")
+
+asyncio.run(main())
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=20)
+    assert (done.returncode, done.stdout.strip()) == (0, "cut off"), done.stderr
 
 
 async def test_a_tool_raising_its_own_timeout_or_cancellation_is_an_ordinary_tool_error(kit: Kit) -> None:

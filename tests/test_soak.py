@@ -34,7 +34,6 @@ from soak import (  # noqa: E402
 
 from agent.allocator import pin_mmap_threshold  # noqa: E402
 from agent.worker import load_vad  # noqa: E402
-from brain.tools import TOOL_THREADS  # noqa: E402
 
 SESSIONS = 100  # about 45 s: from turn 2 on, each session's audio runs through two Silero streams
 
@@ -92,10 +91,10 @@ async def test_soak_leaks_nothing(vad, caplog: pytest.LogCaptureFixture) -> None
     # earlier tests leave background work that may open one of its own meanwhile (seen once in
     # CI: 34 -> 35 with every session's objects freed), so a handful is not a session leak.
     assert final.fds - base.fds < SESSIONS // 20, (base, final, _fd_targets())
-    # threads: none beyond the loop's default executor and the brain's tool threads, two pools
-    # bounded and reused (whether tool threads exist before the baseline depends on earlier tests)
+    # threads: none beyond the loop's default executor, a pool bounded and reused (a plain tool's
+    # thread ends with its call, so none is left once the sessions are over)
     assert final.threads - final.pool_threads <= base.threads - base.pool_threads, (base, final)
-    assert final.pool_threads <= min(32, (os.cpu_count() or 1) + 4) + TOOL_THREADS, final
+    assert final.pool_threads <= min(32, (os.cpu_count() or 1) + 4), final
     assert final.tasks <= before.tasks and final.fds - before.fds < SESSIONS // 20
 
     # Python objects do not pile up (the benchmark's own reports aside)
