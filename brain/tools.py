@@ -19,6 +19,7 @@ import string
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -87,7 +88,7 @@ class Tool:
         if not self.approval_prompt:
             return generic
         try:
-            return self.approval_prompt.format(**arguments)
+            return self.approval_prompt.format(**{k: _as_json_values(v) for k, v in arguments.items()})
         except Exception as exc:  # noqa: BLE001 - e.g. "{restaurant.name}" on a str argument
             log.warning("tool %s: approval prompt %r failed (%r); using the generic one", self.name, self.approval_prompt, exc)
             return generic
@@ -101,6 +102,19 @@ class Tool:
                 "parameters": self.parameters,
             },
         }
+
+
+def _as_json_values(value: Any) -> Any:
+    """Enum members as their values, as the model sent them and as JSON has them: the prompt said
+    "Order a Size.LARGE coffee?" for a `size: Size` parameter. Other values stay as validated (a
+    Decimal amount keeps its format spec, `{amount:.2f}`)."""
+    if isinstance(value, Enum):
+        return _as_json_values(value.value)
+    if isinstance(value, dict):
+        return {k: _as_json_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_json_values(v) for v in value]
+    return value
 
 
 def _schema_for(model: type[BaseModel]) -> dict[str, Any]:

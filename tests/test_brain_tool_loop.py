@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import logging
 import re
 from pathlib import Path
@@ -463,6 +464,33 @@ def test_the_readmes_approval_prompt_examples_fill_in() -> None:
 
     t = refund.__voice_tool__  # type: ignore[attr-defined]
     assert t.describe_request(t.validate({"order": {"id": 42}, "amount": 9.5})) == "9.5 42"
+
+
+class _Size(str, enum.Enum):  # noqa: UP042 - the usual spelling; a StrEnum formats as its value already
+    LARGE = "large"
+
+
+class _Milk(enum.Enum):
+    OAT = "oat"
+
+
+class _Drink(BaseModel):
+    kind: str
+    milk: _Milk
+
+
+def test_an_approval_prompt_shows_enum_parameters_as_their_values() -> None:
+    """The approver read "Order a Size.LARGE latte with Milk.OAT milk?": the prompt is filled from
+    the arguments as JSON (README), where an enum is its value."""
+
+    @tool(requires_approval=True, approval_prompt="Order a {size} {drink[kind]} with {drink[milk]} milk ({extras})?")
+    def order(size: _Size, drink: _Drink, extras: list[_Milk]) -> str:
+        """Order a drink."""
+        return "ordered"
+
+    t = order.__voice_tool__  # type: ignore[attr-defined]
+    arguments = t.validate({"size": "large", "drink": {"kind": "latte", "milk": "oat"}, "extras": ["oat"]})
+    assert t.describe_request(arguments) == "Order a large latte with oat milk (['oat'])?"
 
 
 async def test_broken_approval_prompt_still_asks_with_the_generic_prompt(kit: Kit) -> None:
