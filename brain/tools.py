@@ -371,16 +371,28 @@ def without_changed_arguments(told: str) -> str:
     return told
 
 
+def jsonable(value: Any) -> Any:
+    """A tool result as JSON values, for the model and the events: models, dataclasses, dates, sets
+    and enums as JSON has them, anything else as its `str`. Bytes as UTF-8 text, or base64 when
+    they are not UTF-8 (an image: that failed the turn). Never raises."""
+    try:
+        return to_jsonable_python(value, fallback=str)
+    except Exception:  # noqa: BLE001 - bytes that are not UTF-8, a circular structure, a failing __str__
+        try:
+            return to_jsonable_python(value, fallback=str, bytes_mode="base64")
+        except Exception:  # noqa: BLE001
+            return f"<{type(value).__name__} that cannot be shown>"
+
+
 def result_to_text(result: Any, limit: int | None = MAX_RESULT_CHARS) -> str:
-    """What the model sees of a tool result (cut to `limit` characters, saying so; None: whole)."""
+    """What the model sees of a tool result (cut to `limit` characters, saying so; None: whole):
+    JSON, its text as is (not \\u escapes, six characters each against the cut)."""
     if isinstance(result, str):
         text = result
-    elif isinstance(result, BaseModel):
-        text = result.model_dump_json()
     else:
         try:
-            text = json.dumps(result, default=str)
-        except (TypeError, ValueError):
+            text = json.dumps(jsonable(result), ensure_ascii=False)
+        except ValueError:  # e.g. a float NaN is fine; a circular list is not
             text = str(result)
     if limit is not None and len(text) > limit:
         text = text[:limit] + f"... [cut: the result was {len(text)} characters, only the first {limit} are shown]"

@@ -15,8 +15,6 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic_core import to_jsonable_python
-
 from .approvals import (
     ApprovalCancelled,
     ApprovalDecision,
@@ -40,7 +38,7 @@ from .events import (
     TurnStarted,
 )
 from .memory import ConversationMemory, Message, ToolCall, TurnRecord
-from .tools import Tool, ToolSet, result_to_text, with_changed_arguments
+from .tools import Tool, ToolSet, jsonable, result_to_text, with_changed_arguments
 from .turn import Turn
 
 log = logging.getLogger("brain")
@@ -510,7 +508,7 @@ class VoiceBrain:
             why = redact_secrets(f"{type(exc).__name__}: {exc}")  # nor are secrets sent to the model
             finished("error", error=why)
             return f"ERROR: {why}"
-        finished("ok", result=to_jsonable_python(result, fallback=str))
+        finished("ok", result=jsonable(result))
         return result_to_text(result, limit=None)  # cut once, with everything else told (`_run_calls`)
 
     async def _approve(

@@ -7,6 +7,8 @@ from the next request the fake server received.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import subprocess
 import sys
@@ -273,6 +275,42 @@ async def test_huge_and_unserialisable_results_are_cut_for_the_model_and_json_in
     (fin,) = log.of(ToolFinished)
     assert fin.result["handle"] == "opaque-thing"
     assert len(fin.model_dump_json()) > MAX_RESULT_CHARS  # the event keeps it; the bridge caps what leaves
+    log.check()
+
+
+async def test_results_json_cannot_encode_reach_the_model_as_json(kit: Kit) -> None:
+    """Models and dataclasses inside a result reached the model as Python reprs ("Slot(day='mon',
+    ...)"), text outside ASCII as \\u escapes (six characters each, against the result's cut), and
+    bytes that are not UTF-8 failed the whole turn: the user heard the apology, the model was told
+    the tool never finished, and clients never got its tool.finished."""
+
+    @tool
+    def lookup() -> dict[str, Any]:
+        """Look up a venue."""
+        return {"party": Party(name="Zoë", size=2), "slot": Slot(day="mon", hour=19), "city": "東京"}
+
+    @tool
+    def snapshot() -> bytes:
+        """A camera snapshot."""
+        return b"\xff\xd8\xff\xe0"
+
+    kit.server.push(kit.calls(("call_l", "lookup", {}), ("call_s", "snapshot", {})), kit.text("Done."))
+    brain = kit.brain(tools=[lookup, snapshot])
+    log = EventLog(brain)
+    turn = Turn("go", "c")
+    assert "".join(await reply(brain, turn)) == "Done."
+    told = kit.results(kit.server.requests[1])
+    assert json.loads(told["call_l"]) == {
+        "party": {"name": "Zoë", "size": 2},
+        "slot": {"day": "mon", "hour": 19},
+        "city": "東京",
+    }
+    assert "東京" in told["call_l"]
+    assert base64.urlsafe_b64decode(json.loads(told["call_s"])) == b"\xff\xd8\xff\xe0"  # base64, not UTF-8
+    fin = {e.call_id: e for e in log.of(ToolFinished)}
+    assert {k: e.status for k, e in fin.items()} == {"call_l": "ok", "call_s": "ok"}
+    assert fin["call_l"].result == json.loads(told["call_l"])  # clients get what the model got
+    assert log.done(turn.turn_id).reason == "completed"
     log.check()
 
 
