@@ -45,7 +45,7 @@ from .events import (
 )
 from .factory import create_voice_brain
 from .memory import ConversationMemory, Message, ToolCall
-from .tools import Tool, ToolSet, load_tool_module, make_tool, tool
+from .tools import Tool, ToolContext, ToolSet, load_tool_module, make_tool, tool
 from .turn import Turn, new_turn_id
 from .voice_brain import BrainSettings, Cutoff, VoiceBrain
 
@@ -56,7 +56,7 @@ __all__ = [
     "EventHub", "InProcessApprovalGate", "InternalError", "Message", "ModelBackend", "ModelOutput",
     "ModelRequest", "ProtocolError", "ProviderTimeoutError", "RateLimitedError", "ReportLevel",
     "ResolveStatus", "TextChunk", "TextDelta", "Tool", "ToolCall", "ToolFailedError", "ToolFinished",
-    "ToolSet", "ToolStarted", "Turn", "TurnDone", "TurnStarted", "UnavailableError", "VoiceBrain",
+    "ToolContext", "ToolSet", "ToolStarted", "Turn", "TurnDone", "TurnStarted", "UnavailableError", "VoiceBrain",
     "auto_approve", "auto_reject", "create_voice_brain", "load_tool_module", "make_tool", "new_turn_id",
     "tool",
 ]

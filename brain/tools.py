@@ -43,6 +43,19 @@ def _describe(exc: ValidationError) -> str:
 
 
 @dataclass(frozen=True)
+class ToolContext:
+    """Who a call is for: a tool taking a parameter typed `ToolContext` gets it filled in by the
+    brain. The model neither sees nor sets it (it is not in the schema, and a model or approver
+    naming it is refused), so a tool can trust it, unlike an argument the model could make up."""
+
+    conversation_id: str
+    turn_id: str
+    call_id: str
+    user_id: str | None = None
+    """The identity of the user the turn is for (the served participant), else `BRAIN_USER_ID`."""
+
+
+@dataclass(frozen=True)
 class Tool:
     name: str
     description: str
@@ -54,6 +67,8 @@ class Tool:
     """Seconds the call may run once approved (None: the brain's default)."""
     approval_prompt: str | None = None
     parameters: dict[str, Any] = field(default_factory=dict)
+    context_parameter: str | None = None
+    """The parameter typed `ToolContext`, filled in by the brain (None: the tool takes none)."""
 
     def _checked(self, arguments: dict[str, Any]) -> BaseModel:
         try:
@@ -70,10 +85,16 @@ class Tool:
         """A plain function: it runs in a worker thread, which cancellation cannot stop."""
         return not inspect.iscoroutinefunction(self.fn)
 
-    async def invoke(self, arguments: dict[str, Any]) -> Any:
+    async def invoke(self, arguments: dict[str, Any], context: ToolContext | None = None) -> Any:
+        """Run the tool with `arguments` (validated here); `context` fills its `ToolContext`
+        parameter, if it has one (required then)."""
         checked = self._checked(arguments)
         # the validated values themselves: a parameter typed as a model or dataclass gets one
         kwargs = {name: getattr(checked, name) for name in type(checked).model_fields}
+        if self.context_parameter is not None:
+            if context is None:
+                raise TypeError(f"tool {self.name} takes a ToolContext: invoke it with one")
+            kwargs[self.context_parameter] = context
         if inspect.iscoroutinefunction(self.fn):
             return await self.fn(**kwargs)
         # plain functions run off the event loop so a slow tool never stalls audio
@@ -192,10 +213,16 @@ def make_tool(
     sig = inspect.signature(fn)
     hints = get_type_hints(fn)
     fields: dict[str, Any] = {}
+    context_parameter: str | None = None
     for pname, param in sig.parameters.items():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise ConfigError(f"tool {fn.__name__}: *args/**kwargs are not supported")
         annotation = hints.get(pname, Any)
+        if annotation is ToolContext:  # the brain's to fill in, not the model's
+            if context_parameter is not None:
+                raise ConfigError(f"tool {name or fn.__name__}: more than one ToolContext parameter")
+            context_parameter = pname
+            continue
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[pname] = (annotation, default)
     try:
@@ -215,6 +242,7 @@ def make_tool(
         timeout=timeout,
         approval_prompt=approval_prompt,
         parameters=parameters,
+        context_parameter=context_parameter,
     )
 
 

@@ -38,7 +38,7 @@ from .events import (
     TurnStarted,
 )
 from .memory import ConversationMemory, Message, ToolCall, TurnRecord
-from .tools import Tool, ToolSet, jsonable, result_to_text, with_changed_arguments
+from .tools import Tool, ToolContext, ToolSet, jsonable, result_to_text, with_changed_arguments
 from .turn import Turn
 
 log = logging.getLogger("brain")
@@ -452,13 +452,14 @@ class VoiceBrain:
                     return f"ERROR: the user's modified arguments were invalid: {exc}"
                 if decision.arguments != call.arguments:  # the model must learn what actually ran
                     told = await self._invoke(
-                        call, tool, arguments, finished, results, cutoff, changed=decision.arguments
+                        turn, call, tool, arguments, finished, results, cutoff, changed=decision.arguments
                     )
                     return with_changed_arguments(decision.arguments, told)
-        return await self._invoke(call, tool, arguments, finished, results, cutoff)
+        return await self._invoke(turn, call, tool, arguments, finished, results, cutoff)
 
     async def _invoke(
         self,
+        turn: Turn,
         call: ToolCall,
         tool: Tool,
         arguments: dict[str, Any],
@@ -478,7 +479,7 @@ class VoiceBrain:
         deadline = asyncio.timeout(timeout)
         try:
             async with deadline:
-                result = await tool.invoke(arguments)
+                result = await tool.invoke(arguments, self._context(turn, call))
         except asyncio.CancelledError:
             if task is not None and task.cancelling() <= cancelling:
                 # the tool raised it itself (e.g. its own task was cancelled): a tool error
@@ -510,6 +511,15 @@ class VoiceBrain:
             return f"ERROR: {why}"
         finished("ok", result=jsonable(result))
         return result_to_text(result, limit=None)  # cut once, with everything else told (`_run_calls`)
+
+    def _context(self, turn: Turn, call: ToolCall) -> ToolContext:
+        """What a tool's `ToolContext` parameter gets; the user as approvals address them."""
+        return ToolContext(
+            conversation_id=turn.conversation_id,
+            turn_id=turn.turn_id,
+            call_id=call.id,
+            user_id=turn.user_id or self.settings.user_id,
+        )
 
     async def _approve(
         self, turn: Turn, call: ToolCall, tool: Tool, arguments: dict[str, Any]

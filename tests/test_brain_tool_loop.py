@@ -23,6 +23,7 @@ from brain import (
     InProcessApprovalGate,
     ResolveStatus,
     Tool,
+    ToolContext,
     Turn,
     make_tool,
     tool,
@@ -464,6 +465,44 @@ def test_the_readmes_approval_prompt_examples_fill_in() -> None:
 
     t = refund.__voice_tool__  # type: ignore[attr-defined]
     assert t.describe_request(t.validate({"order": {"id": 42}, "amount": 9.5})) == "9.5 42"
+
+
+async def test_a_tool_learns_whose_conversation_it_serves_from_the_brain_not_the_model(kit: Kit) -> None:
+    """A tool that needs the caller's identity (their orders, their account) had no way to get it
+    but a parameter the model fills in, from what anyone in the call says. A `ToolContext`
+    parameter is filled in by the brain; the model is not offered it and cannot set it."""
+    seen: list[ToolContext] = []
+
+    @tool
+    def my_orders(ctx: ToolContext, status: str = "open") -> str:
+        """The user's orders."""
+        seen.append(ctx)
+        return f"{status} orders of {ctx.user_id}"
+
+    @tool(requires_approval=True)
+    async def cancel_order(order_id: str, context: ToolContext) -> str:
+        """Cancel one of the user's orders."""
+        seen.append(context)
+        return f"{order_id} cancelled for {context.user_id}"
+
+    assert "ctx" not in my_orders.__voice_tool__.parameters["properties"]  # type: ignore[attr-defined]
+    kit.server.push(
+        kit.calls(
+            ("call_a", "my_orders", {}),
+            ("call_b", "my_orders", {"ctx": {"user_id": "mallory"}}),  # the model cannot spoof it
+            ("call_c", "cancel_order", {"order_id": "o1"}),
+        ),
+        kit.text("Done."),
+    )
+    brain = kit.brain(tools=[my_orders, cancel_order], approvals=InProcessApprovalGate(policy=lambda r: ApprovalDecision.approve()))
+    turn = Turn("my orders", "room-7", user_id="alice")
+    assert "".join(await reply(brain, turn)) == "Done."
+    told = kit.results(kit.server.requests[1])
+    assert told["call_a"] == "open orders of alice"
+    assert told["call_b"].startswith("ERROR: invalid arguments for my_orders: ctx: Extra inputs are not permitted")
+    assert told["call_c"] == "o1 cancelled for alice"
+    assert {(c.conversation_id, c.turn_id, c.user_id) for c in seen} == {("room-7", turn.turn_id, "alice")}
+    assert sorted(c.call_id for c in seen) == ["call_a", "call_c"]
 
 
 class _Size(str, enum.Enum):  # noqa: UP042 - the usual spelling; a StrEnum formats as its value already
