@@ -210,6 +210,11 @@ def make_tool(
 ) -> Tool:
     if report not in ("none", "name", "args", "full"):
         raise ConfigError(f"report must be one of none|name|args|full, not {report!r}")
+    if timeout is not None and not timeout > 0:  # 0 meant the default, a negative one failed every call
+        raise ConfigError(
+            f"tool {name or fn.__name__}: timeout must be a number of seconds above 0, not {timeout!r} "
+            "(None: BRAIN_TOOL_TIMEOUT)"
+        )
     sig = inspect.signature(fn)
     hints = get_type_hints(fn)
     fields: dict[str, Any] = {}

@@ -428,6 +428,18 @@ def test_an_approval_prompt_naming_what_the_tool_does_not_take_is_refused_at_onc
             return "booked"
 
 
+@pytest.mark.parametrize("timeout", [0, -1.0, float("nan")])
+def test_a_tool_timeout_that_is_not_a_positive_number_is_refused_at_once(timeout: float) -> None:
+    """`@tool(timeout=0)` silently ran under BRAIN_TOOL_TIMEOUT, and `timeout=-1` (meant as "no
+    limit", say) timed every call out at once."""
+    with pytest.raises(ConfigError, match="timeout must be a number of seconds above 0"):
+
+        @tool(timeout=timeout)
+        def book(restaurant: str) -> str:
+            """Book a table."""
+            return "booked"
+
+
 @pytest.mark.parametrize(
     "prompt",
     [
