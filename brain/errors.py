@@ -74,9 +74,14 @@ def register_secret(value: str | None) -> None:
 
 
 def register_secrets_of(settings: Any) -> None:
-    """`register_secret` every `SecretStr` of a pydantic settings object, nested ones too."""
+    """`register_secret` every `SecretStr` of a pydantic settings object, nested ones too, and
+    the keys a model holds as plain strings and lists by its `secret_values()` method."""
     if not isinstance(settings, BaseModel):
         return
+    more = getattr(settings, "secret_values", None)
+    if callable(more):
+        for value in more():
+            register_secret(value)
     for name in type(settings).model_fields:
         value = getattr(settings, name, None)
         if isinstance(value, SecretStr):

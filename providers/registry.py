@@ -59,6 +59,11 @@ def all_variables() -> set[str]:
     return {v for kind in SPECS.values() for s in kind.values() for v in s.options.variables()}
 
 
+def secret_variables() -> set[str]:
+    """The variable names of every registered provider's keys (its `SecretStr` options)."""
+    return {v for kind in SPECS.values() for s in kind.values() for v in s.options.secret_variables()}
+
+
 def install_hint(spec: AnySpec) -> str:
     return f"pip install '.[{spec.extra}]'" if spec.extra else "pip install ."
 

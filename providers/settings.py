@@ -27,6 +27,7 @@ from pydantic_settings import (
 )
 
 from brain.config import checked_base_url
+from brain.errors import register_secrets_of
 
 from .errors import ProviderConfigError
 from .spec import field_variables
@@ -188,6 +189,18 @@ class SpeechSettings(BaseSettings):
                 f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors()
             )
             raise ProviderConfigError(f"invalid speech settings: {problems}") from None
+
+    def model_post_init(self, context: Any, /) -> None:
+        register_secrets_of(self)  # its keys never reach logs or error envelopes, whatever echoes them
+
+    def secret_values(self) -> list[str]:
+        """The keys of providers the settings do not declare (a provider added in catalog/):
+        `provider_env` holds them as plain strings. `register_secrets_of` scrubs them literally,
+        as it does the `SecretStr` fields, wherever they were read from (`.env` too)."""
+        from .registry import secret_variables  # late: the registry imports provider files
+
+        keys = secret_variables()
+        return [v for n, v in self.provider_env.items() if n.upper() in keys and isinstance(v, str)]
 
     @field_validator("openai_base_url", mode="before")
     @classmethod

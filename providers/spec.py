@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Literal, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar, get_args
 
 from pydantic import (
     AliasChoices,
@@ -60,6 +60,16 @@ class ProviderOptions(BaseModel):
         return [v for n, f in cls.model_fields.items() for v in field_variables(n, f)]
 
     @classmethod
+    def secret_variables(cls) -> list[str]:
+        """The variable names of this provider's keys: its `SecretStr` fields."""
+        return [
+            v
+            for n, f in cls.model_fields.items()
+            if _holds_secret(f.annotation)
+            for v in field_variables(n, f)
+        ]
+
+    @classmethod
     def variable(cls, field_name: str) -> str:
         return field_variables(field_name, cls.model_fields[field_name])[0]
 
@@ -91,6 +101,11 @@ class ProviderSpec(Generic[OptionsT, ProductT]):
     modules: tuple[str, ...] = ()
     extra: str | None = None
     summary: str = ""
+
+
+def _holds_secret(annotation: Any) -> bool:
+    """`SecretStr`, `SecretStr | None`, `Optional[SecretStr]`, ..."""
+    return annotation is SecretStr or any(_holds_secret(a) for a in get_args(annotation))
 
 
 def is_set(value: object) -> bool:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import pickle
+from pathlib import Path
 
 import pytest
 from livekit.agents import APIStatusError
@@ -217,3 +219,36 @@ def test_fields_livekit_marks_private_stay_out_of_logs_above_debug(formatter: lo
         assert card not in line and "[private]" in line, line
     assert "repaired malformed function-call JSON arguments" in lines[0] and "speech_1" in lines[1]
     assert card in lines[2]  # DEBUG: the operator asked for the conversation
+
+
+@pytest.mark.usefixtures("redacted_logs")
+def test_a_new_providers_key_read_from_dotenv_is_scrubbed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A provider added as docs/providers.md shows declares its key as a `SecretStr` option; the
+    settings collect it into `provider_env`. Read from `.env` only (never in `os.environ`), it was
+    scrubbed by shape alone: an unshaped key echoed by its service went to the log verbatim."""
+    from pydantic import Field, SecretStr
+
+    from agent.config import AgentSettings
+    from brain import errors
+    from providers import registry
+    from providers.spec import ProviderOptions, ProviderSpec
+
+    class AcmeOptions(ProviderOptions):
+        api_key: SecretStr | None = Field(None, validation_alias="ACME_API_KEY")
+        voice: str | None = Field(None, validation_alias="ACME_TTS_VOICE")
+
+    monkeypatch.setitem(registry.SPECS["tts"], "acme", ProviderSpec("acme", "tts", AcmeOptions, lambda o: None))
+    key, voice = _unshaped_key(), _unshaped_key()
+    monkeypatch.delenv("ACME_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f"ACME_API_KEY={key}\nACME_TTS_VOICE={voice}\n")
+    settings = AgentSettings()
+    assert settings.speech.provider_env["ACME_API_KEY"] == key  # the settings did read it
+    logger, out = _logger(logging.Formatter("%(message)s"))
+    logger.error("acme: 401 Received API Key = %s for voice %s", key, voice)
+    assert out.getvalue() == f"acme: 401 Received API Key = [redacted] for voice {voice}\n"
+    # a job process gets the settings pickled and registers their keys again (VoiceWorker.setup)
+    monkeypatch.setattr(errors, "_KNOWN_SECRETS", ())
+    assert key in redact_secrets(key)
+    errors.register_secrets_of(pickle.loads(pickle.dumps(settings)))
+    assert redact_secrets(f"{key} {voice}") == f"[redacted] {voice}"
