@@ -5,7 +5,8 @@ livekit-agents' `AgentServer` builds its aiohttp health server (`GET /`, `GET /w
 intercepts the assignment of that server (a property in the subclass) and adds
 `GET /providers` before it starts: the provider rows of `python -m agent doctor` as JSON,
 `{"mode": ..., "ok": bool, "providers": [...]}` (`ok`: every chosen provider is installed and
-configured). Secrets are never part of it.
+configured). Secrets are never part of it: the rows are redacted as doctor's report is (a
+reason quotes a plugin's import error, which may carry a proxy URL with its password).
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from livekit.agents import AgentServer
 
 from .config import AgentSettings
 from .doctor import provider_rows, unusable_chosen
+from .log_redaction import redact_value
 
 log = logging.getLogger("agent.health")
 
 
 def providers_payload(settings: AgentSettings) -> dict[str, Any]:
     rows = provider_rows(settings)
-    return {"mode": settings.mode, "ok": not unusable_chosen(rows), "providers": rows}
+    payload = {"mode": settings.mode, "ok": not unusable_chosen(rows), "providers": rows}
+    return redact_value(payload)  # type: ignore[no-any-return]
 
 
 def add_provider_route(app: web.Application, settings: AgentSettings) -> None:

@@ -70,6 +70,31 @@ async def test_worker_serves_the_provider_report_next_to_its_health_check(monkey
     assert rows[("tools", "brain.example_tools")]["chosen"]  # the realtime model calls the brain's tools
 
 
+def test_the_provider_route_redacts_what_doctor_redacts(monkeypatch, tmp_path) -> None:
+    """A chosen provider's plugin that fails to import is reported with its error, and that may
+    carry a credential (a proxy URL with its password): doctor redacted it, `GET /providers`
+    served it as it was."""
+    from typing import Any
+
+    from agent.doctor import report
+    from agent.health import providers_payload
+    from providers import SpeechSettings, registry
+    from providers.spec import ProviderOptions, ProviderSpec
+
+    proxy = "http://deploy:Pr0xyPassw0rd@proxy.internal:3128"
+    (tmp_path / "proxied_plugin.py").write_text(f"raise ConnectionError('cannot reach {proxy}')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    spec: ProviderSpec[Any, Any] = ProviderSpec("proxied", "tts", ProviderOptions, lambda o: None, ("proxied_plugin",))
+    monkeypatch.setitem(registry.SPECS["tts"], "proxied", spec)
+    settings = AgentSettings(speech=SpeechSettings(tts_providers=["proxied"]))
+    served = providers_payload(settings)
+    row = _rows(served)[("tts", "proxied")]
+    assert row["chosen"] and not row["installed"] and "does not import" in row["reason"]  # the path is real
+    assert "Pr0xyPassw0rd" not in json.dumps(served)
+    assert "Pr0xyPassw0rd" not in json.dumps(report(settings))
+    assert served["providers"] == report(settings)["providers"]  # the same rows, redacted alike
+
+
 def test_doctor_reports_every_kind_and_names_the_missing_variable(monkeypatch) -> None:
     monkeypatch.setenv("AGENT_MODE", "realtime")
     out = io.StringIO()
