@@ -190,9 +190,9 @@ class VoiceBrain:
             self._report_error(turn, exc)
             raise
         except Exception as exc:
-            failure = InternalError(f"{type(exc).__name__}: {exc}")
-            self._report_error(turn, failure, cause=exc)
-            raise failure from exc
+            failure, cause = _internal_error(exc)
+            self._report_error(turn, failure, cause=cause)
+            raise failure from cause
 
     async def stream_reply(self, turn: Turn) -> AsyncGenerator[str, None]:
         # one turn at a time per conversation: a second turn started while one is in flight
@@ -228,7 +228,8 @@ class VoiceBrain:
             else:
                 # a bug (a tool, a custom approval gate, the brain): fail this turn like any other,
                 # so the caller still gets one error, an apology and turn.done, and the session goes on
-                self._report_error(turn, InternalError(f"{type(exc).__name__}: {exc}"), cause=exc)
+                failure, cause = _internal_error(exc)
+                self._report_error(turn, failure, cause=cause)
             apology = self.settings.apology
             if apology:
                 # after the last thing said (a tool step's text may precede the tool results)
@@ -431,8 +432,10 @@ class VoiceBrain:
                 finished("cancelled", error=f"{cutoff.why} before approval")
                 raise
             except Exception as exc:  # the gate failed: the turn fails, but the call still finishes
+                # its text goes where the tool's report level lets the details go (tool.finished
+                # at `full`) and to the log; a gate's message may name the call's arguments
                 finished("error", error=redact_secrets(f"approval failed: {type(exc).__name__}: {exc}"))
-                raise
+                raise _ApprovalFailed(tool.name, exc) from exc
             if decision is None:  # timed out
                 finished("cancelled", error="no decision before the deadline")
                 return f"NOT APPROVED: the user did not answer within {self.settings.hitl_timeout:g} s; the action was not taken."
@@ -610,3 +613,23 @@ class VoiceBrain:
                 provider=exc.provider,
             )
         )
+
+
+class _ApprovalFailed(Exception):
+    """The approval step of a call raised (a custom gate or policy, the tool's prompt)."""
+
+    def __init__(self, tool: str, error: Exception) -> None:
+        super().__init__(tool, error)
+        self.tool = tool
+        self.error = error
+
+
+def _internal_error(exc: Exception) -> tuple[InternalError, Exception]:
+    """What clients are told of an unexpected exception (the `internal` error), and the
+    exception the log shows with its traceback. A failed approval is named without its text:
+    the gate saw the call's arguments and its message may quote them, while the `error`
+    envelope goes to every client whatever the tool's report level (`tool.finished` carries
+    the text at `full`, the log always)."""
+    if isinstance(exc, _ApprovalFailed):
+        return InternalError(f"the approval of {exc.tool} failed ({type(exc.error).__name__})"), exc.error
+    return InternalError(f"{type(exc).__name__}: {exc}"), exc

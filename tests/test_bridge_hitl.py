@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -598,3 +599,43 @@ async def test_closing_the_bridge_empties_its_stores_whatever_the_gate_does(gate
     assert brain.approvals.pending(CONV) == []  # withdrawn in the gate too
     assert [r["data"]["by"] for r in alice.of_type("hitl.resolved")] == ["system:session_closed"]
 
+
+
+class ArgumentEchoingGate(InProcessApprovalGate):
+    """A custom gate that fails with a message naming the call's arguments (as `KeyError`s,
+    validation errors and "cannot route ..." messages of approval services do)."""
+
+    def register(self, request: ApprovalRequest) -> asyncio.Future[ApprovalDecision]:
+        raise RuntimeError(f"approval service refused {request.tool_name} {request.arguments}")
+
+
+@pytest.mark.parametrize(
+    "session", [{"gate": ArgumentEchoingGate, "reports": {"book_table": "name"}, "broadcast": True}], indirect=True
+)
+async def test_a_failing_gate_does_not_publish_arguments_the_report_level_hides(
+    session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gate's exception text became the `internal` error envelope, sent to every client
+    whatever the tool's report level: arguments configured hidden were broadcast in it."""
+    s = session
+    mallory = s.client("mallory")
+    with caplog.at_level(logging.ERROR, logger="brain"):
+        await finish(s, await s.run_turn("book a table for two"))
+    [err] = mallory.of_type("error")
+    assert err["data"]["code"] == "internal" and "book_table" in err["data"]["message"]
+    assert [e["data"]["reason"] for e in mallory.of_type("turn.done")] == ["error"]
+    for client in (s.alice, mallory):
+        assert client.envelopes and "Luigi" not in json.dumps(client.envelopes)
+    # the operator still reads what the gate said, in the log
+    assert any("approval service refused book_table" in r.getMessage() and "Luigi" in r.getMessage()
+               for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "session", [{"gate": ArgumentEchoingGate, "reports": {"book_table": "full"}}], indirect=True
+)
+async def test_a_failing_gate_is_detailed_in_tool_finished_at_the_full_report_level(session: Session) -> None:
+    s = session
+    await finish(s, await s.run_turn("book a table for two"))
+    [fin] = s.alice.of_type("tool.finished")
+    assert fin["data"]["status"] == "error" and "approval service refused book_table" in fin["data"]["error"]
