@@ -4,8 +4,9 @@ keys, no network), and the errors for unknown names, missing keys and missing ex
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import pytest
 from livekit.agents import stt, tts
@@ -363,6 +364,40 @@ def test_invalid_option_names_its_variable() -> None:
         create_stt(SpeechSettings(STT_LANGUAGE="de"))
     with pytest.raises(ProviderConfigError, match="LOCAL_TTS_VOICE.*espeak-ng has no voice 'xx-nope'"):
         create_tts(SpeechSettings(LOCAL_TTS_VOICE="xx-nope"))
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "says"),
+    [
+        ("OPENAI_TTS_RESPONSE_FORMAT", "ogg", "'mp3', 'opus', 'aac', 'flac', 'wav' or 'pcm'"),
+        ("OPENAI_TTS_SPEED", "5", "less than or equal to 4"),
+        ("OPENAI_TTS_SPEED", "0.1", "greater than or equal to 0.25"),
+    ],
+)
+def test_an_openai_tts_option_the_service_refuses_is_refused_with_the_configuration(
+    all_keys: dict[str, str], variable: str, value: str, says: str
+) -> None:
+    """OpenAI's speech endpoint takes these six formats and speeds 0.25-4.0 (400 otherwise):
+    doctor and the start-up check said ok, then every reply failed at its first sentence."""
+    from providers.factory import check_chains
+
+    settings = SpeechSettings(TTS_PROVIDERS="openai", **all_keys, **{variable: value})
+    with pytest.raises(ProviderConfigError, match=rf"{variable}: .*{re.escape(says)}"):
+        check_chains(settings)
+    (row,) = [r for r in provider_report(settings) if (r.kind, r.name) == ("tts", "openai")]
+    assert not row.configured and row.reason.startswith(variable)
+
+
+def test_openai_tts_options_the_service_takes_are_kept(all_keys: dict[str, str]) -> None:
+    from livekit.plugins.openai.tts import RESPONSE_FORMATS
+
+    from providers.catalog.openai import OpenAITTSOptions, ResponseFormat
+
+    literal = next(a for a in get_args(RESPONSE_FORMATS) if get_origin(a) is Literal)
+    assert get_args(ResponseFormat) == get_args(literal)  # the plugin's formats, no other
+    settings = SpeechSettings(**all_keys, OPENAI_TTS_RESPONSE_FORMAT=" PCM ", OPENAI_TTS_SPEED="4")
+    options = OpenAITTSOptions.model_validate(settings.lookup())
+    assert (options.response_format, options.speed) == ("pcm", 4.0)
 
 
 def test_an_azure_tts_sample_rate_the_plugin_lacks_is_refused_with_the_configuration(all_keys: dict[str, str]) -> None:

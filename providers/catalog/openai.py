@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from livekit.agents import stt, tts
 from livekit.agents.types import NOT_GIVEN
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 
 from ..spec import ProviderOptions, ProviderSpec, secret
 
 _MODULES = ("livekit.plugins.openai",)
+
+ResponseFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 
 
 class OpenAISTTOptions(ProviderOptions):
@@ -30,10 +32,17 @@ class OpenAITTSOptions(ProviderOptions):
     base_url: str | None = Field(None, validation_alias=AliasChoices("OPENAI_TTS_BASE_URL", "OPENAI_BASE_URL"))
     model: str = Field("gpt-4o-mini-tts", validation_alias="OPENAI_TTS_MODEL")
     voice: str = Field("ash", validation_alias="OPENAI_TTS_VOICE")
-    speed: float = Field(1.0, gt=0, validation_alias="OPENAI_TTS_SPEED")
+    # the speech endpoint's range: another speed is a 400 at the first sentence
+    speed: float = Field(1.0, ge=0.25, le=4.0, validation_alias="OPENAI_TTS_SPEED")
     instructions: str | None = Field(None, validation_alias="OPENAI_TTS_INSTRUCTIONS")
-    # mp3 | opus | aac | flac | wav | pcm (pcm = 24 kHz s16le, no decoding)
-    response_format: str = Field("mp3", validation_alias="OPENAI_TTS_RESPONSE_FORMAT")
+    # pcm = 24 kHz s16le, no decoding; the endpoint knows no other format (a 400 at the first
+    # sentence), and the plugin decodes these
+    response_format: ResponseFormat = Field("mp3", validation_alias="OPENAI_TTS_RESPONSE_FORMAT")
+
+    @field_validator("response_format", mode="before")
+    @classmethod
+    def _format(cls, v: object) -> object:
+        return v.strip().lower() if isinstance(v, str) else v
 
 
 def _build_stt(o: OpenAISTTOptions) -> stt.STT:
