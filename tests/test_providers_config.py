@@ -290,6 +290,30 @@ async def test_gemini_tts_uses_the_gemini_key_the_brain_and_gemini_live_use(monk
     assert request.headers["x-goog-api-key"] == brain_key.get_secret_value() == live_key.get_secret_value() == "the-gemini-key"
 
 
+async def test_gemini_tts_talks_to_gemini_base_url_as_the_brain_and_gemini_live_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plugin takes no base URL: with GEMINI_BASE_URL naming a proxy, the brain and
+    gemini-live went through it and Gemini TTS straight to Google (blocked, or around the proxy)."""
+    import base64
+
+    from livekit.agents import APIConnectOptions
+
+    from .fakes.gemini_server import FakeGeminiServer, candidate_chunk
+    from .fakes.scripted import Stream
+
+    monkeypatch.delenv("GOOGLE_GEMINI_BASE_URL", raising=False)
+    async with FakeGeminiServer() as server:
+        audio = {"inlineData": {"mimeType": "audio/L16;codec=pcm;rate=24000", "data": base64.b64encode(bytes(4800)).decode()}}
+        server.push(Stream([candidate_chunk([audio], "STOP")]))
+        engine = create_tts(SpeechSettings(_env_file=None, TTS_PROVIDERS="google", GEMINI_API_KEY="k", GEMINI_BASE_URL=server.base_url + "/"))
+        try:
+            frames = [ev.frame async for ev in engine.synthesize("Hi.", conn_options=APIConnectOptions(max_retry=0))]
+        finally:
+            await engine.aclose()
+        (request,) = server.requests
+    assert sum(f.samples_per_channel for f in frames) == 2400
+    assert request.headers["x-goog-api-key"] == "k"
+
+
 def test_google_credentials_file_must_exist() -> None:
     settings = SpeechSettings(STT_PROVIDERS="google", GOOGLE_APPLICATION_CREDENTIALS="/nope.json")
     with pytest.raises(
