@@ -113,6 +113,17 @@ def log_level() -> str:
     return level
 
 
+def _flag_value(args: list[str], flag: str) -> str | None:
+    """The value given to `flag` (`--url X` or `--url=X`), the last one if repeated."""
+    value = None
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            value = args[i + 1]
+        elif arg.startswith(flag + "="):
+            value = arg.split("=", 1)[1]
+    return value
+
+
 def _run_livekit(command: str, rest: list[str]) -> int:
     if command == "download-files":  # livekit-agents' current entry point for it
         from livekit.agents.__main__ import main as livekit_main
@@ -121,7 +132,7 @@ def _run_livekit(command: str, rest: list[str]) -> int:
 
     from livekit.agents import cli
 
-    from .config import AgentSettings
+    from .config import AgentSettings, livekit_url_problem
     from .worker import define_voice_agent
 
     settings = AgentSettings()
@@ -131,6 +142,10 @@ def _run_livekit(command: str, rest: list[str]) -> int:
         missing = [var for var in settings.missing_livekit() if flags[var] not in given]
         if missing:
             settings.require_livekit(missing)
+        url_flag = _flag_value(rest, "--url")
+        problem = livekit_url_problem(url_flag, "--url") if url_flag is not None else settings.livekit_url_problem()
+        if problem:
+            raise UsageError(problem)
     server = define_voice_agent(settings)
     sys.argv = [sys.argv[0], command, *rest]  # click names the program from the real __main__ path
     # livekit-agents 1.8 marks its in-process CLI as deprecated in favour of the external `lk`

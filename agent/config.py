@@ -9,6 +9,7 @@ the standard LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET.
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -154,6 +155,10 @@ class AgentSettings(BaseSettings):
             if not value
         ]
 
+    def livekit_url_problem(self) -> str | None:
+        """Why LIVEKIT_URL cannot reach a LiveKit server (None when it can, or is not set)."""
+        return None if self.livekit_url is None else livekit_url_problem(self.livekit_url, "LIVEKIT_URL")
+
     def require_livekit(self, missing: list[str] | None = None) -> tuple[str, str, str]:
         """URL, key and secret for the commands that connect; names the missing variables."""
         missing = self.missing_livekit() if missing is None else missing
@@ -177,6 +182,30 @@ class AgentSettings(BaseSettings):
         out["bridge"] = _mask_model(self.bridge)
         out["realtime"] = _mask_model(self.realtime)
         return out
+
+
+LIVEKIT_SCHEMES = ("ws", "wss", "http", "https")
+"""What livekit-agents connects a worker with (it turns http(s) into ws(s))."""
+
+
+def livekit_url_problem(url: str, name: str) -> str | None:
+    """Why `url` (the value of `name`) is not a LiveKit server URL, or None. livekit-agents does
+    not check it: `localhost:7880` (no scheme) failed every connection attempt with the error
+    "agent" for two minutes, then the worker exited."""
+    from brain.errors import redact_secrets
+
+    shown = redact_secrets(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port  # a port that is not a number raises
+    except ValueError as e:
+        return f"{name}={shown!r} is not a URL ({e}); write ws://HOST:7880 (wss://HOST behind TLS)"
+    if parts.scheme not in LIVEKIT_SCHEMES or not parts.hostname:
+        return (f"{name}={shown!r} is not a LiveKit server URL: write ws://HOST:7880 (or wss://HOST "
+                "behind TLS; LiveKit Cloud gives wss://PROJECT.livekit.cloud)")
+    if port == 0:
+        return f"{name}={shown!r}: port 0 cannot be connected to"
+    return None
 
 
 def _reveal(secret: SecretStr | None) -> str:

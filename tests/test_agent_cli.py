@@ -47,6 +47,38 @@ def test_start_without_livekit_settings_names_the_variables(capsys) -> None:
     assert "LIVEKIT_URL" in err and "LIVEKIT_API_KEY" in err and "LIVEKIT_API_SECRET" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "url", "named"),
+    [
+        (["start"], "localhost:7880", "LIVEKIT_URL='localhost:7880' is not a LiveKit server URL"),
+        (["start"], "livekit.example.com", "LIVEKIT_URL='livekit.example.com' is not a LiveKit server URL"),
+        (["dev"], "ftp://livekit:7880", "LIVEKIT_URL='ftp://livekit:7880' is not a LiveKit server URL"),
+        (["start"], "ws://livekit:78o0", "LIVEKIT_URL='ws://livekit:78o0' is not a URL"),
+        (["start"], "ws://:7880", "LIVEKIT_URL='ws://:7880' is not a LiveKit server URL"),
+        (["start", "--url", "livekit:7880"], "ws://localhost:7880", "--url='livekit:7880' is not a LiveKit server URL"),
+        (["start", "--url=wss//cloud"], "ws://localhost:7880", "--url='wss//cloud' is not a LiveKit server URL"),
+    ],
+)
+def test_start_refuses_a_livekit_url_it_cannot_connect_with(monkeypatch, capsys, argv, url, named) -> None:
+    """`LIVEKIT_URL=localhost:7880` (no scheme) started a worker that failed every connection
+    attempt with the bare error "agent" for about two minutes, then exited."""
+    monkeypatch.setenv("LIVEKIT_URL", url)
+    monkeypatch.setenv("LIVEKIT_API_KEY", "devkey")
+    monkeypatch.setenv("LIVEKIT_API_SECRET", "devsecret-change-me-0123456789abcdef")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {named}") and "ws://HOST:7880" in err, err
+
+
+def test_livekit_urls_livekit_agents_connects_with_are_accepted() -> None:
+    from agent.config import livekit_url_problem
+
+    for url in ("ws://livekit:7880", "wss://project.livekit.cloud", "http://127.0.0.1:7880", "https://lk.example/base"):
+        assert livekit_url_problem(url, "LIVEKIT_URL") is None, url
+    problem = livekit_url_problem("wss://user:hunter2-password@:443", "LIVEKIT_URL")
+    assert problem is not None and "hunter2" not in problem
+
+
 def test_simulate_reports_a_missing_file(capsys) -> None:
     assert main(["simulate", "no-such-file.wav"]) == 2
     assert "audio file not found: no-such-file.wav" in capsys.readouterr().err
