@@ -153,9 +153,29 @@ def _run_livekit(command: str, rest: list[str]) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"livekit\.agents")
     try:
         cli.run_app(server)
+        code = 0
     except SystemExit as exc:
-        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
-    return 0
+        code = int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    if code == 0 and getattr(server, "_connection_failed", False):
+        # livekit-agents logs "worker failed" and returns normally once it gives up reaching
+        # LiveKit: a supervisor restarting on failure (systemd, a one-shot job) must see one
+        print(f"error: the worker gave up connecting to LiveKit at {_server_address(server)} (see the log "
+              "above): check LIVEKIT_URL, LIVEKIT_API_KEY / LIVEKIT_API_SECRET and that the server is up",
+              file=sys.stderr)
+        return 1
+    return code
+
+
+def _server_address(server: object) -> str:
+    """scheme://host:port of the server's LiveKit URL (no credentials, path or query)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(str(getattr(server, "_ws_url", "") or ""))
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "LIVEKIT_URL"
+    return f"{parts.scheme}://{parts.hostname}{port}" if parts.hostname else "LIVEKIT_URL"
 
 
 def _lazy(command: str) -> Callable[[list[str]], int]:

@@ -11,7 +11,8 @@ Job processes receive `setup` / `entrypoint` by pickling, so they are methods of
 a plain object holding the settings.
 
 Health check: the worker's HTTP server (`AGENT_HTTP_PORT`, default 8081) answers `GET /` with
-200 "OK" while the worker is healthy (503 once livekit-agents gives up reaching LiveKit), `GET /worker` with
+200 "OK" while the worker runs (also while it retries reaching LiveKit: after ~2 min of that it stops,
+and `python -m agent start` exits 1), `GET /worker` with
 a JSON description and `GET /providers` with the provider report of `python -m agent doctor`
 (every STT / TTS / brain / realtime provider: installed, configured, chosen, and why not).
 """

@@ -207,6 +207,50 @@ async def test_worker_health_endpoint_and_dispatch_name() -> None:
         await asyncio.wait_for(task, 10)
 
 
+def test_start_exits_1_once_the_worker_gives_up_reaching_livekit(monkeypatch, capsys) -> None:
+    """livekit-agents logs "worker failed" and returns normally when its connection attempts run
+    out: `python -m agent start` exited 0, so a supervisor that restarts on failure (systemd's
+    Restart=on-failure, a job runner) took the dead worker for a clean stop."""
+    import logging
+    import signal
+
+    from livekit.agents.inference_runner import _InferenceRunner
+
+    import agent.worker
+
+    closed = _free_port()  # nothing listens: each attempt is refused at once
+    for var, value in (("LIVEKIT_URL", f"ws://user:pw-not-shown@127.0.0.1:{closed}"), ("LIVEKIT_API_KEY", "devkey"),
+                       ("LIVEKIT_API_SECRET", "devsecret-change-me-0123456789abcdef"), ("AGENT_IDLE_PROCESSES", "0"),
+                       ("AGENT_HTTP_HOST", "127.0.0.1"), ("AGENT_HTTP_PORT", str(_free_port()))):
+        monkeypatch.setenv(var, value)
+    monkeypatch.setattr(_InferenceRunner, "registered_runners", {})  # no end-of-turn process here
+    servers: list[AgentServer] = []
+
+    def one_attempt(*args: object, **kwargs: object) -> AgentServer:
+        server = define_voice_agent(*args, **kwargs)  # type: ignore[arg-type]
+        server.update_options(max_retry=0)  # give up after the first refused attempt, not ~2 min
+        servers.append(server)
+        return server
+
+    monkeypatch.setattr(agent.worker, "define_voice_agent", one_attempt)
+    # the livekit CLI takes over signals, the root logger and the event loop: put them back
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    root = logging.getLogger()
+    root_state = (list(root.handlers), root.level)
+    try:
+        code = main(["start"])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        root.handlers[:], root.level = root_state
+        asyncio.set_event_loop(None)
+    assert servers and servers[0]._connection_failed  # the worker did try, and gave up
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"error: the worker gave up connecting to LiveKit at ws://127.0.0.1:{closed}" in err, err
+    assert "pw-not-shown" not in err
+
+
 def test_log_level_comes_from_env_or_dotenv(monkeypatch, tmp_path) -> None:
     from agent.cli import log_level
 
