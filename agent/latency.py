@@ -12,6 +12,10 @@ One row per user turn: end of user speech -> first reply audio (`e2e`), and its 
 The parts overlap: they need not add up to `e2e`.
 
 Times are in seconds. A turn whose reply was cut off before any audio has no reply columns.
+Once its brain turn has ended with no reply recorded (`LatencyCollector.no_reply`: merged into
+the next turn, stopped on request, its audio failed ...), a user turn takes no later assistant
+message as its reply: the inactivity goodbye, say, is not an answer to it (its "e2e" would be the
+inactivity timeout).
 A typed turn (`user.text`, or livekit's own text input) has no speech: no `e2e`, `end_of_turn`
 or `transcription`.
 
@@ -28,9 +32,18 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 COLUMNS = ("e2e", "end_of_turn", "transcription", "first_text", "first_audio")
+
+NoReply = Literal["merged", "stopped", "tts_failed", "cut_off", "empty"]
+NO_REPLY_LABELS: dict[str, str] = {
+    "merged": "(no reply audio: merged into the next turn)",
+    "stopped": "(no reply: stopped on request)",
+    "tts_failed": "(no reply: its audio failed)",
+    "cut_off": "(no reply: cut off)",
+    "empty": "(no reply: nothing to say)",
+}
 
 
 @dataclass
@@ -48,6 +61,8 @@ class TurnLatency:
     reply_started_at: float | None = None
     turn_id: str | None = None
     """The brain turn that produced the reply."""
+    no_reply: NoReply | None = None
+    """Why the turn has no reply, once its brain turn has ended with none recorded."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,7 +110,7 @@ class LatencyCollector:
                     user_stopped_at=m.get("stopped_speaking_at") or vad_stopped_at,
                 )
             )
-        elif item.role == "assistant" and self.rows and self.rows[-1].reply_text is None:
+        elif item.role == "assistant" and self.rows and self._awaits_reply(self.rows[-1]):
             row = self.rows[-1]
             row.reply_text = item.text_content or ""
             row.interrupted = bool(item.interrupted)
@@ -106,6 +121,17 @@ class LatencyCollector:
             if row.e2e is None and row.reply_started_at and row.user_stopped_at:
                 gap = row.reply_started_at - row.user_stopped_at
                 row.e2e = gap if gap > 0 else None
+
+    @staticmethod
+    def _awaits_reply(row: TurnLatency) -> bool:
+        return row.reply_text is None and row.no_reply is None
+
+    def no_reply(self, why: NoReply) -> None:
+        """The brain turn answering the latest user turn has ended (`why` says how it would have
+        no reply): if no reply was recorded, that user turn is over, unanswered, and a later
+        assistant message (the inactivity goodbye) is not its reply."""
+        if self.rows and self._awaits_reply(self.rows[-1]):
+            self.rows[-1].no_reply = why
 
     def claim(self, turn_id: str) -> TurnLatency | None:
         """Tie the latest reply to a brain turn (called when that turn's speech ends)."""
@@ -140,7 +166,7 @@ def format_table(rows: list[TurnLatency], *, text_width: int = 34, speed: float 
     ]
     for r in rows:
         if r.reply_text is None:
-            reply = "(no reply audio: merged into the next turn)"
+            reply = NO_REPLY_LABELS.get(r.no_reply or "", "(no reply)")
         else:
             reply = ("interrupted: " if r.interrupted else "") + _clip(r.reply_text, 40)
         lines.append(

@@ -52,7 +52,7 @@ from .audio_io import MonoInput
 from .brain_agent import BrainAgent, BrainLLM
 from .config import AgentSettings
 from .guards import guard_stt
-from .latency import LatencyCollector
+from .latency import LatencyCollector, NoReply
 from .session_errors import ErrorBudget, error_kind, report_for
 from .shared_vad import SegmentedSTT, SharedVAD
 from .stream_guard import StallGuardSTT
@@ -626,6 +626,9 @@ class VoiceSession(BaseVoiceSession):
             if tracked.outcome in ("pending", "completed"):
                 self.brain.record_spoken(self.conversation_id, turn_id, tracked.spoken)
         self._release(turn_id)
+        why = _no_reply(tracked, tts_failed=turn_id in self._tts_failed)
+        if why is not None:  # (a no-op when livekit recorded the reply)
+            self.latency.no_reply(why)
         row = self.latency.claim(turn_id) if tracked.audio_started else None
         if row is not None and self.bridge is not None:
             self.bridge.publish_metrics(turn_id, row.metrics_ms())
@@ -643,6 +646,25 @@ class _HeldTurnDone:
     def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]:
         voice = self._voice
         return voice.brain.subscribe(lambda event: voice.relay(event, callback))
+
+
+def _no_reply(tracked: TrackedTurn, *, tts_failed: bool) -> NoReply | None:
+    """Why a brain turn would leave its user turn unanswered if livekit recorded no reply for it
+    (None: it answered no user turn, e.g. a preemptive generation livekit discarded, whose user
+    turn the next generation answers, or a generated greeting)."""
+    if tracked.scripted:
+        return None
+    if tracked.stopped and tracked.outcome in ("interrupted", "discarded"):
+        return "stopped"
+    if tracked.outcome == "merged":
+        return "merged"
+    if tts_failed:  # livekit records no reply whose audio failed, even part-way
+        return "tts_failed"
+    if tracked.outcome == "interrupted":
+        return "cut_off"
+    if tracked.outcome == "completed":
+        return "empty"
+    return None  # discarded: never scheduled
 
 
 _TAKES_OVER = "the next provider in the chain takes over"

@@ -349,10 +349,13 @@ class PipelineRig:
         stt_providers: str = "openai",
         tts_providers: str = "openai",
         speech: dict[str, Any] | None = None,
+        agent: dict[str, Any] | None = None,
     ) -> None:
         self.vad = vad
         self.speech_extra = speech or {}
         """More speech settings (e.g. another fake provider's base URL)."""
+        self.agent_extra = agent or {}
+        """More agent settings (e.g. AGENT_INACTIVITY_TIMEOUT)."""
         self.speed = speed
         self.tools = tools or []
         self.chains = {"STT_PROVIDERS": stt_providers, "TTS_PROVIDERS": tts_providers}
@@ -375,7 +378,7 @@ class PipelineRig:
         )
         self.settings = settings(
             brain=brain_cfg, speech=speech, provider_timeout=TIMEOUT, provider_max_retry=0,
-            provider_retry_interval=0.1, stt_apology=STT_APOLOGY,
+            provider_retry_interval=0.1, stt_apology=STT_APOLOGY, **self.agent_extra,
         )
         self.loop_errors.install()
         from agent import apology

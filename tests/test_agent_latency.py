@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agent.latency import LatencyCollector
+from agent.latency import LatencyCollector, format_table
 
 
 class _Session:
@@ -78,3 +78,22 @@ def test_a_typed_turn_has_no_end_of_speech() -> None:
     session.item("assistant", "bye", {"started_speaking_at": 120.0})
     assert [r.e2e for r in collector.rows] == [pytest.approx(1.0), None, None]
     assert collector.answered() == collector.rows[:1]
+
+
+def test_a_turn_left_without_reply_does_not_take_a_later_message_as_its_reply() -> None:
+    """A spoken turn whose brain turn ended with no reply recorded (stopped, its audio failed):
+    the inactivity goodbye said later is no reply to it (its e2e would be the inactivity
+    timeout); a turn whose reply was recorded keeps it."""
+    collector, session = _collector()
+    session.item("user", "hello", {"stopped_speaking_at": 100.0})
+    session.item("assistant", "hi", {"e2e_latency": 0.8, "started_speaking_at": 100.8})
+    collector.no_reply("empty")  # its brain turn ended: a no-op, the reply was recorded
+    assert collector.claim("t1") is collector.rows[0]
+    session.item("user", "book a table", {"stopped_speaking_at": 110.0})
+    collector.no_reply("stopped")
+    session.item("assistant", "Talk to you later.", {"started_speaking_at": 170.5})  # the goodbye
+    first, second = collector.rows
+    assert (first.reply_text, first.e2e, first.no_reply) == ("hi", 0.8, None)
+    assert (second.reply_text, second.e2e, second.no_reply) == (None, None, "stopped")
+    assert collector.answered() == [first]
+    assert format_table(collector.rows).splitlines()[2].endswith("(no reply: stopped on request)")

@@ -10,6 +10,7 @@ from livekit.agents import AgentSession
 from livekit.agents.testing import fake_job_context
 
 from agent.brain_agent import BrainAgent, BrainLLM
+from agent.latency import format_table
 from agent.simulate import Simulation
 from agent.turn_tracker import TurnTracker
 from agent.worker import (
@@ -516,6 +517,11 @@ async def test_a_reply_stopped_before_any_audio_is_dropped_not_merged_into_the_n
     done = {e["turn"]: e["data"] for e in _envelopes(events) if e["type"] == "turn.done"}
     assert done == {stopped.turn.turn_id: {"reason": "interrupted", "text": ""},
                     answered.turn.turn_id: {"reason": "completed", "text": "Sunny."}}
+    # the latency table says so too (it said "merged into the next turn")
+    table = format_table(sim.voice.latency.rows).splitlines()
+    assert table[1].endswith("book a table                              -       -       -       -        -  "
+                             "(no reply: stopped on request)"), table
+    assert table[2].endswith("Sunny."), table
 
 
 async def test_a_failed_reply_cut_off_reports_only_what_was_heard(vad) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from agent.latency import format_table
 from agent.worker import load_vad
 from tests.fakes.openai_server import text_reply
 
@@ -21,11 +22,25 @@ REPLY = " ".join(SENTENCES)
 
 @pytest.mark.parametrize("fault", ["stall", "mid_stream"])
 async def test_a_reply_whose_audio_failed_is_remembered_as_heard(fault: str, caplog: pytest.LogCaptureFixture) -> None:
-    async with PipelineRig(load_vad(settings()), speed=8.0, tts_providers="openai") as rig:
+    """... and the inactivity goodbye that follows is not taken for that turn's reply in the
+    latency table (livekit records no reply whose audio failed: the goodbye was paired with the
+    user's turn, its e2e the inactivity timeout)."""
+    idle = {"inactivity_timeout": 2.0, "goodbye": "Talk to you later."}
+    async with PipelineRig(load_vad(settings()), speed=8.0, tts_providers="openai", agent=idle) as rig:
         rig.server.push(text_reply(REPLY))
         rig.server.tts_faults.extend(["ok", fault])  # the first sentence is said, the second fails
         first = await rig.turn(limit=60.0)
         said = [m.content for m in rig.brain.history("faults") if m.role == "assistant"]
+        for _ in range(300):  # until the goodbye has closed the session (at most 30 s of audio)
+            if rig.sim.voice.closed.is_set():
+                break
+            await rig.sim.io.mic.play_silence(0.1)
+        assert rig.sim.voice.closed.is_set() and rig.sim.io.transcript.segments[-1] == "Talk to you later."
+    [row] = rig.sim.voice.latency.rows
+    assert row.reply_text != "Talk to you later."
+    if fault == "mid_stream":  # livekit records none of a reply whose audio broke off (a stall: what played)
+        assert (row.reply_text, row.e2e, row.no_reply) == (None, None, "tts_failed")
+        assert format_table([row]).splitlines()[1].endswith("(no reply: its audio failed)")
     assert first.audio_seconds > 0.5  # the first sentence (and the apology) played
     [done] = [e["data"] for e in first.of_type("turn.done")]
     assert done["reason"] == "error"
