@@ -17,10 +17,11 @@ import logging
 import re
 import string
 import threading
+import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, get_type_hints
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from pydantic_core import to_jsonable_python
@@ -198,6 +199,25 @@ def _check_prompt(tool_name: str, prompt: str, parameters: list[str]) -> None:
             )
 
 
+def _is_context(tool_name: str, pname: str, annotation: Any) -> bool:
+    """Whether the parameter is the call's `ToolContext`: typed so, or optionally so (`ToolContext |
+    None`, `Optional[ToolContext]`; the brain always fills it in). Offered to the model, either
+    would be an object parameter it could set (a forged user_id). Any other union with it is
+    refused: nobody could say which of its types a call would get."""
+    if annotation is ToolContext:
+        return True
+    if get_origin(annotation) in (Union, types.UnionType):
+        members = get_args(annotation)
+        if ToolContext in members:
+            if set(members) == {ToolContext, type(None)}:
+                return True
+            raise ConfigError(
+                f"tool {tool_name}: parameter {pname!r} mixes ToolContext with other types; "
+                "type it ToolContext (or ToolContext | None)"
+            )
+    return False
+
+
 def make_tool(
     fn: Callable[..., Any],
     *,
@@ -223,7 +243,7 @@ def make_tool(
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise ConfigError(f"tool {fn.__name__}: *args/**kwargs are not supported")
         annotation = hints.get(pname, Any)
-        if annotation is ToolContext:  # the brain's to fill in, not the model's
+        if _is_context(name or fn.__name__, pname, annotation):  # the brain's to fill in, not the model's
             if context_parameter is not None:
                 raise ConfigError(f"tool {name or fn.__name__}: more than one ToolContext parameter")
             context_parameter = pname

@@ -497,24 +497,47 @@ async def test_a_tool_learns_whose_conversation_it_serves_from_the_brain_not_the
         seen.append(context)
         return f"{order_id} cancelled for {context.user_id}"
 
-    assert "ctx" not in my_orders.__voice_tool__.parameters["properties"]  # type: ignore[attr-defined]
+    @tool
+    def my_address(ctx: ToolContext | None = None) -> str:
+        """The user's address (typed optional: it was offered to the model, which could set it)."""
+        assert ctx is not None
+        seen.append(ctx)
+        return f"address of {ctx.user_id}"
+
+    for t in (my_orders, my_address):
+        schema = t.__voice_tool__.parameters  # type: ignore[attr-defined]
+        assert "ctx" not in schema["properties"] and "$defs" not in schema, schema
     kit.server.push(
         kit.calls(
             ("call_a", "my_orders", {}),
             ("call_b", "my_orders", {"ctx": {"user_id": "mallory"}}),  # the model cannot spoof it
             ("call_c", "cancel_order", {"order_id": "o1"}),
+            ("call_d", "my_address", {}),
+            ("call_e", "my_address", {"ctx": {"conversation_id": "room-7", "turn_id": "t", "call_id": "c",
+                                              "user_id": "mallory"}}),
         ),
         kit.text("Done."),
     )
-    brain = kit.brain(tools=[my_orders, cancel_order], approvals=InProcessApprovalGate(policy=lambda r: ApprovalDecision.approve()))
+    brain = kit.brain(tools=[my_orders, cancel_order, my_address],
+                      approvals=InProcessApprovalGate(policy=lambda r: ApprovalDecision.approve()))
     turn = Turn("my orders", "room-7", user_id="alice")
     assert "".join(await reply(brain, turn)) == "Done."
     told = kit.results(kit.server.requests[1])
     assert told["call_a"] == "open orders of alice"
     assert told["call_b"].startswith("ERROR: invalid arguments for my_orders: ctx: Extra inputs are not permitted")
     assert told["call_c"] == "o1 cancelled for alice"
+    assert told["call_d"] == "address of alice"
+    assert told["call_e"].startswith("ERROR: invalid arguments for my_address: ctx: Extra inputs are not permitted")
     assert {(c.conversation_id, c.turn_id, c.user_id) for c in seen} == {("room-7", turn.turn_id, "alice")}
-    assert sorted(c.call_id for c in seen) == ["call_a", "call_c"]
+    assert sorted(c.call_id for c in seen) == ["call_a", "call_c", "call_d"]
+
+
+def test_a_tool_context_mixed_with_other_types_is_refused_at_once() -> None:
+    def lookup(ctx: ToolContext | str) -> str:
+        return ""
+
+    with pytest.raises(ConfigError, match="parameter 'ctx' mixes ToolContext with other types"):
+        make_tool(lookup)
 
 
 class _Size(str, enum.Enum):  # noqa: UP042 - the usual spelling; a StrEnum formats as its value already
