@@ -508,7 +508,9 @@ class VoiceBrain:
                         "so the action may or may not have been carried out.")
             finished("error", error=f"timed out after {timeout:g} s")
             return f"ERROR: {call.name} timed out after {timeout:g} s"
-        except Exception as exc:  # noqa: BLE001 - tool errors are fed back to the model
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:  # noqa: BLE001 - tool errors are fed back to the model
+            # a tool's sys.exit() (a CLI library's usage error) or KeyboardInterrupt is its own
+            # failure: raised on, asyncio ended the event loop with it, and the worker's sessions
             why = redact_secrets(f"{type(exc).__name__}: {exc}")  # nor are secrets sent to the model
             finished("error", error=why)
             return f"ERROR: {why}"

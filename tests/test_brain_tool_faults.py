@@ -25,7 +25,7 @@ from brain.backends.base import ModelRequest, TextChunk
 from brain.events import ToolFinished, TurnDone
 from brain.tools import MAX_RESULT_CHARS, ToolSet
 from brain.voice_brain import BrainSettings
-from tests.fakes.brain_kits import BRAIN_TESTS, EventLog, Kit, reply, wait_for
+from tests.fakes.brain_kits import BRAIN_TESTS, EventLog, Kit, open_kit, reply, wait_for
 
 pytestmark = BRAIN_TESTS
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -221,6 +221,65 @@ async def test_a_tool_raising_its_own_timeout_or_cancellation_is_an_ordinary_too
     assert {e.call_id: e.status for e in log.of(ToolFinished)} == {"call_f": "error", "call_w": "error"}
     assert log.done(turn.turn_id).reason == "completed"
     log.check()
+
+
+def test_a_tool_raising_system_exit_or_keyboard_interrupt_is_an_ordinary_tool_error() -> None:
+    """A tool calling sys.exit() (a CLI library's usage error, say) or raising KeyboardInterrupt,
+    in a thread or as a coroutine: past the tool loop, asyncio ended the event loop with it (the
+    worker's sessions with it). The brain runs in a loop of its own here, so one that escapes
+    fails this test instead of ending the test run's loop."""
+
+    @tool
+    def plain_exit() -> str:
+        """Exits."""
+        raise SystemExit(2)
+
+    @tool
+    async def async_exit() -> str:
+        """Exits."""
+        sys.exit("usage: lookup KEY")
+
+    @tool
+    def plain_break() -> str:
+        """Breaks."""
+        raise KeyboardInterrupt
+
+    @tool
+    async def async_break() -> str:
+        """Breaks."""
+        raise KeyboardInterrupt
+
+    async def scenario() -> tuple[str, dict[str, str], dict[str, str]]:
+        async with open_kit("openai") as kit:
+            kit.server.push(
+                kit.calls(("e1", "plain_exit", {}), ("e2", "async_exit", {}), ("k1", "plain_break", {}),
+                          ("k2", "async_break", {})),
+                kit.text("None of them worked."),
+            )
+            brain = kit.brain(tools=[plain_exit, async_exit, plain_break, async_break])
+            log = EventLog(brain)
+            turn = Turn("go", "c")
+            said = "".join(await reply(brain, turn))
+            assert log.done(turn.turn_id).reason == "completed"
+            return said, kit.results(kit.server.requests[1]), {e.call_id: e.status for e in log.of(ToolFinished)}
+
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            outcome["ran"] = asyncio.run(scenario())
+        except BaseException as exc:  # noqa: BLE001 - what escaped the brain's event loop
+            outcome["escaped"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert "escaped" not in outcome, outcome
+    said, told, status = outcome["ran"]
+    assert said == "None of them worked."
+    assert told == {"e1": "ERROR: SystemExit: 2", "e2": "ERROR: SystemExit: usage: lookup KEY",
+                    "k1": "ERROR: KeyboardInterrupt: ", "k2": "ERROR: KeyboardInterrupt: "}
+    assert status == dict.fromkeys(told, "error")
 
 
 class Party(BaseModel):
