@@ -106,6 +106,16 @@ class BrainSettings:
     apology: str = ""
 
 
+def _changes(tool: Tool, proposed: dict[str, Any], edited: dict[str, Any] | None) -> bool:
+    """Whether an approver's arguments differ from the call's (both as validated: the request's
+    arguments sent back as shown, defaults filled in and "4" as 4, are no change)."""
+    if edited is None:
+        return False
+    try:
+        return tool.validate(edited) != proposed
+    except ValueError:  # not valid: certainly not the call's (and it does not run)
+        return True
+
 class VoiceBrain:
     """Transport-independent: runs in any asyncio program.
 
@@ -448,12 +458,15 @@ class VoiceBrain:
                 why = f": {decision.reason}" if decision.reason else ""
                 return f"REJECTED by the user{why}. The action was not taken."
             if decision.arguments is not None:
+                proposed = arguments
                 try:
                     arguments = tool.validate(decision.arguments)
                 except ValueError as exc:
                     finished("error", error=f"modified arguments invalid: {exc}")
                     return f"ERROR: the user's modified arguments were invalid: {exc}"
-                if decision.arguments != call.arguments:  # the model must learn what actually ran
+                # the model must learn what actually ran; the request's arguments sent back as shown
+                # (defaults filled in, "4" as 4) are the same call, not a change to tell it of
+                if arguments != proposed:
                     told = await self._invoke(
                         turn, call, tool, arguments, finished, results, cutoff, changed=decision.arguments
                     )
@@ -594,7 +607,7 @@ class VoiceBrain:
                         outcome=outcome,
                         decided_by=decided_by,
                         reason=decision.reason if decision else None,
-                        modified=bool(decision and decision.arguments is not None),
+                        modified=decision is not None and _changes(tool, arguments, decision.arguments),
                     )
                 )
 

@@ -225,6 +225,42 @@ async def test_invalid_modified_arguments_are_not_run(kit: Kit) -> None:
     log.check()
 
 
+async def test_arguments_resent_unchanged_by_the_approver_are_not_a_change(kit: Kit) -> None:
+    """An approver sending back the arguments of the request as shown (defaults filled in, "4"
+    as 4) approved them unchanged, but the model was told the user had changed them and clients
+    read `modified`: the model apologised for, or asked about, a change nobody made. Arguments
+    count as changed when they differ once validated; the tool gets those either way."""
+    booked: list[dict[str, Any]] = []
+
+    @tool(requires_approval=True)
+    def book(name: str, party: int, note: str = "") -> str:
+        """Book a table."""
+        booked.append({"name": name, "party": party, "note": note})
+        return f"booked for {party}"
+
+    def echo(request: ApprovalRequest) -> ApprovalDecision:
+        edited = dict(request.arguments)
+        if request.call_id == "call_changed":
+            edited["party"] = 6
+        return ApprovalDecision.approve(edited)
+
+    kit.server.push(
+        kit.calls(("call_same", "book", {"name": "Ann", "party": "4"}), ("call_changed", "book", {"name": "Bo", "party": 2})),
+        kit.text("Done."),
+    )
+    brain = kit.brain(tools=[book], approvals=InProcessApprovalGate(policy=echo))
+    log = EventLog(brain)
+    assert "".join(await reply(brain, Turn("book", "c"))) == "Done."
+    told = kit.results(kit.server.requests[1])
+    assert told["call_same"] == "booked for 4"
+    assert told["call_changed"] == ('The user changed the arguments to {"name": "Bo", "party": 6, "note": ""} '
+                                    "before approving. booked for 6")
+    assert sorted(booked, key=lambda b: b["name"]) == [{"name": "Ann", "party": 4, "note": ""},
+                                                       {"name": "Bo", "party": 6, "note": ""}]
+    assert {e.call_id: e.modified for e in log.of(ApprovalResolved)} == {"call_same": False, "call_changed": True}
+    log.check()
+
+
 async def test_tool_error_unknown_tool_and_bad_arguments_are_fed_back(kit: Kit) -> None:
     t = Calls()
     kit.server.push(
