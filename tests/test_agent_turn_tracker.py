@@ -195,7 +195,7 @@ def test_a_reply_whose_audio_failed_then_was_cut_off_before_any_audio_reports_no
     recorded: list[tuple[str, str, str]] = []
     session = SimpleNamespace(  # what the two methods use of a VoiceSession
         _tts_failed={turn.turn_id}, conversation_id="c", bridge=None, _release=lambda _: None,
-        brain=SimpleNamespace(record_spoken=lambda *a: recorded.append(a)), latency=SimpleNamespace(claim=lambda _: None),
+        brain=SimpleNamespace(record_spoken=lambda *a: recorded.append(a)), latency=SimpleNamespace(claim=lambda _: None, no_reply=lambda _: None),
     )
 
     def reported(tracked: TrackedTurn) -> tuple[str, str]:
