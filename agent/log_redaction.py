@@ -14,8 +14,9 @@ livekit's job-process log forwarder, reads the message before the extra fields.
 Private data too: livekit-agents marks the fields that carry the conversation with a `pii`
 segment (`lk.pii.user_input`, `lk.pii.arguments`, ...; its telemetry drops them) and logs some
 of them at WARNING (the user's words when it skips a reply, a tool call's arguments when it
-repairs their JSON). Above DEBUG such a field reads `[private]`; at DEBUG, which an operator
-chooses to see the conversation, it is kept (redacted like any other).
+repairs their JSON). In a record above DEBUG such a field reads `[private]`, whatever level the
+logging is set to; a DEBUG record keeps it (redacted like any other): it is shown only at the
+DEBUG level, which an operator chooses to see the conversation.
 """
 
 from __future__ import annotations
