@@ -391,7 +391,13 @@ async def _in_thread(name: str, call: Callable[[], Any]) -> Any:
     def run() -> None:
         try:
             outcome: tuple[bool, Any] = (True, context.run(call))
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task, as a pool would
+        except StopIteration as exc:
+            # an asyncio future refuses it (the call would never settle and run into its timeout):
+            # a tool error, as a coroutine tool's StopIteration is
+            error = RuntimeError(f"tool {name} raised StopIteration")
+            error.__cause__ = exc
+            outcome = (False, error)
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
             outcome = (False, exc)
         try:
             loop.call_soon_threadsafe(settle, *outcome)

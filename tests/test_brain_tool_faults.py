@@ -195,6 +195,28 @@ asyncio.run(main())
     assert (done.returncode, done.stdout.strip()) == (0, "cut off"), done.stderr
 
 
+async def test_a_plain_tool_raising_stop_iteration_fails_at_once(kit: Kit) -> None:
+    """`next(...)` on an empty iterator in a plain-function tool ("the first order that matches")
+    raises StopIteration, which an asyncio future refuses: the call's result never arrived, the
+    user waited BRAIN_TOOL_TIMEOUT in silence and the model was told the action timed out and may
+    have happened. It is a tool error now, told at once."""
+
+    @tool(timeout=30)
+    def find_order(ref: str) -> str:
+        """Find an order by reference."""
+        return next(o for o in ("A1", "B2") if o == ref)
+
+    kit.server.push(kit.calls(("call_f", "find_order", {"ref": "Z9"})), kit.text("No such order."))
+    brain = kit.brain(tools=[find_order])
+    log = EventLog(brain)
+    assert "".join(await reply(brain, Turn("where is Z9?", "c"))) == "No such order."  # not after 30 s
+    told = kit.results(kit.server.requests[1])["call_f"]
+    assert told.startswith("ERROR: RuntimeError:") and "StopIteration" in told, told
+    (fin,) = log.of(ToolFinished)
+    assert fin.status == "error" and "may still complete" not in (fin.error or "")
+    log.check()
+
+
 async def test_a_tool_raising_its_own_timeout_or_cancellation_is_an_ordinary_tool_error(kit: Kit) -> None:
     @tool(timeout=30)
     async def fetch() -> str:
