@@ -164,11 +164,11 @@ async def test_openai_keep_alives_do_not_hide_a_silent_model(openai_kit: OpenAIK
     firing: the brain waited without limit and the user heard nothing. BRAIN_REQUEST_TIMEOUT
     bounds the model's silence, keep-alives or not."""
     words = [oa.text_chunk("Let me check.")] if after_words else []
-    # keep-alives every 0.1 s (0.5 s inside the timeout) for 2 s, then an answer: the timeout
-    # (0.6 s) comes long before it
-    stream = Stream([*words, *oa.keep_alive(20, 0.1, comment=comment), oa.text_chunk(" Sunny."), oa.finish_chunk()])
+    # keep-alives every 0.1 s for 2.5 s, then an answer: the timeout (1 s) comes long before it,
+    # and the first words (sent at once) long before the timeout
+    stream = Stream([*words, *oa.keep_alive(25, 0.1, comment=comment), oa.text_chunk(" Sunny."), oa.finish_chunk()])
     openai_kit.server.push(stream)
-    brain = openai_kit.brain(request_timeout=0.6)
+    brain = openai_kit.brain(request_timeout=1.0)
     log = EventLog(brain)
     turn = Turn("weather?", "c")
     deltas = await reply(brain, turn)
