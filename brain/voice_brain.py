@@ -234,7 +234,7 @@ class VoiceBrain:
         except Exception as exc:
             reason = "error"
             if isinstance(exc, BrainError):
-                self._report_error(turn, exc)
+                self._report_error(turn, exc, cause=exc.__cause__ if isinstance(exc, _BackendFailed) else None)
             else:
                 # a bug (a tool, a custom approval gate, the brain): fail this turn like any other,
                 # so the caller still gets one error, an apology and turn.done, and the session goes on
@@ -310,7 +310,7 @@ class VoiceBrain:
             except (asyncio.CancelledError, GeneratorExit):
                 raise
             except Exception as exc:  # a custom backend raised something untyped
-                raise UnavailableError(f"{type(exc).__name__}: {exc}", provider=self.backend.name) from exc
+                raise _BackendFailed(self.backend.name, exc) from exc
             if not calls:
                 if not said and not acted:
                     # silence, and nothing was done (no call, or every call failed or was refused):
@@ -639,12 +639,20 @@ class _ApprovalFailed(Exception):
         self.error = error
 
 
+class _BackendFailed(UnavailableError):
+    """A custom backend raised something other than a `BrainError`: `unavailable`, named by its
+    type only (its message, which may quote the conversation or a call's arguments, is logged)."""
+
+    def __init__(self, backend: str, error: Exception) -> None:
+        super().__init__(f"the {backend} backend failed ({type(error).__name__})", provider=backend)
+
+
 def _internal_error(exc: Exception) -> tuple[InternalError, Exception]:
     """What clients are told of an unexpected exception (the `internal` error), and the
-    exception the log shows with its traceback. A failed approval is named without its text:
-    the gate saw the call's arguments and its message may quote them, while the `error`
-    envelope goes to every client whatever the tool's report level (`tool.finished` carries
-    the text at `full`, the log always)."""
+    exception the log shows with its traceback. Its type only, never its text: the `error`
+    envelope goes to every client whatever the tools' report levels, and the text of a failing
+    gate, tool, backend or brain bug may quote the user's words or a call's arguments (a failed
+    approval's text is in `tool.finished` at the `full` report level; the log has it always)."""
     if isinstance(exc, _ApprovalFailed):
         return InternalError(f"the approval of {exc.tool} failed ({type(exc.error).__name__})"), exc.error
-    return InternalError(f"{type(exc).__name__}: {exc}"), exc
+    return InternalError(f"the turn failed ({type(exc).__name__})"), exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -19,6 +20,9 @@ from brain import (
     BrainConfig,
     InProcessApprovalGate,
     ResolveStatus,
+    TextChunk,
+    Tool,
+    ToolSet,
     Turn,
     VoiceBrain,
     create_voice_brain,
@@ -27,6 +31,7 @@ from brain import (
 from brain.approvals import Outcome
 from brain.events import ApprovalRequested, ApprovalResolved
 from brain.memory import ToolCall
+from brain.tools import as_tool
 from bridge import BridgeOptions, EventBridge, attach_event_bridge
 from tests.bridge_fakes import FakeClient, FakeRoom
 
@@ -639,3 +644,80 @@ async def test_a_failing_gate_is_detailed_in_tool_finished_at_the_full_report_le
     await finish(s, await s.run_turn("book a table for two"))
     [fin] = s.alice.of_type("tool.finished")
     assert fin["data"]["status"] == "error" and "approval service refused book_table" in fin["data"]["error"]
+
+
+
+@tool(report="name")
+def charge_card(card: str, amount: int) -> str:
+    """Charge the user's card."""
+    return f"charged {amount}"
+
+
+@dataclass(frozen=True)
+class _RoutingTool(Tool):
+    """A custom Tool with a bug: its validation raises something other than ValueError, quoting
+    the arguments."""
+
+    def validate(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        raise LookupError(f"no processor for {arguments}")
+
+
+class QuotingBackend:
+    """A custom backend (BRAIN_BACKEND=pkg.mod:factory): it calls `charge_card`, then (`fails`) fails
+    on the tool's result with a message quoting the call it made and the user's words."""
+
+    name = "quoting"
+
+    def __init__(self, fails: bool) -> None:
+        self.fails = fails
+
+    async def stream(self, request: Any) -> AsyncIterator[Any]:
+        if request.messages[-1].role != "tool":
+            yield ToolCall("call_charge", "charge_card", {"card": "4929 1234 5678 9012", "amount": 80})
+            return
+        said = next(m.content for m in request.messages if m.role == "user")
+        calls = [c.arguments for m in request.messages for c in m.tool_calls]
+        if self.fails:
+            raise ValueError(f"cannot encode {calls} for {said!r}")
+        yield TextChunk("Done.")
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("culprit", "code", "message", "logged"),
+    [("backend", "unavailable", "the quoting backend failed (ValueError)", "ValueError: cannot encode"),
+     ("tool", "internal", "the turn failed (LookupError)", "LookupError: no processor for")],
+)
+async def test_an_unexpected_failure_does_not_publish_what_its_message_quotes(
+    culprit: str, code: str, message: str, logged: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A custom backend's untyped exception (`unavailable`) or a bug's (`internal`, here a custom
+    Tool's) became the `error` envelope with its text, sent to every client whatever the tool's
+    report level: the card number of a call reported by name only, and the user's words, reached
+    everyone in the room (BRIDGE_BROADCAST). Clients now get its type; the log has the text."""
+    room = FakeRoom(["alice", "mallory"])
+    charge: Any = charge_card
+    if culprit == "tool":
+        base = as_tool(charge)
+        charge = _RoutingTool(**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)})
+    brain = VoiceBrain(QuotingBackend(fails=culprit == "backend"), tools=ToolSet([charge]))
+    bridge = attach_event_bridge(room, brain=brain, agent_name="assistant", served_identity="alice",
+                                 conversation_id=CONV, options=BridgeOptions(broadcast=True))
+    alice, mallory = FakeClient(room, "alice"), FakeClient(room, "mallory")
+    try:
+        with caplog.at_level(logging.WARNING, logger="brain"):
+            await asyncio.wait_for(consume(brain, Turn("pay my 80 euro bill", CONV, user_id="alice")), 10)
+        assert await bridge.flush(5)
+    finally:
+        await bridge.aclose()
+    [err] = mallory.of_type("error")
+    assert (err["data"]["code"], err["data"]["message"]) == (code, message)
+    assert [e["data"]["reason"] for e in mallory.of_type("turn.done")] == ["error"]
+    for client in (alice, mallory):
+        sent = json.dumps(client.envelopes)
+        assert client.envelopes and "4929" not in sent and "80 euro" not in sent
+    # the operator still reads it, with its traceback, in the log
+    assert any(logged in r.getMessage() and "4929" in r.getMessage() and "Traceback" in r.getMessage()
+               for r in caplog.records)
