@@ -464,13 +464,12 @@ class VoiceBrain:
                 except ValueError as exc:
                     finished("error", error=f"modified arguments invalid: {exc}")
                     return f"ERROR: the user's modified arguments were invalid: {exc}"
-                # the model must learn what actually ran; the request's arguments sent back as shown
-                # (defaults filled in, "4" as 4) are the same call, not a change to tell it of
+                # the model must learn what actually ran: the validated arguments ("6" as 6, the
+                # defaults filled in), not the approver's as sent; the request's arguments sent
+                # back as shown are the same call, not a change to tell it of
                 if arguments != proposed:
-                    told = await self._invoke(
-                        turn, call, tool, arguments, finished, results, cutoff, changed=decision.arguments
-                    )
-                    return with_changed_arguments(decision.arguments, told)
+                    told = await self._invoke(turn, call, tool, arguments, finished, results, cutoff, changed=arguments)
+                    return with_changed_arguments(arguments, told)
         return await self._invoke(turn, call, tool, arguments, finished, results, cutoff)
 
     async def _invoke(

@@ -261,6 +261,30 @@ async def test_arguments_resent_unchanged_by_the_approver_are_not_a_change(kit: 
     log.check()
 
 
+
+async def test_the_model_is_told_the_changed_arguments_that_ran(kit: Kit) -> None:
+    """An approver's changed arguments were passed on to the model as sent ("6" for a party of 6,
+    a default left out), not as the tool ran them: the model's
+    picture of the booking differed from what was booked. It is told the validated arguments."""
+    booked: list[dict[str, Any]] = []
+
+    @tool(requires_approval=True)
+    def book(name: str, party: int, note: str = "") -> str:
+        """Book a table."""
+        booked.append({"name": name, "party": party, "note": note})
+        return f"booked for {party}"
+
+    def edit(request: ApprovalRequest) -> ApprovalDecision:
+        return ApprovalDecision.approve({"name": "Bo", "party": "6"})
+
+    kit.server.push(kit.calls(("call_b", "book", {"name": "Bo", "party": 2})), kit.text("Done."))
+    brain = kit.brain(tools=[book], approvals=InProcessApprovalGate(policy=edit))
+    assert "".join(await reply(brain, Turn("book", "c"))) == "Done."
+    assert booked == [{"name": "Bo", "party": 6, "note": ""}]
+    told = kit.results(kit.server.requests[1])
+    assert told["call_b"] == ('The user changed the arguments to {"name": "Bo", "party": 6, "note": ""} '
+                              "before approving. booked for 6")
+
 async def test_tool_error_unknown_tool_and_bad_arguments_are_fed_back(kit: Kit) -> None:
     t = Calls()
     kit.server.push(
