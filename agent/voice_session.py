@@ -265,7 +265,14 @@ class BaseVoiceSession:
         audio_in = self.session.input.audio
         if start_kwargs.get("room") is None and audio_in is not None and not isinstance(audio_in, MonoInput):
             self.session.input.audio = MonoInput(audio_in)  # a custom input may be stereo
-        await self.session.start(self.agent, **start_kwargs)
+        try:
+            await self.session.start(self.agent, **start_kwargs)
+        except Exception as e:
+            # the bridge may already have greeted clients (`session.hello`): they would see only
+            # the agent leave. Its type only: the text (raised on, the job's log) is the operator's
+            if self.bridge is not None:
+                self.bridge.publish_error("internal", f"the session could not start ({type(e).__name__})", fatal=True)
+            raise
         if greet:
             self.greet()
 

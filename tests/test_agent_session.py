@@ -549,3 +549,28 @@ async def test_a_failed_reply_cut_off_reports_only_what_was_heard(vad) -> None:
     assert done[first.turn.turn_id] == {"reason": "error", "text": first.spoken}
     errors = [e for e in _envelopes(events) if e["type"] == "error"]
     assert [e["turn"] for e in errors] == [first.turn.turn_id]
+
+
+async def test_a_session_that_cannot_start_tells_clients_before_the_agent_leaves(vad, monkeypatch) -> None:
+    """The session's start raised once the bridge was attached (the worker attaches it first):
+    clients had their `session.hello`, then saw the agent leave, with no word of why. They now
+    get an `error` `internal` with `fatal: true` (the session is about to close because of it),
+    naming the exception's type; its text is the operator's (the job's log)."""
+    import io
+
+    events = io.StringIO()
+    sim = Simulation(settings(), vad=vad, speed=4.0, conversation_id="broken", events=events)
+
+    async def refuse(*_: object, **__: object) -> None:
+        raise RuntimeError("could not subscribe to the track of user@example.com")
+
+    monkeypatch.setattr(sim.session, "start", refuse)
+    try:
+        with pytest.raises(RuntimeError, match="could not subscribe"):
+            await sim.start()
+    finally:
+        await sim.aclose()  # as the job's shutdown does: the bridge delivers what is queued
+    envelopes = _envelopes(events)
+    assert [e["type"] for e in envelopes] == ["session.hello", "error"]
+    assert envelopes[1]["data"] == {"code": "internal", "message": "the session could not start (RuntimeError)",
+                                    "fatal": True}
