@@ -32,6 +32,7 @@ from livekit.agents.voice.events import (
     UserInputTranscribedEvent,
     UserStateChangedEvent,
 )
+from livekit.agents.voice.speech_handle import SpeechHandle
 
 from brain import TextDelta, TurnDone, TurnStarted, VoiceBrain
 from brain.turn import new_turn_id
@@ -453,6 +454,8 @@ class VoiceSession(BaseVoiceSession):
         self._tts_failed: set[str] = set()  # turn ids whose reply audio failed
         self._greeting: tuple[Any, str] | None = None  # a greeting said as is: (its speech, its turn id)
         self._held: dict[str, list[tuple[TurnDone, Callable[[Any], None]]]] = {}
+        self._said_over: SpeechHandle | None = None
+        """The reply (SpeechHandle) the user's last transcribed words were said over, while it played."""
         self.on_close(lambda _reason: self._release_all())
         if _has_loop():
             apology.prepare(settings.brain.apology)  # ready before the TTS can fail
@@ -621,7 +624,40 @@ class VoiceSession(BaseVoiceSession):
     def _on_transcribed(self, ev: UserInputTranscribedEvent) -> None:
         if ev.is_final:
             self._user_spoke = False
+            if ev.transcript.strip():
+                self._words_said_over_reply()
         super()._on_transcribed(ev)
+
+    def _words_said_over_reply(self) -> None:
+        """Words were transcribed while a reply played. If they cut it off, they are the user's
+        next turn. If the reply plays on (fewer than TURN_MIN_INTERRUPTION_WORDS: "uh-huh",
+        "right"), livekit-agents 1.8 keeps them pending and, when the user next speaks, answers
+        them as a turn of their own or glues them to the new words: they are dropped instead,
+        once that reply has played to its end (`_drop_words_said_over`)."""
+        if self.settings.turn.min_interruption_words <= 0:
+            return  # any words cut the reply off
+        speech = self.session.current_speech
+        if self.session.agent_state != "speaking" or speech is None or speech.interrupted:
+            return
+        if not speech.allow_interruptions:
+            return  # livekit takes them as the next turn, after this reply
+        if self._said_over is not speech:
+            self._said_over = speech
+            speech.add_done_callback(self._drop_words_said_over)
+
+    def _drop_words_said_over(self, speech: SpeechHandle) -> None:
+        if self._said_over is not speech:
+            return
+        self._said_over = None
+        if speech.interrupted or self.closed.is_set():
+            return  # the words cut the reply off: they are the next turn
+        if self.session.user_state == "speaking":
+            return  # the user is talking again: leave their turn alone
+        log.info("words said over a reply too short to interrupt it are dropped, not kept for the next turn")
+        try:
+            self.session.clear_user_turn()
+        except RuntimeError as exc:  # the session is closing
+            log.debug("could not drop them: %s", exc)
 
     def _on_turn_outcome(self, tracked: TrackedTurn) -> None:
         turn_id = tracked.turn.turn_id

@@ -574,3 +574,53 @@ async def test_a_session_that_cannot_start_tells_clients_before_the_agent_leaves
     assert [e["type"] for e in envelopes] == ["session.hello", "error"]
     assert envelopes[1]["data"] == {"code": "internal", "message": "the session could not start (RuntimeError)",
                                     "fatal": True}
+
+
+def _clip(name: str, start: float, end: float) -> bytes:
+    """Seconds `start`..`end` of one of the shared 16 kHz mono recordings, as PCM."""
+    import wave
+
+    from .agent_fakes import AUDIO
+
+    with wave.open(str(AUDIO / name)) as w:
+        w.setpos(int(start * w.getframerate()))
+        return w.readframes(int((end - start) * w.getframerate()))
+
+
+async def test_a_phrase_too_short_to_interrupt_is_not_carried_into_the_next_turn(vad) -> None:
+    """TURN_MIN_INTERRUPTION_WORDS: a couple of words said over a reply ("uh-huh", "well that")
+    do not cut it off, and must not come back later either. livekit-agents 1.8 kept them and,
+    when the user next spoke, answered them as a turn of their own (an LLM call for a
+    backchannel, its reply cut off by the user's real words) or glued them to those words."""
+    from agent.turns import TurnSettings
+
+    turn = TurnSettings(_env_file=None, min_interruption_words=3)  # type: ignore[call-arg]
+    backend = ScriptedBackend([Step(text=[LONG]), Step(text=["Second answer."]), Step(text=["Third."])])
+    brain = create_voice_brain(BrainConfig(_env_file=None), backend=backend)  # type: ignore[call-arg]
+    sim = Simulation(settings(turn=turn), vad=vad, brain=brain, speed=4.0, conversation_id="backchannel")
+    heard: list[tuple[str, str]] = []  # (final transcript, the agent's state when it came)
+    sim.session.on(
+        "user_input_transcribed", lambda ev: ev.is_final and heard.append((ev.transcript, sim.session.agent_state))
+    )
+    try:
+        await sim.start()
+        sim.session.generate_reply(user_input="tell me about the sea")
+        await _until_played(sim, 0.8)
+        await sim.io.mic.play(_clip("multi_utterance_16k_mono.wav", 53.45, 54.3))  # two words, real speech
+        first = sim.voice.tracker.turns[0]
+        await _wait(lambda: first.outcome != "pending", sim)
+        assert heard and heard[0][1] == "speaking", heard  # transcribed while the reply played
+        backchannel = heard[0][0]
+        assert 0 < len(backchannel.split()) < 3, backchannel
+        await sim.io.mic.play(_clip("jfk_16k_mono.wav", 0.2, 2.4))  # the user's next words
+        assert await sim.settle(quiet=0.5, limit=30)
+    finally:
+        await sim.aclose()
+    assert first.outcome == "completed" and first.heard == LONG  # not cut off
+    assert not sim.io.sink.segments[0].interrupted
+    # one turn for the next words, with only them: the backchannel was neither answered nor merged
+    words = heard[-1][0]
+    assert [(t.user_text, t.turn.transcript) for t in sim.voice.tracker.turns[1:]] == [(words, words)]
+    assert len(backend.requests) == 2
+    users = [m.content for m in brain.history("backchannel") if m.role == "user"]
+    assert users == ["tell me about the sea", words]
