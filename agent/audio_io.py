@@ -18,6 +18,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from livekit import rtc
@@ -149,6 +150,83 @@ class MonoInput(io.AudioInput):
                 resampler = self._resamplers[frame.sample_rate] = rtc.AudioResampler(frame.sample_rate, self.rate)
             self._ready.extend(f for f in resampler.push(frame) if f.samples_per_channel)
         return self._ready.pop(0)
+
+
+QUIET_AFTER = 0.4
+"""Seconds (wall time) without a frame after which a microphone counts as fallen quiet."""
+QUIET_FILL = 2.0
+"""Seconds of silence a microphone that fell quiet stands for (as livekit-agents pushes 2 s of
+silence into the STT when it commits a turn whose audio input is detached)."""
+
+
+class QuietFillInput(io.AudioInput):
+    """A microphone that falls quiet is heard as silence, for a while.
+
+    A muted LiveKit track sends no frames at all (nor does one being unpublished, once
+    livekit-agents' 0.5 s tail has passed, or a microphone being switched): the VAD then never
+    hears the silence that ends the user's speech, so a user who muted mid-sentence stayed
+    `speaking` (their words never transcribed nor answered, the inactivity timeout never
+    started) until they unmuted. When no frame has come for `after` seconds, this input delivers
+    silence in the last frame's format, at real-time pace, `fill` seconds of it at most (a long
+    mute costs nothing more); a frame from the source ends the fill. Nothing is filled while the
+    input is detached (`session.input.set_audio_enabled(False)`) or before the first frame.
+    `speed` > 1 is for a source on a `SimClock` running faster than real time: the waits shrink
+    by that factor.
+    """
+
+    def __init__(
+        self, source: io.AudioInput, *, after: float = QUIET_AFTER, fill: float = QUIET_FILL, speed: float = 1.0
+    ) -> None:
+        super().__init__(label=f"quiet-fill({source.label})", source=source)
+        self.after = after
+        self.fill = fill
+        self.speed = speed
+        self.filled = 0.0
+        """Seconds of silence delivered since the source's last frame."""
+        self._next: asyncio.Future[rtc.AudioFrame] | None = None
+        self._silence: rtc.AudioFrame | None = None
+        self._attached = True
+
+    def on_attached(self) -> None:
+        self._attached = True
+        super().on_attached()
+
+    def on_detached(self) -> None:
+        self._attached = False
+        super().on_detached()
+
+    async def __anext__(self) -> rtc.AudioFrame:
+        assert self.source is not None
+        if self._next is None:  # kept across calls: a cancelled read loses no frame
+            self._next = asyncio.ensure_future(self.source.__anext__())
+            self._next.add_done_callback(_retrieve)
+        silence = self._silence
+        timeout: float | None = None
+        if silence is not None and self._attached and self.filled + silence.duration <= self.fill + 1e-6:
+            timeout = (self.after if self.filled == 0 else silence.duration) / self.speed
+        # (asyncio.wait never cancels the read, even when this call is cancelled)
+        done, _ = await asyncio.wait({self._next}, timeout=timeout)
+        if not done:
+            assert silence is not None
+            self.filled += silence.duration
+            return rtc.AudioFrame(
+                bytes(2 * silence.samples_per_channel * silence.num_channels),
+                silence.sample_rate,
+                silence.num_channels,
+                silence.samples_per_channel,
+            )
+        next_frame, self._next = self._next, None
+        frame = next_frame.result()  # StopAsyncIteration once the source has ended
+        self.filled = 0.0
+        if frame.samples_per_channel > 0:
+            self._silence = frame  # its format: a fresh silent frame is delivered each time
+        return frame
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """A read left pending when the session closed ends with the source: nothing to report."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def downmix(frame: rtc.AudioFrame) -> rtc.AudioFrame:
@@ -363,7 +441,7 @@ def attach_simulated_io(session: AgentSession, clock: SimClock, *, input_rate: i
     sink = PlaybackSink(clock)
     transcript = TranscriptCollector()
     sync = TranscriptSynchronizer(next_in_chain_audio=sink, next_in_chain_text=transcript)
-    session.input.audio = mic
+    session.input.audio = QuietFillInput(MonoInput(mic), speed=clock.speed)
     session.output.audio = sync.audio_output
     session.output.transcription = sync.text_output
     return SimulatedIO(clock, mic, sink, transcript, sync)

@@ -49,7 +49,7 @@ from providers.provider_errors import (
 from providers.tts_chains import SentenceChainTTS
 
 from . import apology
-from .audio_io import MonoInput
+from .audio_io import MonoInput, QuietFillInput
 from .brain_agent import BrainAgent, BrainLLM
 from .config import AgentSettings
 from .guards import guard_stt
@@ -264,8 +264,8 @@ class BaseVoiceSession:
 
     async def start(self, *, greet: bool = True, **start_kwargs: Any) -> None:
         audio_in = self.session.input.audio
-        if start_kwargs.get("room") is None and audio_in is not None and not isinstance(audio_in, MonoInput):
-            self.session.input.audio = MonoInput(audio_in)  # a custom input may be stereo
+        if start_kwargs.get("room") is None and audio_in is not None and not isinstance(audio_in, MonoInput | QuietFillInput):
+            self.session.input.audio = QuietFillInput(MonoInput(audio_in))  # a custom input may be stereo
         try:
             await self.session.start(self.agent, **start_kwargs)
         except Exception as e:
@@ -274,6 +274,11 @@ class BaseVoiceSession:
             if self.bridge is not None:
                 self.bridge.publish_error("internal", f"the session could not start ({type(e).__name__})", fatal=True)
             raise
+        audio_in = self.session.input.audio
+        if audio_in is not None and not isinstance(audio_in, QuietFillInput):  # the room's input
+            # a muted (or unpublished) microphone sends no frames: heard as silence, so the
+            # user's speech ends, as it would with the microphone open
+            self.session.input.audio = QuietFillInput(audio_in)
         if greet:
             self.greet()
 

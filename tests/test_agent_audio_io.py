@@ -8,9 +8,10 @@ import wave
 import numpy as np
 import pytest
 from livekit import rtc
+from livekit.agents.voice import io
 
 from agent.audio_files import AudioFileError, decode_file, frames_to_pcm, split_frames, write_wav
-from agent.audio_io import PacedAudioInput, PlaybackSink, SimClock
+from agent.audio_io import PacedAudioInput, PlaybackSink, QuietFillInput, SimClock
 
 from .agent_fakes import AUDIO
 
@@ -85,6 +86,52 @@ async def test_microphone_delivers_paced_frames_then_ends() -> None:
     mic.close()
     await asyncio.wait_for(reader, 5)
     assert sum(f.duration for f in got) == pytest.approx(0.5)
+
+
+class _QueueInput(io.AudioInput):
+    """A microphone fed by hand; None ends it."""
+
+    def __init__(self) -> None:
+        super().__init__(label="queue")
+        self.queue: asyncio.Queue[rtc.AudioFrame | None] = asyncio.Queue()
+
+    async def __anext__(self) -> rtc.AudioFrame:
+        frame = await self.queue.get()
+        if frame is None:
+            raise StopAsyncIteration
+        return frame
+
+
+async def test_a_microphone_that_falls_quiet_is_heard_as_some_silence() -> None:
+    """A muted track sends no frames: after `after` seconds the input delivers silence in the
+    last frame's format, `fill` seconds of it and no more; real frames pass as they are, a read
+    cancelled while waiting loses no frame, and nothing is filled while the input is detached."""
+    src = _QueueInput()
+    mic = QuietFillInput(src, after=0.01, fill=0.1)
+    stereo = rtc.AudioFrame(np.full(2 * 960, 3000, np.int16).tobytes(), 48_000, 2, 960)  # 20 ms
+    src.queue.put_nowait(stereo)
+    assert await mic.__anext__() is stereo
+    silence = [await mic.__anext__() for _ in range(5)]  # the mute: 5 x 20 ms = `fill`
+    assert all((f.sample_rate, f.num_channels, f.samples_per_channel) == (48_000, 2, 960) for f in silence)
+    assert all(not np.frombuffer(f.data, np.int16).any() for f in silence)
+    assert mic.filled == pytest.approx(0.1)
+    waiting = asyncio.ensure_future(mic.__anext__())
+    await asyncio.sleep(0.05)  # 5 x `after`: a fill without bound would have answered
+    assert not waiting.done()
+    src.queue.put_nowait(stereo)  # unmuted
+    assert await waiting is stereo and mic.filled == 0.0
+    # a cancelled read (the session swapping its forwarding task) keeps the frame for the next
+    mic.on_detached()  # (and detached, nothing is filled)
+    waiting = asyncio.ensure_future(mic.__anext__())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    waiting.cancel()
+    src.queue.put_nowait(stereo)
+    assert await mic.__anext__() is stereo
+    mic.on_attached()
+    src.queue.put_nowait(None)  # the source ends: so does the input
+    with pytest.raises(StopAsyncIteration):
+        await mic.__anext__()
 
 
 async def test_speaker_plays_out_a_segment_at_clock_speed() -> None:

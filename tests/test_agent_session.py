@@ -624,3 +624,74 @@ async def test_a_phrase_too_short_to_interrupt_is_not_carried_into_the_next_turn
     assert len(backend.requests) == 2
     users = [m.content for m in brain.history("backchannel") if m.role == "user"]
     assert users == ["tell me about the sea", words]
+
+
+async def test_a_user_who_mutes_mid_sentence_still_gets_an_answer(vad) -> None:
+    """A muted microphone sends no frames at all (not silence). A user who muted part-way through
+    a sentence stayed `speaking` for as long as the mute lasted: the VAD never heard the silence
+    that ends a turn, so nothing was transcribed, nothing answered, and the inactivity timeout
+    (which needs the user `listening`) never started. The microphone's falling quiet now ends the
+    speech as silence would: the words said before the mute are answered."""
+    from agent.audio_files import decode_file
+    from agent.simulate import INPUT_RATE
+
+    from .agent_fakes import AUDIO
+
+    backend = ScriptedBackend([Step(text=["Got it."])])
+    brain = create_voice_brain(BrainConfig(_env_file=None), backend=backend)  # type: ignore[call-arg]
+    sim = Simulation(settings(), vad=vad, brain=brain, speed=4.0, conversation_id="mute")
+    states: list[str] = []
+    sim.session.on("user_state_changed", lambda ev: states.append(ev.new_state))
+    # the first utterance (speech 0.03-2.02 s), muted mid-sentence at 1.2 s
+    words = decode_file(AUDIO / "multi_utterance_16k_mono.wav", INPUT_RATE).slice(0.0, 1.2)
+    try:
+        await sim.start()
+        await sim.play(words)
+        assert states == ["speaking"]
+        # from here the microphone delivers nothing
+        turns = sim.voice.tracker.turns
+        await wait_until(lambda: turns and turns[-1].outcome != "pending", within=20)
+    finally:
+        await sim.aclose()
+    assert states[:2] == ["speaking", "listening"]
+    (turn,) = sim.voice.tracker.turns
+    assert turn.turn.transcript and turn.outcome == "completed"
+    assert [m.content for m in backend.requests[0].messages] == [turn.turn.transcript]
+    assert sim.io.transcript.segments == ["Got it."]
+
+
+async def test_the_rooms_microphone_is_read_through_the_quiet_fill() -> None:
+    """In a room the input is RoomIO's, set by `AgentSession.start(room=...)`: it is wrapped once
+    the session has started, so a muted track's missing frames become silence there too."""
+    from livekit.agents.voice import io
+
+    from agent.audio_io import QuietFillInput
+    from agent.voice_session import VoiceSession
+
+    class Mic(io.AudioInput):
+        def __init__(self) -> None:
+            super().__init__(label="RoomIO")
+            self.queue: asyncio.Queue[rtc.AudioFrame] = asyncio.Queue()
+
+        async def __anext__(self) -> rtc.AudioFrame:
+            return await self.queue.get()
+
+    class RoomSession(AgentSession):  # RoomIO, without a LiveKit server: it sets the input in start
+        async def start(self, agent, *, room=None, **kwargs):  # type: ignore[no-untyped-def,override]
+            if room is not None:
+                self.input.audio = mic
+            return await super().start(agent, **kwargs)
+
+    mic = Mic()
+    brain = create_voice_brain(BrainConfig(_env_file=None), backend=ScriptedBackend([]))  # type: ignore[call-arg]
+    session = RoomSession(llm=BrainLLM())
+    voice = VoiceSession(settings(), brain=brain, session=session, conversation_id="room")
+    try:
+        await voice.start(greet=False, room=object())
+        audio_in = session.input.audio
+        assert isinstance(audio_in, QuietFillInput) and audio_in.source is mic
+        mic.queue.put_nowait(rtc.AudioFrame(bytes(640), 16_000, 1, 320))
+        await wait_until(lambda: audio_in.filled > 0)  # the session reads it, then silence
+    finally:
+        await voice.aclose()
+        await brain.aclose()
