@@ -56,6 +56,7 @@ from brain import (
     TurnStarted,
     VoiceBrain,
 )
+from brain.memory import INVALID_JSON
 from brain.turn import new_turn_id
 from brain.voice_brain import TURN_FAILED_RESULT
 from providers.provider_errors import (
@@ -636,7 +637,7 @@ def _function_tool(brain: VoiceBrain, tracker: RealtimeTurnTracker, t: Tool) -> 
         if isinstance(sent, str) and not _json_object(sent):
             # livekit repaired it (a cut-off `{"amount": 10`); like pipeline mode, the model is
             # told its arguments were not JSON, and the tool does not run on a guess
-            arguments = {"__invalid_json__": sent[:200]}
+            arguments = {INVALID_JSON: sent[:200]}
         call = ToolCall(id=fc.call_id, name=t.name, arguments=arguments, raw_arguments=sent or fc.arguments)
         handle = context.speech_handle
         turn = tracker.turn_for_speech(handle.id)

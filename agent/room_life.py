@@ -20,6 +20,7 @@ from typing import Any
 
 from livekit import rtc
 from livekit.agents import JobContext
+from livekit.agents.voice.room_io.types import DEFAULT_CLOSE_ON_DISCONNECT_REASONS
 
 from .voice_session import BaseVoiceSession
 
@@ -33,17 +34,11 @@ USER_KINDS = (
 )
 
 
-# a user gone for one of these reasons left on purpose (livekit-agents' DEFAULT_CLOSE_ON_DISCONNECT_REASONS,
-# what its room input closes the session on); any other (a dropped connection, a reconnect) may be followed by a return
-LEFT_ON_PURPOSE = (
-    rtc.DisconnectReason.CLIENT_INITIATED,
-    rtc.DisconnectReason.ROOM_DELETED,
-    rtc.DisconnectReason.USER_REJECTED,
-)
-
-
 def _left_on_purpose(participant: Any) -> bool:
-    return getattr(participant, "disconnect_reason", None) in LEFT_ON_PURPOSE
+    """Gone for a reason livekit-agents' room input closes the session on (they left, were
+    rejected, the room was deleted); any other (a dropped connection, a reconnect) may be
+    followed by a return."""
+    return getattr(participant, "disconnect_reason", None) in DEFAULT_CLOSE_ON_DISCONNECT_REASONS
 
 
 def _is_user(participant: Any) -> bool:

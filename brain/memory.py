@@ -18,6 +18,11 @@ def well_formed(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
+INVALID_JSON = "__invalid_json__"
+"""The key a call's arguments are put under when the model's text is not a JSON object (the tool
+loop tells the model so instead of running the tool)."""
+
+
 @dataclass(frozen=True)
 class ToolCall:
     id: str

@@ -37,7 +37,7 @@ from .events import (
     TurnDone,
     TurnStarted,
 )
-from .memory import ConversationMemory, Message, ToolCall, TurnRecord
+from .memory import INVALID_JSON, ConversationMemory, Message, ToolCall, TurnRecord
 from .tools import Tool, ToolContext, ToolSet, jsonable, result_to_text, with_changed_arguments
 from .turn import Turn
 
@@ -425,10 +425,10 @@ class VoiceBrain:
             msg = f"unknown tool {call.name!r}; available: {', '.join(self.tools.names()) or 'none'}"
             finished("error", error=msg)
             return f"ERROR: {msg}"
-        if "__invalid_json__" in call.arguments:
+        if INVALID_JSON in call.arguments:
             msg = "arguments were not valid JSON"
             finished("error", error=msg)
-            return f"ERROR: {msg}: {call.arguments['__invalid_json__']}"
+            return f"ERROR: {msg}: {call.arguments[INVALID_JSON]}"
         try:
             arguments = tool.validate(call.arguments)
         except ValueError as exc:

@@ -20,7 +20,7 @@ from ..errors import (
     UnavailableError,
     error_for_status,
 )
-from ..memory import Message, ToolCall, well_formed
+from ..memory import INVALID_JSON, Message, ToolCall, well_formed
 from .base import (
     ModelOutput,
     ModelRequest,
@@ -31,8 +31,6 @@ from .base import (
 )
 
 PROVIDER = "openai"
-INVALID_JSON = "__invalid_json__"
-"""The key `parse_arguments` marks arguments that are not a JSON object with (the tool loop reports it)."""
 
 
 def map_openai_error(exc: BaseException) -> BrainError:
