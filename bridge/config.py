@@ -28,7 +28,8 @@ class BridgeConfig(BaseSettings):
     control_method: str = Field(default=DEFAULT_CONTROL_METHOD, min_length=1)
     """RPC method clients call with hitl.respond / agent.interrupt / user.text / session.sync."""
     allowed_identities: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    """Identities besides the served participant that may see events and answer approvals (comma-separated)."""
+    """Identities besides the served participant that may see events, answer approvals and interrupt
+    the agent, not type to it (comma-separated)."""
     report_overrides: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict)
     """Per-tool report levels, `tool=level,...` with level none|name|args|full."""
     broadcast: bool = False

@@ -549,6 +549,11 @@ class EventBridge:
             if isinstance(parsed, AgentInterrupt):
                 return await self._control(parsed.type, cid, lambda c: c.interrupt(sender))
             if isinstance(parsed, UserText):
+                if sender != self._served:
+                    # typed words become the served user's turn: their memory, their tools'
+                    # `ToolContext.user_id`, approvals addressed to them
+                    return error_json("forbidden", "user.text is only accepted from the participant this agent "
+                                      "serves: what it says is recorded, and acted on, as theirs", cid)
                 text = parsed.data.text
                 return await self._control(parsed.type, cid, lambda c: c.user_text(sender, text))
             return error_json("unknown_type", "unhandled message type", cid)

@@ -38,7 +38,7 @@ def _expected(kind: str, sender: str) -> str:
     """`ack` or the error code the protocol prescribes (docs/protocol.md)."""
     may_control = sender == SERVED or sender in ALLOWED
     return {
-        "user.text": "ack" if may_control else "forbidden",
+        "user.text": "ack" if sender == SERVED else "forbidden",  # typed words are the served user's
         "agent.interrupt": "ack" if may_control else "forbidden",
         "bad_json": "malformed_json",
         "hitl.unknown": "unknown_request" if may_control else "forbidden",
@@ -219,7 +219,7 @@ async def test_every_sender_is_answered_and_the_reply_arrives_whole() -> None:
             controlled += want == "ack"
     # the controls ran once per accepted message, for the senders who may control
     assert len(loaded.controls.interrupts) + len(loaded.controls.texts) == controlled
-    assert set(loaded.controls.interrupts) | set(loaded.controls.texts) <= {SERVED, *ALLOWED}
+    assert set(loaded.controls.interrupts) <= {SERVED, *ALLOWED} and set(loaded.controls.texts) == {SERVED}
     # nothing but the reply went out: client replies never became envelopes
     assert {e["type"] for e in loaded.envelopes} == {"session.hello", "agent.text", "turn.done"}
 

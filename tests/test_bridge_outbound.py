@@ -306,6 +306,24 @@ async def test_controls_are_routed_and_acknowledged() -> None:
     await b.aclose()
 
 
+async def test_typed_text_is_taken_from_the_served_participant_only() -> None:
+    """A supervisor's `user.text` used to become the served user's turn: stored in their memory,
+    run by tools with their `ToolContext.user_id`, its approvals addressed to them. A supervisor
+    may still stop the agent and answer approvals."""
+    ctl = RecordingControls()
+    t = MemoryTransport(["alice", "supervisor"])
+    b = attach_event_bridge(t, brain=None, agent_name="a", served_identity="alice", controls=ctl,
+                            allowed_identities=["supervisor"])
+    refused = json.loads(await t.deliver("supervisor", '{"v":1,"id":"s1","type":"user.text","data":{"text":"refund it"}}'))
+    assert refused["type"] == "error" and refused["id"] == "s1" and refused["data"]["code"] == "forbidden"
+    assert "serves" in refused["data"]["message"]
+    stop = json.loads(await t.deliver("supervisor", '{"v":1,"type":"agent.interrupt"}'))
+    typed = json.loads(await t.deliver("alice", '{"v":1,"type":"user.text","data":{"text":"hello"}}'))
+    assert stop["type"] == "ack" and typed["type"] == "ack"
+    assert ctl.calls == [("interrupt", "supervisor"), ("user_text", "alice", "hello")]
+    await b.aclose()
+
+
 @pytest.mark.parametrize(("controls", "code"), [(None, "unsupported"), (RecordingControls(fail=True), "internal"),
                                                 (RecordingControls(hang=True), "internal")])
 async def test_control_failures_are_reported_to_the_sender(controls: Any, code: str) -> None:
