@@ -23,6 +23,7 @@ from .errors import (
     BrainError,
     CancelledTurnError,
     ConfigError,
+    ContextTooLongError,
     InternalError,
     ProtocolError,
     ProviderTimeoutError,
@@ -52,7 +53,7 @@ from .voice_brain import BrainSettings, Cutoff, VoiceBrain
 __all__ = [
     "ApprovalCancelled", "ApprovalDecision", "ApprovalGate", "ApprovalRequest", "ApprovalRequested",
     "ApprovalResolved", "AuthError", "BadRequestError", "BrainConfig", "BrainError", "BrainEvent",
-    "BrainSettings", "CancelledTurnError", "ConfigError", "Cutoff", "ConversationMemory", "ErrorEvent",
+    "BrainSettings", "CancelledTurnError", "ConfigError", "ContextTooLongError", "Cutoff", "ConversationMemory", "ErrorEvent",
     "EventHub", "InProcessApprovalGate", "InternalError", "Message", "ModelBackend", "ModelOutput",
     "ModelRequest", "ProtocolError", "ProviderTimeoutError", "RateLimitedError", "ReportLevel",
     "ResolveStatus", "TextChunk", "TextDelta", "Tool", "ToolCall", "ToolFailedError", "ToolFinished",

@@ -143,6 +143,28 @@ class BadRequestError(BrainError):
     code = "bad_request"
 
 
+class ContextTooLongError(BadRequestError):
+    """The model refused the request as longer than its context (OpenAI `context_length_exceeded`,
+    Gemini's "input token count exceeds the maximum"): still `bad_request` for clients, but the
+    brain drops the oldest turns of the conversation and asks again. A custom backend raises it
+    for the same."""
+
+
+_CONTEXT_TOO_LONG = re.compile(
+    r"context[ _-]?(?:length|window|size)|input token count|maximum number of tokens|prompt is too long"
+    r"|string too long|string_above_max_length",
+    re.I,
+)
+
+
+def context_too_long(status: int, message: str) -> bool:
+    """Whether an HTTP error says the request exceeds the model's context (a 413 is a request too
+    large for the server, which the history is): OpenAI and compatible servers (vLLM, llama.cpp,
+    Groq) and Gemini word it as matched here; OpenAI's "string too long" (one message over its
+    10 MB limit, e.g. a huge pasted text) too: with it in the history, every turn would fail."""
+    return status == 413 or (status == 400 and _CONTEXT_TOO_LONG.search(message) is not None)
+
+
 class ProtocolError(BrainError):
     code = "protocol"
 
@@ -175,6 +197,8 @@ def error_for_status(status: int, message: str, *, provider: str) -> BrainError:
         return RateLimitedError(message, provider=provider, status=status)
     if status in (408, 504):
         return ProviderTimeoutError(message, provider=provider, status=status)
+    if context_too_long(status, message):
+        return ContextTooLongError(message, provider=provider, status=status)
     if 400 <= status < 500:
         return BadRequestError(message, provider=provider, status=status)
     return UnavailableError(message, provider=provider, status=status)

@@ -158,6 +158,19 @@ class ConversationMemory:
                 return True
         return False
 
+    def shed(self, conversation_id: str, *, everything: bool = False) -> int:
+        """The model refused the history as longer than its context: drop the oldest half (rounded
+        up) of the turns before the current (last) one, or all of them with `everything`, for
+        good, as whole turns. Returns how many went (0: only the current turn is left)."""
+        conv = self._convs.get(conversation_id)
+        if not conv:
+            return 0
+        past = len(conv) - 1
+        count = past if everything else (past + 1) // 2
+        for _ in range(count):
+            conv.popleft()
+        return count
+
     def history(self, conversation_id: str) -> list[Message]:
         """The conversation as the model is to see it. Turns that no longer fit `max_chars` (a
         turn grows with its tool results) are dropped here, oldest first, for good."""

@@ -25,7 +25,14 @@ from .approvals import (
     new_request_id,
 )
 from .backends.base import ModelBackend, ModelRequest, TextChunk
-from .errors import BrainError, InternalError, ProtocolError, UnavailableError, redact_secrets
+from .errors import (
+    BrainError,
+    ContextTooLongError,
+    InternalError,
+    ProtocolError,
+    UnavailableError,
+    redact_secrets,
+)
 from .events import (
     ApprovalRequested,
     ApprovalResolved,
@@ -266,19 +273,22 @@ class VoiceBrain:
             # the last step may not call tools (tool_choice "none"), so the model answers in words;
             # the tools stay declared because the history already contains calls to them
             final = step == s.max_tool_steps
-            request = ModelRequest(
-                messages=self.memory.history(turn.conversation_id),
-                system_prompt=s.system_prompt,
-                model=s.model,
-                tools=tools,
-                temperature=s.temperature,
-                max_tokens=s.max_tokens,
-                tool_choice="none" if final and tools else "auto",
-            )
+
+            def request(final: bool = final) -> ModelRequest:  # the history as it is when asked
+                return ModelRequest(
+                    messages=self.memory.history(turn.conversation_id),
+                    system_prompt=s.system_prompt,
+                    model=s.model,
+                    tools=tools,
+                    temperature=s.temperature,
+                    max_tokens=s.max_tokens,
+                    tool_choice="none" if final and tools else "auto",
+                )
+
             calls: list[ToolCall] = []
             step_text = ""
             try:
-                async with _closing(self.backend.stream(request)) as stream:
+                async with contextlib.aclosing(self._model_outputs(turn, request)) as stream:
                     async for out in stream:
                         if isinstance(out, TextChunk):
                             if out.text:
@@ -347,6 +357,29 @@ class VoiceBrain:
                 for call in calls:
                     content = results.get(call.id, unanswered)
                     record.messages.append(Message("tool", content, tool_call_id=call.id, name=call.name))
+
+    async def _model_outputs(self, turn: Turn, request: Callable[[], ModelRequest]) -> AsyncGenerator[Any, None]:
+        """The backend's outputs for one step of the tool loop. Refused as longer than the model's
+        context before any output (`ContextTooLongError`), the request is made again without the
+        oldest half of the conversation's earlier turns, then without any: they are dropped from
+        memory for good, or every later turn would be refused the same way. The current turn is
+        always sent; alone too long, it fails (and is dropped by the next turn's retry)."""
+        sheds = 0
+        while True:
+            produced = False
+            try:
+                async with _closing(self.backend.stream(request())) as stream:
+                    async for out in stream:
+                        produced = True
+                        yield out
+                return
+            except ContextTooLongError as exc:
+                dropped = 0 if produced else self.memory.shed(turn.conversation_id, everything=sheds > 0)
+                if not dropped:
+                    raise
+                sheds += 1
+                log.warning("turn %s: the model refused the history as too long (%s); dropped the %d oldest "
+                            "turn(s) of the conversation, asking again", turn.turn_id, exc.message, dropped)
 
     @staticmethod
     def _unique_id(call: ToolCall, seen: set[str]) -> ToolCall:

@@ -386,6 +386,79 @@ async def test_memory_is_bounded_by_size_dropping_whole_oldest_turns(kit: Kit) -
     assert brain.history("c")[0].content == "question 3"
 
 
+async def test_a_history_past_the_models_context_drops_the_oldest_turns_and_the_turn_goes_on(kit: Kit) -> None:
+    """A model whose context is smaller than BRAIN_MEMORY_CHARS refuses the history as too long
+    (OpenAI `context_length_exceeded`, Gemini's input token count): the oldest half of the earlier
+    turns goes, whole, and the request is made again, so the user gets an answer and every later
+    turn works, instead of each failing the same way until the turns roll out of memory."""
+
+    @tool
+    async def lookup(topic: str) -> str:
+        """Everything about a topic."""
+        return f"{topic}: " + "x" * 2_000
+
+    for i in range(5):
+        kit.server.push(kit.calls((f"call_{i}", "lookup", {"topic": f"t{i}"})), kit.text(f"Answer {i}."))
+    kit.server.context_limit = 7_000
+    brain = kit.brain(tools=[lookup])
+    log = EventLog(brain)
+    for i in range(5):
+        assert "".join(await reply(brain, Turn(f"question {i}", "c"))) == f"Answer {i}."
+    assert not log.of(ErrorEvent)
+    reqs = kit.server.requests
+    refused = [n for n, req in enumerate(reqs) if kit.server.history_size(req.body) > 7_000]
+    assert refused  # the conversation did outgrow the model's context
+    for n in refused:
+        again = reqs[n + 1]  # the same step asked again, with fewer turns
+        assert kit.server.history_size(again.body) <= 7_000
+        assert kit.dialogue(again)[-1] == kit.dialogue(reqs[n])[-1]
+        assert kit.dialogue(again)[0][0] == "user"
+        assert len(kit.dialogue(again)) < len(kit.dialogue(reqs[n]))
+        assert set(kit.requested_calls(again)) == set(kit.results(again))  # every call has its result
+    assert len(reqs) == 10 + len(refused)
+    users = [m.content for m in brain.history("c") if m.role == "user"]
+    assert users[-1] == "question 4" and users[0] != "question 0"
+
+
+async def test_a_turn_too_big_for_the_models_context_fails_alone_and_the_next_turn_works(kit: Kit) -> None:
+    """A pasted text larger than the model's whole context: that turn cannot be answered (the
+    user hears the apology, clients get `bad_request`), but it is not sent again with every
+    later turn: the next turn is answered."""
+    kit.server.push(kit.text("Hi."), kit.text("Answer."))
+    kit.server.context_limit = 5_000
+    brain = kit.brain(apology=APOLOGY)
+    log = EventLog(brain)
+    assert "".join(await reply(brain, Turn("hello", "c"))) == "Hi."
+    big = Turn("please read this: " + "y" * 6_000, "c")
+    assert "".join(await reply(brain, big)) == APOLOGY
+    assert [(e.turn_id, e.code) for e in log.of(ErrorEvent)] == [(big.turn_id, "bad_request")]
+    assert "".join(await reply(brain, Turn("what now?", "c"))) == "Answer."
+    assert kit.dialogue(kit.server.requests[-1])[-1] == ("user", "what now?")
+    assert all("y" * 6_000 not in text for _, text in kit.dialogue(kit.server.requests[-1]))
+    assert len(log.of(ErrorEvent)) == 1
+    log.check()
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "too_long"),
+    [
+        (400, "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens", True),  # vLLM
+        (400, "the request exceeds the available context size, try increasing it", True),  # llama.cpp
+        (400, "The input token count exceeds the maximum number of tokens allowed 1048576.", True),  # Gemini
+        (413, "Request Entity Too Large", True),  # a proxy's body limit
+        (400, "max_tokens is too large: 100000. This model supports at most 16384 completion tokens", False),
+        (400, "Invalid 'messages[2].content': string too long. Expected a string with maximum length 10485760", True),
+        (404, "The model `gpt-fake` does not exist", False),
+    ],
+)
+def test_which_errors_say_the_history_is_too_long(status: int, message: str, too_long: bool) -> None:
+    from brain.errors import BadRequestError, ContextTooLongError, error_for_status
+
+    err = error_for_status(status, message, provider="openai")
+    assert isinstance(err, ContextTooLongError) is too_long
+    assert isinstance(err, BadRequestError) and err.code == "bad_request"
+
+
 async def test_conversations_are_separate(kit: Kit) -> None:
     kit.server.push(kit.text("A."), kit.text("B."))
     brain = kit.brain()

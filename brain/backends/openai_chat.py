@@ -14,6 +14,7 @@ from openai.types.chat import ChatCompletionChunk
 from ..errors import (
     AuthError,
     BrainError,
+    ContextTooLongError,
     ProtocolError,
     ProviderTimeoutError,
     RateLimitedError,
@@ -42,6 +43,8 @@ def map_openai_error(exc: BaseException) -> BrainError:
         return AuthError(exc.message, provider=PROVIDER, status=exc.status_code)
     if isinstance(exc, openai.RateLimitError):
         return RateLimitedError(exc.message, provider=PROVIDER, status=exc.status_code)
+    if isinstance(exc, openai.APIStatusError) and exc.code in ("context_length_exceeded", "string_above_max_length"):
+        return ContextTooLongError(exc.message, provider=PROVIDER, status=exc.status_code)
     if isinstance(exc, openai.APIStatusError):
         return error_for_status(exc.status_code, exc.message, provider=PROVIDER)
     if isinstance(exc, openai.APIResponseValidationError | json.JSONDecodeError):

@@ -12,6 +12,7 @@ With a custom base_url the SDK requests `{base_url}/{api_version}/models/{model}
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 from aiohttp import web
@@ -66,6 +67,13 @@ class FakeGeminiServer(ScriptedServer):
                         "of function call parts of the function call turn."
                     )
         return None
+
+    def history_size(self, body: Any) -> int:
+        return len(json.dumps(body.get("contents", []), ensure_ascii=False))
+
+    def context_error(self, size: int) -> HttpError:
+        return HttpError(400, f"The input token count ({size}) exceeds the maximum number of tokens allowed "
+                              f"({self.context_limit}).")
 
     @property
     def base_url(self) -> str:

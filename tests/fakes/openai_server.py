@@ -93,6 +93,18 @@ class FakeOpenAIServer(ScriptedServer):
             return "'tool_choice' is only allowed when 'tools' are specified"
         return None
 
+    def history_size(self, body: Any) -> int:
+        return len(json.dumps(body.get("messages", []), ensure_ascii=False))
+
+    def context_error(self, size: int) -> HttpError:
+        message = (
+            f"This model's maximum context length is {self.context_limit} tokens. However, your messages "
+            f"resulted in {size} tokens. Please reduce the length of the messages."
+        )
+        return HttpError(400, message, body={"error": {
+            "message": message, "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded",
+        }})
+
     @property
     def base_url(self) -> str:
         return f"{self.origin}/v1"

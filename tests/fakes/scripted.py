@@ -106,6 +106,10 @@ class ScriptedServer:
         """Served when the script is empty (benchmarks); None answers 500 instead."""
         self.strict = strict
         """Reject requests a real provider would reject (see `check`) with a 400."""
+        self.context_limit: int | None = None
+        """A model's context: a request whose history (`history_size`) is larger is refused the
+        way the provider refuses one past its model's context (`context_error`), and the script
+        is left as it was."""
         self.requests: list[RecordedRequest] = []
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -122,6 +126,14 @@ class ScriptedServer:
     def check(self, body: Any) -> str | None:
         """A reason the real provider would refuse this request body, or None."""
         return None
+
+    def history_size(self, body: Any) -> int:
+        """What a request's history weighs against `context_limit` (the fake's "tokens")."""
+        raise NotImplementedError
+
+    def context_error(self, size: int) -> HttpError:
+        """The provider's answer to a request past its model's context."""
+        raise NotImplementedError
 
     def sent(self, payload: dict[str, Any]) -> None:
         """Called with each chunk written (a fake that must remember what it told the client)."""
@@ -189,6 +201,9 @@ class ScriptedServer:
         problem = self.check(body) if self.strict else None
         if problem is not None:
             return self._error_response(400, problem)
+        if self.context_limit is not None and (size := self.history_size(body)) > self.context_limit:
+            err = self.context_error(size)
+            return self._error_response(err.status, err.message, err.body, err.headers)
         if self.script:
             reply = self.script.popleft()
         elif self.default is not None:
