@@ -77,7 +77,8 @@ class BrainConfig(BaseSettings):
     request_timeout: float = Field(default=30.0, gt=0)
     """Seconds the model may stay silent: before its first chunk (per attempt) and between two
     chunks (a server's keep-alives do not count as the model speaking). Not a bound on a whole
-    reply, which streams for as long as it flows."""
+    reply, which streams for as long as it flows. A custom backend gets it from the brain
+    (`VoiceBrain`), unless it sets `bounds_silence = True` and enforces it itself."""
     max_retries: int = Field(default=0, ge=0)
     """Retries of a request that failed or stayed silent before its first chunk, made by the brain
     (`brain.backends.base.bounded_stream`), after the server's retry hint, all within

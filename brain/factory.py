@@ -133,5 +133,6 @@ def create_voice_brain(
             tool_timeout=config.tool_timeout,
             max_tool_steps=config.max_tool_steps,
             apology=config.apology,
+            request_timeout=config.request_timeout,
         ),
     )

@@ -24,7 +24,7 @@ from .approvals import (
     Outcome,
     new_request_id,
 )
-from .backends.base import ModelBackend, ModelRequest, TextChunk
+from .backends.base import ModelBackend, ModelRequest, TextChunk, bounded_stream
 from .errors import (
     BrainError,
     ContextTooLongError,
@@ -111,6 +111,9 @@ class BrainSettings:
     tool_timeout: float = 20.0
     max_tool_steps: int = 5
     apology: str = ""
+    request_timeout: float | None = None
+    """Seconds a backend that does not bound its own silence (a custom one) may stay silent,
+    before its first output and between two (BRAIN_REQUEST_TIMEOUT); None: no bound."""
 
 
 def _changes(tool: Tool, proposed: dict[str, Any], edited: dict[str, Any] | None) -> bool:
@@ -368,7 +371,7 @@ class VoiceBrain:
         while True:
             produced = False
             try:
-                async with _closing(self.backend.stream(request())) as stream:
+                async with _closing(self._model_stream(request())) as stream:
                     async for out in stream:
                         produced = True
                         yield out
@@ -380,6 +383,34 @@ class VoiceBrain:
                 sheds += 1
                 log.warning("turn %s: the model refused the history as too long (%s); dropped the %d oldest "
                             "turn(s) of the conversation, asking again", turn.turn_id, exc.message, dropped)
+
+    def _model_stream(self, request: ModelRequest) -> AsyncIterator[Any]:
+        """One model call. A backend that does not enforce BRAIN_REQUEST_TIMEOUT itself (a custom
+        one: `bounds_silence`, see `ModelBackend`) gets it here: a stream that says nothing for
+        that long (an empty `TextChunk` is not the model speaking) is cancelled and the turn
+        fails with `timeout`, as a built-in backend's would. Not retried: that is its own choice."""
+        backend = self.backend
+        timeout = self.settings.request_timeout
+        if timeout is None or getattr(backend, "bounds_silence", False) is True:
+            return backend.stream(request)
+
+        async def attempt() -> AsyncGenerator[Any, None]:
+            async with _closing(backend.stream(request)) as outputs:
+                async for out in outputs:
+                    yield out
+
+        def progress(out: Any) -> bool:
+            return isinstance(out, ToolCall) or (isinstance(out, TextChunk) and bool(out.text))
+
+        return bounded_stream(
+            attempt,
+            silence=timeout,
+            retries=0,
+            progress=progress,
+            map_error=lambda exc: _BackendFailed(backend.name, exc),
+            retry_hint=lambda exc: None,
+            provider=backend.name,
+        )
 
     @staticmethod
     def _unique_id(call: ToolCall, seen: set[str]) -> ToolCall:
@@ -675,7 +706,7 @@ class _BackendFailed(UnavailableError):
     """A custom backend raised something other than a `BrainError`: `unavailable`, named by its
     type only (its message, which may quote the conversation or a call's arguments, is logged)."""
 
-    def __init__(self, backend: str, error: Exception) -> None:
+    def __init__(self, backend: str, error: BaseException) -> None:
         super().__init__(f"the {backend} backend failed ({type(error).__name__})", provider=backend)
 
 

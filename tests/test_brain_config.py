@@ -9,8 +9,8 @@ from typing import Any, Literal
 import pytest
 
 from brain import ConfigError, Turn, create_voice_brain, make_tool, tool
-from brain.events import ToolFinished
-from tests.fakes.brain_kits import EventLog, clean_env, config_without_dotenv, reply
+from brain.events import ErrorEvent, ToolFinished
+from tests.fakes.brain_kits import EventLog, clean_env, config_without_dotenv, reply, wait_for
 from tests.fakes.brain_plugins import EchoBackend
 from tests.fakes.brain_plugins import shout as _shout
 
@@ -188,6 +188,24 @@ async def test_custom_backend_with_a_plain_aclose_closes() -> None:
     assert "".join(await reply(brain, Turn("hello", "c"))) == "hello "
     await brain.aclose()
     assert brain.backend.closed  # type: ignore[attr-defined]
+
+
+async def test_a_custom_backend_that_stalls_ends_the_turn_after_the_request_timeout() -> None:
+    """BRAIN_REQUEST_TIMEOUT bounded only the built-in backends: a custom one that stopped
+    answering (here after a first word, keeping its stream busy with empty chunks) held the
+    user's turn for ever, in silence. It gets the same bound: `timeout`, the apology, its
+    stream closed, and the next turn is answered."""
+    brain = create_voice_brain(config_without_dotenv(
+        backend="tests.fakes.brain_plugins:make_backend_stalling", tools=[], request_timeout=0.5, apology="Sorry."
+    ))
+    log = EventLog(brain)
+    stalled = Turn("think hard", "c")
+    assert await reply(brain, stalled, limit=5) == ["Let me think", " Sorry."]
+    assert [(e.code, e.provider, e.turn_id) for e in log.of(ErrorEvent)] == [("timeout", "echo", stalled.turn_id)]
+    assert log.done(stalled.turn_id).reason == "error"
+    await wait_for(brain.backend.released)  # type: ignore[attr-defined]
+    assert "".join(await reply(brain, Turn("hello again", "c"))) == "hello again "
+    log.check()
 
 
 def test_json_schema_from_a_typed_signature() -> None:

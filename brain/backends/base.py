@@ -44,6 +44,10 @@ class ModelBackend(Protocol):
 
     Implementations raise `brain.errors.BrainError` subclasses for provider failures, and must
     release the network stream when the iterator is closed early (that is how barge-in stops it).
+
+    The brain bounds the silence of a backend's stream with BRAIN_REQUEST_TIMEOUT (before its
+    first output and between two; `VoiceBrain`), unless the backend has a true `bounds_silence`
+    attribute: it enforces that deadline itself, as the built-in ones do (`bounded_stream`).
     """
 
     name: str

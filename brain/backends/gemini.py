@@ -105,6 +105,7 @@ def to_gemini_contents(messages: list[Message]) -> list[types.Content]:
 
 class GeminiBackend:
     name = PROVIDER
+    bounds_silence = True  # `bounded_stream`, with BRAIN_MAX_RETRIES
 
     def __init__(
         self,

@@ -47,6 +47,7 @@ def _offer(tools: set[str]) -> str:
 
 class OfflineBackend:
     name = "offline"
+    bounds_silence = True  # no network to wait for: its only pause is BRAIN_OFFLINE_TOKEN_DELAY
 
     def __init__(self, token_delay: float = 0.0) -> None:
         self.token_delay = token_delay

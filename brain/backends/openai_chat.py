@@ -133,6 +133,7 @@ def _call_index(index: int | None, call_id: str | None, calls: dict[int, dict[st
 
 class OpenAIChatBackend:
     name = PROVIDER
+    bounds_silence = True  # `bounded_stream`, with BRAIN_MAX_RETRIES
 
     def __init__(
         self,

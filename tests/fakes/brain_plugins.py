@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -101,3 +102,30 @@ class _SyncClose(EchoBackend):
 
 def make_backend_sync_close() -> EchoBackend:
     return _SyncClose("sync-close")
+
+
+class _Stalling(EchoBackend):
+    """"think hard": a first word, then nothing but empty chunks, for ever (a hung upstream
+    behind a connection that stays busy); anything else is echoed."""
+
+    def __init__(self, model: str) -> None:
+        super().__init__(model)
+        self.released = asyncio.Event()
+        """Set when the stalled stream was closed (its upstream released)."""
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelOutput]:
+        if request.messages[-1].content != "think hard":
+            async for out in super().stream(request):
+                yield out
+            return
+        yield TextChunk("Let me think")
+        try:
+            while True:
+                await asyncio.sleep(0.05)
+                yield TextChunk("")
+        finally:
+            self.released.set()
+
+
+def make_backend_stalling(config: BrainConfig) -> EchoBackend:
+    return _Stalling(config.effective_model)
