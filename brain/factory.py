@@ -97,6 +97,21 @@ def build_backend(config: BrainConfig) -> ModelBackend:
         )
     # mistakes that would only show in every turn ("'async for' requires an object with __aiter__")
     kind = type(backend).__name__
+    name = getattr(backend, "name", None)
+    if not isinstance(name, str) or not name.strip():  # it names the backend in every error event
+        raise ConfigError(f"{kind}.name must be a non-empty string, got {name!r:.40} (BRAIN_BACKEND)")
+    try:
+        stream_signature = inspect.signature(backend.stream)
+    except (TypeError, ValueError):  # no signature to read: the first turn will tell
+        stream_signature = None
+    if stream_signature is not None:
+        try:
+            stream_signature.bind(None)
+        except TypeError:
+            raise ConfigError(
+                f"{kind}.stream{stream_signature} must take one argument, the ModelRequest: "
+                "`async def stream(self, request)` (BRAIN_BACKEND)"
+            ) from None
     if inspect.isgeneratorfunction(backend.stream):
         raise ConfigError(f"{kind}.stream is a plain generator; write it as `async def stream(self, request)` with `yield` (BRAIN_BACKEND)")
     if inspect.iscoroutinefunction(backend.stream):

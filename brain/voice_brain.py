@@ -317,7 +317,10 @@ class VoiceBrain:
                                 )
                             calls.append(out)
                         else:
-                            raise ProtocolError(f"backend yielded {type(out).__name__}", provider=self.backend.name)
+                            raise ProtocolError(
+                                f"backend yielded {type(out).__name__}, not a TextChunk or ToolCall",
+                                provider=self.backend.name,
+                            )
             except BrainError:
                 raise
             except (asyncio.CancelledError, GeneratorExit):

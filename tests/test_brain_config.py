@@ -167,6 +167,9 @@ async def test_custom_backend_from_import_path(monkeypatch: pytest.MonkeyPatch) 
          "_SyncStream.stream is a plain generator; write it as `async def stream(self, request)` with `yield` (BRAIN_BACKEND)"),
         ("tests.fakes.brain_plugins:make_backend_no_yield",
          "_NoYieldStream.stream is `async def` without `yield`; it must yield its output (BRAIN_BACKEND)"),
+        ("tests.fakes.brain_plugins:make_backend_stream_without_request",
+         "_StreamWithoutRequest.stream() must take one argument, the ModelRequest: `async def stream(self, request)` (BRAIN_BACKEND)"),
+        ("tests.fakes.brain_plugins:make_backend_numbered_name", "_NumberedName.name must be a non-empty string, got 7 (BRAIN_BACKEND)"),
         ("tests.fakes.brain_plugins:", "custom brain must look like 'package.module:factory'"),
         ("tests.fakes.broken_plugin:make", "cannot import custom brain module 'tests.fakes.broken_plugin' "
          "(BRAIN_BACKEND): RuntimeError: this module needs a setting it did not get"),

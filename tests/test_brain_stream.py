@@ -512,3 +512,30 @@ async def test_python_m_brain_exits_zero_when_every_turn_answered(
     assert await main() == 0
     out = capsys.readouterr().out
     assert "[error]" not in out and "approved by demo-user" in out and "is booked" in out
+
+
+class _PlainStringBackend:
+    """A custom backend that yields its words as plain strings, not `TextChunk`s."""
+
+    name = "plain"
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelOutput]:
+        if request.messages[-1].content == "again":
+            yield TextChunk("Fine now.")
+            return
+        yield "Hello"  # type: ignore[misc]
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_backend_yielding_plain_strings_is_told_what_it_should_yield() -> None:
+    """The error said only "backend yielded str", leaving the author to find the contract."""
+    brain = create_voice_brain(config_without_dotenv(tools=[]), backend=_PlainStringBackend())
+    log = EventLog(brain)
+    turn = Turn("hello", "c")
+    assert await reply(brain, turn) == [APOLOGY]
+    (err,) = log.of(ErrorEvent)
+    assert (err.code, err.provider, err.message) == ("protocol", "plain", "backend yielded str, not a TextChunk or ToolCall")
+    assert await reply(brain, Turn("again", "c")) == ["Fine now."]
+    log.check()

@@ -93,6 +93,23 @@ def make_backend_no_yield() -> EchoBackend:
 
 
 
+class _StreamWithoutRequest(EchoBackend):
+    async def stream(self):  # type: ignore[override]  # the mistake: no request parameter
+        yield TextChunk("never")
+
+
+class _NumberedName(EchoBackend):
+    name = 7  # type: ignore[assignment]  # the mistake: every error event names its backend
+
+
+def make_backend_stream_without_request() -> EchoBackend:
+    return _StreamWithoutRequest("no-request")
+
+
+def make_backend_numbered_name() -> EchoBackend:
+    return _NumberedName("numbered")
+
+
 class _SyncClose(EchoBackend):
     closed = False
 
