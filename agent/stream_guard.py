@@ -216,6 +216,7 @@ class GuardedStream(stt.RecognizeStream):
         self._stalled.clear()
         if self._owed_since is not None:  # the new connection gets the whole deadline
             self._owed_since = self._loop.time()
+            self._arm()  # the timer that caught the last stall is spent: this one must be timed too
         chain = self._guard.inner if isinstance(self._guard.inner, stt.FallbackAdapter) else None
         if chain is not None:
             chain.on("stt_availability_changed", self._on_availability)

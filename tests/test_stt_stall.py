@@ -192,3 +192,57 @@ async def test_stt_turn_mode_follows_the_providers_endpoints(fake_deepgram: Fake
     assert "fellow" in heard and "country" in heard, heard
     assert sim.result.reply_seconds > 0.5
     assert [e for e in _envelopes(events) if e["type"] == "error"] == []
+
+
+WORDS = "hello there my friend"
+"""What the quick fake says for every result (no recognition: these tests are about the connection)."""
+
+
+def _quick_simulation(
+    fake: FakeDeepgram, events: io.StringIO, *, reply: str = "Okay.", **overrides: Any
+) -> Any:
+    """A session on `fake` answering `WORDS` at once, its brain replying `reply`, 4x real time,
+    with a 1 s stall deadline (the fake answers in milliseconds)."""
+    from agent.simulate import Simulation
+    from agent.worker import load_vad
+    from brain import BrainConfig, create_voice_brain
+
+    from .agent_fakes import ScriptedBackend, Step
+
+    fake.words = WORDS
+    speech = SpeechSettings(
+        _env_file=None,  # type: ignore[call-arg]
+        STT_PROVIDERS="deepgram",
+        TTS_PROVIDERS="local",
+        DEEPGRAM_API_KEY="dg-placeholder",
+        DEEPGRAM_BASE_URL=fake.base_url,
+    )
+    s = settings(speech=speech, **{"provider_timeout": 1.0, **overrides})
+    brain = create_voice_brain(BrainConfig(_env_file=None), backend=ScriptedBackend([Step(text=[reply])]))  # type: ignore[call-arg]
+    return Simulation(s, vad=load_vad(s), brain=brain, speed=4.0, conversation_id="stall", events=events)
+
+
+def _first_utterance() -> Any:
+    from agent.audio_files import decode_file
+    from agent.simulate import INPUT_RATE
+
+    return decode_file(AUDIO / "multi_utterance_16k_mono.wav", INPUT_RATE).slice(0.0, 2.3)  # speech 0.03-2.02 s
+
+
+async def test_a_reconnection_that_stalls_too_is_timed_out_as_well(fake_deepgram: FakeDeepgram) -> None:
+    """The first two connections take the audio and never answer, the third works. Each stalled
+    connection is caught by the deadline and the next one is given the unanswered speech, so the
+    words reach the brain through the third. (The timer that caught the first stall was not
+    re-armed for the reconnection: a second stall went unnoticed, and the turn hung, unanswered
+    and with no further error, until the provider answered on its own, if ever.)"""
+    fake_deepgram.modes = ["stall", "stall"]
+    events = io.StringIO()
+    sim = _quick_simulation(fake_deepgram, events, provider_max_retry=2)
+    # the hang guard: 40 audio seconds are 10 s here; the whole exchange takes about 4
+    assert await play_and_settle(sim, _first_utterance(), limit=40.0)
+    assert [c.mode for c in fake_deepgram.connections] == ["stall", "stall", "ok"]
+    assert fake_deepgram.connections[2].transcripts[:1] == [WORDS]  # the replayed speech
+    assert sim.result.user_turns == [WORDS]
+    assert sim.io.transcript.segments == ["Okay."]
+    errors = [e["data"] for e in _envelopes(events) if e["type"] == "error"]
+    assert [e["code"] for e in errors] == ["timeout", "timeout"], errors

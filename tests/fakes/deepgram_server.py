@@ -6,7 +6,9 @@ messages: it finds speech by energy, sends an interim result (the words of the l
 `interim_every` seconds: a short decode, so interims keep their pace however long the segment)
 every `interim_every` seconds of audio while a segment is open, and after `endpoint` seconds of quiet the segment's
 transcript as a final result (`is_final` and `speech_final`). The words are real: they are
-transcribed by the project's local STT (pocketsphinx, in its own process).
+transcribed by the project's local STT (pocketsphinx, in its own process), unless `words` is
+set: then every result says those words (no recognition: for tests about the connection, not
+the words, which must run fast).
 
 Each connection behaves as the next entry of `modes` says (then "ok"):
 "ok" answers as above; "stall" accepts the audio and never answers (the socket stays up and
@@ -47,6 +49,7 @@ class FakeDeepgram:
     endpoint: float = 0.3
     interim_every: float = 1.0
     fail_after: float = 2.5
+    words: str | None = None
     connections: list[Connection] = field(default_factory=list)
     _recognizer: stt.STT | None = None
     _runner: web.AppRunner | None = None
@@ -55,7 +58,8 @@ class FakeDeepgram:
     async def start(self) -> None:
         from providers import SpeechSettings, create_stt
 
-        self._recognizer = create_stt(SpeechSettings(_env_file=None, STT_PROVIDERS="local"))
+        if self.words is None:
+            self._recognizer = create_stt(SpeechSettings(_env_file=None, STT_PROVIDERS="local"))
         app = web.Application()
         app.router.add_get("/v1/listen", self._listen)
         self._runner = web.AppRunner(app)
@@ -106,10 +110,12 @@ class FakeDeepgram:
     async def _answer(
         self, ws: web.WebSocketResponse, conn: Connection, pcm: bytes, start: float, rate: int, *, final: bool
     ) -> None:
-        assert self._recognizer is not None
-        frame = rtc.AudioFrame(pcm, rate, 1, len(pcm) // 2)
-        event = await self._recognizer.recognize(frame)
-        text = event.alternatives[0].text if event.alternatives else ""
+        if self.words is not None:
+            text = self.words
+        else:
+            assert self._recognizer is not None
+            event = await self._recognizer.recognize(rtc.AudioFrame(pcm, rate, 1, len(pcm) // 2))
+            text = event.alternatives[0].text if event.alternatives else ""
         if final:
             conn.transcripts.append(text)
         else:
