@@ -9,7 +9,9 @@ speech segments start and end, and after a segment ends the stream owes a transc
 connection counts as stalled: the attempt fails with `APITimeoutError`, which livekit-agents
 reports and retries like any other provider failure. An interim transcript restarts the
 deadline (a provider with long endpointing finalises only when the user's whole turn ends,
-but shows progress meanwhile).
+but shows progress meanwhile). The retries are counted here, in stalls in a row with no
+transcript between them (one the chain moves on from not counted): past the connection
+options' `max_retry` the attempt gives up, so the session reports the lost speech.
 
 Every new connection (after a stall, a dropped socket or a provider error) is first given the
 audio of the speech that has not been answered yet, from just before the earliest unanswered
@@ -78,8 +80,9 @@ class StallGuardSTT(WrappedSTT):
         for stream in list(self._streams):
             stream.speech_ended()
 
-    def give_up_on_current_provider(self) -> None:
-        """After a stall, make a fallback chain start its next stream with the next provider.
+    def give_up_on_current_provider(self) -> bool:
+        """After a stall, make a fallback chain start its next stream with the next provider;
+        True if the chain has another provider to go on with.
 
         livekit's `stt.FallbackAdapter` moves on only when a provider's stream *fails*; a stalled
         one fails in this guard instead, so the guard marks the provider the chain is using (its
@@ -89,16 +92,17 @@ class StallGuardSTT(WrappedSTT):
         """
         chain = self.inner
         if not isinstance(chain, stt.FallbackAdapter):
-            return
+            return False
         instances, statuses = getattr(chain, "_stt_instances", None), getattr(chain, "_status", None)
         if instances is None or statuses is None:  # not the livekit-agents 1.x adapter
-            return
+            return False
         for instance, status in zip(instances, statuses, strict=True):
             if status.available:
                 status.available = False
                 log.warning("%s stalled; the chain moves on to its next provider", provider_name(instance))
                 chain.emit("stt_availability_changed", stt.AvailabilityChangedEvent(stt=instance, available=False))
-                return
+                return any(other.available for other in statuses)
+        return False
 
     def stream(
         self,
@@ -135,6 +139,10 @@ class GuardedStream(stt.RecognizeStream):
         self._timer: asyncio.TimerHandle | None = None
         self._stalled = asyncio.Event()
         self._handed_over = asyncio.Event()
+        self._stalls = 0
+        """Connections in a row that stalled with no transcript in between (livekit-agents starts
+        its retry count over after an attempt that outlived the connect timeout, as every stalled
+        one did: without this count a provider that stays stuck is retried forever)."""
         self.replayed_seconds = 0.0
         """Audio handed to new connections so far (for tests and diagnostics)."""
 
@@ -186,6 +194,7 @@ class GuardedStream(stt.RecognizeStream):
             self._owed_since = self._loop.time()
 
     def _answered(self) -> None:
+        self._stalls = 0
         self._answered_at = self._position
         self._owed_since = None
         self._unanswered_since = self._speaking_since  # speech going on now is still owed
@@ -276,9 +285,13 @@ class GuardedStream(stt.RecognizeStream):
             while not events_task.done():
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 if stall_task in done and not events_task.done():
-                    self._guard.give_up_on_current_provider()
+                    if not self._guard.give_up_on_current_provider():
+                        self._stalls += 1
+                    # past the retries the request gives up: the held speech is lost, the user
+                    # is told (AGENT_STT_APOLOGY), and the next stream starts afresh
                     raise APITimeoutError(
-                        f"no transcript within {self._guard.timeout:g} s of the end of speech"
+                        f"no transcript within {self._guard.timeout:g} s of the end of speech",
+                        retryable=self._stalls <= self._conn_options.max_retry,
                     )
                 if handover_task in done and not events_task.done():
                     return True

@@ -177,3 +177,38 @@ async def _until(predicate: Any, within: float = 10.0) -> None:
 async def _read(stream: Any, out: list[stt.SpeechEvent]) -> None:
     async for ev in stream:
         out.append(ev)
+
+
+async def test_stalls_give_up_after_the_retries_but_a_chain_tries_each_provider_first() -> None:
+    """A stall the chain can move on from (another provider is available) does not count against
+    the retries: with max_retry=1, the first two providers of a chain of three stall and the
+    third answers. A stall with nowhere to go does: the second in a row gives up (not
+    recoverable), where livekit-agents, whose retry count starts over after any attempt that
+    outlived the connect timeout, would have retried it forever."""
+    members = [ScriptedSTT(), ScriptedSTT(), ScriptedSTT()]
+    guard = StallGuardSTT(stt.FallbackAdapter(list(members)), timeout=0.3)
+    stream = guard.stream(conn_options=APIConnectOptions(max_retry=1, retry_interval=0.0, timeout=0.1))
+    events: list[stt.SpeechEvent] = []
+    errors: list[Any] = []
+    guard.on("error", errors.append)
+    reader = asyncio.create_task(_read(stream, events))
+    feed = Feed(stream)
+    try:
+        guard.speech_started()
+        await feed.seconds(1.0)
+        guard.speech_ended()
+        await _until(lambda: members[2].streams)  # two stalls: the third provider's turn
+        await asyncio.sleep(0.05)
+        members[2].streams[-1].answer("at last")
+        await _until(lambda: any(e.type == stt.SpeechEventType.FINAL_TRANSCRIPT for e in events))
+        assert [e.recoverable for e in errors] == [True, True]
+        # the third provider now stalls too, twice: nothing left to move on to
+        guard.speech_started()
+        await feed.seconds(1.0)
+        guard.speech_ended()
+        await _until(lambda: len(errors) == 4)
+        assert [e.recoverable for e in errors[2:]] == [True, False]
+    finally:
+        reader.cancel()
+        await stream.aclose()
+        await guard.aclose()

@@ -246,3 +246,24 @@ async def test_a_reconnection_that_stalls_too_is_timed_out_as_well(fake_deepgram
     assert sim.io.transcript.segments == ["Okay."]
     errors = [e["data"] for e in _envelopes(events) if e["type"] == "error"]
     assert [e["code"] for e in errors] == ["timeout", "timeout"], errors
+
+
+async def test_a_provider_that_stays_stalled_gives_up_with_an_apology(fake_deepgram: FakeDeepgram) -> None:
+    """Every connection takes the audio and never answers. With AGENT_PROVIDER_MAX_RETRY=1 the
+    second stall gives up: one recoverable and one final `timeout` envelope, and the user hears
+    the STT apology instead of silence. (livekit-agents starts its retry count over after an
+    attempt that outlived the connect timeout, which every stalled one does: the guard reopened
+    stalled connections forever, a `timeout` envelope each time, and the user heard nothing.)"""
+    from agent.config import DEFAULT_STT_APOLOGY
+
+    fake_deepgram.modes = ["stall"] * 20
+    events = io.StringIO()
+    sim = _quick_simulation(fake_deepgram, events, provider_max_retry=1)
+    assert await play_and_settle(sim, _first_utterance(), limit=40.0)
+    assert sim.result.user_turns == []
+    assert sim.io.transcript.segments == [DEFAULT_STT_APOLOGY]
+    errors = [e["data"] for e in _envelopes(events) if e["type"] == "error"]
+    assert [e["code"] for e in errors] == ["timeout", "timeout"], errors
+    assert not any(e["fatal"] for e in errors), errors
+    done = [e["data"] for e in _envelopes(events) if e["type"] == "turn.done"]
+    assert [d["reason"] for d in done] == ["error"], done
