@@ -29,6 +29,8 @@ DEFAULT_GOODBYE = "It's been quiet for a while, so I'll hang up now. Goodbye!"
 DEFAULT_STT_APOLOGY = "Sorry, I didn't catch that. Could you say it again?"
 
 _NESTED = ("brain", "speech", "turn", "bridge", "realtime")
+LIVEKIT_LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "WARN", "ERROR", "CRITICAL")
+"""What livekit-agents' `--log-level` / LIVEKIT_LOG_LEVEL accepts (any case)."""
 _SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "CREDENTIAL")
 
 
@@ -58,6 +60,10 @@ class AgentSettings(BaseSettings):
     livekit_api_secret: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("LIVEKIT_API_SECRET")
     )
+    livekit_log_level: str | None = Field(default=None, validation_alias=AliasChoices("LIVEKIT_LOG_LEVEL"))
+    """Log level of the worker commands (start, dev, connect, console), as livekit's `--log-level`
+    takes it; None = livekit-agents' default (INFO for start, DEBUG for dev). livekit's CLI reads
+    the variable from the environment only: set here, it is honoured in `.env` too."""
 
     # --- the worker ---
     name: str = "voice-agent"
@@ -109,10 +115,20 @@ class AgentSettings(BaseSettings):
     realtime: Any = Field(default_factory=_realtime_settings)
     """`providers.realtime.RealtimeSettings` (REALTIME_*), used when AGENT_MODE=realtime."""
 
-    @field_validator("idle_processes", "livekit_url", mode="before")
+    @field_validator("idle_processes", "livekit_url", "livekit_log_level", mode="before")
     @classmethod
     def _blank_is_unset(cls, v: object) -> object:
         return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("livekit_log_level")
+    @classmethod
+    def _livekit_level(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        level = v.strip().upper()
+        if level not in LIVEKIT_LOG_LEVELS:
+            raise ValueError(f"use one of {', '.join(LIVEKIT_LOG_LEVELS).lower()}")
+        return level
 
     @field_validator(
         "name", "http_port", "drain_timeout", "mode", "provider_timeout", "provider_max_retry",

@@ -204,6 +204,8 @@ def define_voice_agent(settings: AgentSettings | None = None, *, check: bool = T
         kwargs["api_secret"] = s.livekit_api_secret.get_secret_value()
     if s.idle_processes is not None:
         kwargs["num_idle_processes"] = s.idle_processes
+    if s.livekit_log_level is not None:  # the CLI's default level; --log-level still wins
+        kwargs["log_level"] = s.livekit_log_level
     server = VoiceAgentServer(s, **kwargs)
     server.rtc_session(worker.entrypoint, agent_name=s.name)
     return server

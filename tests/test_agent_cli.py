@@ -207,10 +207,8 @@ async def test_worker_health_endpoint_and_dispatch_name() -> None:
         await asyncio.wait_for(task, 10)
 
 
-def test_start_exits_1_once_the_worker_gives_up_reaching_livekit(monkeypatch, capsys) -> None:
-    """livekit-agents logs "worker failed" and returns normally when its connection attempts run
-    out: `python -m agent start` exited 0, so a supervisor that restarts on failure (systemd's
-    Restart=on-failure, a job runner) took the dead worker for a clean stop."""
+def _start_once(monkeypatch: pytest.MonkeyPatch, url: str) -> tuple[int, list[AgentServer]]:
+    """`python -m agent start` against `url`, giving up after the first refused attempt."""
     import logging
     import signal
 
@@ -218,8 +216,7 @@ def test_start_exits_1_once_the_worker_gives_up_reaching_livekit(monkeypatch, ca
 
     import agent.worker
 
-    closed = _free_port()  # nothing listens: each attempt is refused at once
-    for var, value in (("LIVEKIT_URL", f"ws://user:pw-not-shown@127.0.0.1:{closed}"), ("LIVEKIT_API_KEY", "devkey"),
+    for var, value in (("LIVEKIT_URL", url), ("LIVEKIT_API_KEY", "devkey"),
                        ("LIVEKIT_API_SECRET", "devsecret-change-me-0123456789abcdef"), ("AGENT_IDLE_PROCESSES", "0"),
                        ("AGENT_HTTP_HOST", "127.0.0.1"), ("AGENT_HTTP_PORT", str(_free_port()))):
         monkeypatch.setenv(var, value)
@@ -235,20 +232,56 @@ def test_start_exits_1_once_the_worker_gives_up_reaching_livekit(monkeypatch, ca
     monkeypatch.setattr(agent.worker, "define_voice_agent", one_attempt)
     # the livekit CLI takes over signals, the root logger and the event loop: put them back
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    root = logging.getLogger()
-    root_state = (list(root.handlers), root.level)
+    root, livekit_logger = logging.getLogger(), logging.getLogger("livekit.agents")
+    root_state, livekit_level = (list(root.handlers), root.level), livekit_logger.level
+    livekit_logger.setLevel(logging.NOTSET)  # as in a fresh process: the CLI sets it only when unset
     try:
         code = main(["start"])
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
         root.handlers[:], root.level = root_state
+        livekit_logger.setLevel(livekit_level)
         asyncio.set_event_loop(None)
+    return code, servers
+
+
+def test_start_exits_1_once_the_worker_gives_up_reaching_livekit(monkeypatch, capsys) -> None:
+    """livekit-agents logs "worker failed" and returns normally when its connection attempts run
+    out: `python -m agent start` exited 0, so a supervisor that restarts on failure (systemd's
+    Restart=on-failure, a job runner) took the dead worker for a clean stop."""
+    closed = _free_port()  # nothing listens: each attempt is refused at once
+    code, servers = _start_once(monkeypatch, f"ws://user:pw-not-shown@127.0.0.1:{closed}")
     assert servers and servers[0]._connection_failed  # the worker did try, and gave up
     assert code == 1
     err = capsys.readouterr().err
     assert f"error: the worker gave up connecting to LiveKit at ws://127.0.0.1:{closed}" in err, err
     assert "pw-not-shown" not in err
+
+
+def test_livekit_log_level_in_dotenv_sets_the_workers_level(monkeypatch, tmp_path, capsys) -> None:
+    """livekit's CLI reads LIVEKIT_LOG_LEVEL from the environment only: written in `.env`, where
+    `.env.example` sends every setting, it was ignored and `start` went on logging INFO."""
+    monkeypatch.delenv("LIVEKIT_LOG_LEVEL", raising=False)
+    closed = _free_port()
+    code, _ = _start_once(monkeypatch, f"ws://127.0.0.1:{closed}")
+    assert code == 1
+    assert '"starting worker"' in capsys.readouterr().out  # livekit's JSON log, at its default for start: INFO
+
+    (tmp_path / ".env").write_text("LIVEKIT_LOG_LEVEL=error\n")  # the fixture made tmp_path the cwd
+    code, servers = _start_once(monkeypatch, f"ws://127.0.0.1:{closed}")
+    assert code == 1 and servers[0].log_level == "ERROR"
+    out, err = capsys.readouterr()
+    assert '"level": "INFO"' not in out and '"level": "WARNING"' not in out, out
+    assert '"message": "worker failed", "level": "ERROR"' in out  # the level is set, not logging off
+    assert "error: the worker gave up connecting to LiveKit" in err  # our own line still comes
+
+
+def test_a_bad_livekit_log_level_is_named(monkeypatch, tmp_path, capsys) -> None:
+    (tmp_path / ".env").write_text("LIVEKIT_LOG_LEVEL=loud\n")
+    assert main(["doctor"]) == 2
+    err = capsys.readouterr().err
+    assert "LIVEKIT_LOG_LEVEL: Value error, use one of trace, debug, info, warn, error, critical" in err, err
 
 
 def test_log_level_comes_from_env_or_dotenv(monkeypatch, tmp_path) -> None:
