@@ -25,11 +25,11 @@ BRAIN_BACKENDS: dict[str, tuple[str | None, str | None, str]] = {
     # name: (module that must import, key variable, install hint)
     "offline": (None, None, ""),
     "openai": ("openai", "OPENAI_API_KEY", "pip install openai"),
-    "gemini": ("google.genai", "GEMINI_API_KEY", "pip install google-genai"),
+    "gemini": ("google.genai", "GEMINI_API_KEY or GOOGLE_API_KEY", "pip install google-genai"),
 }
 REALTIME_PLUGINS: dict[str, tuple[str, str, str]] = {
     "openai-realtime": ("livekit.plugins.openai", "OPENAI_API_KEY", "pip install '.[openai]'"),
-    "gemini-live": ("livekit.plugins.google", "GEMINI_API_KEY", "pip install '.[google]'"),
+    "gemini-live": ("livekit.plugins.google", "GEMINI_API_KEY or GOOGLE_API_KEY", "pip install '.[google]'"),
 }
 
 
