@@ -76,7 +76,16 @@ async def _consume(gen: object) -> None:
         pass
 
 
+USAGE = """usage: python -m bridge schema | example
+
+  schema   rewrite bridge/protocol_v1.schema.json from the protocol's pydantic models
+  example  print an offline session through the real bridge as JSON lines (docs/protocol.md)"""
+
+
 def main(argv: list[str]) -> int:
+    if argv[:1] in (["-h"], ["--help"]):
+        print(USAGE)
+        return 0
     if argv[:1] == ["schema"]:
         SCHEMA_PATH.write_text(schema_text())
         print(f"wrote {SCHEMA_PATH}")
@@ -85,7 +94,7 @@ def main(argv: list[str]) -> int:
         for line in asyncio.run(example_session()):
             print(json.dumps(line, ensure_ascii=False))
         return 0
-    print("usage: python -m bridge schema | example", file=sys.stderr)
+    print(USAGE, file=sys.stderr)
     return 2
 
 

@@ -246,6 +246,19 @@ async def test_recorded_example_session_is_valid_and_current() -> None:
     assert [(x["dir"], x["msg"]["type"]) for x in fresh] == shape, "run: python -m bridge example > " + str(FIXTURE)  # type: ignore[index]
 
 
+def test_python_m_bridge_help_is_help_and_names_its_commands(capsys) -> None:
+    """`python -m bridge --help` was an error (exit 2) printing only "schema | example"."""
+    from bridge.__main__ import main
+
+    before = SCHEMA_PATH.read_text()
+    assert main(["--help"]) == 0
+    out, err = capsys.readouterr()
+    assert "schema " in out and "example " in out and "docs/protocol.md" in out and err == ""
+    assert main([]) == 2  # no command: the same usage, as an error
+    assert "usage: python -m bridge schema | example" in capsys.readouterr().err
+    assert SCHEMA_PATH.read_text() == before
+
+
 def test_docs_protocol_examples_validate() -> None:
     """Every concrete JSON example in docs/protocol.md (one message a line) fits the schema."""
     import re
