@@ -99,6 +99,23 @@ def check_dotenv(path: str = ".env") -> list[str]:
     return warnings_
 
 
+def check_config_file(dotenv: str = ".env") -> list[str]:
+    """Warnings about the TOML file VOICE_CONFIG_FILE names (in the environment, else `.env`, as
+    the settings find it): names in it that neither the speech nor the realtime settings read,
+    which were silently ignored (a typo, or a BRAIN_* setting the file cannot hold)."""
+    from dotenv import dotenv_values
+
+    from providers.settings import CONFIG_FILE_VAR
+
+    from .config import unknown_config_file_variables
+
+    path = os.environ.get(CONFIG_FILE_VAR)
+    if not path:
+        values = dotenv_values(dotenv) if os.path.isfile(dotenv) else {}
+        path = next((v for k, v in values.items() if k.upper() == CONFIG_FILE_VAR and v), None)
+    return unknown_config_file_variables(path) if path else []
+
+
 def log_level() -> str:
     """AGENT_LOG_LEVEL from the environment or `.env` (read before any settings object exists)."""
     from dotenv import dotenv_values
@@ -200,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
     redact_logs()
     try:
-        for problem in check_dotenv():
+        for problem in [*check_dotenv(), *check_config_file()]:
             print(f"warning: {problem}", file=sys.stderr)
         level = log_level()
     except UsageError as exc:

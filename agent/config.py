@@ -292,6 +292,52 @@ def known_variables() -> set[str]:
     return names
 
 
+def config_file_variables() -> set[str]:
+    """The names the TOML file of VOICE_CONFIG_FILE is read for: speech and realtime settings."""
+    from providers import SpeechSettings
+    from providers.realtime import RealtimeSettings
+    from providers.spec import field_variables
+
+    names = {
+        v.upper()
+        for cls in (SpeechSettings, RealtimeSettings)
+        for n, f in cls.model_fields.items()
+        if n != "provider_env"
+        for v in field_variables(n, f)
+    }
+    return names | SpeechSettings.collected_variables()
+
+
+def unknown_config_file_variables(path: str) -> list[str]:
+    """Warnings for the names in the TOML file `path` that nothing reads from it (a misspelt
+    name, or a BRAIN_* / TURN_* / AGENT_* setting, which only the environment and `.env` hold).
+    A file that is missing or not TOML gives none: the settings report it, as an error."""
+    import difflib
+
+    from providers.errors import ProviderConfigError
+    from providers.settings import CONFIG_FILE_VAR, read_config_file
+
+    try:
+        names = list(read_config_file(path))
+    except ProviderConfigError:
+        return []
+    readable = config_file_variables()
+    elsewhere = known_variables()
+    out: list[str] = []
+    for name in names:
+        if name in readable:
+            continue
+        where = f"{CONFIG_FILE_VAR}={path}: {name}"
+        if name in elsewhere:
+            out.append(f"{where} is read from the environment and .env only, not from this file "
+                       "(it holds speech and realtime settings); it has no effect here")
+            continue
+        close = difflib.get_close_matches(name, sorted(readable), n=1, cutoff=0.75)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        out.append(f"{where} is not a speech or realtime setting{hint}; it has no effect")
+    return out
+
+
 def unknown_variables(names: list[str]) -> list[tuple[str, str | None]]:
     """The names with one of `OWN_PREFIXES` that nothing reads, each with the closest known name."""
     import difflib

@@ -490,6 +490,32 @@ def test_a_misspelt_variable_in_dotenv_is_named_with_the_one_meant(tmp_path, cap
     assert err.count("warning:") == 3
 
 
+def test_names_the_voice_config_file_does_not_hold_are_named(tmp_path, capsys, monkeypatch) -> None:
+    """The TOML file of VOICE_CONFIG_FILE holds speech and realtime settings only: a misspelt
+    name in it, or a BRAIN_* / TURN_* setting put there, was silently ignored."""
+    import re
+
+    monkeypatch.delenv("VOICE_CONFIG_FILE", raising=False)
+    (tmp_path / ".env").write_text("VOICE_CONFIG_FILE=voice.toml\n")  # found through .env too
+    (tmp_path / "voice.toml").write_text(
+        'BRAIN_BACKEND = "offline"\nTURN_MODE = "vad"\n[local]\ntts_rat = 190\ntts_pitch = 40\n'
+        '[realtime]\nprovider = "openai-realtime"\n'
+    )
+    assert main(["doctor"]) == 0
+    err = capsys.readouterr().err
+    assert ("warning: VOICE_CONFIG_FILE=voice.toml: LOCAL_TTS_RAT is not a speech or realtime setting "
+            "(did you mean LOCAL_TTS_RATE?); it has no effect") in err, err
+    assert "voice.toml: BRAIN_BACKEND is read from the environment and .env only, not from this file" in err
+    assert "voice.toml: TURN_MODE is read from the environment and .env only" in err
+    assert err.count("warning:") == 3  # LOCAL_TTS_PITCH and REALTIME_PROVIDER are read from it
+
+    # the example of docs/providers.md is clean
+    docs = (ROOT / "docs" / "providers.md").read_text()
+    (tmp_path / "voice.toml").write_text(re.search(r"```toml\n(.*?)```", docs, re.S)[1])  # type: ignore[index]
+    main(["doctor"])  # exit 1: its cartesia TTS has no key here
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_the_example_dotenv_names_only_variables_the_agent_reads(tmp_path, capsys) -> None:
     import shutil
 
