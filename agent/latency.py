@@ -25,7 +25,9 @@ VAD and transcript anchors disagree, e.g. when a transcript arrives after the us
 it: the time of the VAD's `user_state_changed` to listening, which livekit already dates back
 by the silence the VAD waited for (and its inference time). That reading belongs to one spoken
 turn: a typed message (livekit adds it with no metrics) never takes it, nor does a later turn
-once it has been used.
+once it has been used. The event may also come after the turn it ends was committed (seen once
+in a parallel test run, with the JFK recording's applause: a turn with no `e2e`): an end of
+speech dated before the commit of the latest spoken turn still lacking one is that turn's.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ class LatencyCollector:
         self.rows: list[TurnLatency] = []
         self._last_stopped_at: float | None = None
         """The VAD's end of the user's latest speech, until a spoken user turn takes it."""
+        self._unstopped: tuple[TurnLatency, float] | None = None
+        """The latest spoken turn with no end of speech yet, and when it was committed."""
 
     def attach(self, session: Any) -> None:
         session.on("conversation_item_added", self._on_item)
@@ -89,7 +93,21 @@ class LatencyCollector:
     def _on_user_state(self, event: Any) -> None:
         if event.old_state == "speaking" and event.new_state != "speaking":
             # livekit dates the event at the end of speech (the VAD's silence already deducted)
-            self._last_stopped_at = event.created_at
+            stopped_at = event.created_at
+            pending, self._unstopped = self._unstopped, None
+            if pending is not None and stopped_at <= pending[1]:
+                # the turn was committed before this event came: speech that ended before the
+                # commit is that turn's (a later utterance ends after it)
+                self._stopped(pending[0], stopped_at)
+                return
+            self._last_stopped_at = stopped_at
+
+    @staticmethod
+    def _stopped(row: TurnLatency, at: float) -> None:
+        row.user_stopped_at = at
+        if row.e2e is None and row.reply_started_at and row.user_stopped_at:
+            gap = row.reply_started_at - row.user_stopped_at
+            row.e2e = gap if gap > 0 else None
 
     def _on_item(self, event: Any) -> None:
         item = event.item
@@ -101,15 +119,16 @@ class LatencyCollector:
             vad_stopped_at = None
             if m:
                 vad_stopped_at, self._last_stopped_at = self._last_stopped_at, None
-            self.rows.append(
-                TurnLatency(
-                    index=len(self.rows) + 1,
-                    user_text=item.text_content or "",
-                    end_of_turn=m.get("end_of_turn_delay"),
-                    transcription=m.get("transcription_delay"),
-                    user_stopped_at=m.get("stopped_speaking_at") or vad_stopped_at,
-                )
+            row = TurnLatency(
+                index=len(self.rows) + 1,
+                user_text=item.text_content or "",
+                end_of_turn=m.get("end_of_turn_delay"),
+                transcription=m.get("transcription_delay"),
+                user_stopped_at=m.get("stopped_speaking_at") or vad_stopped_at,
             )
+            self.rows.append(row)
+            committed_at = getattr(item, "created_at", None)
+            self._unstopped = (row, committed_at) if m and row.user_stopped_at is None and committed_at else None
         elif item.role == "assistant" and self.rows and self._awaits_reply(self.rows[-1]):
             row = self.rows[-1]
             row.reply_text = item.text_content or ""
@@ -118,9 +137,8 @@ class LatencyCollector:
             row.first_audio = m.get("tts_node_ttfb")
             row.reply_started_at = m.get("started_speaking_at")
             row.e2e = m.get("e2e_latency")
-            if row.e2e is None and row.reply_started_at and row.user_stopped_at:
-                gap = row.reply_started_at - row.user_stopped_at
-                row.e2e = gap if gap > 0 else None
+            if row.user_stopped_at is not None:
+                self._stopped(row, row.user_stopped_at)
 
     @staticmethod
     def _awaits_reply(row: TurnLatency) -> bool:

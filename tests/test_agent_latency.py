@@ -18,8 +18,10 @@ class _Session:
     def on(self, name: str, fn: Any) -> None:
         self.handlers[name] = fn
 
-    def item(self, role: str, text: str, metrics: dict[str, float], interrupted: bool = False) -> None:
-        item = SimpleNamespace(type="message", role=role, text_content=text, metrics=metrics, interrupted=interrupted)
+    def item(self, role: str, text: str, metrics: dict[str, float], interrupted: bool = False,
+             created_at: float | None = None) -> None:
+        item = SimpleNamespace(type="message", role=role, text_content=text, metrics=metrics,
+                               interrupted=interrupted, created_at=created_at)
         self.handlers["conversation_item_added"](SimpleNamespace(item=item))
 
     def user_state(self, old: str, new: str, at: float) -> None:
@@ -97,3 +99,23 @@ def test_a_turn_left_without_reply_does_not_take_a_later_message_as_its_reply() 
     assert (second.reply_text, second.e2e, second.no_reply) == (None, None, "stopped")
     assert collector.answered() == [first]
     assert format_table(collector.rows).splitlines()[2].endswith("(no reply: stopped on request)")
+
+
+def test_an_end_of_speech_reported_after_its_turn_was_committed_is_that_turns() -> None:
+    """livekit may add the user's turn before its VAD reports the end of that speech: the end
+    of speech, dated before the commit, still measures the turn; a later utterance's end (dated
+    after the commit) does not."""
+    collector, session = _collector()
+    session.user_state("listening", "speaking", at=95.0)
+    session.item("user", "hello", {"on_user_turn_completed_delay": 0.001}, created_at=101.0)
+    session.item("assistant", "hi", {"started_speaking_at": 101.4})
+    session.user_state("speaking", "listening", at=100.0)  # reported late, dated at the speech's end
+    # a second turn whose end comes late too, but from speech after its commit: not its own
+    session.user_state("listening", "speaking", at=104.0)
+    session.item("user", "and then", {"on_user_turn_completed_delay": 0.001}, created_at=104.5)
+    session.item("assistant", "then this", {"started_speaking_at": 105.0})
+    session.user_state("speaking", "listening", at=106.0)
+    first, second = collector.rows
+    assert first.user_stopped_at == pytest.approx(100.0) and first.e2e == pytest.approx(1.4)
+    assert second.user_stopped_at is None and second.e2e is None
+    assert collector.answered() == [first]
