@@ -115,6 +115,7 @@ class RealtimeVoiceSession(BaseVoiceSession):
             self.bridge.cancel_pending("system:session_closed")
         if self._fatal_close is None and not self.closed.is_set():
             self.close_reason = self.close_reason or "the realtime model failed"
+            self.ended = self.ended or "error"
             self._fatal_close = asyncio.ensure_future(self._close_after_fatal())
 
     async def _close_after_fatal(self) -> None:

@@ -37,6 +37,7 @@ from livekit.agents.voice.speech_handle import SpeechHandle
 from brain import TextDelta, TurnDone, TurnStarted, VoiceBrain
 from brain.turn import new_turn_id
 from bridge import BridgeOptions, ControlRefused, EventBridge, attach_event_bridge
+from bridge.protocol import SessionEndReason
 from providers.deadlines import WrappedSTT, time_budget
 from providers.provider_errors import (
     ProviderErrorReport,
@@ -145,6 +146,13 @@ def _scaled(kwargs: dict[str, Any], factor: float, vad_silence: float) -> dict[s
     return out
 
 
+_ENDED_BY: dict[Any, SessionEndReason] = {
+    CloseReason.ERROR: "error",
+    CloseReason.PARTICIPANT_DISCONNECTED: "participant_left",
+}
+"""What clients are told of a session livekit closed for a reason of its own (else `shutdown`)."""
+
+
 class BaseVoiceSession:
     """An agent in an `AgentSession`, with the session-life rules from `AgentSettings`.
 
@@ -172,6 +180,8 @@ class BaseVoiceSession:
         self.latency.attach(session)
         self.closed = asyncio.Event()
         self.close_reason: str | None = None
+        self.ended: SessionEndReason | None = None
+        """Why the session ended, as clients are told (`session.ended`); set when it starts ending."""
         self.errors: list[ProviderErrorReport] = []
         """Every provider failure reported in this session (for tests and diagnostics)."""
         self._budget = ErrorBudget(session)
@@ -271,6 +281,7 @@ class BaseVoiceSession:
         except Exception as e:
             # the bridge may already have greeted clients (`session.hello`): they would see only
             # the agent leave. Its type only: the text (raised on, the job's log) is the operator's
+            self.ended = self.ended or "error"
             if self.bridge is not None:
                 self.bridge.publish_error("internal", f"the session could not start ({type(e).__name__})", fatal=True)
             raise
@@ -289,10 +300,12 @@ class BaseVoiceSession:
         """Start speaking the goodbye; returns its SpeechHandle."""
         raise NotImplementedError
 
-    def end(self, reason: str, *, drain: bool = False) -> None:
-        """Close the session (e.g. the last participant left)."""
+    def end(self, reason: str, *, drain: bool = False, ended: SessionEndReason = "participant_left") -> None:
+        """Close the session (e.g. the last participant left); clients are told `ended`."""
         if self.close_reason is None:
             self.close_reason = reason
+        if self.ended is None:
+            self.ended = ended
         log.info("ending session %s: %s", self.conversation_id, reason)
         if self.bridge is not None:  # before livekit interrupts the turn waiting for them (`by: null`)
             self.bridge.cancel_pending("system:session_closed")
@@ -318,13 +331,23 @@ class BaseVoiceSession:
             log.warning("closing the session of %s failed: %r", self.conversation_id, e)
             self._on_close(CloseEvent(reason=CloseReason.ERROR))
 
+    async def deliver_last_events(self) -> None:
+        """Close the bridge, if the session's end has not, and wait until it has sent its last
+        envelopes (the cancelled approvals, `session.ended`), within its flush timeout. The
+        worker awaits it when livekit has closed the session (or the session never started),
+        before livekit disconnects the room: envelopes sent after that reach nobody."""
+        if self._bridge_closing is None and self.bridge is not None:
+            self._bridge_closing = asyncio.ensure_future(self.bridge.aclose(self.ended or "shutdown"))
+        if self._bridge_closing is not None:
+            await asyncio.shield(self._bridge_closing)
+
     async def aclose(self) -> None:
         """Close the session (if still open) and the bridge (pending approvals -> cancelled)."""
         await self._close_session()
         if self._bridge_closing is not None:
             await self._bridge_closing
         elif self.bridge is not None:
-            await self.bridge.aclose()
+            await self.bridge.aclose(self.ended)  # never started (`error`): no `close` event
 
     # -- provider failures ----------------------------------------------------------------------
 
@@ -411,6 +434,7 @@ class BaseVoiceSession:
     async def _say_goodbye(self) -> None:
         log.info("no activity for %.0f s in %s; saying goodbye", self.settings.inactivity_timeout, self.conversation_id)
         self.close_reason = "inactivity timeout"
+        self.ended = self.ended or "inactivity"
         try:
             if self.settings.goodbye:
                 handle = self.say_goodbye(self.settings.goodbye)
@@ -427,9 +451,14 @@ class BaseVoiceSession:
             return
         reason = str(self.close_reason or getattr(ev.reason, "value", ev.reason))
         self.close_reason = reason
+        if self.ended is None:
+            # not ended by us (the user gone, the goodbye, a fatal error we saw): livekit's own
+            # reason; the job closing the session (the worker shutting down or restarting, its
+            # drain timeout over) is `aclose()`, i.e. user_initiated
+            self.ended = _ENDED_BY.get(ev.reason, "shutdown")
         self.closed.set()
         if self.bridge is not None:
-            self._bridge_closing = asyncio.ensure_future(self.bridge.aclose())
+            self._bridge_closing = asyncio.ensure_future(self.bridge.aclose(self.ended))
         for cb in list(self._close_callbacks):
             try:
                 cb(reason)

@@ -23,6 +23,7 @@ import asyncio
 import gc
 import logging
 import os
+import weakref
 from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobProcess
@@ -71,6 +72,11 @@ def load_vad(settings: AgentSettings) -> Any:
     return silero.VAD.load(**vad_load_kwargs(settings.turn))
 
 
+_SESSIONS: weakref.WeakKeyDictionary[JobContext, BaseVoiceSession] = weakref.WeakKeyDictionary()
+"""The session each job of this process serves (`entrypoint` and `session_end` are pickled
+into the job process separately: they share the module, not a `VoiceWorker`)."""
+
+
 class VoiceWorker:
     def __init__(self, settings: AgentSettings) -> None:
         self.settings = settings
@@ -93,6 +99,14 @@ class VoiceWorker:
 
     async def entrypoint(self, ctx: JobContext) -> None:
         await self.run_session(ctx)
+
+    async def session_end(self, ctx: JobContext) -> None:
+        """livekit's `on_session_end`: the session has closed (the job closes it first when the
+        worker shuts down) and the room is still connected. The bridge's last envelopes (the
+        cancelled approvals, `session.ended`) go out now: livekit disconnects the room next."""
+        voice = _SESSIONS.get(ctx)
+        if voice is not None:
+            await voice.deliver_last_events()
 
     async def run_session(self, ctx: JobContext) -> BaseVoiceSession | None:
         """Serve the room's first user; returns the running session (None if nobody came)."""
@@ -163,6 +177,7 @@ class VoiceWorker:
                 user_id=participant.identity,
             )
         voice.attach_bridge(ctx.room, served_identity=participant.identity)
+        _SESSIONS[ctx] = voice
         # the speech providers and the brain close after the session (the local recogniser's processes)
         watcher = attach_session_life(
             ctx, voice, served=participant.identity, grace=s.inactivity_timeout, closers=closers
@@ -207,5 +222,5 @@ def define_voice_agent(settings: AgentSettings | None = None, *, check: bool = T
     if s.livekit_log_level is not None:  # the CLI's default level; --log-level still wins
         kwargs["log_level"] = s.livekit_log_level
     server = VoiceAgentServer(s, **kwargs)
-    server.rtc_session(worker.entrypoint, agent_name=s.name)
+    server.rtc_session(worker.entrypoint, agent_name=s.name, on_session_end=worker.session_end)
     return server

@@ -45,6 +45,8 @@ from .protocol import (
     HitlResolvedData,
     HitlRespond,
     PendingRequestData,
+    SessionEndedData,
+    SessionEndReason,
     SessionHelloData,
     SessionSync,
     ToolFinishedData,
@@ -207,6 +209,7 @@ class EventBridge:
         self._open: dict[str, PendingRequestData] = {}  # answerable request id -> what a hello lists
         self._overflowing = False
         self._closed = False
+        self._ended = False  # session.ended is queued
         self._unsubscribe: Callable[[], None] | None = None
         self._sender: asyncio.Task[None] | None = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -233,13 +236,17 @@ class EventBridge:
                 self._hello(identity)
         return self
 
-    async def aclose(self) -> None:
-        """End of session: pending approvals resolve as cancelled, queued envelopes are flushed."""
+    async def aclose(self, ended: SessionEndReason | None = None) -> None:
+        """End of session: pending approvals resolve as cancelled, `session.ended` with `ended`
+        (the last envelope; none without it), queued envelopes are flushed."""
         if self._closed:
             return
         self.cancel_pending("system:session_closed")
         for _ in range(5):  # let the brain's tasks observe the cancellation and emit their events
             await asyncio.sleep(0)
+        if ended is not None:
+            self._put("session.ended", None, _now_ms(), SessionEndedData(reason=ended), force=True)
+            self._ended = True  # the last envelope: whatever comes later is not published
         await self.flush(self.options.flush_timeout)
         self._closed = True
         if self._pending:
@@ -322,7 +329,7 @@ class EventBridge:
             log.exception("bridge could not map %s", type(event).__name__)
 
     def _map_event(self, ev: Any) -> None:
-        if self._closed or (self.conversation_id is not None and getattr(ev, "conversation_id", None) != self.conversation_id):
+        if self._closed or self._ended or (self.conversation_id is not None and getattr(ev, "conversation_id", None) != self.conversation_id):
             return
         if type(ev) is TextDelta or isinstance(ev, TextDelta):
             if ev.text and ev.turn_id not in self._done_turns:
@@ -420,7 +427,7 @@ class EventBridge:
             items.pop()
 
     def _put(self, etype: str, turn: str | None, ts: int, data: BaseModel | dict[str, Any], *, force: bool = False) -> None:
-        if self._closed:
+        if self._closed or self._ended:
             return
         try:
             data_json = _data_json(data)

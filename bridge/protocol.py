@@ -28,6 +28,7 @@ JsonScalar = str | int | float | bool | None
 ToolStatus = Literal["ok", "error", "cancelled"]
 HitlOutcome = Literal["approved", "rejected", "timeout", "cancelled"]
 TurnReason = Literal["completed", "interrupted", "error"]
+SessionEndReason = Literal["participant_left", "inactivity", "shutdown", "error"]
 
 
 class _Model(BaseModel):
@@ -110,6 +111,15 @@ class TurnDoneData(_Model):
     text: str = Field(default="", description="the reply text of the turn as the user heard it (all of it when completed)")
 
 
+class SessionEndedData(_Model):
+    reason: SessionEndReason = Field(
+        description="participant_left: the served participant left (or stayed away past the grace); "
+        "inactivity: nobody spoke for the inactivity timeout (the goodbye was said); shutdown: the agent's "
+        "worker is shutting down or restarting (start a new session to go on); error: a fatal error, "
+        "sent before as an error envelope with fatal: true"
+    )
+
+
 class ErrorData(_Model):
     code: str
     message: str
@@ -166,6 +176,11 @@ class TurnDoneEnvelope(_Envelope):
     data: TurnDoneData
 
 
+class SessionEnded(_Envelope):
+    type: Literal["session.ended"] = "session.ended"
+    data: SessionEndedData
+
+
 class Metrics(_Envelope):
     type: Literal["metrics"] = "metrics"
     data: MetricsData
@@ -186,12 +201,13 @@ AgentEnvelope = Annotated[
     | HitlResolved
     | TurnDoneEnvelope
     | Metrics
-    | ErrorEnvelope,
+    | ErrorEnvelope
+    | SessionEnded,
     Field(discriminator="type"),
 ]
 ENVELOPE_TYPES = (
     "session.hello", "user.transcript", "agent.text", "tool.started", "tool.finished",
-    "hitl.request", "hitl.resolved", "turn.done", "metrics", "error",
+    "hitl.request", "hitl.resolved", "turn.done", "metrics", "error", "session.ended",
 )
 
 # -- client messages (clients -> agent) -------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import pickle
 import socket
@@ -19,9 +20,10 @@ from livekit.agents.job import JobExecutorType, JobProcess
 from agent import allocator
 from agent.cli import main
 from agent.turns import TurnSettings
-from agent.worker import define_voice_agent
+from agent.worker import VoiceWorker, define_voice_agent
 
 from .agent_fakes import settings
+from .bridge_fakes import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -450,6 +452,59 @@ async def test_room_entrypoint_on_livekits_mock_room() -> None:
             await voice.aclose()  # type: ignore[union-attr]
     assert shutdowns == [f"session closed: {voice.close_reason}"]
     room.reset_mock()  # the mock keeps every call's arguments (the whole session) alive
+
+
+async def test_a_worker_shutdown_tells_clients_why_before_the_room_disconnects() -> None:
+    """A worker shutting down (SIGTERM, its drain timeout over, a restart) closes each job's
+    session: livekit closes it (`aclose`), runs the server's `on_session_end`, then disconnects
+    the room, and only then the job's shutdown callbacks. Clients saw the agent leave, as after
+    a crash: no envelope said the worker was going away, and the bridge's last ones (queued
+    when the session closed) raced the disconnect. Now `session.ended` (`shutdown`) has been
+    sent when the server's `on_session_end` returns, however long the link takes (within the
+    bridge's flush timeout)."""
+    from livekit.agents.ipc.mock_room import create_mock_room
+    from livekit.agents.testing import fake_job_context
+
+    s = settings(greeting_mode="off")
+    server = define_voice_agent(s, check=False)
+    on_session_end = server._session_end_fnc  # what livekit runs between the two
+    assert on_session_end is not None
+    room = create_mock_room()
+    room.reset_mock()
+    sends = room.local_participant.send_text
+    present = dict(room.remote_participants)
+    # keyed by identity, as `rtc.Room` does (the mock keys its user by sid: the bridge, which
+    # addresses the identities present, would send it nothing)
+    room.remote_participants.update({p.identity: p for p in present.values()})
+
+    delivered: list[dict] = []
+
+    async def send_text(text: str, **kwargs: object) -> None:
+        envelope = json.loads(text)
+        if envelope["type"] == "session.ended":
+            await asyncio.sleep(0.5)  # a text stream takes round trips to the server (a slow link)
+        if kwargs.get("topic") == "voice-agent.events":
+            delivered.append(envelope)
+
+    sends.side_effect = send_text
+
+    with fake_job_context(room=room) as ctx:
+        ctx.shutdown = lambda reason="": None  # type: ignore[method-assign]
+        voice = await asyncio.wait_for(VoiceWorker(s).run_session(ctx), 30)
+        assert voice is not None
+        try:
+            assert [e["type"] for e in await wait_until(lambda: list(delivered))] == ["session.hello"]
+            await asyncio.wait_for(ctx._primary_agent_session.aclose(), 30)  # livekit's job shutdown
+            await asyncio.wait_for(on_session_end(ctx), 30)
+            out = list(delivered)  # what clients have when livekit disconnects the room, next
+        finally:
+            await voice.aclose()
+            room.remote_participants.clear()  # the mock rooms share this dict: put it back
+            room.remote_participants.update(present)
+            sends.side_effect = None
+    room.reset_mock()
+    assert (out[-1]["type"], out[-1]["data"]) == ("session.ended", {"reason": "shutdown"}), out
+    assert [e["seq"] for e in out] == list(range(1, len(out) + 1))
 
 
 def test_an_unparsable_env_file_line_is_reported_once_by_number(tmp_path, capsys) -> None:

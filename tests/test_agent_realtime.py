@@ -223,6 +223,7 @@ async def test_a_fatal_model_error_ends_the_session_and_cancels_the_pending_appr
     assert rig.brain.approvals.pending() == []
     finished = {e.call_id: (e.status, e.error) for e in rig.brain_events if e.type == "tool.finished"}
     assert finished["c_running"] == ("cancelled", "turn failed"), finished
+    assert (envelopes[-1]["type"], envelopes[-1]["data"]) == ("session.ended", {"reason": "error"})
 
 
 async def test_a_rejected_key_is_one_fatal_error_not_one_per_retry() -> None:

@@ -125,7 +125,8 @@ async def test_inactivity_timeout_says_goodbye_and_closes(vad) -> None:
     unscaled one fires `speed` times late), and nothing restarted it (a user or agent state
     change before `away` would)."""
     s = settings(inactivity_timeout=3.0, goodbye="Talk to you later.")
-    sim = Simulation(s, vad=vad, speed=4.0, conversation_id="idle")
+    events = __import__("io").StringIO()
+    sim = Simulation(s, vad=vad, speed=4.0, conversation_id="idle", events=events)
     states: list[tuple[str, str, float]] = []
     sim.session.on("user_state_changed", lambda ev: states.append(("user", ev.new_state, sim.clock.now())))
     sim.session.on("agent_state_changed", lambda ev: states.append(("agent", ev.new_state, sim.clock.now())))
@@ -142,6 +143,9 @@ async def test_inactivity_timeout_says_goodbye_and_closes(vad) -> None:
     assert [(who, state) for who, state, _ in states][:3] == [
         ("agent", "listening"), ("user", "away"), ("agent", "speaking")], states
     assert states[1][2] <= sim.io.sink.segments[0].start  # the goodbye follows the user going away
+    # clients are told why the agent leaves (they saw it leave, as after a crash)
+    ended = _envelopes(events)[-1]
+    assert (ended["type"], ended["data"]) == ("session.ended", {"reason": "inactivity"})
 
 
 async def test_session_ends_when_the_last_user_leaves(vad) -> None:
@@ -150,9 +154,10 @@ async def test_session_ends_when_the_last_user_leaves(vad) -> None:
     room.join("bob")
     room.join("other-agent", kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT)
     shutdowns: list[str] = []
+    events = __import__("io").StringIO()
     with fake_job_context(room=room) as ctx:  # type: ignore[arg-type]
         ctx.shutdown = lambda reason="": shutdowns.append(reason)  # type: ignore[method-assign]
-        sim = Simulation(settings(), vad=vad, speed=4.0, conversation_id=room.name)
+        sim = Simulation(settings(), vad=vad, speed=4.0, conversation_id=room.name, events=events)
         try:
             await sim.start()
             attach_session_life(ctx, sim.voice)
@@ -166,6 +171,8 @@ async def test_session_ends_when_the_last_user_leaves(vad) -> None:
             await sim.aclose()
     assert sim.voice.close_reason == "last participant left"
     assert shutdowns == ["session closed: last participant left"]
+    ended = _envelopes(events)[-1]  # to those still there (a supervisor): why the agent leaves
+    assert (ended["type"], ended["data"]) == ("session.ended", {"reason": "participant_left"})
 
 
 async def test_session_ends_when_the_served_user_is_gone_while_a_supervisor_stays(vad) -> None:
@@ -450,8 +457,10 @@ async def test_typed_text_is_not_lost_when_the_interrupted_reply_is_slow_to_sett
 
 async def test_a_session_whose_close_raises_still_ends_for_its_listeners(vad) -> None:
     """livekit-agents 1.8 re-raises a realtime model's fatal failure from `aclose` without
-    emitting `close`: the session still counts as closed and its close callbacks run."""
-    sim = Simulation(settings(), vad=vad, speed=4.0, conversation_id="close-raises")
+    emitting `close`: the session still counts as closed and its close callbacks run, and
+    clients are told it ended on an error."""
+    events = __import__("io").StringIO()
+    sim = Simulation(settings(), vad=vad, speed=4.0, conversation_id="close-raises", events=events)
     reasons: list[str] = []
     sim.voice.on_close(reasons.append)
     await sim.start()
@@ -467,6 +476,7 @@ async def test_a_session_whose_close_raises_still_ends_for_its_listeners(vad) ->
         sim.session.aclose = real_close  # type: ignore[method-assign]
         await sim.aclose()
     assert sim.voice.closed.is_set() and reasons == ["error"]
+    assert _envelopes(events)[-1]["type"] == "session.ended" and _envelopes(events)[-1]["data"] == {"reason": "error"}
 
 
 async def test_waiting_for_a_user_ends_when_the_room_closes() -> None:
@@ -571,9 +581,10 @@ async def test_a_session_that_cannot_start_tells_clients_before_the_agent_leaves
     finally:
         await sim.aclose()  # as the job's shutdown does: the bridge delivers what is queued
     envelopes = _envelopes(events)
-    assert [e["type"] for e in envelopes] == ["session.hello", "error"]
+    assert [e["type"] for e in envelopes] == ["session.hello", "error", "session.ended"]
     assert envelopes[1]["data"] == {"code": "internal", "message": "the session could not start (RuntimeError)",
                                     "fatal": True}
+    assert envelopes[2]["data"] == {"reason": "error"}
 
 
 def _clip(name: str, start: float, end: float) -> bytes:

@@ -228,6 +228,37 @@ async def test_room_disconnect_cancels_pending_and_rpc_replies_reach_the_caller(
     await b.aclose()
 
 
+async def test_a_session_closed_with_a_reason_ends_with_session_ended_after_everything_else() -> None:
+    """How a session ended (the worker shutting down, the user gone, ...) was told to nobody: a
+    client saw its approvals cancelled and the agent leave, whatever the reason. `aclose(ended)`
+    publishes `session.ended` after the cancelled approval and its tool's end, and nothing after
+    it (here the brain's turn goes on; in the agent, livekit has ended it by then)."""
+    from brain import BrainConfig, Turn, create_voice_brain
+    from bridge.protocol import envelope_adapter
+
+    t = MemoryTransport(["alice"])
+    brain = create_voice_brain(BrainConfig(_env_file=None))
+    b = attach_event_bridge(t, brain=brain, agent_name="a", served_identity="alice", conversation_id=CONV)
+    task = asyncio.create_task(_consume(brain.stream_reply(Turn("book a table", CONV, user_id="alice"))))
+    async with asyncio.timeout(10):
+        while not any(e["type"] == "hitl.request" for e in envelopes(t)):  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+    await b.aclose(ended="shutdown")
+    await asyncio.wait_for(task, 10)
+    out = envelopes(t)
+    types = [e["type"] for e in out]
+    assert types.index("hitl.resolved") < types.index("tool.finished") < len(types) - 1, types
+    assert types.count("session.ended") == 1 and types[-1] == "session.ended", types
+    assert out[-1]["data"] == {"reason": "shutdown"} and out[-1]["turn"] is None
+    assert [e["seq"] for e in out] == list(range(1, len(out) + 1))
+    envelope_adapter.validate_python(out[-1])
+
+    t2 = MemoryTransport(["alice"])
+    b2 = attach_event_bridge(t2, brain=None, agent_name="a", served_identity="alice")
+    await b2.aclose()  # no reason given (a bridge used on its own): nothing claims why
+    assert [e["type"] for e in envelopes(t2)] == ["session.hello"]
+
+
 async def _consume(gen: Any) -> str:
     return "".join([d async for d in gen])
 

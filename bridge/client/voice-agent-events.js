@@ -14,7 +14,9 @@
 //
 // After a gap the helper asks the agent which approvals are open (`session.sync`, also
 // `events.sync()`), so a lost `hitl.request` is still announced and a lost `hitl.resolved`
-// still closes its request (see `sync`).
+// still closes its request (see `sync`). A session that ends cleanly says why, last
+// (`session.ended`: `participant_left`, `inactivity`, `shutdown`, `error`; kept as `events.ended`);
+// an agent that leaves without it crashed or lost its connection.
 //
 // Envelopes arrive on a text-stream topic; each stream is read concurrently, so they may
 // complete out of order. The helper reorders them by `seq`, drops duplicates, and when an
@@ -32,7 +34,7 @@ export const DEFAULT_CONTROL_METHOD = "voice-agent.control";
 /** Envelope types (agent -> client). */
 export const EVENT_TYPES = Object.freeze([
   "session.hello", "user.transcript", "agent.text", "tool.started", "tool.finished",
-  "hitl.request", "hitl.resolved", "turn.done", "metrics", "error",
+  "hitl.request", "hitl.resolved", "turn.done", "metrics", "error", "session.ended",
 ]);
 
 /** Non-envelope notifications the helper itself emits. */
@@ -72,6 +74,8 @@ export class VoiceAgentEvents {
     /** Pending approval requests by id (from hitl.request until hitl.resolved). */
     this.pendingRequests = new Map();
     this.hello = null;
+    /** The `data` of the session's `session.ended` ({reason}), null while it runs. */
+    this.ended = null;
     this._resolvedIds = new Set(); // recently resolved: a sync ack sent before cannot revive them
     this._epoch = 0; // bumped by a reset: a sync ack from before it is about another session
     this._syncing = false;
@@ -120,6 +124,7 @@ export class VoiceAgentEvents {
   onTurnDone(cb) { return this.on("turn.done", cb); }
   onMetrics(cb) { return this.on("metrics", cb); }
   onError(cb) { return this.on("error", cb); }
+  onSessionEnded(cb) { return this.on("session.ended", cb); }
 
   /** Feed one raw envelope (the text-stream handler calls this; tests may too). */
   receive(text, senderIdentity = null) {
@@ -214,13 +219,7 @@ export class VoiceAgentEvents {
       // a truncated list says nothing about the requests it left out
       if (reply.data.truncated !== true) {
         for (const id of known) {
-          const request = this.pendingRequests.get(id);
-          if (listed.has(id) || request === undefined) continue;
-          this.pendingRequests.delete(id);
-          this._rememberResolved(id);
-          const data = { request_id: id, call_id: request.call_id ?? null, tool: request.tool ?? null,
-            outcome: null, by: null, modified: false, reason: null };
-          this._emit("hitl.resolved", data, { ...base, type: "hitl.resolved", turn: null, data });
+          if (!listed.has(id)) this._outcomeLost(id, base);
         }
       }
     }
@@ -325,6 +324,7 @@ export class VoiceAgentEvents {
     this._buffer.clear();
     this._expected = null;
     this._lastTs = 0;
+    this.ended = null;
     this._clearGapTimer();
     this.pendingRequests.clear();
     this._resolvedIds.clear();
@@ -350,6 +350,12 @@ export class VoiceAgentEvents {
       this.pendingRequests.delete(env.data.request_id);
       this._rememberResolved(env.data.request_id);
     }
+    if (env.type === "session.ended") {
+      this.ended = env.data;
+      // every open request resolved before it: one still listed lost its hitl.resolved
+      const base = { v: PROTOCOL_VERSION, seq: null, ts: env.ts };
+      for (const id of [...this.pendingRequests.keys()]) this._outcomeLost(id, base);
+    }
     this._emit("envelope", env);
     this._emit("*", env);
     if (announce) this._emit(env.type, env.data, env);
@@ -371,6 +377,18 @@ export class VoiceAgentEvents {
       this._emit("hitl.request", data, { ...base, type: "hitl.request", turn, data });
     }
     return listed;
+  }
+
+  /** A request that ended without its `hitl.resolved` reaching us: removed, and announced to
+   *  "hitl.resolved" listeners with `outcome: null`. */
+  _outcomeLost(id, base) {
+    const request = this.pendingRequests.get(id);
+    if (request === undefined) return;
+    this.pendingRequests.delete(id);
+    this._rememberResolved(id);
+    const data = { request_id: id, call_id: request.call_id ?? null, tool: request.tool ?? null,
+      outcome: null, by: null, modified: false, reason: null };
+    this._emit("hitl.resolved", data, { ...base, type: "hitl.resolved", turn: null, data });
   }
 
   _rememberResolved(id) {

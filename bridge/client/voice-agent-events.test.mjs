@@ -168,6 +168,27 @@ test("a new session (hello numbering again, or a new agent) resets ordering", ()
   assert.equal(events.agentIdentity, "agent-2");
 });
 
+test("session.ended says why the session ended; a request still open then lost its outcome; a new session clears it", () => {
+  const events = new VoiceAgentEvents(new FakeRoom());
+  const ended = [];
+  const resolved = [];
+  events.onSessionEnded((data, envelope) => ended.push([data.reason, envelope.seq]));
+  events.onHitlResolved((data) => resolved.push([data.request_id, data.outcome]));
+  events.receive(env(1, "session.hello", {}), "agent");
+  events.receive(env(2, "hitl.request", { request_id: "r1", call_id: "c1", tool: "book_table" }), "agent");
+  events.receive(env(3, "hitl.request", { request_id: "r2", call_id: "c2", tool: "send_email" }), "agent");
+  events.receive(env(4, "hitl.resolved", { request_id: "r1", outcome: "cancelled", by: "system:session_closed" }), "agent");
+  assert.equal(events.ended, null);
+  events.receive(env(5, "session.ended", { reason: "shutdown" }, null), "agent");
+  assert.deepEqual(ended, [["shutdown", 5]]);
+  assert.deepEqual(events.ended, { reason: "shutdown" });
+  // r2's hitl.resolved never came (lost): the session is over, nobody can answer it any more
+  assert.deepEqual(resolved, [["r1", "cancelled"], ["r2", null]]);
+  assert.equal(events.pendingRequests.size, 0);
+  events.receive(later(env(1, "session.hello", {})), "agent"); // the agent is dispatched again
+  assert.equal(events.ended, null);
+});
+
 test("control messages go to the agent over RPC and resolve with its reply", async () => {
   const room = new FakeRoom();
   const events = new VoiceAgentEvents(room, { responseTimeoutMs: 5000 }).start();
