@@ -29,7 +29,7 @@ from livekit.agents.types import (
 )
 from livekit.agents.voice import ModelSettings
 
-from brain import ToolStarted, VoiceBrain
+from brain import Cutoff, ToolStarted, VoiceBrain
 
 from .guards import guard_tts_frames
 from .turn_tracker import TrackedTurn, TurnTracker
@@ -77,6 +77,13 @@ def current_speech_handle() -> Any | None:
     except ImportError:  # pragma: no cover - depends on the livekit-agents version
         return None
     return _SpeechHandleContextVar.get(None)
+
+
+def session_closing(session: Any) -> bool:
+    """Whether the `AgentSession` has begun to close (livekit-agents 1.8 keeps it private; False
+    if that ever moves, and a call it cuts off is then reported as interrupted)."""
+    closing = getattr(session, "_is_closing", None)
+    return bool(callable(closing) and closing())
 
 
 def last_user_text(chat_ctx: llm.ChatContext) -> str | None:
@@ -143,6 +150,13 @@ class BrainAgent(Agent):
         ):
             yield frame
 
+    def _session_closing(self) -> bool:
+        try:
+            session = self.session
+        except RuntimeError:  # no longer running
+            return False
+        return session_closing(session)
+
     async def llm_node(  # type: ignore[override]
         self,
         chat_ctx: llm.ChatContext,
@@ -165,6 +179,7 @@ class BrainAgent(Agent):
     async def _stream(self, tracked: TrackedTurn) -> AsyncIterator[str | FlushSentinel]:
         turn = tracked.turn
         queue: asyncio.Queue[Any] = asyncio.Queue()
+        cutoff = Cutoff()  # why the turn's running calls are cut off, set before cancelling them
 
         def on_event(event: object) -> None:
             if isinstance(event, ToolStarted) and event.turn_id == turn.turn_id:
@@ -172,7 +187,7 @@ class BrainAgent(Agent):
 
         async def pump() -> None:
             try:
-                async with contextlib.aclosing(self.brain.stream_reply(turn)) as deltas:  # type: ignore[type-var]
+                async with contextlib.aclosing(self.brain.stream_reply(turn, cutoff)) as deltas:  # type: ignore[type-var]
                     async for delta in deltas:
                         queue.put_nowait(delta)
             finally:
@@ -196,5 +211,8 @@ class BrainAgent(Agent):
         finally:
             unsubscribe()
             if not task.done():
-                task.cancel()  # barge-in: the brain turn stops (model stream, tools, approvals)
+                # a barge-in, or the session closing (the user gone, the worker shutting down):
+                # the brain turn stops (model stream, tools, approvals), its calls say which
+                cutoff.closed = self._session_closing()
+                task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -67,6 +67,8 @@ from providers.provider_errors import (
 )
 from providers.realtime import RealtimeSettings
 
+from .brain_agent import session_closing
+
 log = logging.getLogger("agent.realtime")
 
 DEFAULT_APOLOGY = "Sorry, I lost the connection for a moment. Could you say that again?"
@@ -622,8 +624,7 @@ def _why_cut(tracker: RealtimeTurnTracker, session: AgentSession, cutoff: Cutoff
     if tracker.stopped:
         cutoff.failed = True
         return FAILED_OUTPUT
-    closing = getattr(session, "_is_closing", None)  # livekit-agents 1.8 (private)
-    if callable(closing) and closing():
+    if session_closing(session):
         cutoff.closed = True
         return CLOSED_OUTPUT
     return INTERRUPTED_OUTPUT

@@ -97,6 +97,13 @@ class Cutoff:
             return "INTERRUPTED: the session ended while this was running"
         return "INTERRUPTED: the user interrupted while this was running"
 
+    @property
+    def unanswered(self) -> str:
+        """What the model is told about a call cancelled before it ran (the turn failing aside)."""
+        if self.closed:
+            return "CANCELLED: the session ended before this finished."
+        return "CANCELLED: the user interrupted before this finished."
+
 
 @dataclass(frozen=True)
 class BrainSettings:
@@ -214,18 +221,21 @@ class VoiceBrain:
             self._report_error(turn, failure, cause=cause)
             raise failure from cause
 
-    async def stream_reply(self, turn: Turn) -> AsyncGenerator[str, None]:
+    async def stream_reply(self, turn: Turn, cutoff: Cutoff | None = None) -> AsyncGenerator[str, None]:
+        """The reply to `turn`, as text deltas (see the class). The caller may pass `cutoff` and
+        set it before it closes the stream, to say why the turn's running calls are cut off
+        (`closed`: the session is ending); otherwise closing it is a barge-in."""
         # one turn at a time per conversation: a second turn started while one is in flight
         # (e.g. waiting for an approval) would send the model a history with an unanswered tool
         # call, and the first turn's continuation would follow the second's messages
         lock = self._locks.get(turn.conversation_id)
         if lock is None:
             lock = self._locks[turn.conversation_id] = asyncio.Lock()
-        async with lock, contextlib.aclosing(self._stream_reply(turn)) as deltas:
+        async with lock, contextlib.aclosing(self._stream_reply(turn, cutoff or Cutoff())) as deltas:
             async for delta in deltas:
                 yield delta
 
-    async def _stream_reply(self, turn: Turn) -> AsyncGenerator[str, None]:
+    async def _stream_reply(self, turn: Turn, cutoff: Cutoff) -> AsyncGenerator[str, None]:
         emit = self.events.emit
         conv, tid = turn.conversation_id, turn.turn_id
         record = self.memory.begin_turn(conv, tid, turn.transcript)
@@ -234,7 +244,7 @@ class VoiceBrain:
         reason: str = "interrupted"
         try:
             # aclosing: closing this generator closes the model stream *now* (barge-in), not at GC
-            async with contextlib.aclosing(self._run_turn(turn, record)) as deltas:
+            async with contextlib.aclosing(self._run_turn(turn, record, cutoff)) as deltas:
                 async for delta in deltas:
                     yield delta
             reason = "completed"
@@ -266,7 +276,7 @@ class VoiceBrain:
 
     # -- the tool loop ----------------------------------------------------------------------
 
-    async def _run_turn(self, turn: Turn, record: TurnRecord) -> AsyncGenerator[str, None]:
+    async def _run_turn(self, turn: Turn, record: TurnRecord, cutoff: Cutoff) -> AsyncGenerator[str, None]:
         s = self.settings
         tools = list(self.tools)
         seen_ids: set[str] = set()
@@ -351,15 +361,16 @@ class VoiceBrain:
             else:
                 record.messages.append(Message("assistant", "", tool_calls=calls))
             results: dict[str, str] = {}
-            unanswered = "CANCELLED: the user interrupted before this finished."
+            failed = False
             try:
-                await self._run_calls(turn, calls, results, acted)
+                await self._run_calls(turn, calls, results, acted, cutoff)
             except Exception:
-                unanswered = TURN_FAILED_RESULT
+                failed = True
                 raise
             finally:
                 # every call gets a result message, even when interrupted: providers reject a
                 # history where a tool call is not followed by its result
+                unanswered = TURN_FAILED_RESULT if failed else cutoff.unanswered
                 for call in calls:
                     content = results.get(call.id, unanswered)
                     record.messages.append(Message("tool", content, tool_call_id=call.id, name=call.name))
@@ -424,17 +435,23 @@ class VoiceBrain:
         return call
 
     async def _run_calls(
-        self, turn: Turn, calls: list[ToolCall], results: dict[str, str], acted: set[str] | None = None
+        self,
+        turn: Turn,
+        calls: list[ToolCall],
+        results: dict[str, str],
+        acted: set[str] | None = None,
+        cutoff: Cutoff | None = None,
     ) -> None:
         """Run the calls of one step concurrently; fills `results` (call id -> text) as they finish
-        and `acted` with the ids of calls whose action happened or may have."""
+        and `acted` with the ids of calls whose action happened or may have. `cutoff`: the
+        turn's (the caller may mark it `closed` before it cancels)."""
 
         async def one(call: ToolCall) -> None:
             # every text for the model is cut (errors and echoed arguments too, not only results):
             # it is resent with each later request of the conversation
             results[call.id] = result_to_text(await self._run_call(turn, call, results, acted, cutoff))
 
-        cutoff = Cutoff()
+        cutoff = cutoff or Cutoff()
         tasks = [asyncio.ensure_future(one(c)) for c in calls]
         try:
             await asyncio.gather(*tasks)

@@ -331,6 +331,70 @@ async def test_ending_the_session_cancels_a_pending_approval_as_session_closed(v
     assert (resolved.outcome, resolved.decided_by) == ("cancelled", "system:session_closed")
 
 
+@pytest.mark.parametrize("close", ["served participant left", "worker shutdown"])
+async def test_a_tool_call_cut_off_by_the_session_closing_says_so(vad, close: str) -> None:
+    """A tool still running when the session closes (the user gone; the worker shutting down,
+    which closes the session from livekit's side) was reported `tool.finished` `cancelled`
+    with `turn interrupted`, and the model was told "the user interrupted", as after a barge-in.
+    It says the session closed, as in realtime mode (an async tool, and a plain function, which
+    may still complete)."""
+    import threading
+
+    from brain import tool
+    from brain.voice_brain import TOOL_MAY_HAVE_RUN
+
+    release = threading.Event()
+
+    @tool(timeout=60)
+    async def slow_lookup(key: str) -> str:
+        """Look something up (slowly)."""
+        await asyncio.sleep(60)
+        return "found"
+
+    @tool(timeout=60)
+    def blocking_lookup(key: str) -> str:
+        """Look something up in a blocking library."""
+        release.wait(30)
+        return "found"
+
+    calls = [ToolCall("c1", "slow_lookup", {"key": "a"}), ToolCall("c2", "blocking_lookup", {"key": "b"})]
+    backend = ScriptedBackend([Step(text=["One moment."], calls=calls)])
+    brain = create_voice_brain(settings().brain, backend=backend, tools=[slow_lookup, blocking_lookup])
+    seen: list[object] = []
+    brain.subscribe(seen.append)
+    events = io.StringIO()
+    sim = Simulation(settings(), vad=vad, brain=brain, speed=4.0, conversation_id="closing", events=events)
+    try:
+        await sim.start()
+        bridge = sim.voice.bridge
+        assert bridge is not None
+        typed = json.loads(await bridge.handle_message("user", json.dumps({"v": 1, "id": "t1", "type": "user.text", "data": {"text": "look it up"}})))
+        assert typed["type"] == "ack", typed
+        for _ in range(300):  # until both run and "One moment." has played for a while
+            if sum(type(e).__name__ == "ToolStarted" for e in seen) == 2 and sim.io.sink.segments \
+                    and sim.io.sink.current_played() > 0.3:
+                break
+            await sim.io.mic.play_silence(0.1)
+        if close == "worker shutdown":
+            await asyncio.wait_for(sim.session.aclose(), 30)  # as livekit's job shutdown does
+        else:
+            sim.voice.end(close)
+            await asyncio.wait_for(sim.voice.closed.wait(), 10)
+    finally:
+        release.set()
+        await sim.aclose()
+    finished = {e.call_id: (e.status, e.error) for e in seen if isinstance(e, ToolFinished)}
+    assert finished == {"c1": ("cancelled", "session closed"),
+                        "c2": ("cancelled", f"session closed; {TOOL_MAY_HAVE_RUN}")}, finished
+    told = {m.tool_call_id: m.content for m in brain.history("closing") if m.role == "tool"}
+    assert told["c1"] == "CANCELLED: the session ended before this finished.", told
+    assert told["c2"].startswith("INTERRUPTED: the session ended while this was running;"), told
+    out = _envelopes(events)
+    assert [e["data"]["reason"] for e in out if e["type"] == "turn.done"] == ["interrupted"]
+    assert (out[-1]["type"], out[-1]["data"]["reason"]) == (
+        "session.ended", "shutdown" if close == "worker shutdown" else "participant_left")
+
+
 class _AnchorsDropped:
     """The session as a latency collector sees it when livekit leaves the end of speech out of
     a turn's metrics (and so computes no `e2e_latency`): the same events, those metrics removed."""
