@@ -92,6 +92,7 @@ function wireRoom(r, topic) {
     onHitlResolved: (data) => view.hitlResolved(data),
     onMetrics: (data, envelope) => view.metrics(envelope.turn, data),
     onError: (data) => view.error(data.code, data.message, data.fatal),
+    onSessionEnded: (data) => view.sessionEnded(data.reason),
     onProtocolError: (message) => view.error('protocol', message),
   }, { ...(topic ? { topic } : {}), ...(window.__voiceAgentOptions ?? {}) });
 }

@@ -14,6 +14,7 @@ const HANDLERS = {
   'turn.done': 'onTurnDone',
   metrics: 'onMetrics',
   error: 'onError',
+  'session.ended': 'onSessionEnded',
 };
 
 export class AgentReplyError extends Error {

@@ -17,6 +17,14 @@ const HITL_OUTCOMES = {
   cancelled: 'Cancelled',
 };
 
+// what a person is told when the agent ends the session (`session.ended` reasons)
+const SESSION_ENDED = {
+  shutdown: 'The agent is restarting. Connect again to start a new session.',
+  inactivity: 'The agent ended the session after a long silence. Connect again to talk.',
+  participant_left: 'The session has ended.',
+  error: 'The session ended because of an error. Connect again to retry.',
+};
+
 function el(tag, attrs = {}, text) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
@@ -275,6 +283,15 @@ export class View {
     const item = el('li', { 'data-code': code, 'data-fatal': String(fatal) }, `${fatal ? 'Fatal: ' : ''}${message}${code ? ` (${code})` : ''}`);
     list.prepend(item);
     if (fatal) this.showBanner(message);
+  }
+
+  /** The agent ended the session (`session.ended`): say why, and what to do, before it leaves. */
+  sessionEnded(reason) {
+    const banner = this.$('banner');
+    banner.dataset.ended = reason ?? '';
+    // a fatal error already put its own message in the banner
+    if (reason === 'error' && !banner.hidden) return;
+    this.showBanner(SESSION_ENDED[reason] ?? `The agent ended the session (${reason}). Connect again to start a new one.`);
   }
 
   /** A typed message shown at once, before any transcript arrives for it. */

@@ -388,6 +388,14 @@ test('after lost events the page asks session.sync: a lost approval shows up, a 
   assert.equal(await page.locator('#errors li', { hasText: 'were lost' }).count(), 1);
 });
 
+test('the agent ending the session says why, in the banner', async () => {
+  assert.ok(await page.locator('#banner').isHidden());
+  await envelope('session.ended', { reason: 'shutdown' });
+  assert.ok(await page.locator('#banner').isVisible());
+  assert.equal(await text('#banner'), 'The agent is restarting. Connect again to start a new session.');
+  assert.equal(await attr('#banner', 'data-ended'), 'shutdown');
+});
+
 test('disconnecting resets the page', async () => {
   await fake(() => window.__fakeLiveKit.disconnect());
   assert.equal(await text('#connection'), 'Disconnected');
