@@ -32,12 +32,13 @@ from livekit.agents.voice.events import (
     UserInputTranscribedEvent,
     UserStateChangedEvent,
 )
+from livekit.agents.voice.room_io import RoomOptions, TextInputEvent, TextInputOptions
 from livekit.agents.voice.speech_handle import SpeechHandle
 
 from brain import TextDelta, TurnDone, TurnStarted, VoiceBrain
 from brain.turn import new_turn_id
 from bridge import BridgeOptions, ControlRefused, EventBridge, attach_event_bridge
-from bridge.protocol import SessionEndReason
+from bridge.protocol import USER_TEXT_MAX_CHARS, SessionEndReason
 from providers.deadlines import WrappedSTT, time_budget
 from providers.provider_errors import (
     ProviderErrorReport,
@@ -235,6 +236,38 @@ class BaseVoiceSession:
     def start_options(self) -> dict[str, Any]:
         """Extra `AgentSession.start` arguments (livekit's `lk.agent.session` host off, unless asked)."""
         return dict(self.settings.bridge.session_start_options())
+
+    def room_options(self, identity: str) -> RoomOptions:
+        """livekit's room I/O for the served participant: the session outlives a dropped
+        connection (`room_life` decides), and LiveKit's own chat topic (`lk.chat`, which livekit
+        reads from that participant only) is taken as the bridge's `user.text` is."""
+        return RoomOptions(
+            participant_identity=identity,
+            close_on_disconnect=False,
+            text_input=TextInputOptions(text_input_cb=self._chat_text),
+        )
+
+    async def _chat_text(self, session: Any, event: TextInputEvent) -> None:
+        """A message on LiveKit's chat topic. livekit's own handler answered any text, megabytes
+        included, and raised into its log during the goodbye; this is `user_text`'s path, with
+        its length limit."""
+        sender = event.participant.identity if event.participant is not None else (self.user_id or "")
+        text = event.text
+        if not text.strip():
+            return
+        if len(text) > USER_TEXT_MAX_CHARS:
+            log.warning("chat message from %s refused: %d characters (at most %d)", sender, len(text), USER_TEXT_MAX_CHARS)
+            if self.bridge is not None:
+                self.bridge.publish_error(
+                    "too_large", f"a typed message of {len(text)} characters was not sent to the agent "
+                    f"(at most {USER_TEXT_MAX_CHARS})")
+            return
+        try:
+            await self.user_text(sender, text)
+        except ControlRefused as e:
+            log.warning("chat message from %s not taken: %s", sender, e)
+            if self.bridge is not None:
+                self.bridge.publish_error("unsupported", f"a typed message was not taken: {e}")
 
     # -- BridgeControls -----------------------------------------------------------------------
 

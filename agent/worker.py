@@ -27,7 +27,6 @@ import weakref
 from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobProcess
-from livekit.agents.voice.room_io import RoomOptions
 
 from brain import create_voice_brain
 from brain.errors import register_secrets_of
@@ -185,7 +184,7 @@ class VoiceWorker:
 
         await voice.start(
             room=ctx.room,
-            room_options=RoomOptions(participant_identity=participant.identity, close_on_disconnect=False),
+            room_options=voice.room_options(participant.identity),
             **voice.start_options(),
         )
         watcher.check()  # they may have left while the session started

@@ -222,8 +222,12 @@ class HitlRespondData(_Model):
     reason: str | None = Field(default=None, max_length=500)
 
 
+USER_TEXT_MAX_CHARS = 2000
+"""The longest typed message the agent takes (`user.text`, and LiveKit's own chat topic)."""
+
+
 class UserTextData(_Model):
-    text: str = Field(min_length=1, max_length=2000, pattern=r"\S", description="not blank")
+    text: str = Field(min_length=1, max_length=USER_TEXT_MAX_CHARS, pattern=r"\S", description="not blank")
 
 
 class EmptyData(_Model):

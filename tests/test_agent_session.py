@@ -706,3 +706,42 @@ async def test_the_rooms_microphone_is_read_through_the_quiet_fill() -> None:
     finally:
         await voice.aclose()
         await brain.aclose()
+
+
+async def test_livekit_chat_messages_take_the_typed_text_path_with_its_limit(vad) -> None:
+    """LiveKit's own chat topic (`lk.chat`): the room I/O the worker builds hands its messages to
+    the session as a `user.text` is handled (answered as a turn), and one over the typed-text
+    limit is refused with a `too_large` error instead of reaching the brain."""
+    import io
+    from types import SimpleNamespace
+
+    from livekit.agents.voice.room_io import TextInputEvent
+
+    from bridge.protocol import USER_TEXT_MAX_CHARS
+
+    backend = ScriptedBackend([Step(text=["Answer one."]), Step(text=["Answer two."])])
+    brain = create_voice_brain(BrainConfig(_env_file=None), backend=backend)  # type: ignore[call-arg]
+    events = io.StringIO()
+    sim = Simulation(settings(), vad=vad, brain=brain, speed=4.0, conversation_id="chat", events=events)
+    try:
+        await sim.start()
+        options = sim.voice.room_options("user")
+        assert options.participant_identity == "user" and options.close_on_disconnect is False
+        text_input = options.get_text_input_options()
+        assert text_input is not None
+        user = SimpleNamespace(identity="user")
+        await text_input.text_input_cb(sim.voice.session, TextInputEvent(text="x" * (USER_TEXT_MAX_CHARS + 1), participant=user))  # type: ignore[arg-type]
+        await text_input.text_input_cb(sim.voice.session, TextInputEvent(text="what is the weather", participant=user))  # type: ignore[arg-type]
+        assert await sim.settle(limit=30)
+        assert sim.voice.bridge is not None
+        await sim.voice.bridge.flush(2)
+    finally:
+        await sim.aclose()
+    # only the message within the limit reached the brain
+    assert [m.content for m in backend.requests[0].messages if m.role == "user"] == ["what is the weather"]
+    assert len(backend.requests) == 1
+    envelopes = _envelopes(events)
+    errors = [e["data"] for e in envelopes if e.get("type") == "error"]
+    assert [e["code"] for e in errors] == ["too_large"], errors
+    assert str(USER_TEXT_MAX_CHARS + 1) in errors[0]["message"]
+    assert any(e.get("type") == "turn.done" and e["data"]["reason"] == "completed" for e in envelopes)
