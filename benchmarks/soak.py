@@ -41,6 +41,7 @@ import sys
 import threading
 import time
 import tracemalloc
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -144,23 +145,39 @@ def barge_in_speech() -> bytes:
     return decode_file(AUDIO / name, INPUT_RATE).slice(start, end).pcm
 
 
-def live_session_objects() -> dict[str, int]:
-    """How many per-session objects are still alive (after a collection): should be 0 between sessions."""
+def _session_kinds() -> tuple[type, ...]:
     from livekit.agents import AgentSession
 
     from agent.voice_session import VoiceSession
     from brain import VoiceBrain
     from bridge import EventBridge, MemoryTransport
 
-    kinds = (AgentSession, VoiceSession, VoiceBrain, EventBridge, MemoryTransport)
+    return (AgentSession, VoiceSession, VoiceBrain, EventBridge, MemoryTransport)
+
+
+def _session_objects() -> list[Any]:
+    kinds = _session_kinds()
     gc.collect()
-    counts = dict.fromkeys((k.__name__ for k in kinds), 0)
-    for obj in gc.get_objects():
-        # the type's MRO, not isinstance: isinstance reads `obj.__class__`, which on some lazy
-        # proxies imports a module, and the count would then grow the memory it is measured with
-        mro = type(obj).__mro__
-        for k in kinds:
-            if k in mro:
+    # the type's MRO, not isinstance: isinstance reads `obj.__class__`, which on the openai
+    # SDK's lazy proxies imports their modules, growing the memory this soak measures
+    return [obj for obj in gc.get_objects() if any(k in type(obj).__mro__ for k in kinds)]
+
+
+def existing_session_objects() -> weakref.WeakSet[Any]:
+    """The per-session objects alive now (before a soak: the process's earlier work, e.g. a test
+    that ran the worker's entrypoint on livekit's mock room, whose job context keeps its session)."""
+    return weakref.WeakSet(_session_objects())
+
+
+def live_session_objects(exclude: weakref.WeakSet[Any] | None = None) -> dict[str, int]:
+    """How many per-session objects are still alive (after a collection), leaving out those in
+    `exclude`: should be 0 between sessions."""
+    counts = {k.__name__: 0 for k in _session_kinds()}
+    for obj in _session_objects():
+        if exclude is not None and obj in exclude:
+            continue
+        for k in _session_kinds():
+            if k in type(obj).__mro__:
                 counts[k.__name__] += 1
     return counts
 
@@ -393,6 +410,7 @@ async def run_soak(
 
     settings = settings or soak_settings()
     vad = vad or load_vad(settings)
+    earlier = existing_session_objects()  # not this soak's: left out of its `live` count
     warm = concurrency if warmup is None else warmup
     if warm:
         await asyncio.gather(*(run_session(-1 - i, vad, settings, speed=speed) for i in range(warm)))
@@ -433,11 +451,11 @@ async def run_soak(
     # LIVE_GRACE seconds for them to go before sampling.
     for _ in range(5):
         await asyncio.sleep(0)
-    live = live_session_objects()
+    live = live_session_objects(earlier)
     waited_until = time.perf_counter() + LIVE_GRACE
     while any(live.values()) and time.perf_counter() < waited_until:
         await asyncio.sleep(0.1)
-        live = live_session_objects()
+        live = live_session_objects(earlier)
     final = Resources.sample()
     reports.sort(key=lambda r: r.index)
     return SoakResult(reports, samples, baseline, final, live)
