@@ -132,10 +132,6 @@ class Resources:
         )
 
 
-LIVE_GRACE = 5.0
-"""Seconds the end of a soak waits for finished sessions' objects to be freed."""
-
-
 @functools.cache
 def barge_in_speech() -> bytes:
     """The user's words over the reply, mono 16-bit PCM at INPUT_RATE (decoded once per process)."""
@@ -446,16 +442,9 @@ async def run_soak(
         finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         for t in finished:
             t.result()
-    # Under load a finished session's last callbacks may still be queued, holding its objects
-    # for a moment (seen once in a parallel test run); a leak holds them for good, so wait up to
-    # LIVE_GRACE seconds for them to go before sampling.
     for _ in range(5):
         await asyncio.sleep(0)
     live = live_session_objects(earlier)
-    waited_until = time.perf_counter() + LIVE_GRACE
-    while any(live.values()) and time.perf_counter() < waited_until:
-        await asyncio.sleep(0.1)
-        live = live_session_objects(earlier)
     final = Resources.sample()
     reports.sort(key=lambda r: r.index)
     return SoakResult(reports, samples, baseline, final, live)
