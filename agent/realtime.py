@@ -12,10 +12,11 @@ What carries over from pipeline mode:
   realtime `call_id` as call id.
 * Turns: each agent reply (a livekit SpeechHandle, including its tool calls and the follow-up
   reply) is one brain turn: TurnStarted when the reply is created, TextDelta for each transcript
-  chunk of the model's audio, TurnDone exactly once when the reply ends (`interrupted` if the
-  user barged in, `error` if a provider error hit it, else `completed`). A model that answers
-  tool results in a reply of its own (Gemini Live) has that reply folded into the same turn.
-  They go to `brain.events`, so the bridge needs no special case.
+  chunk of the model's audio, TurnDone exactly once when the reply ends, or as soon as its
+  calls are cancelled if it is interrupted while they run (`interrupted` if the user barged in,
+  `error` if a provider error hit it, else `completed`). A model that answers tool results in
+  a reply of its own (Gemini Live) has that reply folded into the same turn. They
+  go to `brain.events`, so the bridge needs no special case.
 * Errors: the session's `error` events become brain `ErrorEvent`s with stable codes (see
   providers.provider_errors) and one log line each; a reply broken by a recoverable provider
   failure is followed by a short spoken apology, and the session goes on.
@@ -348,20 +349,39 @@ class RealtimeTurnTracker:
             self.events.emit(ToolFinished(**common, status="error", error=error if output is None or output.is_error else None,
                                           report="name"))
 
-    def _on_speech_done(self, handle: SpeechHandle) -> None:
-        t = self._by_speech.get(handle.id)
-        if t is None or t.done:
+    def call_cut(self, speech_id: str) -> None:
+        """A call of that reply was cancelled because the reply was interrupted (a barge-in,
+        `agent.interrupt`). Once none of its calls runs any more the turn is over: nothing else
+        of that reply is played or generated. livekit ends the reply itself only much later (on
+        OpenAI it sends the cancelled calls' output, and marks the reply done, after the next
+        reply has played), so the turn ends now, with its approvals and calls already cancelled;
+        the reply stays known until then, so anything late from it is not taken for another's."""
+        t = self._by_speech.get(speech_id)
+        if t is None or t.done or t.tools_running or t.handle is None or not t.handle.interrupted:
             return
+        if not _generation_over(t.handle):
+            # cut while still generating: livekit records what was played, then ends the reply
+            # without waiting for another one; the turn ends then, with that text
+            return
+        self._close(t, t.handle)
+        self._finish(t, interrupted=True)
+
+    def _close(self, t: _RealtimeTurn, handle: SpeechHandle) -> None:
         t.done = True
         self._disarm(t)
         with contextlib.suppress(ValueError):
             self._open.remove(t)
-        self._by_speech.pop(handle.id, None)
+        if spoken := _spoken_text(handle):
+            t.spoken.append(spoken)
+
+    def _on_speech_done(self, handle: SpeechHandle) -> None:
+        t = self._by_speech.pop(handle.id, None)
+        if t is None or t.done:
+            return  # (a reply whose turn ended when a call of it was cut: see `call_cut`)
+        self._close(t, handle)
         if handle.id in self._apology_speech_ids:
             self._apology_speech_ids.discard(handle.id)
             t.apology = True  # a failed apology is not followed by another one
-        if spoken := _spoken_text(handle):
-            t.spoken.append(spoken)
         failed = handle.exception() if handle.done() else None
         # a turn whose answer comes in a reply of its own (Gemini) is judged when that ends
         refused = t.refused and _said_nothing(t) and not t.continues
@@ -573,6 +593,12 @@ def _said_nothing(t: _RealtimeTurn) -> bool:
     return not t.spoken and not "".join(t.text).strip()
 
 
+def _generation_over(handle: SpeechHandle) -> bool:
+    """livekit has ended the reply's current generation, and so recorded what it played."""
+    generations: list[asyncio.Future[None]] = getattr(handle, "_generations", [])
+    return bool(generations) and generations[-1].done()
+
+
 def _spoken_text(handle: SpeechHandle) -> str:
     """The assistant text livekit recorded for the reply (what was played, if interrupted)."""
     parts: list[str] = []
@@ -656,6 +682,9 @@ def _function_tool(brain: VoiceBrain, tracker: RealtimeTurnTracker, t: Tool) -> 
                 told = _why_cut(tracker, context.session, cutoff)
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+                if told == INTERRUPTED_OUTPUT:
+                    # the call's events are out; the turn may end now, not when livekit ends the reply
+                    tracker.call_cut(handle.id)
         if task.cancelled():
             return notes.get(call.id, told)
         try:

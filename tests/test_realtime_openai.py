@@ -13,6 +13,7 @@ import json
 
 import pytest
 
+from agent.realtime import INTERRUPTED_OUTPUT
 from brain import ApprovalDecision, tool
 from tests.fakes_realtime import CallTool, Fail, Say
 from tests.fakes_realtime.harness import RealtimeHarness
@@ -298,3 +299,36 @@ async def test_a_call_cut_off_by_the_end_of_the_session_is_not_called_a_user_int
     assert (finished.call_id, finished.status, finished.error) == ("call_c", "cancelled", expected)
     assert [o.split(";")[0] for o in outputs] == ["CANCELLED: the session ended before this finished"], outputs
     assert SENT == []
+
+
+async def test_a_turn_cut_off_during_its_approval_ends_while_the_next_reply_plays() -> None:
+    """livekit holds the interrupted reply open (and the cancelled call's output back) until the
+    next reply has played; the interrupted turn still ends at the barge-in, after its approval
+    and call were cancelled, not after the next turn's answer."""
+    SENT.clear()
+    async with RealtimeHarness(tools=[send_email]) as h:
+        h.server.transcripts.extend(["email ada", "no wait"])
+        h.server.script.extend(
+            [CallTool("send_email", {"to": "ada@example.com", "body": "hi"}, call_id="call_cut_1"),
+             Say("Okay, I will not send it.", audio_ms=1000)]
+        )
+        h.user_says()
+        await h.wait_until(lambda: bool(h.of_type("approval.requested")))
+        h.user_says()  # the user talks instead of answering the approval
+
+        second = await h.turn_done(2)
+        first_id, second_id = (e.turn_id for e in h.of_type("turn.started"))
+        first = h.done_turns()[0]
+        assert (first.turn_id, first.reason) == (first_id, "interrupted")
+        assert (second.turn_id, second.reason, second.text) == (second_id, "completed", "Okay, I will not send it.")
+        kinds = [e.type for e in h.events if e.turn_id == first_id]
+        assert kinds == ["turn.started", "tool.started", "approval.requested", "approval.resolved", "tool.finished", "turn.done"]
+        assert h.of_type("approval.resolved")[0].outcome == "cancelled"
+        assert SENT == []
+        # the model is still told the call was cancelled (livekit sends it once the reply played)
+        await h.server.wait_for(lambda: bool([e for e in h.server.of_type("conversation.item.create")
+                                              if e["item"]["type"] == "function_call_output"]))
+        outputs = [e["item"] for e in h.server.of_type("conversation.item.create") if e["item"]["type"] == "function_call_output"]
+        assert [(o["call_id"], o["output"]) for o in outputs] == [("call_cut_1", INTERRUPTED_OUTPUT)]
+        assert h.server.of_type("response.create") == []
+        assert len(h.done_turns()) == 2
