@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -548,10 +549,17 @@ class RealtimeTurnTracker:
         t.watchdog = None
         if t.done:
             return
-        if t.handle is not None and getattr(t.handle, "_authorized_at", 0.0) is None:
+        authorized_at = getattr(t.handle, "_authorized_at", 0.0) if t.handle is not None else 0.0
+        if authorized_at is None:
             # still queued behind another reply (e.g. the apology behind a stalled reply that
             # Gemini cannot cancel): the model owes nothing until this one runs
             self._arm(t)
+            return
+        ran = time.perf_counter() - authorized_at  # livekit's clock for `_authorized_at`
+        if self.stall_timeout is not None and 0.0 <= ran < self.stall_timeout:
+            # let run after the deadline was set (while it waited in the queue): its clock
+            # starts then, not at the check that found it running
+            t.watchdog = asyncio.get_running_loop().call_later(self.stall_timeout - ran, self._stalled, t)
             return
         session = self._session
         report = ProviderErrorReport(

@@ -504,3 +504,39 @@ async def test_gemini_a_drop_while_the_turn_waits_for_the_answer_to_its_tool_res
     assert dones[0] == (tool_turn, "error", ""), dones
     assert [d[1:] for d in dones[1:]] == [("completed", APOLOGY)], dones
     assert len([i for i in rig.server.requested_texts() if APOLOGY in i]) == 1  # the agent asked for it
+
+
+async def test_a_reply_let_run_just_before_its_stall_check_gets_the_whole_timeout() -> None:
+    """A reply queued behind another (the apology behind a reply still playing after a dropped
+    connection) has its stall clock start when livekit lets it run, even when that is just
+    before the deadline set while it waited: it is not reported as stalled after a few
+    milliseconds of running, only once it has made no progress for the whole timeout."""
+    from livekit.agents.voice.speech_handle import SpeechHandle
+
+    from agent.realtime import RealtimeTurnTracker
+    from brain import EventHub
+
+    hub = EventHub()
+    events: list[Any] = []
+    hub.subscribe(events.append)
+    tracker = RealtimeTurnTracker(hub, "room-1", apology=None, stall_timeout=1.2)
+    handle = SpeechHandle.create()
+    turn = tracker.open_turn(handle)  # queued: livekit has not let it run yet
+    assert turn.watchdog is not None
+    loop = asyncio.get_running_loop()
+    check = turn.watchdog.when()
+    loop.call_at(check - 0.05, handle._authorize_generation)  # let run 50 ms before the check
+    await asyncio.sleep(check - loop.time() + 0.5)
+    assert [e.type for e in events] == ["turn.started"]  # it has run for 0.55 s of its 1.2 s
+    assert not handle.interrupted
+
+    async def until(predicate: Any) -> None:
+        while not predicate():  # noqa: ASYNC110 - no single event to wait on
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(until(lambda: handle.interrupted), 5.0)  # it does stall, a whole timeout after it started
+    [error] = [e for e in events if e.type == "error"]
+    assert (error.code, error.turn_id) == ("timeout", turn.turn.turn_id)
+    handle._mark_done()  # (livekit ends the interrupted reply)
+    await asyncio.wait_for(until(lambda: events[-1].type == "turn.done"), 5.0)
+    assert (events[-1].turn_id, events[-1].reason) == (turn.turn.turn_id, "error")
