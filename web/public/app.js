@@ -17,9 +17,11 @@ const $ = (id) => document.getElementById(id);
 let room = null;
 let link = null;
 
-function randomId(n = 6) {
+// A new room's name is all that keeps others out of it: anyone who knows it can get a token for
+// it from /token and listen in. 16 characters from 32 (5 bits each, no modulo bias) = 80 bits.
+function randomId(n = 16) {
   const bytes = crypto.getRandomValues(new Uint8Array(n));
-  return Array.from(bytes, (b) => 'abcdefghijklmnopqrstuvwxyz0123456789'[b % 36]).join('');
+  return Array.from(bytes, (b) => 'abcdefghijklmnopqrstuvwxyz234567'[b & 31]).join('');
 }
 
 function isAgent(participant) {

@@ -63,9 +63,14 @@ test("new rooms get the server's room prefix (WEB_ROOM_PREFIX)", async () => {
   const fresh = await browser.newPage();
   try {
     await fresh.goto(`${other.base}/`);
-    assert.match(await fresh.inputValue('#room'), /^acme-[a-z0-9]{6}$/);
+    assert.match(await fresh.inputValue('#room'), /^acme-[a-z2-7]{16}$/);
     await fresh.goto(`${server.base}/`); // WEB_ROOM_PREFIX empty (any room): web-xxxxxx as before
-    assert.match(await fresh.inputValue('#room'), /^web-[a-z0-9]{6}$/);
+    const first = await fresh.inputValue('#room');
+    // the name is the room's only key (anyone who knows it gets a token): 16 random characters
+    // of 32 = 80 bits, where 6 of 36 (about 31 bits) could be found by asking for tokens
+    assert.match(first, /^web-[a-z2-7]{16}$/);
+    await fresh.reload();
+    assert.notEqual(await fresh.inputValue('#room'), first);
   } finally {
     await fresh.close();
     await other.stop();
