@@ -36,6 +36,9 @@ MIN_TTL_SECONDS = 30
 ROOM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 IDENTITY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
 NAME_MAX = 64
+ROOM_PREFIX_MAX = 48
+"""Leaves 16 of a room name's 64 characters for the page's random part."""
+ROOM_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class TokenInputError(ValueError):
@@ -89,6 +92,21 @@ class TokenSettings(BaseSettings):
             return cls.model_fields[info.field_name].default
         if info.field_name == "agent_name" and isinstance(v, str):
             return v.strip()  # as the worker reads AGENT_NAME: tokens must dispatch the name it registers
+        return v
+
+    @field_validator("room_prefix", mode="before")
+    @classmethod
+    def _check_room_prefix(cls, v: object) -> object:
+        """Blank is empty (any room). A prefix no room name can start with made the endpoint refuse
+        every request ("room: must start with ' '") while the server started as if all was well."""
+        if not isinstance(v, str):
+            return v
+        v = v.strip()
+        if v and not (len(v) <= ROOM_PREFIX_MAX and ROOM_PREFIX_RE.fullmatch(v)):
+            raise ValueError(
+                f"empty, or 1-{ROOM_PREFIX_MAX} characters a room name can start with: letters, digits, "
+                "'_', '-', '.', starting with a letter or digit"
+            )
         return v
 
     @field_validator("api_secret", mode="before")

@@ -180,8 +180,9 @@ async def test_the_page_names_new_rooms_with_the_prefix_the_endpoint_accepts() -
     refused ("room: must start with ...") until the user typed a room name."""
     seen = {}
     for prefix in ("demo-", "", 'a"><script>', "a\\1"):
-        settings = TokenSettings(_env_file=None, api_key=KEY, api_secret=SECRET, public_url=PUBLIC_URL,  # type: ignore[call-arg]
-                                 room_prefix=prefix)
+        settings = TokenSettings(_env_file=None, api_key=KEY, api_secret=SECRET, public_url=PUBLIC_URL)  # type: ignore[call-arg]
+        # the settings refuse the last two; the page escapes whatever it is given all the same
+        settings = settings.model_copy(update={"room_prefix": prefix})
         client = TestClient(TestServer(create_app(settings, paths=WebPaths.discover()), host="127.0.0.1"))
         await client.start_server()
         try:
@@ -320,7 +321,45 @@ def test_blank_web_and_token_settings_mean_their_defaults(monkeypatch: pytest.Mo
     assert (t.ttl_seconds, t.max_participants, t.agent_name) == (
         defaults["ttl_seconds"].default, 3, defaults["agent_name"].default
     )
-    assert t.room_prefix.strip() == ""
+    assert t.room_prefix == ""
+
+
+@pytest.mark.parametrize("value", ["web/", "-web", "wéb-", "a" * 49, "web- x"])
+def test_a_room_prefix_no_room_can_have_stops_the_server_by_name(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """A prefix no room name can start with (a '/', 49 characters that leave no room for the
+    page's 16 random ones, ...) started the server, which then refused every token request."""
+    import agent.web
+    from agent.web import web_command
+
+    async def serve(*_: object) -> None:  # had it started, the test returns instead of serving
+        pass
+
+    monkeypatch.setattr(agent.web, "_serve", serve)
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.setenv("LIVEKIT_API_KEY", KEY)
+    monkeypatch.setenv("LIVEKIT_API_SECRET", SECRET)
+    monkeypatch.setenv("WEB_ROOM_PREFIX", value)
+    assert web_command(["--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "WEB_ROOM_PREFIX" in err and SECRET not in err
+
+
+@pytest.mark.parametrize("value", [" ", " demo- ", "a" * 48])
+async def test_a_blank_or_padded_room_prefix_still_lets_rooms_in(
+    monkeypatch: pytest.MonkeyPatch, make_client: Factory, value: str
+) -> None:
+    """`WEB_ROOM_PREFIX= ` (blank, as a template may leave it) meant rooms must start with ' ',
+    which none can: every Connect failed with "room: must start with ' '"."""
+    monkeypatch.setenv("WEB_ROOM_PREFIX", value)
+    prefix = TokenSettings(_env_file=None).room_prefix  # type: ignore[call-arg]
+    assert prefix == value.strip()
+    client = await make_client(room_prefix=value)
+    room = prefix + "abcdefghijklmnop"
+    resp = await client.post("/token", json={"room": room})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["room"] == room
 
 
 def test_web_command_names_missing_keys(
