@@ -277,6 +277,7 @@ _ENV_NAMES = {
     "room_prefix": "WEB_ROOM_PREFIX",
     "max_participants": "ROOM_MAX_PARTICIPANTS",
     "tokens_per_minute": "WEB_TOKENS_PER_MINUTE",
+    "trusted_proxies": "WEB_TRUSTED_PROXIES",
     "host": "WEB_HOST",
     "port": "WEB_PORT",
     "root": "WEB_ROOT",

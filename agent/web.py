@@ -10,7 +10,8 @@ Routes:
   `agent.tokens` for a fresh identity the server picks (``web-`` + random hex; a client that
   could choose its identity could take another participant's place, or an approver's in
   ``BRIDGE_ALLOWED_IDENTITIES``); rooms must start with ``WEB_ROOM_PREFIX`` (``web-``), and each
-  client address gets at most ``WEB_TOKENS_PER_MINUTE`` tokens. The response also names the
+  client address gets at most ``WEB_TOKENS_PER_MINUTE`` tokens (the address from
+  ``X-Forwarded-For`` when the request comes from one of ``WEB_TRUSTED_PROXIES``). The response also names the
   bridge's events topic (``topic``, ``BRIDGE_TOPIC``), which the page listens on. Bad input is a
   400 with ``{"error", "field"}``, too many requests a 429.
 * ``GET /healthz`` - liveness for container health checks.
@@ -32,14 +33,15 @@ import signal
 import sys
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge.config import BridgeConfig
 from bridge.protocol import DEFAULT_TOPIC
@@ -62,6 +64,7 @@ CONTENT_TYPES = {
 LIVEKIT_CLIENT_DIST = Path("node_modules/livekit-client/dist/livekit-client.esm.mjs")
 FAKE_LIVEKIT = Path("tests/fake-livekit.mjs")
 MAX_BODY_BYTES = 4096
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # The page is same-origin only: scripts, styles and the token call come from this server; media
 # and signalling go to LiveKit over ws(s) / WebRTC.
@@ -107,8 +110,10 @@ class WebSettings(BaseSettings):
     test_mode: bool = False
     """Serve the fake room module instead of livekit-client (browser tests only)."""
     tokens_per_minute: int = Field(default=20, ge=0)
-    """Tokens one client address may get per minute (0: no limit). Behind a reverse proxy every
-    client has the proxy's address: limit there instead (and set this to 0)."""
+    """Tokens one client address may get per minute (0: no limit)."""
+    trusted_proxies: Annotated[list[IPNetwork], NoDecode] = Field(default_factory=list)
+    """Reverse proxies (addresses or networks, comma-separated) whose X-Forwarded-For names the
+    client the limit counts. Without them every client behind a proxy has the proxy's address."""
 
     @field_validator("host", "port", "tokens_per_minute", mode="before")
     @classmethod
@@ -116,6 +121,27 @@ class WebSettings(BaseSettings):
         """A blank `WEB_HOST=` is 127.0.0.1 (it bound every interface), blank numbers their defaults."""
         if isinstance(v, str) and not v.strip() and info.field_name is not None:
             return cls.model_fields[info.field_name].default
+        return v
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, v: object) -> object:
+        if not isinstance(v, str):
+            return v
+        nets: list[IPNetwork] = []
+        for i, part in enumerate((p.strip() for p in v.split(",") if p.strip()), 1):
+            try:
+                nets.append(ipaddress.ip_network(part, strict=False))
+            except ValueError:
+                raise ValueError(f"entry {i} is not an address or network (such as 10.0.0.2 or 10.0.0.0/24)") from None
+        return nets
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _no_catch_all(cls, v: list[IPNetwork]) -> list[IPNetwork]:
+        for net in v:
+            if net.prefixlen == 0:  # every client could then name any address it likes
+                raise ValueError(f"{net} trusts every address; name the proxies' own addresses")
         return v
 
     @field_validator("root", mode="before")
@@ -154,6 +180,43 @@ TOKEN_FIELDS = ("room", "name")
 DEFAULT_ROOM_PREFIX = "web-"
 """What the page names new rooms with when WEB_ROOM_PREFIX is empty (any room is accepted)."""
 ROOM_PREFIX_META = re.compile(r'<meta name="room-prefix" content="[^"]*">')
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as X-Forwarded-For or the socket gives it; some proxies add a port
+    (``192.0.2.1:4711``, ``[2001:db8::1]:4711``)."""
+    text = text.strip()
+    if text.startswith("[") and "]" in text:
+        text = text[1:text.index("]")]
+    elif text.count(":") == 1:
+        text = text.split(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _client_address(remote: str | None, forwarded_for: list[str], trusted: Sequence[IPNetwork]) -> str | None:
+    """The client's address: the peer's, unless the peer is a trusted proxy; then the nearest
+    address in X-Forwarded-For (read from the right, as each proxy appends the one it saw) that is
+    not a trusted proxy. Entries left of it are the client's own to write, so never believed."""
+    current = _parse_ip(remote or "")
+    if current is None or not trusted:
+        return remote
+
+    def is_proxy(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        return any(address.version == net.version and address in net for net in trusted)
+
+    hops = [h for value in forwarded_for for h in value.split(",")]
+    while is_proxy(current) and hops:
+        previous = _parse_ip(hops.pop())
+        if previous is None:  # not an address: the last proxy's own peer is all we know
+            break
+        current = previous
+    return str(current)
 
 
 def _client_key(remote: str | None) -> str:
@@ -235,10 +298,11 @@ async def _read_token_request(request: web.Request) -> dict[str, Any]:
 
 def create_app(
     settings: TokenSettings, *, paths: WebPaths | None = None, test_mode: bool = False, tokens_per_minute: int = 20,
-    bridge_topic: str = DEFAULT_TOPIC,
+    bridge_topic: str = DEFAULT_TOPIC, trusted_proxies: Sequence[IPNetwork] = (),
 ) -> web.Application:
     """The aiohttp application; `settings` supplies the keys, agent name, TTL and room prefix.
-    `bridge_topic` (BRIDGE_TOPIC) is told to the page with its token: the agent's events topic."""
+    `bridge_topic` (BRIDGE_TOPIC) is told to the page with its token: the agent's events topic.
+    `trusted_proxies` (WEB_TRUSTED_PROXIES): peers whose X-Forwarded-For the rate limit believes."""
     paths = paths or WebPaths.discover()
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     limit = RateLimit(tokens_per_minute)
@@ -277,7 +341,8 @@ def create_app(
         return _file_response(found, no_cache=True)
 
     async def token(request: web.Request) -> web.Response:
-        if not limit.allow(_client_key(request.remote)):
+        client = _client_address(request.remote, request.headers.getall("X-Forwarded-For", []), trusted_proxies)
+        if not limit.allow(_client_key(client)):
             return _json_error(429, f"at most {limit.per_minute} tokens a minute; try again shortly")
         try:
             body = await _read_token_request(request)
@@ -382,7 +447,7 @@ def web_command(argv: list[str]) -> int:
         )
     logging.basicConfig(level=logging.INFO)
     app = create_app(settings, paths=paths, test_mode=test_mode, tokens_per_minute=web_settings.tokens_per_minute,
-                     bridge_topic=bridge_topic)
+                     bridge_topic=bridge_topic, trusted_proxies=web_settings.trusted_proxies)
     asyncio.run(_serve(app, host, port))
     return 0
 

@@ -383,3 +383,64 @@ def test_rate_limit_counts_ipv4_addresses_and_ipv6_blocks() -> None:
     assert _client_key(None) == "unknown"
     # on a dual-stack socket IPv4 clients arrive IPv4-mapped: each keeps its own count
     assert _client_key("::ffff:198.51.100.1") == "198.51.100.1" != _client_key("::ffff:198.51.100.2")
+
+
+async def test_behind_trusted_proxies_the_limit_counts_each_forwarded_client(paths: WebPaths) -> None:
+    """Behind a reverse proxy every request came from the proxy's address: WEB_TOKENS_PER_MINUTE
+    was one budget for all visitors together (20 a minute for the whole site by default), so the
+    docs said to turn it off. With WEB_TRUSTED_PROXIES the proxy's X-Forwarded-For names the client."""
+    import ipaddress
+
+    settings = TokenSettings(_env_file=None, api_key=KEY, api_secret=SECRET, public_url=PUBLIC_URL)  # type: ignore[call-arg]
+    app = create_app(settings, paths=paths, tokens_per_minute=2, trusted_proxies=[ipaddress.ip_network("127.0.0.0/8")])
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        async def status(forwarded_for: str) -> int:
+            resp = await client.post("/token", json={"room": "web-r"}, headers={"X-Forwarded-For": forwarded_for})
+            return resp.status
+
+        assert [await status("198.51.100.1") for _ in range(3)] == [200, 200, 429]
+        assert await status("198.51.100.2") == 200  # another visitor has their own budget
+        # what the client itself wrote (left of what the proxy saw) does not get it a new budget
+        assert await status("203.0.113.50, 198.51.100.1") == 429
+        assert await status("198.51.100.1, 127.0.0.5, 198.51.100.2") == 200  # two proxies in a row
+        assert await status("198.51.100.1, 127.0.0.5, 198.51.100.2") == 429
+    finally:
+        await client.close()
+
+
+def test_forwarded_addresses_are_believed_from_trusted_proxies_only() -> None:
+    import ipaddress
+
+    from agent.web import _client_address
+
+    proxies = [ipaddress.ip_network("10.0.0.0/24"), ipaddress.ip_network("fd00::/64")]
+    # a client that reaches the server directly cannot choose its address with the header
+    assert _client_address("203.0.113.7", ["198.51.100.1"], proxies) == "203.0.113.7"
+    assert _client_address("10.0.0.2", ["198.51.100.1"], []) == "10.0.0.2"  # no proxies configured
+    assert _client_address("10.0.0.2", ["198.51.100.1"], proxies) == "198.51.100.1"
+    assert _client_address("::ffff:10.0.0.2", ["203.0.113.9, 198.51.100.1"], proxies) == "198.51.100.1"
+    assert _client_address("fd00::1", ["2001:db8::5", "10.0.0.3"], proxies) == "2001:db8::5"  # two headers
+    assert _client_address("10.0.0.2", ["198.51.100.1:4711"], proxies) == "198.51.100.1"  # with a port
+    assert _client_address("10.0.0.2", ["[2001:db8::5]:4711"], proxies) == "2001:db8::5"
+    # no header, or one that is not an address: the proxy's own address (one shared budget)
+    assert _client_address("10.0.0.2", [], proxies) == "10.0.0.2"
+    assert _client_address("10.0.0.2", ["198.51.100.1, unknown"], proxies) == "10.0.0.2"
+
+
+@pytest.mark.parametrize("value", ["proxy.internal", "0.0.0.0/0", "::/0", "10.0.0.2,,nope"])
+def test_trusted_proxies_setting_is_checked(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from pydantic import ValidationError
+
+    from agent.tokens import describe_settings_error
+    from agent.web import WebSettings
+
+    monkeypatch.setenv("WEB_TRUSTED_PROXIES", " 10.0.0.2 , 172.18.0.0/16,fd00::1 ")
+    assert [str(n) for n in WebSettings(_env_file=None).trusted_proxies] == [  # type: ignore[call-arg]
+        "10.0.0.2/32", "172.18.0.0/16", "fd00::1/128",
+    ]
+    monkeypatch.setenv("WEB_TRUSTED_PROXIES", value)
+    with pytest.raises(ValidationError) as e:
+        WebSettings(_env_file=None)  # type: ignore[call-arg]
+    assert describe_settings_error(e.value).startswith("WEB_TRUSTED_PROXIES: ")
