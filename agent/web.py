@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
@@ -46,6 +47,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from bridge.config import BridgeConfig
 from bridge.protocol import DEFAULT_TOPIC
 
+from .config import livekit_url_problem
 from .tokens import TokenInputError, TokenSettings, describe_settings_error, issue_token
 
 logger = logging.getLogger("agent.web")
@@ -263,6 +265,24 @@ class RateLimit:
             del self._seen[next(iter(self._seen))]
 
 
+def browser_url_problem(settings: TokenSettings) -> str | None:
+    """Why the LiveKit URL the endpoint hands to every browser may not be handed out, or None.
+    A user name or password in it (wss://user:pass@host, for a proxy in front of LiveKit) went to
+    any caller of /token; a URL without ws(s):// or http(s):// failed in every browser."""
+    url, name = (settings.public_url, "LIVEKIT_PUBLIC_URL") if settings.public_url else (settings.url, "LIVEKIT_URL")
+    if url is None:
+        return None
+    problem = livekit_url_problem(url, name)
+    if problem is not None:
+        return problem
+    parts = urlsplit(url.strip())
+    if parts.username is not None or parts.password is not None:
+        hint = "" if settings.public_url else " (LIVEKIT_URL is what the worker uses)"
+        return (f"{name} carries a user name or password, which every browser asking for a token would get: "
+                f"set LIVEKIT_PUBLIC_URL to the address browsers use, without it{hint}")
+    return None
+
+
 def _json_error(status: int, message: str, field: str | None = None) -> web.Response:
     body: dict[str, Any] = {"error": message}
     if field:
@@ -306,6 +326,7 @@ def create_app(
     paths = paths or WebPaths.discover()
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     limit = RateLimit(tokens_per_minute)
+    url_problem = browser_url_problem(settings)  # web_command does not start with one
 
     async def index(_: web.Request) -> web.StreamResponse:
         page = paths.public / "index.html"
@@ -356,6 +377,9 @@ def create_app(
             return _json_error(400, str(e), e.field)
         except ValueError as e:  # missing keys: a server problem, not the client's
             logger.error("token endpoint misconfigured: %s", e)
+            return _json_error(503, "token service is not configured")
+        if url_problem is not None:
+            logger.error("token endpoint misconfigured: %s", url_problem)
             return _json_error(503, "token service is not configured")
         payload = {
             "token": issued.token,
@@ -432,6 +456,10 @@ def web_command(argv: list[str]) -> int:
         settings.require_keys()
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    problem = browser_url_problem(settings)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if not (settings.public_url or settings.url):
         print(

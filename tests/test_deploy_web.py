@@ -444,3 +444,51 @@ def test_trusted_proxies_setting_is_checked(monkeypatch: pytest.MonkeyPatch, val
     with pytest.raises(ValidationError) as e:
         WebSettings(_env_file=None)  # type: ignore[call-arg]
     assert describe_settings_error(e.value).startswith("WEB_TRUSTED_PROXIES: ")
+
+
+@pytest.mark.parametrize("overrides", [
+    {"public_url": "wss://lk-user:hunter2-proxy-pass@livekit.example.com"},
+    {"public_url": None, "url": "wss://lk-user:hunter2-proxy-pass@livekit.internal"},
+])
+async def test_a_livekit_url_with_credentials_is_never_handed_to_browsers(
+    make_client: Factory, overrides: dict[str, object]
+) -> None:
+    """/token answers every caller with LIVEKIT_PUBLIC_URL (else LIVEKIT_URL) as it is: a URL
+    with a proxy's user and password in it gave that password to anyone who asked."""
+    client = await make_client(**overrides)
+    resp = await client.post("/token", json={"room": "web-r"})
+    text = await resp.text()
+    assert resp.status == 503, text
+    assert "hunter2" not in text and "token" not in await resp.json()
+    # the worker may keep its own URL with credentials: browsers get LIVEKIT_PUBLIC_URL
+    ok = await make_client(public_url="wss://livekit.example.com", url="wss://lk-user:hunter2-proxy-pass@livekit.internal")
+    resp = await ok.post("/token", json={"room": "web-r"})
+    assert resp.status == 200 and (await resp.json())["url"] == "wss://livekit.example.com"
+
+
+@pytest.mark.parametrize(("env", "named"), [
+    ({"LIVEKIT_URL": "wss://lk-user:hunter2-proxy-pass@livekit.internal"}, "LIVEKIT_URL"),
+    ({"LIVEKIT_PUBLIC_URL": "https://lk-user:hunter2-proxy-pass@livekit.example.com"}, "LIVEKIT_PUBLIC_URL"),
+    ({"LIVEKIT_PUBLIC_URL": "livekit.example.com"}, "LIVEKIT_PUBLIC_URL"),  # no scheme: no browser connects
+])
+def test_web_command_refuses_a_browser_url_it_may_not_hand_out(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    env: dict[str, str], named: str,
+) -> None:
+    import agent.web
+    from agent.web import web_command
+
+    async def serve(*_: object) -> None:  # had it started, the test returns instead of serving
+        pass
+
+    monkeypatch.setattr(agent.web, "_serve", serve)
+    monkeypatch.chdir(tmp_path)  # no .env
+    monkeypatch.delenv("LIVEKIT_PUBLIC_URL", raising=False)
+    monkeypatch.delenv("LIVEKIT_URL", raising=False)
+    monkeypatch.setenv("LIVEKIT_API_KEY", KEY)
+    monkeypatch.setenv("LIVEKIT_API_SECRET", SECRET)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert web_command(["--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert named in err and "hunter2" not in err
