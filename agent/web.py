@@ -161,8 +161,11 @@ def _safe_file(root: Path, rel: str) -> Path | None:
     """`root/rel` if it is an existing file inside root with a servable extension."""
     if not rel or "\\" in rel or rel.startswith("/"):
         return None
-    candidate = (root / rel).resolve()
-    if not candidate.is_relative_to(root) or not candidate.is_file():
+    try:
+        candidate = (root / rel).resolve()
+        if not candidate.is_relative_to(root) or not candidate.is_file():
+            return None
+    except (OSError, ValueError):  # a NUL byte, a name or path too long: a 500 and a logged traceback
         return None
     if candidate.suffix not in CONTENT_TYPES:
         return None

@@ -266,6 +266,23 @@ async def test_nothing_outside_the_served_dirs(make_client: Factory, path: str) 
     assert "nope" not in await resp.text()
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/assets/%00", "/assets/app%00.js", "/assets/" + "a" * 300 + ".js", "/assets/" + "a/" * 2100 + "a.js",
+     "/vendor/bridge/client%00.js", "/vendor/bridge/" + "b" * 300 + ".js"],
+)
+async def test_unopenable_file_names_are_404_not_500(
+    make_client: Factory, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A NUL byte or a name too long for the file system raised out of the handler: a 500, and
+    a traceback in the server's log for every such request anyone cared to send."""
+    client = await make_client()
+    with caplog.at_level("ERROR"):
+        resp = await client.get(path)
+    assert resp.status == 404, await resp.text()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
 def test_default_paths_point_at_the_checkout() -> None:
     paths = WebPaths.discover()
     assert (paths.public / "index.html").is_file()
