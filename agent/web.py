@@ -27,6 +27,7 @@ import html
 import ipaddress
 import json
 import logging
+import math
 import re
 import secrets
 import signal
@@ -261,6 +262,14 @@ class RateLimit:
         times.append(now)
         return True
 
+    def retry_after(self, key: str, now: float | None = None) -> int:
+        """Whole seconds until `key` may have another event (0: now)."""
+        now = time.monotonic() if now is None else now
+        recent = [t for t in self._seen.get(key, ()) if now - t < 60]
+        if self.per_minute <= 0 or len(recent) < self.per_minute:
+            return 0
+        return max(1, math.ceil(60 - (now - recent[-self.per_minute])))
+
     def _forget(self, now: float) -> None:
         for key in [k for k, t in self._seen.items() if not t or now - t[-1] >= 60]:
             del self._seen[key]
@@ -286,11 +295,13 @@ def browser_url_problem(settings: TokenSettings) -> str | None:
     return None
 
 
-def _json_error(status: int, message: str, field: str | None = None) -> web.Response:
+def _json_error(
+    status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> web.Response:
     body: dict[str, Any] = {"error": message}
     if field:
         body["field"] = field
-    return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
+    return web.json_response(body, status=status, headers={"Cache-Control": "no-store", **(headers or {})})
 
 
 async def _read_token_request(request: web.Request) -> dict[str, Any]:
@@ -366,8 +377,11 @@ def create_app(
 
     async def token(request: web.Request) -> web.Response:
         client = _client_address(request.remote, request.headers.getall("X-Forwarded-For", []), trusted_proxies)
-        if not limit.allow(_client_key(client)):
-            return _json_error(429, f"at most {limit.per_minute} tokens a minute; try again shortly")
+        key = _client_key(client)
+        if not limit.allow(key):
+            wait = limit.retry_after(key)
+            return _json_error(429, f"at most {limit.per_minute} tokens a minute; try again in {wait} s",
+                               headers={"Retry-After": str(wait)})
         try:
             body = await _read_token_request(request)
             room = body.get("room", "")

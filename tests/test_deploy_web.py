@@ -153,8 +153,12 @@ async def test_token_requests_are_rate_limited_per_client(make_client: Factory) 
     client = await make_client(tokens_per_minute=3)
     statuses = [(await client.post("/token", json={"room": f"web-{i}"})).status for i in range(5)]
     assert statuses == [200, 200, 200, 429, 429]
-    body = await (await client.post("/token", json={"room": "web-x"})).json()
+    resp = await client.post("/token", json={"room": "web-x"})
+    body = await resp.json()
     assert "at most 3 tokens a minute" in body["error"]
+    # 429 says when to come back (it did not): the oldest of the 3 leaves the window within 60 s
+    wait = int(resp.headers["Retry-After"])
+    assert 1 <= wait <= 60 and f"try again in {wait} s" in body["error"]
 
 
 def test_rate_limit_window_slides_and_memory_stays_bounded() -> None:
@@ -162,6 +166,11 @@ def test_rate_limit_window_slides_and_memory_stays_bounded() -> None:
 
     limit = RateLimit(2, max_keys=100)
     assert [limit.allow("a", now=t) for t in (0, 1, 2, 59.9, 60.5)] == [True, True, False, False, True]
+    assert limit.retry_after("a", now=61) == 0  # the one of t=1 has just left the window
+    assert limit.allow("a", now=61)
+    assert limit.retry_after("a", now=62) == 59  # then t=60.5 is the oldest of the two
+    assert limit.retry_after("a", now=120.4) == 1 and limit.retry_after("b", now=120.4) == 0
+    assert [limit.allow("a", now=t) for t in (120.4, 120.5)] == [False, True]
     for i in range(1000):
         limit.allow(f"ip{i}", now=100 + i / 1000)
     assert len(limit._seen) <= 100
