@@ -27,7 +27,11 @@ by the silence the VAD waited for (and its inference time). That reading belongs
 turn: a typed message (livekit adds it with no metrics) never takes it, nor does a later turn
 once it has been used. The event may also come after the turn it ends was committed (seen once
 in a parallel test run, with the JFK recording's applause: a turn with no `e2e`): an end of
-speech dated before the commit of the latest spoken turn still lacking one is that turn's.
+speech dated before the commit of the latest spoken turn measured this way is that turn's, when
+it is later than the reading the turn took. A turn livekit measured itself leaves the reading
+unused: when livekit commits a turn at a mid-sentence pause and the rest of the sentence's
+transcript then arrives as a turn of its own (anchors dropped, no new speech seen; seen on the
+JFK recording), that turn's speech ended where the reading says.
 """
 
 from __future__ import annotations
@@ -97,8 +101,12 @@ class LatencyCollector:
             pending, self._unstopped = self._unstopped, None
             if pending is not None and stopped_at <= pending[1]:
                 # the turn was committed before this event came: speech that ended before the
-                # commit is that turn's (a later utterance ends after it)
-                self._stopped(pending[0], stopped_at)
+                # commit is that turn's (a later utterance ends after it), and the latest such
+                # end is its end (an older reading it took at its commit was stale)
+                row = pending[0]
+                if row.user_stopped_at is None or stopped_at > row.user_stopped_at:
+                    row.e2e = None
+                    self._stopped(row, stopped_at)
                 return
             self._last_stopped_at = stopped_at
 
@@ -116,19 +124,22 @@ class LatencyCollector:
         m = dict(item.metrics or {})
         if item.role == "user":
             # livekit's end-of-turn path always attaches metrics; a typed message has none
-            vad_stopped_at = None
-            if m:
-                vad_stopped_at, self._last_stopped_at = self._last_stopped_at, None
+            anchored = m.get("stopped_speaking_at")
+            fallback = None
+            if m and not anchored:
+                # only a turn that uses the reading consumes it: a turn livekit measured itself
+                # leaves it to a transcript that arrives after it (the rest of the same speech)
+                fallback, self._last_stopped_at = self._last_stopped_at, None
             row = TurnLatency(
                 index=len(self.rows) + 1,
                 user_text=item.text_content or "",
                 end_of_turn=m.get("end_of_turn_delay"),
                 transcription=m.get("transcription_delay"),
-                user_stopped_at=m.get("stopped_speaking_at") or vad_stopped_at,
+                user_stopped_at=anchored or fallback,
             )
             self.rows.append(row)
             committed_at = getattr(item, "created_at", None)
-            self._unstopped = (row, committed_at) if m and row.user_stopped_at is None and committed_at else None
+            self._unstopped = (row, committed_at) if m and not anchored and committed_at else None
         elif item.role == "assistant" and self.rows and self._awaits_reply(self.rows[-1]):
             row = self.rows[-1]
             row.reply_text = item.text_content or ""

@@ -119,3 +119,41 @@ def test_an_end_of_speech_reported_after_its_turn_was_committed_is_that_turns() 
     assert first.user_stopped_at == pytest.approx(100.0) and first.e2e == pytest.approx(1.4)
     assert second.user_stopped_at is None and second.e2e is None
     assert collector.answered() == [first]
+
+
+def test_the_rest_of_a_sentence_committed_as_a_turn_of_its_own_is_measured_from_its_speech() -> None:
+    """Seen on the JFK recording: livekit commits the sentence at a mid-sentence pause (its own
+    anchors, read when the item is added, give the sentence's end), the reply is cut off, and the
+    rest of the sentence's transcript arrives as a second turn with no anchors and no new speech:
+    the VAD's end of speech measures that second, answered turn."""
+    collector, session = _collector()
+    session.user_state("listening", "speaking", at=845.8)
+    session.user_state("speaking", "listening", at=849.2)  # the mid-sentence pause
+    session.user_state("listening", "speaking", at=849.7)
+    session.user_state("speaking", "listening", at=850.9)  # the sentence's end
+    session.item("user", "and so my fellow americans", {"stopped_speaking_at": 850.9, "end_of_turn_delay": 1.0},
+                 created_at=850.1)
+    collector.no_reply("cut_off")
+    session.item("user", "ask not", {"on_user_turn_completed_delay": 0.001}, created_at=852.2)
+    session.item("assistant", "You said: ask not", {"started_speaking_at": 852.3})
+    first, second = collector.rows
+    assert (first.e2e, first.no_reply) == (None, "cut_off")
+    assert second.user_stopped_at == pytest.approx(850.9) and second.e2e == pytest.approx(1.4)
+    assert collector.answered() == [second]
+
+
+def test_a_late_end_of_speech_replaces_an_older_reading_its_turn_took() -> None:
+    """A turn with no anchors that took an older end of speech at its commit (its own speech's end
+    not reported yet) is measured from its own speech once that is reported (dated before the
+    commit)."""
+    collector, session = _collector()
+    session.user_state("speaking", "listening", at=100.0)
+    session.item("user", "hello", {"stopped_speaking_at": 100.0}, created_at=101.0)
+    session.item("assistant", "hi", {"e2e_latency": 1.2, "started_speaking_at": 101.2})
+    session.user_state("listening", "speaking", at=103.0)
+    session.item("user", "and then", {"on_user_turn_completed_delay": 0.001}, created_at=106.0)
+    session.item("assistant", "then this", {"started_speaking_at": 106.5})
+    session.user_state("speaking", "listening", at=105.0)  # reported late
+    first, second = collector.rows
+    assert first.e2e == pytest.approx(1.2)
+    assert second.user_stopped_at == pytest.approx(105.0) and second.e2e == pytest.approx(1.5)
