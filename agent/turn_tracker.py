@@ -9,16 +9,22 @@ we know how it went and tell the brain:
   `speaking` state during this speech): the user's words are not lost, they are merged into the
   user's next turn (`previous + " " + new`), and the empty brain turn is dropped from memory;
 - a preemptive generation livekit discarded (never scheduled): dropped, nothing merged, since the
-  final transcript of the same user turn comes in the next `llm_node` call anyway;
+  final transcript of the same user turn comes in the next `llm_node` call anyway. It is dropped
+  from memory as soon as the next turn begins (its speech may end later), and it never ran a tool:
+  a turn whose speech is not scheduled yet gets a `Turn.go_ahead` that waits until livekit keeps
+  it (schedules it: the user's turn is over and the transcript is what it answered) or throws it
+  away, so its tools and approvals wait for that;
 - stopped on request (a client's `agent.interrupt`, see `stop`) before any reply audio: dropped,
   nothing merged: the user asked the agent to stop, not to wait for more words.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from brain import ToolFinished, Turn, VoiceBrain
@@ -49,6 +55,10 @@ class TrackedTurn:
     """Started by the agent (a generated greeting's prompt), not by the user's words."""
     stopped: bool = False
     """A client asked the agent to stop while this turn was pending (`TurnTracker.stop`)."""
+    committed: bool = True
+    """livekit kept the turn's speech (scheduled it). False while a preemptive generation waits
+    for the user's turn to end; one thrown away never becomes True."""
+    speech: Any = field(default=None, repr=False)
 
 
 class TurnTracker:
@@ -60,6 +70,7 @@ class TurnTracker:
         self.turns: list[TrackedTurn] = []
         self._by_speech: dict[str, TrackedTurn] = {}
         self._listeners: list[Callable[[TrackedTurn], None]] = []
+        self._commit_listeners: list[Callable[[TrackedTurn], None]] = []
         self._unsubscribe = brain.subscribe(self._on_brain_event)
 
     def close(self) -> None:
@@ -75,25 +86,57 @@ class TurnTracker:
         """Called once per turn when its speech ends (completed / interrupted / merged / discarded)."""
         self._listeners.append(callback)
 
+    def on_commit(self, callback: Callable[[TrackedTurn], None]) -> None:
+        """Called when livekit keeps a turn begun before its user turn was over (preemptive)."""
+        self._commit_listeners.append(callback)
+
     # -- turn start ---------------------------------------------------------------------------
 
     def begin(self, user_text: str, speech: Any | None = None, *, scripted: bool = False) -> TrackedTurn:
         """A new brain turn for `user_text`, tied to livekit's `SpeechHandle` when known.
         `scripted`: the agent's own prompt (a generated greeting), never merged into the user's words."""
+        self._drop_thrown_away()
         user_text = user_text.strip()
         merge = self.pending_merge if not scripted else None
         transcript = f"{merge} {user_text}".strip() if merge else user_text
+        scheduled = _scheduled_future(speech) if speech is not None else None
+        waits = scheduled is not None and not scheduled.done()
+        go_ahead = functools.partial(_wait_until_kept, speech) if waits else None
         tracked = TrackedTurn(
-            turn=Turn(transcript, conversation_id=self.conversation_id, user_id=self.user_id),
+            turn=Turn(transcript, conversation_id=self.conversation_id, user_id=self.user_id, go_ahead=go_ahead),
             user_text=user_text,
             scripted=scripted,
+            committed=not waits,
+            speech=speech,
         )
         self.turns.append(tracked)
         if speech is not None:
             tracked.speech_id = speech.id
             self._by_speech[speech.id] = tracked
             speech.add_done_callback(self._speech_done)
+        if waits:
+            assert scheduled is not None
+            scheduled.add_done_callback(lambda f: None if f.cancelled() else self._committed(tracked))
         return tracked
+
+    def _committed(self, tracked: TrackedTurn) -> None:
+        if tracked.committed or tracked.outcome != "pending":
+            return
+        tracked.committed = True
+        for cb in list(self._commit_listeners):
+            try:
+                cb(tracked)
+            except Exception:  # noqa: BLE001 - bookkeeping must never break the session
+                log.exception("turn commit bookkeeping failed")
+
+    def _drop_thrown_away(self) -> None:
+        """Forget, now, the turns of preemptive generations livekit has thrown away: the next turn's
+        request must not carry them (their speech may end, and `finish` run, only after it began)."""
+        for tracked in self.turns:
+            speech = tracked.speech
+            if tracked.outcome == "pending" and not tracked.committed and speech is not None and speech.interrupted:
+                if not tracked.tool_ran:
+                    self.brain.forget_turn(self.conversation_id, tracked.turn.turn_id)
 
     def find(self, turn_id: str) -> TrackedTurn | None:
         for t in reversed(self.turns):
@@ -175,6 +218,25 @@ class TurnTracker:
             self.brain.record_spoken(self.conversation_id, turn_id, "")
             return
         self.brain.forget_turn(self.conversation_id, turn_id)
+
+
+def _scheduled_future(speech: Any) -> asyncio.Future[None] | None:
+    """The future livekit resolves when it schedules `speech` (keeps a preemptive generation).
+
+    livekit-agents 1.8 keeps it private (its own reply task waits on it); None if that ever
+    moves, and turns then start their tools without waiting, as before.
+    """
+    fut = getattr(speech, "_scheduled_fut", None)
+    return fut if isinstance(fut, asyncio.Future) else None
+
+
+async def _wait_until_kept(speech: Any) -> bool:
+    """`Turn.go_ahead` for a preemptive generation: True once livekit schedules its speech, False
+    if it is thrown away (interrupted) first."""
+    scheduled = _scheduled_future(speech)
+    if scheduled is not None and not scheduled.done() and not speech.interrupted:
+        await speech.wait_if_not_interrupted([scheduled])
+    return bool(speech.scheduled)
 
 
 def _assistant_text(speech: Any) -> str | None:

@@ -517,10 +517,13 @@ class VoiceSession(BaseVoiceSession):
         tts_timeout = settings.provider_timeout + time_budget(session.tts)
         self.agent = BrainAgent(brain, self.tracker, tts_timeout=tts_timeout, on_tts_stall=self._on_tts_stall)
         self.tracker.on_outcome(self._on_turn_outcome)
+        self.tracker.on_commit(self._on_turn_committed)
         self._user_spoke = False  # since the last transcript: an STT failure lost their words
         self._tts_failed: set[str] = set()  # turn ids whose reply audio failed
         self._greeting: tuple[Any, str] | None = None  # a greeting said as is: (its speech, its turn id)
         self._held: dict[str, list[tuple[TurnDone, Callable[[Any], None]]]] = {}
+        self._uncommitted: dict[str, list[tuple[Any, Callable[[Any], None]]]] = {}
+        """Brain events of preemptive generations livekit has not kept yet, by turn id."""
         self._said_over: SpeechHandle | None = None
         """The reply (SpeechHandle) the user's last transcribed words were said over, while it played."""
         self.on_close(lambda _reason: self._release_all())
@@ -533,7 +536,17 @@ class VoiceSession(BaseVoiceSession):
     def relay(self, event: Any, deliver: Callable[[Any], None]) -> None:
         """A reply's `TurnDone` reaches clients once its speech has ended, not when the brain has
         finished writing it: so a TTS failure can still mark it `error`, and it follows the
-        reply's `error` envelope (as in realtime mode, where the turn ends with the speech)."""
+        reply's `error` envelope (as in realtime mode, where the turn ends with the speech).
+
+        The events of a reply begun before the user's turn was over (preemptive generation) wait
+        until livekit keeps it, then go out in order; those of one it throws away never go out
+        (clients would see a turn, its text and its end for a reply nobody hears)."""
+        turn_id = getattr(event, "turn_id", None)
+        tracked = self.tracker.find(turn_id) if isinstance(turn_id, str) else None
+        if tracked is not None and not tracked.committed:
+            if tracked.outcome == "pending":
+                self._uncommitted.setdefault(tracked.turn.turn_id, []).append((event, deliver))
+            return  # thrown away: dropped
         if isinstance(event, TurnDone):
             tracked = self.tracker.find(event.turn_id)
             if tracked is not None and tracked.speech_id is not None and tracked.outcome == "pending":
@@ -541,6 +554,10 @@ class VoiceSession(BaseVoiceSession):
                 return
             event = self._as_heard(event, tracked)  # its speech already ended (e.g. forced done)
         deliver(event)
+
+    def _on_turn_committed(self, tracked: TrackedTurn) -> None:
+        for event, deliver in self._uncommitted.pop(tracked.turn.turn_id, []):
+            self.relay(event, deliver)
 
     def _release(self, turn_id: str) -> None:
         tracked = self.tracker.find(turn_id)
@@ -561,6 +578,7 @@ class VoiceSession(BaseVoiceSession):
         return event
 
     def _release_all(self) -> None:
+        self._uncommitted.clear()  # the session closed before livekit kept them
         for turn_id in list(self._held):
             self._release(turn_id)
 
@@ -728,6 +746,7 @@ class VoiceSession(BaseVoiceSession):
 
     def _on_turn_outcome(self, tracked: TrackedTurn) -> None:
         turn_id = tracked.turn.turn_id
+        self._uncommitted.pop(turn_id, None)  # a generation thrown away: its events never go out
         if turn_id in self._tts_failed and tracked.spoken is None:
             # the reply's audio failed: what was heard, if any (cut off before any audio, merged
             # or discarded, nothing); the brain must not think the unheard rest was said (the

@@ -251,6 +251,9 @@ class VoiceBrain:
         except (asyncio.CancelledError, GeneratorExit):
             reason = "interrupted"
             raise
+        except _Withdrawn:
+            reason = "interrupted"
+            log.info("turn %s: no go-ahead for its tools; ended without running them", tid)
         except Exception as exc:
             reason = "error"
             if isinstance(exc, BrainError):
@@ -282,6 +285,7 @@ class VoiceBrain:
         seen_ids: set[str] = set()
         said = ""  # the turn's text so far (its last characters are what matter)
         acted: set[str] = set()  # ids of calls whose action happened (or may have)
+        cleared = False  # the turn's go-ahead was given
         for step in range(s.max_tool_steps + 1):
             # the last step may not call tools (tool_choice "none"), so the model answers in words;
             # the tools stay declared because the history already contains calls to them
@@ -354,6 +358,12 @@ class VoiceBrain:
                         provider=self.backend.name,
                     )
                 return
+            if turn.go_ahead is not None and not cleared:
+                # a reply begun before the user's turn was over: no tool runs (nor approval is
+                # asked) until it is known to be kept
+                if not await turn.go_ahead():
+                    raise _Withdrawn()
+                cleared = True
             calls = [self._unique_id(c, seen_ids) for c in calls]
             last = record.messages[-1]
             if last.role == "assistant" and not last.tool_calls:
@@ -711,6 +721,10 @@ class VoiceBrain:
                 provider=exc.provider,
             )
         )
+
+
+class _Withdrawn(Exception):
+    """The turn's go-ahead was refused before its first tool call (`Turn.go_ahead`)."""
 
 
 class _ApprovalFailed(Exception):

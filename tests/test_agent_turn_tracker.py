@@ -194,7 +194,7 @@ def test_a_reply_whose_audio_failed_then_was_cut_off_before_any_audio_reports_no
     done = TurnDone(conversation_id="c", turn_id=turn.turn_id, reason="completed", text="It is sunny in Paris.")
     recorded: list[tuple[str, str, str]] = []
     session = SimpleNamespace(  # what the two methods use of a VoiceSession
-        _tts_failed={turn.turn_id}, conversation_id="c", bridge=None, _release=lambda _: None,
+        _tts_failed={turn.turn_id}, _uncommitted={}, conversation_id="c", bridge=None, _release=lambda _: None,
         brain=SimpleNamespace(record_spoken=lambda *a: recorded.append(a)), latency=SimpleNamespace(claim=lambda _: None, no_reply=lambda _: None),
     )
 
