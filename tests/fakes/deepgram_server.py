@@ -10,6 +10,11 @@ transcribed by the project's local STT (pocketsphinx, in its own process), unles
 set: then every result says those words (no recognition: for tests about the connection, not
 the words, which must run fast).
 
+Recognition runs behind the socket reader, in order, so the audio keeps being read while a slow
+decode runs; `busy` says whether speech already received is still owed its final result (a
+segment open, or a result not sent yet): a test waits for it before it ends the session, so a
+final that a loaded machine decodes late is not lost to the session closing.
+
 Each connection behaves as the next entry of `modes` says (then "ok"):
 "ok" answers as above; "stall" accepts the audio and never answers (the socket stays up and
 pings are answered: what a provider stuck mid-session looks like to the client); "fail" accepts
@@ -19,6 +24,8 @@ error: what a provider crashing mid-utterance looks like).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +60,16 @@ class FakeDeepgram:
     connections: list[Connection] = field(default_factory=list)
     _recognizer: stt.STT | None = None
     _runner: web.AppRunner | None = None
+    _owed: int = 0
+    """Results queued or being decoded, over all connections."""
+    _open: set[int] = field(default_factory=set)
+    """Connections (by index) with a speech segment not finalised yet."""
     base_url: str = ""
+
+    @property
+    def busy(self) -> bool:
+        """Speech received is still owed its final result."""
+        return self._owed > 0 or bool(self._open)
 
     async def start(self) -> None:
         from providers import SpeechSettings, create_stt
@@ -87,23 +103,52 @@ class FakeDeepgram:
         self.connections.append(conn)
         rate = int(request.query.get("sample_rate", "16000"))
         segment = _Segmenter(rate, self.endpoint, self.interim_every)
-        async for msg in ws:
-            if msg.type == WSMsgType.BINARY:
-                conn.audio_seconds += len(msg.data) / 2 / rate
-                if conn.mode == "fail" and conn.audio_seconds >= self.fail_after:
-                    await ws.close(code=1011, message=b"internal error")
-                    return ws
-                if conn.mode in ("stall", "fail"):
-                    continue
-                for pcm, start, final in segment.push(msg.data):
+        results: asyncio.Queue[tuple[bytes, float, bool]] = asyncio.Queue()
+
+        async def answer_in_order() -> None:
+            while True:
+                pcm, start, final = await results.get()
+                try:
                     await self._answer(ws, conn, pcm, start, rate, final=final)
-            elif msg.type == WSMsgType.TEXT:
-                kind = json.loads(msg.data).get("type")
-                if conn.mode == "ok" and kind in ("Finalize", "CloseStream"):
-                    for pcm, start, final in segment.finish():
-                        await self._answer(ws, conn, pcm, start, rate, final=final)
-                if kind == "CloseStream":
-                    break
+                except Exception:  # noqa: BLE001 - the client went away: owed nothing more
+                    pass
+                finally:
+                    self._owed -= 1
+                    results.task_done()
+
+        def queue(out: list[tuple[bytes, float, bool]]) -> None:
+            for item in out:
+                self._owed += 1
+                results.put_nowait(item)
+            if segment.speech:
+                self._open.add(index)
+            else:
+                self._open.discard(index)
+
+        answering = asyncio.create_task(answer_in_order())
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:
+                    conn.audio_seconds += len(msg.data) / 2 / rate
+                    if conn.mode == "fail" and conn.audio_seconds >= self.fail_after:
+                        await ws.close(code=1011, message=b"internal error")
+                        return ws
+                    if conn.mode in ("stall", "fail"):
+                        continue
+                    queue(segment.push(msg.data))
+                elif msg.type == WSMsgType.TEXT:
+                    kind = json.loads(msg.data).get("type")
+                    if conn.mode == "ok" and kind in ("Finalize", "CloseStream"):
+                        queue(segment.finish())
+                    if kind == "CloseStream":
+                        await results.join()  # the results asked for go out before the close
+                        break
+        finally:
+            self._open.discard(index)
+            answering.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await answering
+            self._owed -= results.qsize()
         await ws.close()
         return ws
 
