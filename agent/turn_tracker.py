@@ -59,6 +59,7 @@ class TrackedTurn:
     """livekit kept the turn's speech (scheduled it). False while a preemptive generation waits
     for the user's turn to end; one thrown away never becomes True."""
     speech: Any = field(default=None, repr=False)
+    """livekit's `SpeechHandle`, until it is done."""
 
 
 class TurnTracker:
@@ -165,6 +166,7 @@ class TurnTracker:
         tracked = self._by_speech.pop(speech.id, None)
         if tracked is None:
             return
+        tracked.speech = None  # settled below: no need to keep the handle (and its items) alive
         tracked.heard = _assistant_text(speech)
         try:
             self.finish(
