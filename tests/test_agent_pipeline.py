@@ -47,6 +47,14 @@ def vad():
     return load_vad(settings())
 
 
+async def _typed(sim: Simulation, text: str) -> None:
+    """The served user types `text` (a `user.text` message through the bridge): acknowledged."""
+    bridge = sim.voice.bridge
+    assert bridge is not None
+    reply = json.loads(await bridge.handle_message("user", json.dumps({"v": 1, "id": "t1", "type": "user.text", "data": {"text": text}})))
+    assert reply["type"] == "ack", reply
+
+
 def _envelopes(stream: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
 
@@ -315,10 +323,7 @@ async def test_ending_the_session_cancels_a_pending_approval_as_session_closed(v
     sim = Simulation(settings(), vad=vad, brain=brain, speed=4.0, conversation_id="ending", events=io.StringIO())
     try:
         await sim.start()
-        bridge = sim.voice.bridge
-        assert bridge is not None
-        typed = json.loads(await bridge.handle_message("user", json.dumps({"v": 1, "id": "t1", "type": "user.text", "data": {"text": "book it"}})))
-        assert typed["type"] == "ack", typed
+        await _typed(sim, "book it")
         for _ in range(300):
             if any(isinstance(e, ApprovalRequested) for e in seen):
                 break
@@ -366,10 +371,7 @@ async def test_a_tool_call_cut_off_by_the_session_closing_says_so(vad, close: st
     sim = Simulation(settings(), vad=vad, brain=brain, speed=4.0, conversation_id="closing", events=events)
     try:
         await sim.start()
-        bridge = sim.voice.bridge
-        assert bridge is not None
-        typed = json.loads(await bridge.handle_message("user", json.dumps({"v": 1, "id": "t1", "type": "user.text", "data": {"text": "look it up"}})))
-        assert typed["type"] == "ack", typed
+        await _typed(sim, "look it up")
         for _ in range(300):  # until both run and "One moment." has played for a while
             if sum(type(e).__name__ == "ToolStarted" for e in seen) == 2 and sim.io.sink.segments \
                     and sim.io.sink.current_played() > 0.3:

@@ -4,6 +4,8 @@ exactly which audio the next connection is given."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
@@ -71,13 +73,7 @@ class Feed:
 async def test_replay_holds_exactly_the_unanswered_speech() -> None:
     inner = ScriptedSTT()
     guard = StallGuardSTT(inner, timeout=1.0)
-    stream = guard.stream(conn_options=APIConnectOptions(max_retry=1, retry_interval=0.0))
-    events: list[stt.SpeechEvent] = []
-    errors: list[Any] = []
-    guard.on("error", errors.append)
-    reader = asyncio.create_task(_read(stream, events))
-    feed = Feed(stream)
-    try:
+    async with _running(guard, APIConnectOptions(max_retry=1, retry_interval=0.0)) as (stream, events, errors, feed):
         await feed.seconds(2.0)  # frames 1-20: quiet room
         guard.speech_started()  # utterance A: frames 21-30
         await feed.seconds(1.0)
@@ -102,9 +98,6 @@ async def test_replay_holds_exactly_the_unanswered_speech() -> None:
             "utterance a", "utterance b"]
         assert [type(e.error).__name__ for e in errors] == ["APITimeoutError"]
         assert errors[0].recoverable
-    finally:
-        reader.cancel()
-        await stream.aclose()
 
 
 async def test_an_answer_before_the_vad_closes_the_segment_counts() -> None:
@@ -174,6 +167,21 @@ async def _until(predicate: Any, within: float = 10.0) -> None:
     await asyncio.wait_for(poll(), within)
 
 
+@contextlib.asynccontextmanager
+async def _running(guard: StallGuardSTT, conn_options: APIConnectOptions) -> AsyncIterator[tuple[Any, list[stt.SpeechEvent], list[Any], Feed]]:
+    """A stream of `guard` being read: (stream, its events, the guard's errors, its input)."""
+    stream = guard.stream(conn_options=conn_options)
+    events: list[stt.SpeechEvent] = []
+    errors: list[Any] = []
+    guard.on("error", errors.append)
+    reader = asyncio.create_task(_read(stream, events))
+    try:
+        yield stream, events, errors, Feed(stream)
+    finally:
+        reader.cancel()
+        await stream.aclose()
+
+
 async def _read(stream: Any, out: list[stt.SpeechEvent]) -> None:
     async for ev in stream:
         out.append(ev)
@@ -187,28 +195,22 @@ async def test_stalls_give_up_after_the_retries_but_a_chain_tries_each_provider_
     outlived the connect timeout, would have retried it forever."""
     members = [ScriptedSTT(), ScriptedSTT(), ScriptedSTT()]
     guard = StallGuardSTT(stt.FallbackAdapter(list(members)), timeout=0.3)
-    stream = guard.stream(conn_options=APIConnectOptions(max_retry=1, retry_interval=0.0, timeout=0.1))
-    events: list[stt.SpeechEvent] = []
-    errors: list[Any] = []
-    guard.on("error", errors.append)
-    reader = asyncio.create_task(_read(stream, events))
-    feed = Feed(stream)
+    conn = APIConnectOptions(max_retry=1, retry_interval=0.0, timeout=0.1)
     try:
-        guard.speech_started()
-        await feed.seconds(1.0)
-        guard.speech_ended()
-        await _until(lambda: members[2].streams)  # two stalls: the third provider's turn
-        await asyncio.sleep(0.05)
-        members[2].streams[-1].answer("at last")
-        await _until(lambda: any(e.type == stt.SpeechEventType.FINAL_TRANSCRIPT for e in events))
-        assert [e.recoverable for e in errors] == [True, True]
-        # the third provider now stalls too, twice: nothing left to move on to
-        guard.speech_started()
-        await feed.seconds(1.0)
-        guard.speech_ended()
-        await _until(lambda: len(errors) == 4)
-        assert [e.recoverable for e in errors[2:]] == [True, False]
+        async with _running(guard, conn) as (_stream, events, errors, feed):
+            guard.speech_started()
+            await feed.seconds(1.0)
+            guard.speech_ended()
+            await _until(lambda: members[2].streams)  # two stalls: the third provider's turn
+            await asyncio.sleep(0.05)
+            members[2].streams[-1].answer("at last")
+            await _until(lambda: any(e.type == stt.SpeechEventType.FINAL_TRANSCRIPT for e in events))
+            assert [e.recoverable for e in errors] == [True, True]
+            # the third provider now stalls too, twice: nothing left to move on to
+            guard.speech_started()
+            await feed.seconds(1.0)
+            guard.speech_ended()
+            await _until(lambda: len(errors) == 4)
+            assert [e.recoverable for e in errors[2:]] == [True, False]
     finally:
-        reader.cancel()
-        await stream.aclose()
         await guard.aclose()
