@@ -67,7 +67,13 @@ class Feed:
         for _ in range(round(s / FRAME)):
             self.index += 1
             self.stream.push_frame(_frame(self.index))
-        await asyncio.sleep(0.05)  # let the guard forward them
+        # until the guard has taken them all: the VAD calls that follow are placed at its
+        # position in the audio (a fixed sleep let a loaded machine put them frames early)
+        await _until(lambda: self.stream._position >= self.index * FRAME - 1e-6)
+
+
+def _finals(events: list[stt.SpeechEvent]) -> list[str]:
+    return [e.alternatives[0].text for e in events if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT]
 
 
 async def test_replay_holds_exactly_the_unanswered_speech() -> None:
@@ -78,24 +84,25 @@ async def test_replay_holds_exactly_the_unanswered_speech() -> None:
         guard.speech_started()  # utterance A: frames 21-30
         await feed.seconds(1.0)
         guard.speech_ended()
-        await asyncio.sleep(0.05)
         inner.streams[0].answer("utterance a")  # answered: nothing owed, A is never replayed
+        await _until(lambda: _finals(events) == ["utterance a"])
         await feed.seconds(0.5)  # frames 31-35
         guard.speech_started()  # utterance B: frames 36-45, never answered
         await feed.seconds(1.0)
         guard.speech_ended()
         await _until(lambda: len(inner.streams) == 2)  # the stall, once the deadline passed
-        await asyncio.sleep(0.05)
+        await _until(lambda: len(inner.streams[1].frames) >= 45 - (36 - round(PRE_ROLL / FRAME)) + 1)
         # B from PRE_ROLL before its start (frame 36 - 10 = 26) to the end, nothing of the
         # answered A before that
         first = 36 - round(PRE_ROLL / FRAME)
         assert inner.streams[1].frames[: 45 - first + 1] == list(range(first, 46))
+        replayed = len(inner.streams[1].frames)
         await feed.seconds(0.3)  # the new connection gets the live audio after the replay
+        await _until(lambda: len(inner.streams[1].frames) >= replayed + 3)
         assert inner.streams[1].frames[-3:] == [46, 47, 48]
         inner.streams[1].answer("utterance b")
-        await asyncio.sleep(0.05)
-        assert [e.alternatives[0].text for e in events if e.type == stt.SpeechEventType.FINAL_TRANSCRIPT] == [
-            "utterance a", "utterance b"]
+        await _until(lambda: len(_finals(events)) == 2)
+        assert _finals(events) == ["utterance a", "utterance b"]
         assert [type(e.error).__name__ for e in errors] == ["APITimeoutError"]
         assert errors[0].recoverable
 
@@ -105,14 +112,15 @@ async def test_an_answer_before_the_vad_closes_the_segment_counts() -> None:
     inner = ScriptedSTT()
     guard = StallGuardSTT(inner, timeout=0.2, end_of_speech_lag=0.5)
     stream = guard.stream(conn_options=APIConnectOptions(max_retry=1, retry_interval=0.0))
-    reader = asyncio.create_task(_read(stream, []))
+    events: list[stt.SpeechEvent] = []
+    reader = asyncio.create_task(_read(stream, events))
     feed = Feed(stream)
     try:
         guard.speech_started()
         await feed.seconds(1.0)
         await feed.seconds(0.2)  # the speech ended; the provider answers at once
         inner.streams[0].answer("quick")
-        await asyncio.sleep(0.05)
+        await _until(lambda: _finals(events) == ["quick"])  # the guard has seen the answer
         await feed.seconds(0.3)
         guard.speech_ended()  # the VAD closes the segment 0.5 s after the speech
         assert stream.deadline is None  # nothing is owed
@@ -120,7 +128,7 @@ async def test_an_answer_before_the_vad_closes_the_segment_counts() -> None:
         guard.speech_started()
         await feed.seconds(0.5)
         inner.streams[0].answer("first half")
-        await asyncio.sleep(0.05)
+        await _until(lambda: _finals(events) == ["quick", "first half"])
         await feed.seconds(1.5)
         guard.speech_ended()
         assert stream.deadline is not None  # owed
@@ -137,7 +145,8 @@ async def test_interim_transcripts_restart_the_deadline_but_do_not_answer() -> N
     inner = ScriptedSTT()
     guard = StallGuardSTT(inner, timeout=3.0)  # ample for the interim to arrive first, even on a loaded machine
     stream = guard.stream(conn_options=APIConnectOptions(max_retry=1, retry_interval=0.0))
-    reader = asyncio.create_task(_read(stream, []))
+    events: list[stt.SpeechEvent] = []
+    reader = asyncio.create_task(_read(stream, events))
     feed = Feed(stream)
     try:
         await feed.seconds(1.0)  # frames 1-10
@@ -146,13 +155,13 @@ async def test_interim_transcripts_restart_the_deadline_but_do_not_answer() -> N
         guard.speech_ended()
         first = stream.deadline
         assert first is not None
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.1)  # (only for the loop's clock to move on)
         inner.streams[0].answer("partial", final=False)
-        await asyncio.sleep(0.01)
+        await _until(lambda: any(e.type == stt.SpeechEventType.INTERIM_TRANSCRIPT for e in events))
         moved = stream.deadline
         assert moved is not None and moved > first  # restarted, and still owed
         await _until(lambda: len(inner.streams) == 2)  # no more progress: stalled
-        await asyncio.sleep(0.05)
+        await _until(lambda: len(inner.streams[1].frames) >= 20)
         assert inner.streams[1].frames[:20] == list(range(1, 21))  # pre-roll and the segment
     finally:
         reader.cancel()
