@@ -214,6 +214,18 @@ async def test_error_events_carry_one_scrubbed_line() -> None:
     assert err["turn"] == "t"
 
 
+async def test_metrics_keep_counts_under_secret_looking_names_but_mask_their_text() -> None:
+    """Metrics are numbers, some named like secrets (`llm_token_count`): those stay; text or a
+    flag under such a name is masked as in tool results, and a token-shaped value anywhere."""
+    b, t = _bridge()
+    b.publish_metrics("t", {"llm_token_count": 42, "prompt_tokens": 1.5, "api_key": "abc123", "auth": True,
+                            "model": "gpt-x", "note": "sk-abcdefghijklmnopqrst", "nested": {"token": "zzz"}})
+    await b.aclose()
+    [metrics] = [e for e in envelopes(t) if e["type"] == "metrics"]
+    assert metrics["data"] == {"llm_token_count": 42, "prompt_tokens": 1.5, "api_key": "***", "auth": "***",
+                               "model": "gpt-x", "note": "***", "nested": '{"token":"***"}'}
+
+
 def test_unknown_report_override_is_refused() -> None:
     from bridge.redact import ReportPolicy
 
