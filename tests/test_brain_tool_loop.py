@@ -756,6 +756,22 @@ async def test_answering_a_cancelled_request_before_the_brain_finished_it_is_exp
     assert gate.resolve("hitl_x", ApprovalDecision.approve(by="bob")) == ResolveStatus.EXPIRED
 
 
+async def test_cancel_all_cancels_only_that_conversations_requests() -> None:
+    """One gate serves every conversation of a brain: a participant leaving one room (the bridge
+    calls `cancel_all` with its conversation) must not withdraw another room's approvals."""
+    import time
+
+    gate = InProcessApprovalGate()
+    deadline = int(time.time() * 1000) + 60_000
+    here = gate.register(_request(deadline))
+    there = gate.register(dataclasses.replace(_request(deadline), request_id="hitl_other", conversation_id="other"))
+    assert [r.request_id for r in gate.pending("other")] == ["hitl_other"]
+    assert gate.cancel_all("c", by="system:participant_left") == 1
+    assert here.done() and not there.done()
+    assert gate.resolve("hitl_other", ApprovalDecision.approve(by="bob")) == ResolveStatus.OK
+    assert there.result().approved
+
+
 def test_invalid_arguments_say_where_and_why_without_echoing_values() -> None:
     def login(username: str, password: str, otp: int) -> str:
         """Log in."""
