@@ -190,16 +190,18 @@ class Simulation:
         """Whether the user's words may still become a turn."""
         segmented = self.session.stt
         if isinstance(segmented, SegmentedSTT):
-            # a batch STT: segments still being recognised, or a transcript not yet committed
+            # a batch STT: segments still being recognised
             # (an empty recognition ends nothing, so it must not leave the simulation waiting)
             if segmented.pending > 0:
                 return True
-            # a transcript not committed yet; livekit may also drop one (a short phrase said
-            # over the agent, TURN_MIN_INTERRUPTION_WORDS): then it stops counting after a while
-            t = self.settings.turn
-            grace = COMMIT_GRACE + max(t.min_endpointing_delay, t.max_endpointing_delay)
-            return self._final_at is not None and self.io.mic.position - self._final_at < grace
-        return self._user_pending  # a streaming STT: from the user going quiet to the next final
+        elif self._user_pending:
+            return True  # a streaming STT: from the user going quiet to the next final
+        # a transcript not committed yet (a streaming provider's final can come after an earlier
+        # turn was committed); livekit may also drop one (a short phrase said over the agent,
+        # TURN_MIN_INTERRUPTION_WORDS): then it stops counting after a while
+        t = self.settings.turn
+        grace = COMMIT_GRACE + max(t.min_endpointing_delay, t.max_endpointing_delay)
+        return self._final_at is not None and self.io.mic.position - self._final_at < grace
 
     def busy(self) -> bool:
         s = self.session

@@ -60,16 +60,17 @@ def _simulation(
 
 async def play_and_settle(sim: Any, audio: Any, *, limit: float, fake: FakeDeepgram) -> bool:
     """`agent_fakes.play_and_settle`, but the session is not closed while the fake server still
-    owes a final result for speech it received (its decoding lags on a loaded machine, and a
-    transcript arriving as the session closes is dropped by livekit: "speech scheduling is
-    paused")."""
+    owes a final result for speech it received, nor before the session has gone quiet after the
+    last final was sent (the fake's decoding lags on a loaded machine, and a transcript arriving
+    as the session closes is dropped by livekit: "speech scheduling is paused")."""
     try:
         await sim.start()
         await sim.play(audio)
         for _ in range(10):
+            sent = fake.finals_sent
             if not await sim.settle(limit=limit):
                 return False
-            if not fake.busy:
+            if not fake.busy and fake.finals_sent == sent:
                 return True
             while fake.busy:  # the microphone goes on delivering silence meanwhile
                 await sim.io.mic.play_silence(0.1)

@@ -71,6 +71,10 @@ class FakeDeepgram:
         """Speech received is still owed its final result."""
         return self._owed > 0 or bool(self._open)
 
+    @property
+    def finals_sent(self) -> int:
+        return sum(len(c.transcripts) for c in self.connections)
+
     async def start(self) -> None:
         from providers import SpeechSettings, create_stt
 
