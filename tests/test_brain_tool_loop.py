@@ -339,20 +339,20 @@ async def test_step_cap_forbids_more_tool_calls(kit: Kit) -> None:
 async def test_tool_timeout_starts_after_approval(kit: Kit) -> None:
     ran: list[str] = []
 
-    @tool(requires_approval=True, timeout=0.05)
+    @tool(requires_approval=True, timeout=0.3)
     async def quick_action(name: str) -> str:
         """Needs approval, runs briefly."""
         ran.append(name)
         return "done"
 
-    @tool(timeout=0.05)
+    @tool(timeout=0.3)
     async def stuck() -> str:
         """Never finishes on its own."""
         await asyncio.Event().wait()
         return "never"
 
     async def slow_human(request: ApprovalRequest) -> ApprovalDecision:
-        await asyncio.sleep(0.2)  # longer than the tool's own timeout
+        await asyncio.sleep(0.6)  # longer than the tool's own timeout
         return ApprovalDecision.approve(by="slow-human")
 
     kit.server.push(kit.calls(("call_q", "quick_action", {"name": "x"}), ("call_s", "stuck", {})), kit.text("Ok."))
@@ -361,7 +361,7 @@ async def test_tool_timeout_starts_after_approval(kit: Kit) -> None:
     await reply(brain, Turn("go", "c"))
     assert ran == ["x"]
     results = kit.results(kit.server.requests[1])
-    assert results == {"call_q": "done", "call_s": "ERROR: stuck timed out after 0.05 s"}
+    assert results == {"call_q": "done", "call_s": "ERROR: stuck timed out after 0.3 s"}
     assert {e.call_id: e.status for e in log.of(ToolFinished)} == {"call_q": "ok", "call_s": "error"}
     log.check()
 

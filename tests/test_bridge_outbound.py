@@ -124,7 +124,7 @@ class HangingTransport(MemoryTransport):
 async def test_a_hung_send_times_out_and_is_retried() -> None:
     t = HangingTransport(hangs=1)
     b = attach_event_bridge(t, brain=None, agent_name="a", served_identity="alice",
-                            options=BridgeOptions(send_timeout=0.05, send_attempts=2, retry_base_delay=0.001))
+                            options=BridgeOptions(send_timeout=0.3, send_attempts=2, retry_base_delay=0.001))
     b.publish_transcript("after the hang", final=True)
     assert await b.flush(5)
     await b.aclose()
