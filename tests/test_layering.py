@@ -58,6 +58,44 @@ def test_brain_runs_without_livekit_loaded() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+_UPPER = "bad = sorted(m for m in sys.modules if m.split('.')[0] in {upper!r})\nprint(bad)\nsys.exit(1 if bad else 0)\n"
+
+
+@pytest.mark.parametrize(
+    ("use", "upper"),
+    [
+        (  # the offline providers, made by name and used once each
+            "from providers import SpeechSettings, create_stt, create_tts\n"
+            "s = SpeechSettings(_env_file=None, STT_PROVIDERS='local', TTS_PROVIDERS='local')\n"
+            "stt, tts = create_stt(s), create_tts(s)\n"
+            "async def main():\n"
+            "    frames = [f async for f in tts.synthesize('Hello there.')]\n"
+            "    assert frames\n"
+            "    await stt.aclose(); await tts.aclose()\n"
+            "asyncio.run(main())\n",
+            ("agent", "bridge"),
+        ),
+        (  # the bridge publishing an envelope over an in-memory transport
+            "from bridge import MemoryTransport, attach_event_bridge\n"
+            "async def main():\n"
+            "    b = attach_event_bridge(MemoryTransport(), brain=None, agent_name='a', served_identity='alice')\n"
+            "    b.publish_transcript('hi', final=True)\n"
+            "    assert await b.flush(5)\n"
+            "    await b.aclose()\n"
+            "asyncio.run(main())\n",
+            ("agent",),
+        ),
+    ],
+    ids=["providers", "bridge"],
+)
+def test_lower_layers_run_without_upper_layers_loaded(use: str, upper: tuple[str, ...]) -> None:
+    """What the static check cannot see (imports made by name at run time): using the layer in a
+    fresh interpreter loads no module of a layer above it."""
+    code = "import asyncio, sys\n" + use + _UPPER.format(upper=set(upper))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_bridge_uses_only_brains_event_and_approval_types() -> None:
     # the bridge library maps brain events and answers approvals; the `python -m bridge` demo
     # (bridge/__main__.py) is the one place that runs a brain
