@@ -103,14 +103,16 @@ def _envelopes(stream: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in stream.getvalue().splitlines() if line.startswith("{")]
 
 
-async def _run(vad: Any, audio: DecodedAudio, *, min_delay: float) -> tuple[Simulation, NotingBackend, Notebook, io.StringIO]:
+async def _run(
+    vad: Any, audio: DecodedAudio, *, min_delay: float, speed: float = 4.0
+) -> tuple[Simulation, NotingBackend, Notebook, io.StringIO]:
     book = Notebook()
     backend = NotingBackend()
     s = settings(turn=TurnSettings(_env_file=None, min_endpointing_delay=min_delay, max_endpointing_delay=max(3.0, min_delay)))  # type: ignore[call-arg]
     assert s.turn.preemptive_generation  # the default
     brain = create_voice_brain(s.brain, backend=backend, tools=book.tools, approvals=InProcessApprovalGate(policy=book.approve))
     events = io.StringIO()
-    sim = Simulation(s, vad=vad, brain=brain, speed=4.0, conversation_id="preemptive", events=events)
+    sim = Simulation(s, vad=vad, brain=brain, speed=speed, conversation_id="preemptive", events=events)
     try:
         await sim.start()
         await sim.play(audio)
@@ -124,9 +126,12 @@ async def test_a_discarded_preemptive_generation_runs_no_tool_and_leaves_no_trac
     first = await synthesize_utterance("Please write down that I like green tea.")
     second = await synthesize_utterance("And also black coffee.")
     # the user pauses 1.2 s mid-turn: long enough for a final transcript (and so a preemptive
-    # generation, which reaches its tools at once), shorter than the 3 s endpointing delay
+    # generation, which reaches its tools at once), far shorter than the 6 s endpointing delay.
+    # (Delays scale with the speed, but an overloaded machine's VAD falls behind in wall time:
+    # at 4x with a 3 s delay it had not yet heard the second utterance when the delay, 0.75 s
+    # of wall time, ran out, and the turn ended in the pause. 2x and 6 s leave 3 s.)
     audio = DecodedAudio(first.pcm + _silence(1.2) + second.pcm, INPUT_RATE, INPUT_RATE, 1)
-    sim, backend, book, events = await _run(vad, audio, min_delay=3.0)
+    sim, backend, book, events = await _run(vad, audio, min_delay=6.0, speed=2.0)
 
     discarded = [t for t in sim.result.turns if t.outcome == "discarded"]
     answered = [t for t in sim.result.turns if t.outcome == "completed"]
