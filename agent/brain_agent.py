@@ -7,6 +7,9 @@ said so far ("One moment.") is synthesised and played while the tool (or its app
 Closing the node (livekit does this when the user barges in) cancels the brain turn: the model
 stream, running tools and pending approvals stop.
 
+With a batch STT, a turn livekit commits while a segment of the user's speech is still being
+recognised waits for its words (see `BrainAgent._more_words_came`).
+
 `tts_node` runs livekit's default TTS node under a stall deadline (agent.guards): a TTS that
 stops producing audio is cut off and reported instead of leaving the user in silence.
 """
@@ -20,7 +23,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any
 
 from livekit import rtc
-from livekit.agents import Agent, FlushSentinel, llm
+from livekit.agents import Agent, FlushSentinel, StopResponse, llm
 from livekit.agents.types import (
     DEFAULT_API_CONNECT_OPTIONS,
     NOT_GIVEN,
@@ -32,11 +35,16 @@ from livekit.agents.voice import ModelSettings
 from brain import Cutoff, ToolStarted, VoiceBrain
 
 from .guards import guard_tts_frames
+from .shared_vad import SegmentedSTT
 from .turn_tracker import TrackedTurn, TurnTracker
 
 log = logging.getLogger("agent.brain_agent")
 
 AGENT_INSTRUCTIONS = "Replies are produced by the brain (see brain/); this text is not sent to any model."
+
+HOLD_LIMIT = 10.0
+"""Seconds a reply waits at most for speech still being recognised (recognitions that stall
+have deadlines of their own, AGENT_PROVIDER_TIMEOUT)."""
 
 
 class BrainLLM(llm.LLM):
@@ -128,6 +136,32 @@ class BrainAgent(Agent):
         text = new_message.text_content or ""
         for cb in list(self.user_turn_callbacks):
             cb(text)
+        if await self._more_words_came(text):
+            raise StopResponse()
+
+    async def _more_words_came(self, text: str) -> bool:
+        """Whether the user said more in this turn than livekit has committed: if so, the words
+        are kept for the turn those late words become, and this turn gets no reply.
+
+        livekit commits a turn once its endpointing delay has run out, with the transcripts it has
+        then; with a batch STT, a segment still being recognised returns its words later, and
+        livekit takes them for a turn of their own, which would cut off the reply to the first
+        part (or answer the two parts apart). So while a segment is still being recognised the
+        reply waits; if words come, they end a turn of their own soon, and this turn's words go
+        in front of them (`TurnTracker.pending_merge`): the whole utterance is answered once.
+        Costs nothing when every segment is recognised in time (the usual case).
+        """
+        segmented = self.session.stt
+        if not isinstance(segmented, SegmentedSTT) or segmented.pending == 0:
+            return False
+        before = segmented.transcripts
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(segmented.all_recognised(), HOLD_LIMIT)
+        if segmented.transcripts == before:
+            return False  # nothing more was said (noise, or a recognition that failed): answer this
+        merged = self.tracker.pending_merge
+        self.tracker.pending_merge = f"{merged} {text}".strip() if merged else text
+        return True
 
     async def tts_node(  # type: ignore[override]
         self, text: AsyncIterable[str], model_settings: ModelSettings

@@ -125,8 +125,23 @@ class SegmentedSTT(WrappedSTT):
         self.pending = 0
         """Speech segments that have ended but are not recognised yet (queued or in recognition):
         while above 0, a transcript may still come (`agent.simulate` waits for it)."""
+        self.transcripts = 0
+        """Final transcripts given to the session so far (empty recognitions give none)."""
+        self._recognised = asyncio.Event()
+        self._recognised.set()
         # the recognitions' failures are the session's to hear (livekit listens on session.stt)
         inner.on("error", self._forward_error)
+
+    def _count_pending(self, change: int) -> None:
+        self.pending += change
+        if self.pending > 0:
+            self._recognised.clear()
+        else:
+            self._recognised.set()
+
+    async def all_recognised(self) -> None:
+        """Until every speech segment that has ended is recognised (at once if none waits)."""
+        await self._recognised.wait()
 
     def _forward_error(self, error: Any, *args: Any) -> None:
         if getattr(error, "recoverable", False):
@@ -165,7 +180,7 @@ class _SegmentStream(stt.RecognizeStream):
 
         def on_vad_event(event: vad.VADEvent) -> None:
             if event.type == vad.VADEventType.END_OF_SPEECH:
-                owner.pending += 1
+                owner._count_pending(+1)
             segments.put_nowait(event)
 
         unsubscribe = self._owner.shared_vad.subscribe(on_vad_event, windows=early is not None)
@@ -185,13 +200,13 @@ class _SegmentStream(stt.RecognizeStream):
                         await self._on_vad_event(event, early)
                     finally:
                         if event.type == vad.VADEventType.END_OF_SPEECH:
-                            owner.pending -= 1
+                            owner._count_pending(-1)
         finally:
             unsubscribe()
             while not segments.empty():  # segments nobody will recognise now
                 left = segments.get_nowait()
                 if left is not None and left.type == vad.VADEventType.END_OF_SPEECH:
-                    owner.pending -= 1
+                    owner._count_pending(-1)
             drain.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await drain
@@ -224,6 +239,7 @@ class _SegmentStream(stt.RecognizeStream):
             )
         if not result.alternatives or not result.alternatives[0].text:
             return
+        self._owner.transcripts += 1
         self._event_ch.send_nowait(
             stt.SpeechEvent(
                 type=stt.SpeechEventType.FINAL_TRANSCRIPT,
